@@ -1,0 +1,31 @@
+//! `cargo xtask bench ...`: each benchmark measures its baseline in the same
+//! run and prints the ratio. The measurements live with the stage they
+//! measure; this module only dispatches.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Apply a generated 30-patch series with git2 vs `git am` on a copy.
+    Apply,
+    /// Tree import vs plain `tar x` of the same tarball.
+    Import,
+    /// Kernel build: cold, no-op, after touching virt/kvm/kvm_main.c.
+    Build,
+    /// Boot to the first KTAP line under TCG (and KVM where it works).
+    Boot,
+    /// Selftest suite on the host, per-area times.
+    Selftests,
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCmd::Apply => crate::series::bench_apply(),
+        BenchCmd::Import => crate::tree::bench_import(),
+        BenchCmd::Build => crate::build::bench_build(),
+        BenchCmd::Boot => crate::boot::bench_boot(),
+        BenchCmd::Selftests => crate::test::bench_selftests(),
+    }
+}

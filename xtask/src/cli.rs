@@ -1,0 +1,46 @@
+//! Command-line definition and dispatch. Every subcommand's arguments are
+//! defined by the module that implements it.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "guest_memfd-on-6.1 maintainer tooling")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch and import an upstream kernel tree.
+    #[command(subcommand)]
+    Tree(crate::tree::TreeCmd),
+    /// Apply a series from patches/ onto a kernel tree, on a new branch.
+    Apply(crate::series::ApplyArgs),
+    /// Export or format the patch series.
+    #[command(subcommand)]
+    Series(crate::series::SeriesCmd),
+    /// Build a kernel from Kconfig fragments (out of tree, under target/).
+    BuildKernel(crate::build::BuildArgs),
+    /// Build, boot under virtme-ng and run the selftests (or --host).
+    Test(crate::test::TestArgs),
+    /// Check (and optionally install) the host tools the pipeline needs.
+    Doctor(crate::doctor::DoctorArgs),
+    /// Benchmarks that print ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Tree(cmd) => crate::tree::run(cmd),
+        Command::Apply(args) => crate::series::run_apply(args),
+        Command::Series(cmd) => crate::series::run(cmd),
+        Command::BuildKernel(args) => crate::build::run(args),
+        Command::Test(args) => crate::test::run(args),
+        Command::Doctor(args) => crate::doctor::run(args),
+        Command::Bench(cmd) => crate::bench::run(cmd),
+    }
+}
