@@ -287,7 +287,7 @@ pub fn scan_kconfig_text(text: &str, file: &Path, info: &mut HashMap<String, Sym
             "depends" => {
                 if let (Some(s), Some(expr)) = (&current, t.strip_prefix("depends on")) {
                     if let Some(i) = info.get_mut(s) {
-                        i.depends.push(expr.trim().to_string());
+                        i.depends.push(expr.split_whitespace().collect::<Vec<_>>().join(" "));
                     }
                 }
             }

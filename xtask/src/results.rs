@@ -428,20 +428,24 @@ pub fn scan_splats(log: &str) -> Vec<Splat> {
             phase = "after the tests".into();
         }
         if let Some(kind) = classify_splat(msg) {
-            // A report that continues another one (a KASAN line after a GPF
-            // headline, a BUG inside a lockdep report) belongs to it.
-            if let Some(last) = splats.last_mut() {
-                if i < last.line - 1 + last.excerpt.len() && i <= last.line - 1 + 4 {
+            // A line that continues the previous report (the KASAN line
+            // under a GPF headline)
+            // belongs to it.
+            if let Some(last) = splats.last() {
+                let continues = matches!(
+                    (last.kind, kind),
+                    (SplatKind::GeneralProtectionFault, SplatKind::Kasan)
+                );
+                if continues && i < last.line - 1 + 4 {
                     i += 1;
                     continue;
                 }
-                let _ = last;
             }
             let mut excerpt = vec![msg.to_string()];
             let mut j = i + 1;
             while j < lines.len() && excerpt.len() < 60 {
                 let m = strip_kmsg_prefix(lines[j]);
-                if marker(m).is_some() {
+                if marker(m).is_some() || classify_splat(m).is_some_and(|k| !matches!((kind, k), (SplatKind::GeneralProtectionFault, SplatKind::Kasan))) {
                     break;
                 }
                 excerpt.push(m.to_string());
