@@ -224,7 +224,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
     };
     let outcome = match (&guest.killed, guest.exit) {
         (Some(Killed::BootTimeout(s)), _) => Outcome::NoBoot(format!(
-            "no KTAP header within {s}s; QEMU was killed. Last console lines:\n{}",
+            "the guest's userspace did not start within {s}s (no output from the guest script, no KTAP header); QEMU was killed. Last console lines:\n{}",
             last_console(15)
         )),
         (Some(Killed::RunTimeout(s)), _) => Outcome::Hang(format!(
@@ -237,8 +237,8 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         )),
         (None, _) if panic_line.is_some() => Outcome::Panic(panic_line.clone().unwrap_or_default()),
         (None, Some(255)) => Outcome::Panic(format!("vng exited 255 (panic=-1 reboot); last console lines:\n{}", last_console(15))),
-        (None, _) if guest.first_ktap_s.is_none() && args.exec.is_none() => Outcome::NoBoot(format!(
-            "vng exited ({}) without a KTAP header; last console lines:\n{}",
+        (None, _) if guest.up_s.is_none() => Outcome::NoBoot(format!(
+            "vng exited ({}) before the guest script ran; last console lines:\n{}",
             guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
             last_console(15)
         )),
@@ -276,6 +276,9 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         outcome,
     };
     finish(&result, &dir, "guest.log")?;
+    if let Some(up) = guest.up_s {
+        println!("guest userspace up after {up:.1}s");
+    }
     Ok(result)
 }
 
