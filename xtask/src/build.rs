@@ -387,13 +387,18 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
         }
         return Ok(v);
     }
+    // A branch of our own, replaced on every run; the user's branches and
+    // checkout stay as they are (apply does not check out).
+    let branch = "guest_memfd/each-patch".to_string();
+    delete_branch_if_exists(tree, &branch)?;
     let applied = crate::series::apply(&crate::series::ApplyRequest {
         series: "guest_memfd".into(),
         tree: tree.to_path_buf(),
         extra: Vec::new(),
-        branch: None,
+        branch: Some(branch),
     })
     .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
+    println!("each-patch: series applied on branch {} ({} patches)", applied.branch, applied.commits.len());
     Ok(applied
         .commits
         .into_iter()
@@ -406,21 +411,9 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
 fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<ExitCode> {
     let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
     let commits = each_patch_commits(args, &tree)?;
-    let scratch_root = util::target_dir().join("kbuild").join(tree_id(&tree));
-    let scratch = scratch_root.join("each-patch-src");
-    let sh = Shell::new()?;
-    sh.change_dir(&tree);
-    let first = commits[0].0.clone();
-    if !scratch.join(".git").exists() {
-        std::fs::create_dir_all(&scratch_root)?;
-        cmd!(sh, "git worktree prune").quiet().run()?;
-        cmd!(sh, "git worktree add --detach {scratch} {first}")
-            .quiet()
-            .run()
-            .with_context(|| format!("creating the scratch worktree {}", scratch.display()))?;
-    }
+    let scratch = scratch_worktree(&tree, "each-patch", &commits[0].0)?;
     let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
-    plan.dir = scratch_root.join(format!("each-patch-{}", fragments.join("+")));
+    plan.dir = util::target_dir().join("kbuild").join(tree_id(&tree)).join(format!("each-patch-{}", fragments.join("+")));
     let wsh = Shell::new()?;
     wsh.change_dir(&scratch);
     let total = commits.len();
@@ -428,7 +421,7 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     let mut broken: Option<(usize, String, String)> = None;
     for (i, (commit, subject)) in commits.iter().enumerate() {
         println!("[{}/{total}] {} {subject}", i + 1, &commit[..12.min(commit.len())]);
-        cmd!(wsh, "git checkout --quiet --detach {commit}")
+        cmd!(wsh, "git checkout --quiet --force --detach {commit}")
             .quiet()
             .run()
             .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
@@ -459,6 +452,47 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A detached worktree of `tree` under target/kbuild/<tree-id>/<name>-src,
+/// checked out at `commit`. Builds of applied branches happen here, so the
+/// user's checkout is never touched; reusing it keeps builds incremental.
+pub fn scratch_worktree(tree: &Path, name: &str, commit: &str) -> Result<PathBuf> {
+    let root = util::target_dir().join("kbuild").join(tree_id(tree));
+    let scratch = root.join(format!("{name}-src"));
+    let sh = Shell::new()?;
+    sh.change_dir(tree);
+    if !scratch.join(".git").exists() {
+        std::fs::create_dir_all(&root)?;
+        cmd!(sh, "git worktree prune").quiet().run()?;
+        cmd!(sh, "git worktree add --detach {scratch} {commit}")
+            .quiet()
+            .run()
+            .with_context(|| format!("creating the scratch worktree {}", scratch.display()))?;
+    } else {
+        let wsh = Shell::new()?;
+        wsh.change_dir(&scratch);
+        cmd!(wsh, "git checkout --quiet --force --detach {commit}")
+            .quiet()
+            .run()
+            .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
+    }
+    Ok(scratch)
+}
+
+/// Delete a branch the harness owns (mutant and each-patch branches) so
+/// that it can be re-created; refuses when it is checked out somewhere.
+pub fn delete_branch_if_exists(tree: &Path, branch: &str) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(tree);
+    let refname = format!("refs/heads/{branch}");
+    if cmd!(sh, "git show-ref --verify --quiet {refname}").quiet().run().is_ok() {
+        cmd!(sh, "git branch -D {branch}")
+            .quiet()
+            .run()
+            .with_context(|| format!("deleting the old harness branch {branch} in {}", tree.display()))?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask bench build`: cold build (ccache disabled, fresh directory),

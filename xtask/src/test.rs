@@ -292,6 +292,14 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     let bin = selftests_binary(args)?;
     let (run_id, dir) = new_run_dir("host")?;
     let sh = Shell::new()?;
+    if let Ok(mode) = std::fs::read_to_string("/proc/sys/kernel/printk_devkmsg") {
+        if mode.trim() != "on" {
+            println!(
+                "note: /proc/sys/kernel/printk_devkmsg is `{}`: the host rate-limits the selftests' begin/end kmsg markers, so a host splat may be attributed to no test (`echo on > /proc/sys/kernel/printk_devkmsg` to fix)",
+                mode.trim()
+            );
+        }
+    }
     let dmesg_before = cmd!(sh, "dmesg").quiet().ignore_stderr().read().ok();
     let taint = || std::fs::read_to_string("/proc/sys/kernel/tainted").ok().and_then(|s| s.trim().parse::<u64>().ok());
     let taint_before = taint();
@@ -420,18 +428,38 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
         println!("\n=== mutant {name}");
         let patch = util::patches_dir().join("mutants").join(format!("{name}.patch"));
         let branch = format!("guest_memfd/v{version}-mutant-{name}");
+        if let Err(e) = build::delete_branch_if_exists(&tree, &branch) {
+            rows.push((name.clone(), Err(format!("{e:#}")), false));
+            continue;
+        }
         let applied = crate::series::apply(&crate::series::ApplyRequest {
             series: "guest_memfd".into(),
             tree: tree.clone(),
             extra: vec![patch],
             branch: Some(branch.clone()),
         });
-        if let Err(e) = applied {
-            rows.push((name.clone(), Err(format!("could not apply: {e:#}")), false));
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => {
+                rows.push((name.clone(), Err(format!("could not apply: {e:#}")), false));
+                continue;
+            }
+        };
+        let Some(tip) = applied.commits.iter().rev().find_map(|c| c.commit.clone()) else {
+            rows.push((name.clone(), Err("apply created no commit".into()), false));
             continue;
-        }
-        println!("mutant {name}: applied on branch {branch}");
-        match run_boot(args, Some(&tree)) {
+        };
+        // One scratch worktree and build dir for all mutants: each build
+        // recompiles only what the mutant patch touches.
+        let src = match build::scratch_worktree(&tree, "mutant", &tip) {
+            Ok(s) => s,
+            Err(e) => {
+                rows.push((name.clone(), Err(format!("{e:#}")), false));
+                continue;
+            }
+        };
+        println!("mutant {name}: applied on branch {branch}, building {}", src.display());
+        match run_boot(args, Some(&src)) {
             Ok(r) => {
                 let killed = !r.outcome.is_pass();
                 rows.push((name.clone(), Ok(killers(&r)), killed));
