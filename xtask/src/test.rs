@@ -208,11 +208,23 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
             .collect();
         splats.extend(tail_splats);
     }
+    // The KTAP stream: the guest's own copy (clean), else vng's stdout, else
+    // the console (where it lands, mixed with kernel messages, when
+    // virtme-ng-init had to fall back to the serial console).
+    let ktap_text = std::fs::read_to_string(dir.join("ktap.log"))
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| guest.stdout.contains("KTAP version 1").then(|| guest.stdout.clone()))
+        .unwrap_or_else(|| guest.console.clone());
     let ktap = if args.exec.is_some() {
         results::Ktap { version_seen: true, ..Default::default() }
     } else {
-        results::parse_ktap(&guest.stdout)
+        results::parse_ktap(&ktap_text)
     };
+    // The exit status the guest script recorded; vng's own status is only
+    // meaningful when virtio-serial script I/O worked.
+    let exit_file = std::fs::read_to_string(dir.join("exit-code")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let guest_exit = exit_file;
     let read_num = |n: &str| std::fs::read_to_string(dir.join(n)).ok().and_then(|s| s.trim().parse::<u64>().ok());
     let taint_before = read_num("taint-before");
     let taint_after = read_num("taint-after");
@@ -222,7 +234,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         let lines: Vec<&str> = guest.console.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     };
-    let outcome = match (&guest.killed, guest.exit) {
+    let outcome = match (&guest.killed, guest_exit) {
         (Some(Killed::BootTimeout(s)), _) => Outcome::NoBoot(format!(
             "the guest's userspace did not start within {s}s (no output from the guest script, no KTAP header); QEMU was killed. Last console lines:\n{}",
             last_console(15)
@@ -236,9 +248,17 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
                 .unwrap_or_default()
         )),
         (None, _) if panic_line.is_some() => Outcome::Panic(panic_line.clone().unwrap_or_default()),
-        (None, Some(255)) => Outcome::Panic(format!("vng exited 255 (panic=-1 reboot); last console lines:\n{}", last_console(15))),
         (None, _) if guest.up_s.is_none() => Outcome::NoBoot(format!(
             "vng exited ({}) before the guest script ran; last console lines:\n{}",
+            guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
+            last_console(15)
+        )),
+        (None, None) if guest.exit == Some(255) => Outcome::Panic(format!(
+            "the guest script never finished and vng exited 255 (panic=-1 reboot or a crash); last console lines:\n{}",
+            last_console(15)
+        )),
+        (None, None) => Outcome::Error(format!(
+            "the guest script never recorded an exit status (vng exited {}); last console lines:\n{}",
             guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
             last_console(15)
         )),
@@ -254,7 +274,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
     // Splats fail every kind of outcome; add them to Failed, keep the others.
     if let Outcome::Passed = outcome {
         if !splats.is_empty() {
-            outcome = results::verdict(&ktap, &splats, taint_before, taint_after, guest.exit);
+            outcome = results::verdict(&ktap, &splats, taint_before, taint_after, guest_exit);
         }
     }
     let result = RunResult {
@@ -266,7 +286,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         accel: choice.accel.name().into(),
         accel_reason: choice.reason.clone(),
         command,
-        guest_exit: guest.exit,
+        guest_exit,
         boot_to_first_ktap_s: guest.first_ktap_s,
         duration_s: start.elapsed().as_secs_f64(),
         taint_before,
