@@ -200,6 +200,9 @@ pub fn vng_args(spec: &VngSpec) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["--run".into(), spec.image.clone().into_os_string()];
     a.push("--verbose".into());
     a.push("--disable-microvm".into());
+    // base.config has 9p and no virtio-fs; without this vng spends ~3 s per
+    // shared directory waiting for a virtiofsd that fails to start here.
+    a.push("--force-9p".into());
     a.push("--cpus".into());
     a.push(spec.cpus.to_string().into());
     a.push("--memory".into());
