@@ -161,9 +161,22 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         Some(_) => None,
         None => Some(selftests_binary(args)?),
     };
+    // With --kernel the fragments are whatever that image was built from:
+    // an image under target/kbuild/.../<set>/arch/x86/boot names its set.
+    let config_label = match &args.kernel {
+        None => fragments.join("+"),
+        Some(_) => image
+            .ancestors()
+            .nth(4)
+            .filter(|d| d.join("xtask-merged.config").is_file())
+            .and_then(|d| d.file_name())
+            .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
+            .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
+    };
     let choice: AccelChoice = boot::choose_accel(&args.accel, &image)?;
     println!("accel: {} — {}", choice.accel.name(), choice.reason);
-    let (run_id, dir) = new_run_dir(&format!("{}-{}", fragments.join("+"), choice.accel.name()))?;
+    let tag = config_label.split(' ').next().unwrap_or("kernel").to_string();
+    let (run_id, dir) = new_run_dir(&format!("{tag}-{}", choice.accel.name()))?;
     let script = dir.join("guest.sh");
     let text = match (&args.exec, &bin) {
         (Some(e), _) => boot::guest_script(&dir, Path::new("/bin/sh"), &["-c".into(), e.clone()]),
@@ -282,7 +295,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         mode: "vng".into(),
         kernel,
         kernel_image: Some(image),
-        config: fragments.join("+"),
+        config: config_label,
         accel: choice.accel.name().into(),
         accel_reason: choice.reason.clone(),
         command,
