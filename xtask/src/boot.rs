@@ -303,9 +303,10 @@ pub enum Killed {
 /// are saved to `<run_dir>/stdout.log`, `console.log` and interleaved into
 /// `guest.log`; `echo_ktap` prints KTAP lines as they come.
 pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout: Duration, run_timeout: Duration, echo: bool) -> Result<GuestRun> {
-    use std::os::unix::process::CommandExt;
+    // vng stays in our process group so that Ctrl-C reaches it and its
+    // QEMU; on a timeout the harness kills the whole process tree itself.
     let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = command.spawn().with_context(|| format!("starting {program} (is virtme-ng installed? `pip install virtme-ng`)"))?;
     let pid = child.id();
@@ -386,7 +387,7 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
         }
     }
     if killed.is_some() {
-        kill_group(pid);
+        kill_tree(pid);
     }
     let status = child.wait()?;
     for r in readers {
@@ -395,13 +396,42 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
     Ok(GuestRun { exit: status.code(), stdout, console, first_ktap_s: first_ktap, up_s: up, duration: start.elapsed(), killed })
 }
 
-/// SIGTERM then SIGKILL to the whole process group (vng and its QEMU).
-fn kill_group(pid: u32) {
+/// SIGTERM, then SIGKILL, to `pid` and all its descendants (vng, its
+/// helpers and QEMU), found through /proc.
+fn kill_tree(pid: u32) {
     let Ok(sh) = Shell::new() else { return };
-    let group = format!("-{pid}");
-    let _ = cmd!(sh, "kill -TERM -- {group}").quiet().ignore_status().ignore_stderr().run();
-    std::thread::sleep(Duration::from_secs(2));
-    let _ = cmd!(sh, "kill -KILL -- {group}").quiet().ignore_status().ignore_stderr().run();
+    for signal in ["-TERM", "-KILL"] {
+        let mut pids: Vec<String> = descendants(pid).into_iter().map(|p| p.to_string()).collect();
+        pids.push(pid.to_string());
+        let _ = cmd!(sh, "kill {signal} {pids...}").quiet().ignore_status().ignore_stderr().run();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// All descendants of `root` (children first found, grandchildren after).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.filter_map(|e| e.ok()) {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // The command name may hold spaces and parentheses: fields
+            // after the last ')' are "state ppid ...".
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (child, _) in parent_of.iter().filter(|(_, pp)| *pp == p) {
+            out.push(*child);
+            frontier.push(*child);
+        }
+    }
+    out
 }
 
 /// `cargo xtask bench boot`: boot-to-first-KTAP-line of the newest built
