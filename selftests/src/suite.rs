@@ -1,0 +1,214 @@
+//! The suite runner: expands cases per VM type, applies the filter, probes
+//! capabilities, runs each case isolated and prints KTAP.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use crate::caps::Caps;
+use crate::case::{Case, Stop, Tx};
+use crate::cases;
+use crate::isolate::{run_isolated, End, Outcome};
+use crate::kmsg::{Health, Monitor};
+use crate::ktap::{KtapWriter, Verdict};
+use crate::kvm::VmType;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub list: bool,
+    /// Substrings; a case runs when any matches (all run when empty).
+    pub filters: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// One case on one VM type.
+pub struct Instance {
+    pub case: &'static Case,
+    pub vm_type: VmType,
+    pub name: String,
+}
+
+pub fn instances(filters: &[String]) -> Vec<Instance> {
+    let mut out = Vec::new();
+    for case in cases::all() {
+        for t in VmType::ALL {
+            let name = case.full_name(t);
+            if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+                out.push(Instance { case, vm_type: t, name });
+            }
+        }
+    }
+    out
+}
+
+/// Combines what the child reported with the kernel's health.
+pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdict, Vec<String>) {
+    let mut diags = Vec::new();
+    let mut failed = match outcome {
+        Outcome::Pass => false,
+        Outcome::Skip(_) => false,
+        Outcome::Fail(m) => {
+            diags.push(format!("FAIL: {m}"));
+            true
+        }
+        Outcome::TimedOut(d) => {
+            diags.push(format!(
+                "FAIL: timed out after {}s (case killed with SIGKILL)",
+                if d.subsec_millis() == 0 { d.as_secs().to_string() } else { format!("{:.1}", d.as_secs_f64()) }
+            ));
+            true
+        }
+        Outcome::Crashed(m) => {
+            diags.push(format!("FAIL: {m}"));
+            true
+        }
+    };
+    let _ = timeout;
+    if !health.is_clean() {
+        for p in &health.problems {
+            diags.push(format!("FAIL: kernel: {p}"));
+        }
+        for l in &health.lines {
+            diags.push(format!("kmsg: {l}"));
+        }
+        failed = true;
+    }
+    let v = if failed {
+        Verdict::Fail
+    } else if let Outcome::Skip(m) = outcome {
+        Verdict::Skip(m.clone())
+    } else {
+        Verdict::Pass
+    };
+    (v, diags)
+}
+
+/// Runs the suite; returns the process exit status (0 ok, 1 failures, 2 usage).
+pub fn run(opts: &Options) -> u8 {
+    let list = instances(&opts.filters);
+    if opts.list {
+        let mut out = io::stdout().lock();
+        for i in &list {
+            if writeln!(out, "{}", i.name).is_err() {
+                return 1;
+            }
+        }
+        return 0;
+    }
+    if list.is_empty() {
+        eprintln!(
+            "gmem-selftests: no case matches --filter {:?}; run with --list to see the case names",
+            opts.filters
+        );
+        return 2;
+    }
+    match run_instances(&list, opts.timeout) {
+        Ok(failed) => u8::from(failed),
+        Err(e) => {
+            eprintln!("gmem-selftests: cannot write the KTAP output: {e}");
+            1
+        }
+    }
+}
+
+fn run_instances(list: &[Instance], timeout: Duration) -> io::Result<bool> {
+    let caps = Caps::probe();
+    let mut monitor = Monitor::new();
+    let mut k = KtapWriter::new(io::stdout());
+    k.header(list.len())?;
+    for line in caps.describe() {
+        k.diag(&line)?;
+    }
+    for n in &monitor.notes {
+        k.diag(n)?;
+    }
+    k.diag(&format!("per-case timeout {}s", timeout.as_secs()))?;
+
+    let mut area_ms: BTreeMap<&str, u128> = BTreeMap::new();
+    let suite_start = Instant::now();
+    for inst in list {
+        let start = Instant::now();
+        if let Some(reason) = caps.vm(inst.vm_type).skip_reason(inst.case.needs) {
+            k.result(&inst.name, &Verdict::Skip(reason), 0)?;
+            continue;
+        }
+        monitor.mark("begin", &inst.name);
+        let before = monitor.before();
+        let case = inst.case;
+        let vm_type = inst.vm_type;
+        let caps_ref = &caps;
+        let iso = run_isolated(timeout, |rep| {
+            let tx = Tx { rep, vm_type, caps: caps_ref, timeout };
+            match (case.run)(&tx) {
+                Ok(()) => End::Pass,
+                Err(Stop::Fail(m)) => End::Fail(m),
+                Err(Stop::Skip(m)) => End::Skip(m),
+            }
+        });
+        let health = monitor.after(before);
+        monitor.mark("end", &inst.name);
+        let ms = start.elapsed().as_millis();
+        *area_ms.entry(inst.case.area).or_default() += ms;
+        for d in &iso.diags {
+            k.diag(d)?;
+        }
+        let (v, diags) = verdict(&iso.outcome, &health, timeout);
+        for d in &diags {
+            k.diag(d)?;
+        }
+        k.result(&inst.name, &v, ms)?;
+    }
+    for (area, ms) in &area_ms {
+        k.diag(&format!("area-time {area} {ms}"))?;
+    }
+    k.diag(&format!("suite-time {}", suite_start.elapsed().as_millis()))?;
+    let t = k.finish()?;
+    Ok(t.fail > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_is_a_substring_and_any_matches() {
+        let all = instances(&[]);
+        assert!(all.len() >= 2 * 30, "{}", all.len());
+        let some = instances(&["bind.".to_string()]);
+        assert!(!some.is_empty() && some.iter().all(|i| i.name.starts_with("bind.")));
+        let two = instances(&["@sw_protected".to_string(), "create.".to_string()]);
+        assert!(two.iter().all(|i| i.name.contains("@sw_protected") || i.name.contains("create.")));
+        assert!(instances(&["no-such-case".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn skip_is_never_a_pass_and_splats_fail() {
+        let clean = Health::default();
+        let (v, _) = verdict(&Outcome::Skip("no cap".into()), &clean, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Skip("no cap".into()));
+        let (v, _) = verdict(&Outcome::Pass, &clean, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Pass);
+
+        let dirty = Health {
+            problems: vec!["new taint 0x200".into()],
+            lines: vec!["WARNING: CPU: 0 PID: 1 at kvm_destroy_vm".into()],
+        };
+        let (v, d) = verdict(&Outcome::Pass, &dirty, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Fail);
+        assert!(d.iter().any(|l| l.contains("taint 0x200")));
+        assert!(d.iter().any(|l| l.starts_with("kmsg: WARNING")));
+        let (v, _) = verdict(&Outcome::Skip("x".into()), &dirty, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Fail, "a splat during a skipped case still fails it");
+    }
+
+    #[test]
+    fn timeouts_and_crashes_fail_with_a_reason() {
+        let clean = Health::default();
+        let (v, d) = verdict(&Outcome::TimedOut(Duration::from_secs(60)), &clean, Duration::from_secs(60));
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(d, vec!["FAIL: timed out after 60s (case killed with SIGKILL)".to_string()]);
+        let (v, d) = verdict(&Outcome::Crashed("child died: segmentation fault, SIGSEGV (11)".into()), &clean, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Fail);
+        assert!(d[0].contains("SIGSEGV"));
+    }
+}
