@@ -52,6 +52,19 @@ pub const GUEST_CODE: [u8; 11] = [
     0xF4, // hlt
 ];
 
+/// Second program, at `LOOP_GPA`: load DS:BX forever, so the vCPU stays in
+/// KVM_RUN until something (a deleted slot, a signal) makes it exit.
+///
+/// ```text
+/// 1010: 8A 07     mov al, [bx]     ; load DS:BX
+/// 1012: EB FC     jmp 1010         ; rel8 -4: back to the load
+/// ```
+pub const GUEST_LOOP: [u8; 4] = [
+    0x8A, 0x07, // mov al, [bx]
+    0xEB, 0xFC, // jmp $-2 (0x1014 - 4 = 0x1010)
+];
+pub const LOOP_GPA: u64 = 0x1010;
+
 /// How one KVM_RUN ended, detached from the vCPU borrow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -227,6 +240,7 @@ impl Guest {
         };
         let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
         low.copy_in(CODE_GPA as usize, &GUEST_CODE);
+        low.copy_in(LOOP_GPA as usize, &GUEST_LOOP);
         vm.set_region2(&Region { slot: LOW_SLOT, gpa: 0, size: LOW_SIZE, uaddr: low.addr(), ..Default::default() })
             .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
         // Intel without unrestricted guest needs a TSS for real mode; harmless elsewhere.
@@ -300,6 +314,15 @@ impl Guest {
         Ok(Touch { found, readback })
     }
 
+    /// Points the vCPU at the endless load loop on byte `offset`.
+    pub fn start_loop(&mut self, offset: u16) -> Result<(), TouchError> {
+        let mut regs = self.vcpu.get_regs().map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
+        regs.rip = LOOP_GPA;
+        regs.rflags = 2;
+        regs.rbx = offset as u64;
+        self.vcpu.set_regs(&regs).map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))
+    }
+
     fn expect_port(&mut self, port: u16, stage: u8, limit: Duration) -> Result<u8, TouchError> {
         match run_once(&mut self.vcpu, limit) {
             Exit::Io { port: p, value } if p == port => Ok(value),
@@ -310,5 +333,58 @@ impl Guest {
             Exit::TimedOut => Err(TouchError::TimedOut { stage, limit }),
             Exit::Other(m) => Err(TouchError::Unexpected(m)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvm::VmType;
+
+    #[test]
+    fn guest_code_is_the_documented_program() {
+        // mov al,[bx]; out 0x10,al; mov [bx],cl; mov al,[bx]; out 0x11,al; hlt
+        assert_eq!(GUEST_CODE, [0x8A, 0x07, 0xE6, 0x10, 0x88, 0x0F, 0x8A, 0x07, 0xE6, 0x11, 0xF4]);
+        assert_eq!(GUEST_CODE[3] as u16, PORT_FOUND);
+        assert_eq!(GUEST_CODE[9] as u16, PORT_READBACK);
+        assert_eq!(DATA_GPA & 0xF, 0, "DS base must be selector << 4");
+        assert!(CODE_GPA + GUEST_CODE.len() as u64 <= LOOP_GPA, "the programs must not overlap");
+        assert!(LOOP_GPA + GUEST_LOOP.len() as u64 <= LOW_SIZE);
+        // jmp rel8 target = address after the jmp + displacement
+        assert_eq!(LOOP_GPA + 4 - 4, LOOP_GPA);
+        assert_eq!(GUEST_LOOP[3] as i8, -4);
+    }
+
+    /// A vCPU spinning in KVM_RUN (the guest loops on `jmp $`, so KVM_RUN
+    /// never returns on its own) is interrupted and reported as TimedOut:
+    /// the mechanism the v12 regression case relies on for livelocks.
+    #[test]
+    fn spinning_vcpu_is_interrupted_at_the_limit() {
+        let vm = match Vm::create(VmType::Default) {
+            Ok(vm) => vm,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let low = Mapping::anon(LOW_SIZE as usize).unwrap();
+        low.copy_in(CODE_GPA as usize, &[0xEB, 0xFE]); // jmp $
+        vm.set_region2(&Region { slot: 0, gpa: 0, size: LOW_SIZE, uaddr: low.addr(), ..Default::default() }).unwrap();
+        let mut vcpu = vm.fd.create_vcpu(0).unwrap();
+        let mut sregs = vcpu.get_sregs().unwrap();
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        vcpu.set_sregs(&sregs).unwrap();
+        let mut regs = vcpu.get_regs().unwrap();
+        regs.rip = CODE_GPA;
+        regs.rflags = 2;
+        vcpu.set_regs(&regs).unwrap();
+        let start = Instant::now();
+        let exit = run_once(&mut vcpu, Duration::from_millis(300));
+        let took = start.elapsed();
+        assert_eq!(exit, Exit::TimedOut);
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "{took:?}");
+        drop(vcpu);
+        drop(vm);
     }
 }

@@ -335,8 +335,18 @@ mod tests {
 
     const T: Duration = Duration::from_secs(20);
 
+    /// The suite forks from a single thread; libtest runs tests on many.
+    /// Serialize the forking tests so no child inherits a lock (panic hook,
+    /// stdio) that another test thread held at fork time.
+    static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn pass_with_diagnostics() {
+        let _g = serial();
         let r = run_isolated(T, |rep| {
             rep.diag("first\nsecond");
             End::Pass
@@ -347,6 +357,7 @@ mod tests {
 
     #[test]
     fn fail_and_skip_are_carried() {
+        let _g = serial();
         let r = run_isolated(T, |_| End::Fail("expected EINVAL, got EBADF\ndetail".into()));
         assert_eq!(r.outcome, Outcome::Fail("expected EINVAL, got EBADF".into()));
         assert_eq!(r.diags, vec!["detail".to_string()]);
@@ -356,6 +367,7 @@ mod tests {
 
     #[test]
     fn spinning_case_is_killed_and_reported() {
+        let _g = serial();
         let start = Instant::now();
         let r = run_isolated(Duration::from_millis(300), |rep| {
             rep.diag("about to spin");
@@ -370,6 +382,7 @@ mod tests {
 
     #[test]
     fn sleeping_grandchild_does_not_hold_the_parent() {
+        let _g = serial();
         // A helper process left behind keeps the pipe open; the pidfd still
         // tells us the case ended, and the group kill reaps the straggler.
         let start = Instant::now();
@@ -388,6 +401,7 @@ mod tests {
 
     #[test]
     fn segfault_is_reported() {
+        let _g = serial();
         let r = run_isolated(T, |rep| {
             rep.diag("touching a PROT_NONE page");
             // SAFETY: a fresh anonymous mapping with no access rights; the
@@ -415,16 +429,19 @@ mod tests {
 
     #[test]
     fn panic_is_a_failure_with_its_message() {
+        let _g = serial();
         let r = run_isolated(T, |_| panic!("boom {}", 42));
         match &r.outcome {
             Outcome::Fail(m) => assert!(m.contains("boom 42"), "{m}"),
             o => panic!("expected a failure, got {o:?}"),
         }
-        assert!(r.diags.iter().any(|d| d.contains("panic") && d.contains("boom 42")), "{:?}", r.diags);
+        let all = r.diags.join("\n");
+        assert!(all.contains("panicked at") && all.contains("boom 42"), "{all}");
     }
 
     #[test]
     fn exit_without_result_is_a_crash() {
+        let _g = serial();
         let r = run_isolated(T, |_| unsafe { libc::_exit(3) });
         match &r.outcome {
             Outcome::Crashed(m) => assert!(m.contains("status 3"), "{m}"),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::caps::{AccessMode, Need};
 use crate::case::{ensure, fail, Case, OrFail, TestResult, Tx};
-use crate::guest::{Guest, TouchError, DATA_GPA};
+use crate::guest::{run_once, Exit, Guest, TouchError, DATA_GPA};
 use crate::kvm::{
     GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMORY_EXIT_FLAG_PRIVATE,
 };
@@ -33,6 +33,12 @@ pub const CASES: &[Case] = &[
         name: "memory_fault_slot_deleted",
         needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo],
         run: memory_fault_slot_deleted,
+    },
+    Case {
+        area: "vcpu",
+        name: "memory_fault_slot_deleted_under_vcpu",
+        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo],
+        run: memory_fault_slot_deleted_under_vcpu,
     },
 ];
 
@@ -126,4 +132,38 @@ fn memory_fault_slot_deleted(tx: &Tx) -> TestResult {
     g.unbind_data().or_fail("delete the guest_memfd slot")?;
     let r = g.touch(off, 0x67, limit(tx));
     expect_fault("PRIVATE page 1 after its slot was deleted", r, DATA_GPA + p, p)
+}
+
+/// The vCPU loops loading a PRIVATE page while another thread deletes its
+/// guest_memfd slot: KVM_RUN must end in KVM_EXIT_MEMORY_FAULT for that page.
+fn memory_fault_slot_deleted_under_vcpu(tx: &Tx) -> TestResult {
+    let p = tx.page();
+    let mut g = Guest::with_mode(tx, AccessMode::Private, PAGES, PAGES)?;
+    let off = (3 * p + 0x18) as u16;
+    let t = g.touch(off, 0x31, limit(tx))?;
+    ensure(t.readback == 0x31, || format!("private access before deletion: {t:?}"))?;
+    g.start_loop(off)?;
+    let region = g.data_region();
+    let lim = limit(tx);
+    let Guest { vcpu, vm, .. } = &mut g;
+    let (exit, deleted) = std::thread::scope(|s| {
+        let deleter = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            vm.delete_region(&region)
+        });
+        let exit = run_once(vcpu, lim);
+        (exit, deleter.join())
+    });
+    match deleted {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return fail(format!("deleting the slot under the vCPU: {}", crate::kvm::ename(&e))),
+        Err(_) => return fail("the deleting thread panicked"),
+    }
+    let r = match exit {
+        Exit::MemoryFault { flags, gpa, size } => Err(TouchError::MemoryFault { flags, gpa, size }),
+        Exit::TimedOut => Err(TouchError::TimedOut { stage: 1, limit: lim }),
+        Exit::Io { port, value } => Err(TouchError::Unexpected(format!("port I/O {port:#x} = {value:#x} from the load loop"))),
+        Exit::Other(m) => Err(TouchError::Unexpected(m)),
+    };
+    expect_fault("PRIVATE page 3 whose slot was deleted while the vCPU ran", r, DATA_GPA + 3 * p, p)
 }
