@@ -250,12 +250,25 @@ where
         }
     };
 
+    // Reap only after killing the group: while the child is a zombie its
+    // pid (and so its process group id) cannot be reused.
     let try_reap = |status: &mut Option<i32>| {
+        // SAFETY: info is a valid out buffer.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) == 0
+                && info.si_pid() == pid
+        };
+        if !exited {
+            return;
+        }
         let mut st = 0;
-        // SAFETY: st is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        if r == pid {
-            *status = Some(st);
+        // SAFETY: signalling our own child's group, then reaping the child.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            if libc::waitpid(pid, &mut st, 0) == pid {
+                *status = Some(st);
+            }
         }
     };
 
@@ -287,13 +300,13 @@ where
         }
     }
 
-    // Kill the whole group: a timed-out case, or helpers a case left behind.
-    // SAFETY: signals to our child's group / our child.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-        libc::kill(pid, libc::SIGKILL);
-    }
     if status.is_none() {
+        // Timed out (or poll failed): kill the whole group, then reap.
+        // SAFETY: signals to our (unreaped) child's group and the child.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
+        }
         let mut st = 0;
         loop {
             // SAFETY: st is a valid out pointer.

@@ -346,8 +346,8 @@ impl Mapping {
         unsafe { std::ptr::write_bytes(self.ptr.add(off), v, len) }
     }
 
-    /// True when every byte of `off..off+len` equals `v`.
-    pub fn all_eq(&self, off: usize, len: usize, v: u8) -> Option<usize> {
+    /// The first offset in `off..off+len` whose byte differs from `v`.
+    pub fn first_ne(&self, off: usize, len: usize, v: u8) -> Option<usize> {
         (off..off + len).find(|&i| self.read(i) != v)
     }
 }

@@ -61,14 +61,14 @@ fn punched_pages_read_zero(tx: &Tx) -> TestResult {
     let p = tx.page() as usize;
     let (_vm, g) = tx.vm_with_gmem(PAGES, BOTH)?;
     let m = g.mmap_shared(PAGES as usize * p).or_fail("mmap(MAP_SHARED)")?;
-    ensure(m.all_eq(0, m.len(), 0).is_none(), || "fresh mapping is not zero-filled".to_string())?;
+    ensure(m.first_ne(0, m.len(), 0).is_none(), || "fresh mapping is not zero-filled".to_string())?;
     m.fill(0, m.len(), 0xAA);
     // Punch pages 1 and 3.
     g.punch(p as u64, p as u64).or_fail("punch page 1")?;
     g.punch(3 * p as u64, p as u64).or_fail("punch page 3")?;
     for page in 0..PAGES as usize {
         let want = if page % 2 == 1 { 0 } else { 0xAA };
-        if let Some(i) = m.all_eq(page * p, p, want) {
+        if let Some(i) = m.first_ne(page * p, p, want) {
             return fail(format!(
                 "page {page} byte {:#x} reads {:#x}, expected {want:#x} ({})",
                 i - page * p,

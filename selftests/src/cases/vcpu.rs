@@ -87,7 +87,7 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
         ensure(t.found == val, || format!("page {page}: private data did not persist: {:#x}", t.found))?;
     }
     let shared = g.shared.as_ref().ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
-    if let Some(i) = shared.all_eq(0, shared.len(), 0xEE) {
+    if let Some(i) = shared.first_ne(0, shared.len(), 0xEE) {
         return fail(format!("a private store leaked into the shared memory at offset {i:#x} ({:#x})", shared.read(i)));
     }
     Ok(())
