@@ -66,7 +66,8 @@ impl VmCaps {
     }
 
     pub fn has_private(&self) -> bool {
-        self.memory_attributes > 0 && (self.memory_attributes as u64) & KVM_MEMORY_ATTRIBUTE_PRIVATE as u64 != 0
+        self.memory_attributes > 0
+            && (self.memory_attributes as u64) & KVM_MEMORY_ATTRIBUTE_PRIVATE as u64 != 0
     }
 
     pub fn access_mode(&self) -> Option<AccessMode> {
@@ -169,36 +170,64 @@ impl Caps {
                     page_size,
                     kvm_error: Some(why.clone()),
                     vm_types: 0,
-                    vms: VmType::ALL.iter().map(|&t| VmCaps::unavailable(t, why.clone())).collect(),
+                    vms: VmType::ALL
+                        .iter()
+                        .map(|&t| VmCaps::unavailable(t, why.clone()))
+                        .collect(),
                 };
             }
         };
-        let vm_types = sys.check_extension_raw(KVM_CAP_VM_TYPES as libc::c_ulong).max(0);
-        let vms = VmType::ALL.iter().map(|&t| probe_vm_type(t, vm_types)).collect();
-        Caps { release, version, page_size, kvm_error: None, vm_types, vms }
+        let vm_types = sys
+            .check_extension_raw(KVM_CAP_VM_TYPES as libc::c_ulong)
+            .max(0);
+        let vms = VmType::ALL
+            .iter()
+            .map(|&t| probe_vm_type(t, vm_types))
+            .collect();
+        Caps {
+            release,
+            version,
+            page_size,
+            kvm_error: None,
+            vm_types,
+            vms,
+        }
     }
 
     pub fn vm(&self, t: VmType) -> &VmCaps {
-        self.vms.iter().find(|v| v.vm_type == t).unwrap_or(&self.vms[0])
+        self.vms
+            .iter()
+            .find(|v| v.vm_type == t)
+            .unwrap_or(&self.vms[0])
     }
 
     /// Overlapping gmem bindings with disjoint GPAs: EINVAL before 7.2, EEXIST from 7.2.
     pub fn gmem_overlap_errno(&self) -> (i32, String) {
         match self.version {
-            Some(v) if v >= (7, 2) => {
-                (libc::EEXIST, format!("kernel {}.{} >= 7.2: expecting EEXIST", v.0, v.1))
-            }
-            Some(v) => (libc::EINVAL, format!("kernel {}.{} < 7.2: expecting EINVAL", v.0, v.1)),
+            Some(v) if v >= (7, 2) => (
+                libc::EEXIST,
+                format!("kernel {}.{} >= 7.2: expecting EEXIST", v.0, v.1),
+            ),
+            Some(v) => (
+                libc::EINVAL,
+                format!("kernel {}.{} < 7.2: expecting EINVAL", v.0, v.1),
+            ),
             None => (
                 libc::EINVAL,
-                format!("kernel release {:?} not parsed: expecting EINVAL (pre-7.2)", self.release),
+                format!(
+                    "kernel release {:?} not parsed: expecting EINVAL (pre-7.2)",
+                    self.release
+                ),
             ),
         }
     }
 
     /// Human-readable summary lines.
     pub fn describe(&self) -> Vec<String> {
-        let mut out = vec![format!("kernel {} (page size {})", self.release, self.page_size)];
+        let mut out = vec![format!(
+            "kernel {} (page size {})",
+            self.release, self.page_size
+        )];
         if let Some(e) = &self.kvm_error {
             out.push(e.clone());
             return out;
@@ -232,7 +261,12 @@ fn probe_vm_type(t: VmType, vm_types: i32) -> VmCaps {
     if t != VmType::Default && (vm_types as u64) & (1u64 << t.raw()) == 0 {
         return VmCaps::unavailable(
             t,
-            format!("{} ({}) not in KVM_CAP_VM_TYPES ({:#x})", t.uapi_name(), t.raw(), vm_types),
+            format!(
+                "{} ({}) not in KVM_CAP_VM_TYPES ({:#x})",
+                t.uapi_name(),
+                t.raw(),
+                vm_types
+            ),
         );
     }
     let vm = match Vm::create(t) {
@@ -282,16 +316,28 @@ mod tests {
 
     #[test]
     fn everything_present_runs() {
-        assert_eq!(host_618().skip_reason(&[Need::GuestMemfd, Need::UserMemory2]), None);
+        assert_eq!(
+            host_618().skip_reason(&[Need::GuestMemfd, Need::UserMemory2]),
+            None
+        );
         assert_eq!(host_618().skip_reason(&[]), None);
-        assert_eq!(series_sw_protected().skip_reason(&[Need::PrivateAttr, Need::MemoryFaultInfo]), None);
+        assert_eq!(
+            series_sw_protected().skip_reason(&[Need::PrivateAttr, Need::MemoryFaultInfo]),
+            None
+        );
     }
 
     #[test]
     fn unavailable_vm_type_skips_everything_with_its_reason() {
-        let v = VmCaps::unavailable(VmType::SwProtected, "KVM_X86_SW_PROTECTED_VM (1) not in KVM_CAP_VM_TYPES (0x1)".into());
+        let v = VmCaps::unavailable(
+            VmType::SwProtected,
+            "KVM_X86_SW_PROTECTED_VM (1) not in KVM_CAP_VM_TYPES (0x1)".into(),
+        );
         let r = v.skip_reason(&[]).unwrap();
-        assert!(r.contains("sw_protected") && r.contains("KVM_CAP_VM_TYPES"), "{r}");
+        assert!(
+            r.contains("sw_protected") && r.contains("KVM_CAP_VM_TYPES"),
+            "{r}"
+        );
     }
 
     #[test]
@@ -299,34 +345,52 @@ mod tests {
         let mut v = host_618();
         v.guest_memfd = 0;
         let r = v.skip_reason(&[Need::GuestMemfd]).unwrap();
-        assert!(r.contains("KVM_CAP_GUEST_MEMFD is 0 on a default VM"), "{r}");
+        assert!(
+            r.contains("KVM_CAP_GUEST_MEMFD is 0 on a default VM"),
+            "{r}"
+        );
 
         let r = host_618().skip_reason(&[Need::PrivateAttr]).unwrap();
         assert!(r.contains("KVM_MEMORY_ATTRIBUTE_PRIVATE"), "{r}");
 
-        let r = series_sw_protected().skip_reason(&[Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)]).unwrap();
-        assert!(r.contains("GUEST_MEMFD_FLAG_MMAP") && r.contains("0x0"), "{r}");
+        let r = series_sw_protected()
+            .skip_reason(&[Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)])
+            .unwrap();
+        assert!(
+            r.contains("GUEST_MEMFD_FLAG_MMAP") && r.contains("0x0"),
+            "{r}"
+        );
 
         let mut v = host_618();
         v.gmem_flags = GUEST_MEMFD_FLAG_MMAP;
         let r = v
-            .skip_reason(&[Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)])
+            .skip_reason(&[Need::GmemFlags(
+                GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+            )])
             .unwrap();
-        assert!(r.contains("GUEST_MEMFD_FLAG_INIT_SHARED") && !r.contains("FLAG_MMAP|"), "{r}");
+        assert!(
+            r.contains("GUEST_MEMFD_FLAG_INIT_SHARED") && !r.contains("FLAG_MMAP|"),
+            "{r}"
+        );
     }
 
     #[test]
     fn first_missing_need_wins() {
         let mut v = host_618();
         v.user_memory2 = 0;
-        let r = v.skip_reason(&[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr]).unwrap();
+        let r = v
+            .skip_reason(&[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr])
+            .unwrap();
         assert!(r.contains("USER_MEMORY2"), "{r}");
     }
 
     #[test]
     fn access_mode_prefers_private_then_shared_mmap() {
         assert_eq!(host_618().access_mode(), Some(AccessMode::SharedMmap));
-        assert_eq!(series_sw_protected().access_mode(), Some(AccessMode::Private));
+        assert_eq!(
+            series_sw_protected().access_mode(),
+            Some(AccessMode::Private)
+        );
         let mut v = host_618();
         v.gmem_flags = GUEST_MEMFD_FLAG_MMAP; // no INIT_SHARED: cannot fault shared
         assert_eq!(v.access_mode(), None);

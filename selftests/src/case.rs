@@ -57,9 +57,13 @@ impl<'a> Tx<'a> {
     }
 
     pub fn access_mode(&self) -> Result<AccessMode, Stop> {
-        self.vm_caps()
-            .access_mode()
-            .ok_or_else(|| Stop::Skip(self.vm_caps().skip_reason(&[Need::GuestAccess]).unwrap_or_default()))
+        self.vm_caps().access_mode().ok_or_else(|| {
+            Stop::Skip(
+                self.vm_caps()
+                    .skip_reason(&[Need::GuestAccess])
+                    .unwrap_or_default(),
+            )
+        })
     }
 
     /// Fixture: a VM of this case's type.
@@ -71,9 +75,12 @@ impl<'a> Tx<'a> {
     pub fn vm_with_gmem(&self, pages: u64, flags: u64) -> Result<(Vm, GmemFile), Stop> {
         let vm = self.vm()?;
         let size = pages * self.page();
-        let g = vm
-            .create_gmem(size, flags)
-            .map_err(|e| Stop::Fail(format!("KVM_CREATE_GUEST_MEMFD(size {size:#x}, flags {flags:#x}): {}", ename(&e))))?;
+        let g = vm.create_gmem(size, flags).map_err(|e| {
+            Stop::Fail(format!(
+                "KVM_CREATE_GUEST_MEMFD(size {size:#x}, flags {flags:#x}): {}",
+                ename(&e)
+            ))
+        })?;
         Ok((vm, g))
     }
 
@@ -123,9 +130,16 @@ pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
 /// Expects `r` to fail with `want`; names `what` in the failure.
 pub fn expect_errno<T>(what: &str, r: SysResult<T>, want: i32) -> TestResult {
     match r {
-        Ok(_) => fail(format!("{what}: expected {}, but it succeeded", errno_name(want))),
+        Ok(_) => fail(format!(
+            "{what}: expected {}, but it succeeded",
+            errno_name(want)
+        )),
         Err(e) if e.errno() == want => Ok(()),
-        Err(e) => fail(format!("{what}: expected {}, got {}", errno_name(want), ename(&e))),
+        Err(e) => fail(format!(
+            "{what}: expected {}, got {}",
+            errno_name(want),
+            ename(&e)
+        )),
     }
 }
 

@@ -68,8 +68,15 @@ pub const LOOP_GPA: u64 = 0x1010;
 /// How one KVM_RUN ended, detached from the vCPU borrow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    Io { port: u16, value: u8 },
-    MemoryFault { flags: u64, gpa: u64, size: u64 },
+    Io {
+        port: u16,
+        value: u8,
+    },
+    MemoryFault {
+        flags: u64,
+        gpa: u64,
+        size: u64,
+    },
     /// The deadline passed while KVM_RUN kept running (no exit at all).
     TimedOut,
     Other(String),
@@ -116,7 +123,9 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
             loop {
                 // SAFETY: `me` is alive: it waits for this thread at scope end.
                 unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
-                if stop_rx.recv_timeout(Duration::from_millis(10)) != Err(mpsc::RecvTimeoutError::Timeout) {
+                if stop_rx.recv_timeout(Duration::from_millis(10))
+                    != Err(mpsc::RecvTimeoutError::Timeout)
+                {
                     return;
                 }
             }
@@ -124,12 +133,17 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
         let exit = loop {
             match vcpu.run() {
                 Ok(VcpuExit::IoOut(port, data)) => {
-                    break Exit::Io { port, value: data.first().copied().unwrap_or(0) };
+                    break Exit::Io {
+                        port,
+                        value: data.first().copied().unwrap_or(0),
+                    };
                 }
                 Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
                     break Exit::MemoryFault { flags, gpa, size };
                 }
-                Ok(VcpuExit::Intr) | Err(_) if expired.load(Ordering::SeqCst) => break Exit::TimedOut,
+                Ok(VcpuExit::Intr) | Err(_) if expired.load(Ordering::SeqCst) => {
+                    break Exit::TimedOut
+                }
                 Ok(VcpuExit::Intr) => continue,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Err(e) => break Exit::Other(format!("KVM_RUN failed: {}", ename(&e))),
@@ -143,12 +157,18 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
 
 fn describe_exit(e: &VcpuExit) -> String {
     match e {
-        VcpuExit::MmioRead(addr, _) => format!("KVM_EXIT_MMIO read at GPA {addr:#x} (no memslot there?)"),
-        VcpuExit::MmioWrite(addr, _) => format!("KVM_EXIT_MMIO write at GPA {addr:#x} (no memslot there?)"),
+        VcpuExit::MmioRead(addr, _) => {
+            format!("KVM_EXIT_MMIO read at GPA {addr:#x} (no memslot there?)")
+        }
+        VcpuExit::MmioWrite(addr, _) => {
+            format!("KVM_EXIT_MMIO write at GPA {addr:#x} (no memslot there?)")
+        }
         VcpuExit::IoIn(port, _) => format!("unexpected KVM_EXIT_IO in from port {port:#x}"),
         VcpuExit::Hlt => "KVM_EXIT_HLT before the expected port I/O".to_string(),
         VcpuExit::Shutdown => "KVM_EXIT_SHUTDOWN (triple fault)".to_string(),
-        VcpuExit::FailEntry(reason, cpu) => format!("KVM_EXIT_FAIL_ENTRY reason {reason:#x} cpu {cpu}"),
+        VcpuExit::FailEntry(reason, cpu) => {
+            format!("KVM_EXIT_FAIL_ENTRY reason {reason:#x} cpu {cpu}")
+        }
         VcpuExit::InternalError => "KVM_EXIT_INTERNAL_ERROR".to_string(),
         other => format!("unexpected exit {other:?}"),
     }
@@ -158,8 +178,15 @@ fn describe_exit(e: &VcpuExit) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TouchError {
     /// KVM_RUN did not come back within the limit (stage 1 = the load, 2 = the store).
-    TimedOut { stage: u8, limit: Duration },
-    MemoryFault { flags: u64, gpa: u64, size: u64 },
+    TimedOut {
+        stage: u8,
+        limit: Duration,
+    },
+    MemoryFault {
+        flags: u64,
+        gpa: u64,
+        size: u64,
+    },
     Unexpected(String),
 }
 
@@ -167,10 +194,17 @@ impl std::fmt::Display for TouchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TouchError::TimedOut { stage, limit } => {
-                write!(f, "vCPU made no progress for {:.1}s (stage {stage}: KVM_RUN never exited)", limit.as_secs_f64())
+                write!(
+                    f,
+                    "vCPU made no progress for {:.1}s (stage {stage}: KVM_RUN never exited)",
+                    limit.as_secs_f64()
+                )
             }
             TouchError::MemoryFault { flags, gpa, size } => {
-                write!(f, "KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}")
+                write!(
+                    f,
+                    "KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}"
+                )
             }
             TouchError::Unexpected(m) => write!(f, "{m}"),
         }
@@ -209,7 +243,12 @@ impl Guest {
     }
 
     /// Like [`Guest::new`] with an explicit access mode.
-    pub fn with_mode(tx: &Tx, mode: AccessMode, file_pages: u64, slot_pages: u64) -> Result<Guest, Stop> {
+    pub fn with_mode(
+        tx: &Tx,
+        mode: AccessMode,
+        file_pages: u64,
+        slot_pages: u64,
+    ) -> Result<Guest, Stop> {
         Guest::build(tx, Some(mode), file_pages, slot_pages)
     }
 
@@ -219,30 +258,50 @@ impl Guest {
         Guest::build(tx, None, 1, slot_pages)
     }
 
-    fn build(tx: &Tx, mode: Option<AccessMode>, file_pages: u64, slot_pages: u64) -> Result<Guest, Stop> {
+    fn build(
+        tx: &Tx,
+        mode: Option<AccessMode>,
+        file_pages: u64,
+        slot_pages: u64,
+    ) -> Result<Guest, Stop> {
         let page = tx.page();
-        assert!(slot_pages * page <= 0x10000, "the guest addresses the data slot with 16-bit offsets");
+        assert!(
+            slot_pages * page <= 0x10000,
+            "the guest addresses the data slot with 16-bit offsets"
+        );
         let vm = tx.vm()?;
         let flags = match mode {
             Some(AccessMode::SharedMmap) => GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
             _ => 0,
         };
-        let gmem = vm.create_gmem(file_pages * page, flags).or_fail("KVM_CREATE_GUEST_MEMFD")?;
+        let gmem = vm
+            .create_gmem(file_pages * page, flags)
+            .or_fail("KVM_CREATE_GUEST_MEMFD")?;
         let gmem_map = match mode {
-            Some(AccessMode::SharedMmap) => {
-                Some(gmem.mmap_shared((file_pages * page) as usize).or_fail("mmap(guest_memfd)")?)
-            }
+            Some(AccessMode::SharedMmap) => Some(
+                gmem.mmap_shared((file_pages * page) as usize)
+                    .or_fail("mmap(guest_memfd)")?,
+            ),
             _ => None,
         };
         let shared = match mode {
             Some(AccessMode::SharedMmap) => None,
-            _ => Some(Mapping::anon((file_pages.max(slot_pages) * page) as usize).or_fail("mmap(anon)")?),
+            _ => Some(
+                Mapping::anon((file_pages.max(slot_pages) * page) as usize)
+                    .or_fail("mmap(anon)")?,
+            ),
         };
         let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
         low.copy_in(CODE_GPA as usize, &GUEST_CODE);
         low.copy_in(LOOP_GPA as usize, &GUEST_LOOP);
-        vm.set_region2(&Region { slot: LOW_SLOT, gpa: 0, size: LOW_SIZE, uaddr: low.addr(), ..Default::default() })
-            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        vm.set_region2(&Region {
+            slot: LOW_SLOT,
+            gpa: 0,
+            size: LOW_SIZE,
+            uaddr: low.addr(),
+            ..Default::default()
+        })
+        .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
         // Intel without unrestricted guest needs a TSS for real mode; harmless elsewhere.
         if let Err(e) = vm.fd.set_tss_address(0xfffb_d000) {
             tx.diag(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
@@ -254,18 +313,38 @@ impl Guest {
         sregs.ds.base = DATA_GPA;
         sregs.ds.selector = (DATA_GPA >> 4) as u16;
         vcpu.set_sregs(&sregs).or_fail("KVM_SET_SREGS")?;
-        let g = Guest { vcpu, vm, gmem, gmem_map, shared, low, mode, slot_pages, page };
+        let g = Guest {
+            vcpu,
+            vm,
+            gmem,
+            gmem_map,
+            shared,
+            low,
+            mode,
+            slot_pages,
+            page,
+        };
         match mode {
             None => {
-                let r = Region { flags: 0, gmem_fd: 0, gmem_offset: 0, ..g.data_region() };
-                g.vm.set_region2(&r).or_fail("KVM_SET_USER_MEMORY_REGION2(anonymous data slot)")?;
+                let r = Region {
+                    flags: 0,
+                    gmem_fd: 0,
+                    gmem_offset: 0,
+                    ..g.data_region()
+                };
+                g.vm.set_region2(&r)
+                    .or_fail("KVM_SET_USER_MEMORY_REGION2(anonymous data slot)")?;
             }
             Some(m) => {
-                g.bind_data().or_fail("KVM_SET_USER_MEMORY_REGION2(guest_memfd data slot)")?;
+                g.bind_data()
+                    .or_fail("KVM_SET_USER_MEMORY_REGION2(guest_memfd data slot)")?;
                 if m == AccessMode::Private {
-                    g.vm
-                        .set_attributes(DATA_GPA, slot_pages * page, KVM_MEMORY_ATTRIBUTE_PRIVATE as u64)
-                        .or_fail("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)")?;
+                    g.vm.set_attributes(
+                        DATA_GPA,
+                        slot_pages * page,
+                        KVM_MEMORY_ATTRIBUTE_PRIVATE as u64,
+                    )
+                    .or_fail("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)")?;
                 }
             }
         }
@@ -300,36 +379,50 @@ impl Guest {
 
     /// Runs the guest program on byte `offset` of the data slot, storing `value`.
     pub fn touch(&mut self, offset: u16, value: u8, limit: Duration) -> Result<Touch, TouchError> {
-        let mut regs = self.vcpu.get_regs().map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
+        let mut regs = self
+            .vcpu
+            .get_regs()
+            .map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
         regs.rip = CODE_GPA;
         regs.rflags = 2;
         regs.rbx = offset as u64;
         regs.rcx = value as u64;
         regs.rax = 0;
-        self.vcpu.set_regs(&regs).map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))?;
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))?;
         let start = Instant::now();
         let found = self.expect_port(PORT_FOUND, 1, limit)?;
-        let left = limit.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+        let left = limit
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(100));
         let readback = self.expect_port(PORT_READBACK, 2, left)?;
         Ok(Touch { found, readback })
     }
 
     /// Points the vCPU at the endless load loop on byte `offset`.
     pub fn start_loop(&mut self, offset: u16) -> Result<(), TouchError> {
-        let mut regs = self.vcpu.get_regs().map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
+        let mut regs = self
+            .vcpu
+            .get_regs()
+            .map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
         regs.rip = LOOP_GPA;
         regs.rflags = 2;
         regs.rbx = offset as u64;
-        self.vcpu.set_regs(&regs).map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))
     }
 
     fn expect_port(&mut self, port: u16, stage: u8, limit: Duration) -> Result<u8, TouchError> {
         match run_once(&mut self.vcpu, limit) {
             Exit::Io { port: p, value } if p == port => Ok(value),
-            Exit::Io { port: p, value } => {
-                Err(TouchError::Unexpected(format!("guest wrote {value:#x} to port {p:#x}, expected port {port:#x}")))
+            Exit::Io { port: p, value } => Err(TouchError::Unexpected(format!(
+                "guest wrote {value:#x} to port {p:#x}, expected port {port:#x}"
+            ))),
+            Exit::MemoryFault { flags, gpa, size } => {
+                Err(TouchError::MemoryFault { flags, gpa, size })
             }
-            Exit::MemoryFault { flags, gpa, size } => Err(TouchError::MemoryFault { flags, gpa, size }),
             Exit::TimedOut => Err(TouchError::TimedOut { stage, limit }),
             Exit::Other(m) => Err(TouchError::Unexpected(m)),
         }
@@ -344,11 +437,17 @@ mod tests {
     #[test]
     fn guest_code_is_the_documented_program() {
         // mov al,[bx]; out 0x10,al; mov [bx],cl; mov al,[bx]; out 0x11,al; hlt
-        assert_eq!(GUEST_CODE, [0x8A, 0x07, 0xE6, 0x10, 0x88, 0x0F, 0x8A, 0x07, 0xE6, 0x11, 0xF4]);
+        assert_eq!(
+            GUEST_CODE,
+            [0x8A, 0x07, 0xE6, 0x10, 0x88, 0x0F, 0x8A, 0x07, 0xE6, 0x11, 0xF4]
+        );
         assert_eq!(GUEST_CODE[3] as u16, PORT_FOUND);
         assert_eq!(GUEST_CODE[9] as u16, PORT_READBACK);
         assert_eq!(DATA_GPA & 0xF, 0, "DS base must be selector << 4");
-        assert!(CODE_GPA + GUEST_CODE.len() as u64 <= LOOP_GPA, "the programs must not overlap");
+        assert!(
+            CODE_GPA + GUEST_CODE.len() as u64 <= LOOP_GPA,
+            "the programs must not overlap"
+        );
         assert!(LOOP_GPA + GUEST_LOOP.len() as u64 <= LOW_SIZE);
         // jmp rel8 target = address after the jmp + displacement
         assert_eq!(LOOP_GPA + 4 - 4, LOOP_GPA);
@@ -369,7 +468,14 @@ mod tests {
         };
         let low = Mapping::anon(LOW_SIZE as usize).unwrap();
         low.copy_in(CODE_GPA as usize, &[0xEB, 0xFE]); // jmp $
-        vm.set_region2(&Region { slot: 0, gpa: 0, size: LOW_SIZE, uaddr: low.addr(), ..Default::default() }).unwrap();
+        vm.set_region2(&Region {
+            slot: 0,
+            gpa: 0,
+            size: LOW_SIZE,
+            uaddr: low.addr(),
+            ..Default::default()
+        })
+        .unwrap();
         let mut vcpu = vm.fd.create_vcpu(0).unwrap();
         let mut sregs = vcpu.get_sregs().unwrap();
         sregs.cs.base = 0;
@@ -383,7 +489,10 @@ mod tests {
         let exit = run_once(&mut vcpu, Duration::from_millis(300));
         let took = start.elapsed();
         assert_eq!(exit, Exit::TimedOut);
-        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
         drop(vcpu);
         drop(vm);
     }

@@ -114,7 +114,10 @@ pub fn describe_status(status: i32) -> String {
         };
         format!("child died: {what}, {}", signal_name(sig))
     } else if libc::WIFEXITED(status) {
-        format!("child exited with status {} without reporting a result", libc::WEXITSTATUS(status))
+        format!(
+            "child exited with status {} without reporting a result",
+            libc::WEXITSTATUS(status)
+        )
     } else {
         format!("child ended with wait status {status:#x}")
     }
@@ -189,7 +192,10 @@ where
             libc::close(rd);
             libc::close(wr);
         }
-        return Isolated { diags: vec![], outcome: Outcome::Crashed(format!("fork failed: errno {e}")) };
+        return Isolated {
+            diags: vec![],
+            outcome: Outcome::Crashed(format!("fork failed: errno {e}")),
+        };
     }
     if pid == 0 {
         // Child.
@@ -256,7 +262,12 @@ where
         // SAFETY: info is a valid out buffer.
         let exited = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) == 0
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0
                 && info.si_pid() == pid
         };
         if !exited {
@@ -281,11 +292,23 @@ where
         }
         let left = deadline - now;
         // Without a pidfd, poll the pipe in short slices and check waitpid.
-        let slice = if pidfd >= 0 { left } else { left.min(Duration::from_millis(20)) };
+        let slice = if pidfd >= 0 {
+            left
+        } else {
+            left.min(Duration::from_millis(20))
+        };
         let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut pfds = [
-            libc::pollfd { fd: if pipe_open { rd } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: if pipe_open { rd } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: pfds is a valid array of two pollfd.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
@@ -371,8 +394,13 @@ mod tests {
     #[test]
     fn fail_and_skip_are_carried() {
         let _g = serial();
-        let r = run_isolated(T, |_| End::Fail("expected EINVAL, got EBADF\ndetail".into()));
-        assert_eq!(r.outcome, Outcome::Fail("expected EINVAL, got EBADF".into()));
+        let r = run_isolated(T, |_| {
+            End::Fail("expected EINVAL, got EBADF\ndetail".into())
+        });
+        assert_eq!(
+            r.outcome,
+            Outcome::Fail("expected EINVAL, got EBADF".into())
+        );
         assert_eq!(r.diags, vec!["detail".to_string()]);
         let r = run_isolated(T, |_| End::Skip("no KVM_CAP_GUEST_MEMFD".into()));
         assert_eq!(r.outcome, Outcome::Skip("no KVM_CAP_GUEST_MEMFD".into()));
@@ -389,7 +417,11 @@ mod tests {
             }
         });
         assert_eq!(r.outcome, Outcome::TimedOut(Duration::from_millis(300)));
-        assert_eq!(r.diags, vec!["about to spin".to_string()], "diagnostics before the hang survive");
+        assert_eq!(
+            r.diags,
+            vec!["about to spin".to_string()],
+            "diagnostics before the hang survive"
+        );
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 
@@ -449,7 +481,10 @@ mod tests {
             o => panic!("expected a failure, got {o:?}"),
         }
         let all = r.diags.join("\n");
-        assert!(all.contains("panicked at") && all.contains("boom 42"), "{all}");
+        assert!(
+            all.contains("panicked at") && all.contains("boom 42"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -465,7 +500,14 @@ mod tests {
     #[test]
     fn record_parser() {
         let (d, e) = parse_records(b"D a\nD\ngarbage\nR SKIP why not\n");
-        assert_eq!(d, vec!["a".to_string(), String::new(), "(unparsed child output) garbage".to_string()]);
+        assert_eq!(
+            d,
+            vec![
+                "a".to_string(),
+                String::new(),
+                "(unparsed child output) garbage".to_string()
+            ]
+        );
         assert_eq!(e, Some(End::Skip("why not".into())));
         let (_, e) = parse_records(b"D only\n");
         assert_eq!(e, None);

@@ -241,7 +241,12 @@ impl Monitor {
                 false
             }
         };
-        Monitor { kmsg, writer, taint_ok, notes }
+        Monitor {
+            kmsg,
+            writer,
+            taint_ok,
+            notes,
+        }
     }
 
     pub fn mark(&mut self, what: &str, name: &str) {
@@ -256,7 +261,13 @@ impl Monitor {
             // Drop whatever was logged between cases.
             let _ = k.read_new();
         }
-        Before { taint: if self.taint_ok { read_taint().ok() } else { None } }
+        Before {
+            taint: if self.taint_ok {
+                read_taint().ok()
+            } else {
+                None
+            },
+        }
     }
 
     pub fn after(&mut self, before: Before) -> Health {
@@ -266,7 +277,8 @@ impl Monitor {
             let bad = splats(&lines);
             if !bad.is_empty() {
                 let n = bad.iter().filter(|l| is_splat(l)).count();
-                h.problems.push(format!("{n} new kernel warning/bug line(s) in the log"));
+                h.problems
+                    .push(format!("{n} new kernel warning/bug line(s) in the log"));
                 h.lines = bad;
             }
         }
@@ -301,11 +313,16 @@ mod tests {
     #[test]
     fn record_message_strips_header_and_dictionary() {
         assert_eq!(
-            record_message("4,1234,5678901,-;WARNING: CPU: 0 PID: 1 at kvm_main.c:1331\n SUBSYSTEM=kvm\n"),
+            record_message(
+                "4,1234,5678901,-;WARNING: CPU: 0 PID: 1 at kvm_main.c:1331\n SUBSYSTEM=kvm\n"
+            ),
             "WARNING: CPU: 0 PID: 1 at kvm_main.c:1331"
         );
         assert_eq!(record_message("6,7,8,c,caller=T1;hello"), "hello");
-        assert_eq!(record_message("plain line; with semicolon"), "plain line; with semicolon");
+        assert_eq!(
+            record_message("plain line; with semicolon"),
+            "plain line; with semicolon"
+        );
     }
 
     #[test]
@@ -350,14 +367,21 @@ mod tests {
             assert!(is_splat(line), "{line}");
         }
         assert!(!is_splat("kvm: exiting hardware virtualization"));
-        assert!(!is_splat("gmem-selftests: begin bug.WARNING:"), "own markers never count");
+        assert!(
+            !is_splat("gmem-selftests: begin bug.WARNING:"),
+            "own markers never count"
+        );
     }
 
     #[test]
     fn taint_diff_reports_only_new_bits() {
         assert_eq!(taint_diff(0, 0), None);
         assert_eq!(taint_diff(512, 512), None);
-        assert_eq!(taint_diff(512 | 4096, 4096), None, "cleared bits are not new");
+        assert_eq!(
+            taint_diff(512 | 4096, 4096),
+            None,
+            "cleared bits are not new"
+        );
         let d = taint_diff(4096, 4096 | 512).unwrap();
         assert!(d.contains("bit 9 (W kernel warning) = 512"), "{d}");
         assert!(!d.contains("bit 12"), "{d}");

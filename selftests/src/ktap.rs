@@ -37,7 +37,11 @@ pub fn sanitize(text: &str) -> String {
 
 impl<W: Write> KtapWriter<W> {
     pub fn new(out: W) -> Self {
-        KtapWriter { out, next: 1, totals: Totals::default() }
+        KtapWriter {
+            out,
+            next: 1,
+            totals: Totals::default(),
+        }
     }
 
     /// `KTAP version 1` and the plan `1..N`.
@@ -88,7 +92,11 @@ impl<W: Write> KtapWriter<W> {
     /// `# totals: pass P fail F skip S`.
     pub fn finish(&mut self) -> io::Result<Totals> {
         let t = self.totals;
-        writeln!(self.out, "# totals: pass {} fail {} skip {}", t.pass, t.fail, t.skip)?;
+        writeln!(
+            self.out,
+            "# totals: pass {} fail {} skip {}",
+            t.pass, t.fail, t.skip
+        )?;
         self.out.flush()?;
         Ok(t)
     }
@@ -115,9 +123,11 @@ mod tests {
         let mut w = KtapWriter::new(Vec::new());
         w.header(3).unwrap();
         w.diag("kernel 6.18").unwrap();
-        w.result("create.size_zero@default", &Verdict::Pass, 3).unwrap();
+        w.result("create.size_zero@default", &Verdict::Pass, 3)
+            .unwrap();
         w.diag("expected EINVAL, got 0\nsecond line").unwrap();
-        w.result("bind.gpa_overlap@default", &Verdict::Fail, 12).unwrap();
+        w.result("bind.gpa_overlap@default", &Verdict::Fail, 12)
+            .unwrap();
         w.result(
             "vcpu.private@sw_protected",
             &Verdict::Skip("KVM_X86_SW_PROTECTED_VM not in KVM_CAP_VM_TYPES".into()),
@@ -125,7 +135,14 @@ mod tests {
         )
         .unwrap();
         let t = w.finish().unwrap();
-        assert_eq!(t, Totals { pass: 1, fail: 1, skip: 1 });
+        assert_eq!(
+            t,
+            Totals {
+                pass: 1,
+                fail: 1,
+                skip: 1
+            }
+        );
         let out = text(w);
         let expected = "KTAP version 1\n1..3\n# kernel 6.18\n\
 ok 1 create.size_zero@default\n# time create.size_zero@default 3\n\
@@ -140,7 +157,8 @@ ok 3 vcpu.private@sw_protected # SKIP KVM_X86_SW_PROTECTED_VM not in KVM_CAP_VM_
     #[test]
     fn hash_and_newlines_cannot_break_a_result_line() {
         let mut w = KtapWriter::new(Vec::new());
-        w.result("a#b", &Verdict::Skip("needs # of\nthings".into()), 1).unwrap();
+        w.result("a#b", &Verdict::Skip("needs # of\nthings".into()), 1)
+            .unwrap();
         let out = text(w);
         let first = out.lines().next().unwrap();
         assert_eq!(first, "ok 1 a b # SKIP needs   of things");

@@ -27,8 +27,8 @@ pub const GUEST_MEMFD_FLAG_INIT_SHARED: u64 = 1 << 1;
 pub use kvm_bindings::{
     KVM_CAP_GUEST_MEMFD, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_MEMORY_FAULT_INFO,
     KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_MEMORY_ATTRIBUTE_PRIVATE,
-    KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES,
-    KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_X86_DEFAULT_VM,
+    KVM_X86_SW_PROTECTED_VM,
 };
 
 /// `EINVAL`-style name of an errno value.
@@ -152,8 +152,17 @@ impl Vm {
     }
 
     /// KVM_CREATE_GUEST_MEMFD with an arbitrary (possibly invalid) request.
-    pub fn create_gmem_raw(&self, size: u64, flags: u64, reserved: [u64; 6]) -> SysResult<GmemFile> {
-        let fd = self.fd.create_guest_memfd(kvm_create_guest_memfd { size, flags, reserved })?;
+    pub fn create_gmem_raw(
+        &self,
+        size: u64,
+        flags: u64,
+        reserved: [u64; 6],
+    ) -> SysResult<GmemFile> {
+        let fd = self.fd.create_guest_memfd(kvm_create_guest_memfd {
+            size,
+            flags,
+            reserved,
+        })?;
         // SAFETY: the ioctl returned a fresh fd that nobody else owns.
         let file = unsafe { File::from_raw_fd(fd) };
         Ok(GmemFile { file, size })
@@ -192,7 +201,12 @@ impl Vm {
     }
 
     pub fn set_attributes(&self, gpa: u64, size: u64, attributes: u64) -> SysResult<()> {
-        self.fd.set_memory_attributes(kvm_memory_attributes { address: gpa, size, attributes, flags: 0 })
+        self.fd.set_memory_attributes(kvm_memory_attributes {
+            address: gpa,
+            size,
+            attributes,
+            flags: 0,
+        })
     }
 }
 
@@ -257,25 +271,41 @@ impl GmemFile {
     pub fn read(&self, buf: &mut [u8]) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
         let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 { Err(last()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     pub fn write(&self, buf: &[u8]) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
         let n = unsafe { libc::write(self.fd(), buf.as_ptr().cast(), buf.len()) };
-        if n < 0 { Err(last()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     pub fn pread(&self, buf: &mut [u8], off: u64) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
         let n = unsafe { libc::pread64(self.fd(), buf.as_mut_ptr().cast(), buf.len(), off as i64) };
-        if n < 0 { Err(last()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     pub fn pwrite(&self, buf: &[u8], off: u64) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
         let n = unsafe { libc::pwrite64(self.fd(), buf.as_ptr().cast(), buf.len(), off as i64) };
-        if n < 0 { Err(last()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 
@@ -295,7 +325,14 @@ impl Mapping {
     fn new(len: usize, flags: i32, fd: RawFd) -> SysResult<Mapping> {
         // SAFETY: a new mapping at a kernel-chosen address.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(last());
@@ -305,7 +342,11 @@ impl Mapping {
 
     /// Zeroed anonymous private memory.
     pub fn anon(len: usize) -> SysResult<Mapping> {
-        Mapping::new(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1)
+        Mapping::new(
+            len,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+        )
     }
 
     pub fn addr(&self) -> u64 {
@@ -322,14 +363,22 @@ impl Mapping {
 
     /// Reads one byte. Out-of-range offsets panic (a bug in the case).
     pub fn read(&self, off: usize) -> u8 {
-        assert!(off < self.len, "offset {off} outside a {}-byte mapping", self.len);
+        assert!(
+            off < self.len,
+            "offset {off} outside a {}-byte mapping",
+            self.len
+        );
         // SAFETY: in bounds of our mapping; may raise SIGBUS by design for
         // guest_memfd mappings, which cases only do in a throwaway child.
         unsafe { std::ptr::read_volatile(self.ptr.add(off)) }
     }
 
     pub fn write(&self, off: usize, v: u8) {
-        assert!(off < self.len, "offset {off} outside a {}-byte mapping", self.len);
+        assert!(
+            off < self.len,
+            "offset {off} outside a {}-byte mapping",
+            self.len
+        );
         // SAFETY: as for read.
         unsafe { std::ptr::write_volatile(self.ptr.add(off), v) }
     }
@@ -407,7 +456,9 @@ pub fn kernel_release() -> String {
         if libc::uname(&mut u) != 0 {
             return "unknown".to_string();
         }
-        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

@@ -2,8 +2,8 @@
 //! child per case with its own timeout, kernel log and taint checks) and the
 //! cases, run once per VM type.
 
-pub mod case;
 pub mod caps;
+pub mod case;
 pub mod cases;
 pub mod guest;
 pub mod isolate;

@@ -34,7 +34,11 @@ pub fn instances(filters: &[String]) -> Vec<Instance> {
         for t in VmType::ALL {
             let name = case.full_name(t);
             if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
-                out.push(Instance { case, vm_type: t, name });
+                out.push(Instance {
+                    case,
+                    vm_type: t,
+                    name,
+                });
             }
         }
     }
@@ -54,7 +58,11 @@ pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdic
         Outcome::TimedOut(d) => {
             diags.push(format!(
                 "FAIL: timed out after {}s (case killed with SIGKILL)",
-                if d.subsec_millis() == 0 { d.as_secs().to_string() } else { format!("{:.1}", d.as_secs_f64()) }
+                if d.subsec_millis() == 0 {
+                    d.as_secs().to_string()
+                } else {
+                    format!("{:.1}", d.as_secs_f64())
+                }
             ));
             true
         }
@@ -138,7 +146,12 @@ fn run_instances(list: &[Instance], timeout: Duration) -> io::Result<bool> {
         let vm_type = inst.vm_type;
         let caps_ref = &caps;
         let iso = run_isolated(timeout, |rep| {
-            let tx = Tx { rep, vm_type, caps: caps_ref, timeout };
+            let tx = Tx {
+                rep,
+                vm_type,
+                caps: caps_ref,
+                timeout,
+            };
             match (case.run)(&tx) {
                 Ok(()) => End::Pass,
                 Err(Stop::Fail(m)) => End::Fail(m),
@@ -177,14 +190,20 @@ mod tests {
         let some = instances(&["bind.".to_string()]);
         assert!(!some.is_empty() && some.iter().all(|i| i.name.starts_with("bind.")));
         let two = instances(&["@sw_protected".to_string(), "create.".to_string()]);
-        assert!(two.iter().all(|i| i.name.contains("@sw_protected") || i.name.contains("create.")));
+        assert!(two
+            .iter()
+            .all(|i| i.name.contains("@sw_protected") || i.name.contains("create.")));
         assert!(instances(&["no-such-case".to_string()]).is_empty());
     }
 
     #[test]
     fn skip_is_never_a_pass_and_splats_fail() {
         let clean = Health::default();
-        let (v, _) = verdict(&Outcome::Skip("no cap".into()), &clean, Duration::from_secs(1));
+        let (v, _) = verdict(
+            &Outcome::Skip("no cap".into()),
+            &clean,
+            Duration::from_secs(1),
+        );
         assert_eq!(v, Verdict::Skip("no cap".into()));
         let (v, _) = verdict(&Outcome::Pass, &clean, Duration::from_secs(1));
         assert_eq!(v, Verdict::Pass);
@@ -198,16 +217,31 @@ mod tests {
         assert!(d.iter().any(|l| l.contains("taint 0x200")));
         assert!(d.iter().any(|l| l.starts_with("kmsg: WARNING")));
         let (v, _) = verdict(&Outcome::Skip("x".into()), &dirty, Duration::from_secs(1));
-        assert_eq!(v, Verdict::Fail, "a splat during a skipped case still fails it");
+        assert_eq!(
+            v,
+            Verdict::Fail,
+            "a splat during a skipped case still fails it"
+        );
     }
 
     #[test]
     fn timeouts_and_crashes_fail_with_a_reason() {
         let clean = Health::default();
-        let (v, d) = verdict(&Outcome::TimedOut(Duration::from_secs(60)), &clean, Duration::from_secs(60));
+        let (v, d) = verdict(
+            &Outcome::TimedOut(Duration::from_secs(60)),
+            &clean,
+            Duration::from_secs(60),
+        );
         assert_eq!(v, Verdict::Fail);
-        assert_eq!(d, vec!["FAIL: timed out after 60s (case killed with SIGKILL)".to_string()]);
-        let (v, d) = verdict(&Outcome::Crashed("child died: segmentation fault, SIGSEGV (11)".into()), &clean, Duration::from_secs(1));
+        assert_eq!(
+            d,
+            vec!["FAIL: timed out after 60s (case killed with SIGKILL)".to_string()]
+        );
+        let (v, d) = verdict(
+            &Outcome::Crashed("child died: segmentation fault, SIGSEGV (11)".into()),
+            &clean,
+            Duration::from_secs(1),
+        );
         assert_eq!(v, Verdict::Fail);
         assert!(d[0].contains("SIGSEGV"));
     }

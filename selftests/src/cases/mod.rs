@@ -49,7 +49,16 @@ mod tests {
     #[test]
     fn every_area_of_the_issue_is_covered() {
         let areas: std::collections::HashSet<_> = all().iter().map(|c| c.area).collect();
-        for a in ["create", "fallocate", "mmap", "bind", "punch", "vcpu", "regression", "stress"] {
+        for a in [
+            "create",
+            "fallocate",
+            "mmap",
+            "bind",
+            "punch",
+            "vcpu",
+            "regression",
+            "stress",
+        ] {
             assert!(areas.contains(a), "{a}");
         }
     }

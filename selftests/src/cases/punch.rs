@@ -8,8 +8,18 @@ use crate::guest::Guest;
 use crate::kvm::{Mapping, Region, KVM_MEM_GUEST_MEMFD};
 
 pub const CASES: &[Case] = &[
-    Case { area: "punch", name: "bound_range", needs: &[Need::GuestMemfd, Need::UserMemory2], run: bound_range },
-    Case { area: "punch", name: "unbound_range", needs: &[Need::GuestMemfd, Need::UserMemory2], run: unbound_range },
+    Case {
+        area: "punch",
+        name: "bound_range",
+        needs: &[Need::GuestMemfd, Need::UserMemory2],
+        run: bound_range,
+    },
+    Case {
+        area: "punch",
+        name: "unbound_range",
+        needs: &[Need::GuestMemfd, Need::UserMemory2],
+        run: unbound_range,
+    },
     Case {
         area: "punch",
         name: "bound_range_guest_sees_zero",
@@ -20,7 +30,15 @@ pub const CASES: &[Case] = &[
 
 const FILE_PAGES: u64 = 8;
 
-fn slot(tx: &Tx, fd: i32, mem: &Mapping, slot: u32, gpa: u64, pages: u64, file_page: u64) -> Region {
+fn slot(
+    tx: &Tx,
+    fd: i32,
+    mem: &Mapping,
+    slot: u32,
+    gpa: u64,
+    pages: u64,
+    file_page: u64,
+) -> Region {
     Region {
         slot,
         flags: KVM_MEM_GUEST_MEMFD,
@@ -42,7 +60,10 @@ fn bound_range(tx: &Tx) -> TestResult {
     expect_ok("allocate the file", g.allocate(0, FILE_PAGES * p))?;
     expect_ok("punch the whole bound range", g.punch(0, 4 * p))?;
     expect_ok("punch one page inside the bound range", g.punch(2 * p, p))?;
-    expect_ok("punch straddling bound and unbound pages", g.punch(3 * p, 2 * p))?;
+    expect_ok(
+        "punch straddling bound and unbound pages",
+        g.punch(3 * p, 2 * p),
+    )?;
     expect_ok("re-allocate the bound range", g.allocate(0, 4 * p))?;
     expect_ok("delete the slot", vm.delete_region(&r))?;
     expect_ok("punch the formerly bound range", g.punch(0, 4 * p))?;
@@ -76,24 +97,46 @@ fn bound_range_guest_sees_zero(tx: &Tx) -> TestResult {
     tx.diag(format!("access mode {:?}", g.mode));
 
     let t = g.touch(at(1), 0xA5, limit)?;
-    ensure(t == crate::guest::Touch { found: 0, readback: 0xA5 }, || format!("first touch of page 1: {t:?}, expected found 0, readback 0xa5"))?;
+    ensure(
+        t == crate::guest::Touch {
+            found: 0,
+            readback: 0xA5,
+        },
+        || format!("first touch of page 1: {t:?}, expected found 0, readback 0xa5"),
+    )?;
     let t = g.touch(at(2), 0x3C, limit)?;
-    ensure(t.found == 0 && t.readback == 0x3C, || format!("first touch of page 2: {t:?}"))?;
+    ensure(t.found == 0 && t.readback == 0x3C, || {
+        format!("first touch of page 2: {t:?}")
+    })?;
     let t = g.touch(at(1), 0x5A, limit)?;
-    ensure(t.found == 0xA5, || format!("page 1 lost its data before any punch: found {:#x}", t.found))?;
+    ensure(t.found == 0xA5, || {
+        format!(
+            "page 1 lost its data before any punch: found {:#x}",
+            t.found
+        )
+    })?;
 
-    g.gmem.punch(p, p).or_fail("punch page 1 (bound, mapped by the guest)")?;
+    g.gmem
+        .punch(p, p)
+        .or_fail("punch page 1 (bound, mapped by the guest)")?;
 
     let t = g.touch(at(1), 0x77, limit)?;
     ensure(t.found == 0, || {
         format!("after punching page 1 the guest still reads {:#x} there (stale mapping not invalidated)", t.found)
     })?;
     let t = g.touch(at(2), 0x3D, limit)?;
-    ensure(t.found == 0x3C, || format!("page 2 was not punched but now reads {:#x}, expected 0x3c", t.found))?;
+    ensure(t.found == 0x3C, || {
+        format!(
+            "page 2 was not punched but now reads {:#x}, expected 0x3c",
+            t.found
+        )
+    })?;
     if g.mode == Some(AccessMode::SharedMmap) {
         if let Some(m) = &g.gmem_map {
             let host = m.read(at(1) as usize);
-            ensure(host == 0x77, || format!("host mapping of page 1 reads {host:#x}, guest wrote 0x77"))?;
+            ensure(host == 0x77, || {
+                format!("host mapping of page 1 reads {host:#x}, guest wrote 0x77")
+            })?;
         }
     }
     Ok(())

@@ -27,7 +27,9 @@ fn v12_unbound_punch_no_livelock(tx: &Tx) -> TestResult {
     let taint_before = read_taint();
     let mut log = KmsgReader::open_at_end();
     if let Err(e) = &log {
-        tx.diag(format!("kernel log not checked for kvm_destroy_vm warnings: {e}"));
+        tx.diag(format!(
+            "kernel log not checked for kvm_destroy_vm warnings: {e}"
+        ));
     }
 
     let mut problems: Vec<String> = Vec::new();
@@ -41,13 +43,18 @@ fn v12_unbound_punch_no_livelock(tx: &Tx) -> TestResult {
         // Warm-up: the vCPU works before the punch (faults in page 0 only).
         let t = g.touch(0x20, 0x11, limit)?;
         if t.readback != 0x11 {
-            return fail(format!("warm-up access on page 0 read back {:#x}", t.readback));
+            return fail(format!(
+                "warm-up access on page 0 read back {:#x}",
+                t.readback
+            ));
         }
         // Punch a range no memslot is bound to.
         g.gmem
             .punch(SLOT_PAGES * p, (FILE_PAGES - SLOT_PAGES) * p)
             .or_fail("punch unbound file pages")?;
-        tx.diag(format!("punched unbound file pages {SLOT_PAGES}..{FILE_PAGES}"));
+        tx.diag(format!(
+            "punched unbound file pages {SLOT_PAGES}..{FILE_PAGES}"
+        ));
         // Touch pages the vCPU has not faulted in yet.
         for page in [3u64, SLOT_PAGES - 1] {
             let off = (page * p + 0x30) as u16;
@@ -76,20 +83,31 @@ fn v12_unbound_punch_no_livelock(tx: &Tx) -> TestResult {
     match (taint_before, read_taint()) {
         (Ok(before), Ok(after)) => {
             if before & TAINT_WARN != 0 {
-                tx.diag("taint bit 9 (W) was already set before this case: relying on the kernel log");
+                tx.diag(
+                    "taint bit 9 (W) was already set before this case: relying on the kernel log",
+                );
             } else if after & TAINT_WARN != 0 {
-                problems.push(format!("VM destruction raised taint bit 9 (W, 512): tainted {before} -> {after}"));
+                problems.push(format!(
+                    "VM destruction raised taint bit 9 (W, 512): tainted {before} -> {after}"
+                ));
             }
         }
         (Err(e), _) | (_, Err(e)) => tx.diag(format!("taint not checked: {e}")),
     }
     if let Ok(log) = log.as_mut() {
-        let hits: Vec<String> = log.read_new().into_iter().filter(|l| l.contains("kvm_destroy_vm")).collect();
+        let hits: Vec<String> = log
+            .read_new()
+            .into_iter()
+            .filter(|l| l.contains("kvm_destroy_vm"))
+            .collect();
         if !hits.is_empty() {
             for h in &hits {
                 tx.diag(format!("kmsg: {h}"));
             }
-            problems.push("VM destruction logged a kvm_destroy_vm warning (dangling MMU invalidation)".to_string());
+            problems.push(
+                "VM destruction logged a kvm_destroy_vm warning (dangling MMU invalidation)"
+                    .to_string(),
+            );
         }
     }
 

@@ -51,17 +51,27 @@ fn punch_vs_memslot_churn(tx: &Tx) -> TestResult {
             let b = s.spawn(move || -> Option<String> {
                 while Instant::now() < deadline {
                     if let Err(e) = vm.delete_region(&region) {
-                        return Some(format!("deleting the slot failed during the race: {}", ename(&e)));
+                        return Some(format!(
+                            "deleting the slot failed during the race: {}",
+                            ename(&e)
+                        ));
                     }
                     if let Err(e) = vm.set_region2(&region) {
-                        return Some(format!("re-creating the slot failed during the race: {}", ename(&e)));
+                        return Some(format!(
+                            "re-creating the slot failed during the race: {}",
+                            ename(&e)
+                        ));
                     }
                     churns.fetch_add(1, Ordering::Relaxed);
                 }
                 None
             });
-            (a.join().unwrap_or_else(|_| Some("punch thread panicked".into())),
-             b.join().unwrap_or_else(|_| Some("memslot thread panicked".into())))
+            (
+                a.join()
+                    .unwrap_or_else(|_| Some("punch thread panicked".into())),
+                b.join()
+                    .unwrap_or_else(|_| Some("memslot thread panicked".into())),
+            )
         })
     };
     tx.diag(format!(
@@ -73,9 +83,10 @@ fn punch_vs_memslot_churn(tx: &Tx) -> TestResult {
     if let Some(e) = punch_err.or(churn_err) {
         return fail(e);
     }
-    ensure(punches.load(Ordering::Relaxed) > 0 && churns.load(Ordering::Relaxed) > 0, || {
-        "the race did not run both loops at least once".to_string()
-    })?;
+    ensure(
+        punches.load(Ordering::Relaxed) > 0 && churns.load(Ordering::Relaxed) > 0,
+        || "the race did not run both loops at least once".to_string(),
+    )?;
     // The last loop iteration re-created the slot; the vCPU must make progress.
     for page in 0..PAGES {
         let off = (page * p + 0x10) as u16;

@@ -6,14 +6,19 @@ use crate::caps::{AccessMode, Need};
 use crate::case::{ensure, fail, Case, OrFail, TestResult, Tx};
 use crate::guest::{run_once, Exit, Guest, TouchError, DATA_GPA};
 use crate::kvm::{
-    GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMORY_EXIT_FLAG_PRIVATE,
+    GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE,
 };
 
 pub const CASES: &[Case] = &[
     Case {
         area: "vcpu",
         name: "shared_mmap_roundtrip",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)],
+        needs: &[
+            Need::GuestMemfd,
+            Need::UserMemory2,
+            Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
+        ],
         run: shared_mmap_roundtrip,
     },
     Case {
@@ -31,13 +36,23 @@ pub const CASES: &[Case] = &[
     Case {
         area: "vcpu",
         name: "memory_fault_slot_deleted",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo],
+        needs: &[
+            Need::GuestMemfd,
+            Need::UserMemory2,
+            Need::PrivateAttr,
+            Need::MemoryFaultInfo,
+        ],
         run: memory_fault_slot_deleted,
     },
     Case {
         area: "vcpu",
         name: "memory_fault_slot_deleted_under_vcpu",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo],
+        needs: &[
+            Need::GuestMemfd,
+            Need::UserMemory2,
+            Need::PrivateAttr,
+            Need::MemoryFaultInfo,
+        ],
         run: memory_fault_slot_deleted_under_vcpu,
     },
 ];
@@ -55,16 +70,32 @@ fn shared_mmap_roundtrip(tx: &Tx) -> TestResult {
     let p = tx.page();
     for (page, host_val, guest_val) in [(0u64, 0x77u8, 0x99u8), (3, 0x12, 0x34), (1, 0xFE, 0x01)] {
         let off = (page * p + 0x123) as u16;
-        let m = g.gmem_map.as_ref().ok_or_else(|| crate::case::Stop::Fail("no gmem mapping".into()))?;
+        let m = g
+            .gmem_map
+            .as_ref()
+            .ok_or_else(|| crate::case::Stop::Fail("no gmem mapping".into()))?;
         m.write(off as usize, host_val);
         let t = g.touch(off, guest_val, limit(tx))?;
         ensure(t.found == host_val, || {
-            format!("page {page}: guest read {:#x}, host wrote {host_val:#x} through the mapping", t.found)
+            format!(
+                "page {page}: guest read {:#x}, host wrote {host_val:#x} through the mapping",
+                t.found
+            )
         })?;
-        ensure(t.readback == guest_val, || format!("page {page}: guest read back {:#x} after storing {guest_val:#x}", t.readback))?;
-        let m = g.gmem_map.as_ref().ok_or_else(|| crate::case::Stop::Fail("no gmem mapping".into()))?;
+        ensure(t.readback == guest_val, || {
+            format!(
+                "page {page}: guest read back {:#x} after storing {guest_val:#x}",
+                t.readback
+            )
+        })?;
+        let m = g
+            .gmem_map
+            .as_ref()
+            .ok_or_else(|| crate::case::Stop::Fail("no gmem mapping".into()))?;
         let host = m.read(off as usize);
-        ensure(host == guest_val, || format!("page {page}: host reads {host:#x} through the mapping, guest stored {guest_val:#x}"))?;
+        ensure(host == guest_val, || {
+            format!("page {page}: host reads {host:#x} through the mapping, guest stored {guest_val:#x}")
+        })?;
     }
     Ok(())
 }
@@ -74,7 +105,10 @@ fn shared_mmap_roundtrip(tx: &Tx) -> TestResult {
 fn private_roundtrip(tx: &Tx) -> TestResult {
     let mut g = Guest::with_mode(tx, AccessMode::Private, PAGES, PAGES)?;
     let p = tx.page();
-    let shared = g.shared.as_ref().ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
+    let shared = g
+        .shared
+        .as_ref()
+        .ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
     shared.fill(0, shared.len(), 0xEE);
     for (page, val) in [(0u64, 0x99u8), (2, 0x42)] {
         let off = (page * p + 0x80) as u16;
@@ -82,20 +116,42 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
         ensure(t.found == 0, || {
             format!("page {page}: first private read returned {:#x}, expected 0 (0xee would mean the shared memory)", t.found)
         })?;
-        ensure(t.readback == val, || format!("page {page}: read back {:#x} after storing {val:#x}", t.readback))?;
+        ensure(t.readback == val, || {
+            format!(
+                "page {page}: read back {:#x} after storing {val:#x}",
+                t.readback
+            )
+        })?;
         let t = g.touch(off, val.wrapping_add(1), limit(tx))?;
-        ensure(t.found == val, || format!("page {page}: private data did not persist: {:#x}", t.found))?;
+        ensure(t.found == val, || {
+            format!("page {page}: private data did not persist: {:#x}", t.found)
+        })?;
     }
-    let shared = g.shared.as_ref().ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
+    let shared = g
+        .shared
+        .as_ref()
+        .ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
     if let Some(i) = shared.first_ne(0, shared.len(), 0xEE) {
-        return fail(format!("a private store leaked into the shared memory at offset {i:#x} ({:#x})", shared.read(i)));
+        return fail(format!(
+            "a private store leaked into the shared memory at offset {i:#x} ({:#x})",
+            shared.read(i)
+        ));
     }
     Ok(())
 }
 
-fn expect_fault(what: &str, r: Result<crate::guest::Touch, TouchError>, gpa: u64, size: u64) -> TestResult {
+fn expect_fault(
+    what: &str,
+    r: Result<crate::guest::Touch, TouchError>,
+    gpa: u64,
+    size: u64,
+) -> TestResult {
     match r {
-        Err(TouchError::MemoryFault { flags, gpa: g, size: s }) => {
+        Err(TouchError::MemoryFault {
+            flags,
+            gpa: g,
+            size: s,
+        }) => {
             let want_flags = KVM_MEMORY_EXIT_FLAG_PRIVATE as u64;
             ensure(g == gpa && s == size && flags == want_flags, || {
                 format!(
@@ -105,7 +161,9 @@ fn expect_fault(what: &str, r: Result<crate::guest::Touch, TouchError>, gpa: u64
             })
         }
         Err(e) => fail(format!("{what}: expected KVM_EXIT_MEMORY_FAULT, got: {e}")),
-        Ok(t) => fail(format!("{what}: expected KVM_EXIT_MEMORY_FAULT, the guest completed its access ({t:?})")),
+        Ok(t) => fail(format!(
+            "{what}: expected KVM_EXIT_MEMORY_FAULT, the guest completed its access ({t:?})"
+        )),
     }
 }
 
@@ -115,9 +173,12 @@ fn memory_fault_private_without_gmem(tx: &Tx) -> TestResult {
     let mut g = Guest::without_gmem(tx, PAGES)?;
     // Shared page 0 works normally.
     let t = g.touch(0x10, 0x21, limit(tx))?;
-    ensure(t.readback == 0x21, || format!("shared access in the anonymous slot: {t:?}"))?;
+    ensure(t.readback == 0x21, || {
+        format!("shared access in the anonymous slot: {t:?}")
+    })?;
     let gpa = DATA_GPA + 2 * p;
-    g.vm.set_attributes(gpa, p, KVM_MEMORY_ATTRIBUTE_PRIVATE as u64).or_fail("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) on page 2")?;
+    g.vm.set_attributes(gpa, p, KVM_MEMORY_ATTRIBUTE_PRIVATE as u64)
+        .or_fail("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) on page 2")?;
     let r = g.touch((2 * p + 0x234) as u16, 0x55, limit(tx));
     expect_fault("PRIVATE page 2 in a slot without guest_memfd", r, gpa, p)
 }
@@ -128,10 +189,17 @@ fn memory_fault_slot_deleted(tx: &Tx) -> TestResult {
     let mut g = Guest::with_mode(tx, AccessMode::Private, PAGES, PAGES)?;
     let off = (p + 0x10) as u16;
     let t = g.touch(off, 0x66, limit(tx))?;
-    ensure(t.readback == 0x66, || format!("private access before deletion: {t:?}"))?;
+    ensure(t.readback == 0x66, || {
+        format!("private access before deletion: {t:?}")
+    })?;
     g.unbind_data().or_fail("delete the guest_memfd slot")?;
     let r = g.touch(off, 0x67, limit(tx));
-    expect_fault("PRIVATE page 1 after its slot was deleted", r, DATA_GPA + p, p)
+    expect_fault(
+        "PRIVATE page 1 after its slot was deleted",
+        r,
+        DATA_GPA + p,
+        p,
+    )
 }
 
 /// The vCPU loops loading a PRIVATE page while another thread deletes its
@@ -141,7 +209,9 @@ fn memory_fault_slot_deleted_under_vcpu(tx: &Tx) -> TestResult {
     let mut g = Guest::with_mode(tx, AccessMode::Private, PAGES, PAGES)?;
     let off = (3 * p + 0x18) as u16;
     let t = g.touch(off, 0x31, limit(tx))?;
-    ensure(t.readback == 0x31, || format!("private access before deletion: {t:?}"))?;
+    ensure(t.readback == 0x31, || {
+        format!("private access before deletion: {t:?}")
+    })?;
     g.start_loop(off)?;
     let region = g.data_region();
     let lim = limit(tx);
@@ -156,14 +226,29 @@ fn memory_fault_slot_deleted_under_vcpu(tx: &Tx) -> TestResult {
     });
     match deleted {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return fail(format!("deleting the slot under the vCPU: {}", crate::kvm::ename(&e))),
+        Ok(Err(e)) => {
+            return fail(format!(
+                "deleting the slot under the vCPU: {}",
+                crate::kvm::ename(&e)
+            ))
+        }
         Err(_) => return fail("the deleting thread panicked"),
     }
     let r = match exit {
         Exit::MemoryFault { flags, gpa, size } => Err(TouchError::MemoryFault { flags, gpa, size }),
-        Exit::TimedOut => Err(TouchError::TimedOut { stage: 1, limit: lim }),
-        Exit::Io { port, value } => Err(TouchError::Unexpected(format!("port I/O {port:#x} = {value:#x} from the load loop"))),
+        Exit::TimedOut => Err(TouchError::TimedOut {
+            stage: 1,
+            limit: lim,
+        }),
+        Exit::Io { port, value } => Err(TouchError::Unexpected(format!(
+            "port I/O {port:#x} = {value:#x} from the load loop"
+        ))),
         Exit::Other(m) => Err(TouchError::Unexpected(m)),
     };
-    expect_fault("PRIVATE page 3 whose slot was deleted while the vCPU ran", r, DATA_GPA + 3 * p, p)
+    expect_fault(
+        "PRIVATE page 3 whose slot was deleted while the vCPU ran",
+        r,
+        DATA_GPA + 3 * p,
+        p,
+    )
 }
