@@ -365,19 +365,23 @@ where
     Isolated { diags, outcome }
 }
 
+/// The suite forks from a single thread; libtest runs tests on many.
+/// Unit tests that fork take this lock so no child inherits a lock (panic
+/// hook, stdio) that another forking test held at fork time.
+#[cfg(test)]
+pub(crate) fn test_fork_lock() -> std::sync::MutexGuard<'static, ()> {
+    static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(20);
 
-    /// The suite forks from a single thread; libtest runs tests on many.
-    /// Serialize the forking tests so no child inherits a lock (panic hook,
-    /// stdio) that another test thread held at fork time.
-    static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     fn serial() -> std::sync::MutexGuard<'static, ()> {
-        FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+        test_fork_lock()
     }
 
     #[test]

@@ -249,6 +249,11 @@ impl Monitor {
         }
     }
 
+    /// A monitor that checks nothing (unit tests of the runner).
+    pub fn disabled(why: &str) -> Monitor {
+        Monitor { kmsg: None, writer: None, taint_ok: false, notes: vec![why.to_string()] }
+    }
+
     pub fn mark(&mut self, what: &str, name: &str) {
         if let Some(w) = self.writer.as_mut() {
             // Best effort: the markers only help log readers.
@@ -394,5 +399,24 @@ mod tests {
         assert_eq!(parse_taint("0\n"), Some(0));
         assert_eq!(parse_taint(" 512 "), Some(512));
         assert_eq!(parse_taint("x"), None);
+    }
+
+    /// End to end through the real /dev/kmsg: a splat-looking line logged
+    /// between `before` and `after` fails the health check. Ignored by
+    /// default because it writes to the kernel log (needs root):
+    /// `cargo test -p selftests -- --ignored monitor_sees`.
+    #[test]
+    #[ignore]
+    fn monitor_sees_a_new_splat_line_in_the_real_log() {
+        let mut m = Monitor::new();
+        assert!(m.kmsg.is_some() && m.writer.is_some(), "needs root: {:?}", m.notes);
+        let clean = m.before();
+        assert!(m.after(clean).is_clean(), "log changed with nothing logged");
+        let before = m.before();
+        let line = "gmem-selftests-unit-test BUG: fake splat written by a harness unit test\n";
+        m.writer.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+        let h = m.after(before);
+        assert!(!h.is_clean());
+        assert!(h.lines.iter().any(|l| l.contains("fake splat")), "{:?}", h.lines);
     }
 }

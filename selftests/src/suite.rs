@@ -110,7 +110,9 @@ pub fn run(opts: &Options) -> u8 {
         );
         return 2;
     }
-    match run_instances(&list, opts.timeout) {
+    let caps = Caps::probe();
+    let mut monitor = Monitor::new();
+    match run_instances(&list, opts.timeout, &caps, &mut monitor, io::stdout()) {
         Ok(failed) => u8::from(failed),
         Err(e) => {
             eprintln!("gmem-selftests: cannot write the KTAP output: {e}");
@@ -119,10 +121,15 @@ pub fn run(opts: &Options) -> u8 {
     }
 }
 
-fn run_instances(list: &[Instance], timeout: Duration) -> io::Result<bool> {
-    let caps = Caps::probe();
-    let mut monitor = Monitor::new();
-    let mut k = KtapWriter::new(io::stdout());
+/// Runs `list` and writes KTAP to `out`; returns whether any case failed.
+pub fn run_instances<W: Write>(
+    list: &[Instance],
+    timeout: Duration,
+    caps: &Caps,
+    monitor: &mut Monitor,
+    out: W,
+) -> io::Result<bool> {
+    let mut k = KtapWriter::new(out);
     k.header(list.len())?;
     for line in caps.describe() {
         k.diag(&line)?;
@@ -130,7 +137,7 @@ fn run_instances(list: &[Instance], timeout: Duration) -> io::Result<bool> {
     for n in &monitor.notes {
         k.diag(n)?;
     }
-    k.diag(&format!("per-case timeout {}s", timeout.as_secs()))?;
+    k.diag(&format!("per-case timeout {:.1}s", timeout.as_secs_f64()))?;
 
     let mut area_ms: BTreeMap<&str, u128> = BTreeMap::new();
     let suite_start = Instant::now();
@@ -144,7 +151,7 @@ fn run_instances(list: &[Instance], timeout: Duration) -> io::Result<bool> {
         let before = monitor.before();
         let case = inst.case;
         let vm_type = inst.vm_type;
-        let caps_ref = &caps;
+        let caps_ref = caps;
         let iso = run_isolated(timeout, |rep| {
             let tx = Tx {
                 rep,
@@ -182,6 +189,107 @@ fn run_instances(list: &[Instance], timeout: Duration) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::{Need, VmCaps};
+    use crate::case::TestResult;
+
+    fn passes(tx: &Tx) -> TestResult {
+        tx.diag("all good");
+        Ok(())
+    }
+    fn fails(_: &Tx) -> TestResult {
+        Err(Stop::Fail("expected EINVAL, got EBADF".into()))
+    }
+    fn skips_at_runtime(_: &Tx) -> TestResult {
+        Err(Stop::Skip("decided inside the case".into()))
+    }
+    fn spins(_: &Tx) -> TestResult {
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+    fn segfaults(_: &Tx) -> TestResult {
+        // SAFETY: a PROT_NONE page; the write faults on purpose.
+        unsafe {
+            let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            std::ptr::write_volatile(p as *mut u8, 1);
+        }
+        Ok(())
+    }
+
+    static FAKE: &[Case] = &[
+        Case { area: "h", name: "passes", needs: &[], run: passes },
+        Case { area: "h", name: "fails", needs: &[], run: fails },
+        Case { area: "h", name: "skips_at_runtime", needs: &[], run: skips_at_runtime },
+        Case { area: "h", name: "needs_private", needs: &[Need::PrivateAttr], run: passes },
+        Case { area: "h", name: "spins", needs: &[], run: spins },
+        Case { area: "h", name: "segfaults", needs: &[], run: segfaults },
+    ];
+
+    fn fake_caps() -> Caps {
+        let vm = |t| VmCaps {
+            vm_type: t,
+            unavailable: None,
+            guest_memfd: 1,
+            user_memory2: 1,
+            memory_attributes: 0,
+            memory_fault_info: 1,
+            gmem_flags: 3,
+        };
+        Caps {
+            release: "6.18.0".into(),
+            version: Some((6, 18)),
+            page_size: 4096,
+            kvm_error: None,
+            vm_types: 1,
+            vms: vec![vm(VmType::Default), VmCaps::unavailable(VmType::SwProtected, "not in VM_TYPES".into())],
+        }
+    }
+
+    /// The runner end to end on fake cases: KTAP lines, verdicts, totals.
+    #[test]
+    fn runner_reports_every_kind_of_outcome_in_ktap() {
+        let _g = crate::isolate::test_fork_lock();
+        let list: Vec<Instance> = FAKE
+            .iter()
+            .map(|c| Instance { case: c, vm_type: VmType::Default, name: c.full_name(VmType::Default) })
+            .chain(std::iter::once(Instance {
+                case: &FAKE[0],
+                vm_type: VmType::SwProtected,
+                name: FAKE[0].full_name(VmType::SwProtected),
+            }))
+            .collect();
+        let mut out = Vec::new();
+        let mut mon = Monitor::disabled("unit test");
+        let failed = run_instances(&list, Duration::from_millis(500), &fake_caps(), &mut mon, &mut out).unwrap();
+        assert!(failed);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "KTAP version 1");
+        assert_eq!(lines[1], "1..7");
+        let results: Vec<&str> =
+            lines.iter().copied().filter(|l| l.starts_with("ok ") || l.starts_with("not ok ")).collect();
+        assert_eq!(
+            results,
+            vec![
+                "ok 1 h.passes@default",
+                "not ok 2 h.fails@default",
+                "ok 3 h.skips_at_runtime@default # SKIP decided inside the case",
+                "ok 4 h.needs_private@default # SKIP KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
+                "not ok 5 h.spins@default",
+                "not ok 6 h.segfaults@default",
+                "ok 7 h.passes@sw_protected # SKIP no sw_protected VM: not in VM_TYPES",
+            ]
+        );
+        assert!(text.contains("# all good\nok 1 h.passes@default\n# time h.passes@default "));
+        assert!(text.contains("# FAIL: expected EINVAL, got EBADF\nnot ok 2"));
+        assert!(text.contains("# FAIL: timed out after 0.5s (case killed with SIGKILL)\nnot ok 5"));
+        assert!(text.contains("# FAIL: child died: segmentation fault, SIGSEGV (11)\nnot ok 6"));
+        assert_eq!(lines.last(), Some(&"# totals: pass 1 fail 3 skip 3"));
+        for r in &results {
+            let name = r.trim_start_matches("not ").split_whitespace().nth(2).unwrap();
+            assert!(text.contains(&format!("# time {name} ")), "no time line for {name}");
+        }
+    }
 
     #[test]
     fn filter_is_a_substring_and_any_matches() {
