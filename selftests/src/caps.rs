@@ -13,6 +13,8 @@ use crate::kvm::{
 /// What a case needs from the VM type it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
+    /// Only /dev/kvm (the case checks the VM type itself).
+    Kvm,
     /// KVM_CAP_GUEST_MEMFD on this VM type.
     GuestMemfd,
     /// KVM_CAP_USER_MEMORY2.
@@ -41,6 +43,8 @@ pub enum AccessMode {
 #[derive(Debug, Clone)]
 pub struct VmCaps {
     pub vm_type: VmType,
+    /// Why /dev/kvm cannot be used, if it cannot.
+    pub kvm_error: Option<String>,
     /// Why VMs of this type cannot be created, if they cannot.
     pub unavailable: Option<String>,
     pub guest_memfd: i32,
@@ -56,6 +60,7 @@ impl VmCaps {
     pub fn unavailable(vm_type: VmType, why: String) -> VmCaps {
         VmCaps {
             vm_type,
+            kvm_error: None,
             unavailable: Some(why),
             guest_memfd: 0,
             user_memory2: 0,
@@ -84,11 +89,18 @@ impl VmCaps {
     /// Why a case with `needs` cannot run on this VM type; `None` when it can.
     pub fn skip_reason(&self, needs: &[Need]) -> Option<String> {
         let t = self.vm_type.suffix();
+        if let Some(why) = &self.kvm_error {
+            return Some(why.clone());
+        }
+        if needs.contains(&Need::Kvm) {
+            return None;
+        }
         if let Some(why) = &self.unavailable {
             return Some(format!("no {} VM: {why}", t));
         }
         for need in needs {
             let missing = match *need {
+                Need::Kvm => None,
                 Need::GuestMemfd => (self.guest_memfd <= 0)
                     .then(|| format!("KVM_CAP_GUEST_MEMFD is {} on a {t} VM", self.guest_memfd)),
                 Need::UserMemory2 => (self.user_memory2 <= 0)
@@ -172,7 +184,10 @@ impl Caps {
                     vm_types: 0,
                     vms: VmType::ALL
                         .iter()
-                        .map(|&t| VmCaps::unavailable(t, why.clone()))
+                        .map(|&t| VmCaps {
+                            kvm_error: Some(why.clone()),
+                            ..VmCaps::unavailable(t, why.clone())
+                        })
                         .collect(),
                 };
             }
@@ -257,24 +272,36 @@ impl Caps {
     }
 }
 
-fn probe_vm_type(t: VmType, vm_types: i32) -> VmCaps {
-    if t != VmType::Default && (vm_types as u64) & (1u64 << t.raw()) == 0 {
-        return VmCaps::unavailable(
-            t,
-            format!(
-                "{} ({}) not in KVM_CAP_VM_TYPES ({:#x})",
-                t.uapi_name(),
-                t.raw(),
-                vm_types
-            ),
-        );
+/// Whether KVM_CAP_VM_TYPES lists `t`. Kernels without the capability
+/// (answer 0) only know the default type.
+pub fn listed_in_vm_types(t: VmType, vm_types: i32) -> bool {
+    if vm_types <= 0 {
+        return t == VmType::Default;
     }
+    (vm_types as u64) & (1u64 << t.raw()) != 0
+}
+
+/// Probes one VM type by creating a VM of it, whether or not
+/// KVM_CAP_VM_TYPES lists it (`caps.vm_types_matches_create_vm` checks the
+/// two agree), and asking the VM fd.
+fn probe_vm_type(t: VmType, vm_types: i32) -> VmCaps {
     let vm = match Vm::create(t) {
         Ok(vm) => vm,
-        Err(e) => return VmCaps::unavailable(t, e),
+        Err(e) => {
+            let listed = if listed_in_vm_types(t, vm_types) {
+                "listed"
+            } else {
+                "not listed"
+            };
+            return VmCaps::unavailable(
+                t,
+                format!("{e}; {listed} in KVM_CAP_VM_TYPES ({vm_types:#x})"),
+            );
+        }
     };
     VmCaps {
         vm_type: t,
+        kvm_error: None,
         unavailable: None,
         guest_memfd: vm.check(KVM_CAP_GUEST_MEMFD),
         user_memory2: vm.check(KVM_CAP_USER_MEMORY2),
@@ -292,6 +319,7 @@ mod tests {
     fn host_618() -> VmCaps {
         VmCaps {
             vm_type: VmType::Default,
+            kvm_error: None,
             unavailable: None,
             guest_memfd: 1,
             user_memory2: 1,
@@ -305,6 +333,7 @@ mod tests {
     fn series_sw_protected() -> VmCaps {
         VmCaps {
             vm_type: VmType::SwProtected,
+            kvm_error: None,
             unavailable: None,
             guest_memfd: 1,
             user_memory2: 1,
@@ -372,6 +401,33 @@ mod tests {
             r.contains("GUEST_MEMFD_FLAG_INIT_SHARED") && !r.contains("FLAG_MMAP|"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn kvm_only_cases_run_on_unavailable_types_but_not_without_kvm() {
+        let v = VmCaps::unavailable(VmType::SwProtected, "KVM_CREATE_VM: EINVAL".into());
+        assert_eq!(v.skip_reason(&[Need::Kvm]), None);
+        assert!(v.skip_reason(&[Need::GuestMemfd]).is_some());
+        let v = VmCaps {
+            kvm_error: Some("cannot open /dev/kvm: ENOENT".into()),
+            ..v
+        };
+        assert_eq!(
+            v.skip_reason(&[Need::Kvm]).as_deref(),
+            Some("cannot open /dev/kvm: ENOENT")
+        );
+    }
+
+    #[test]
+    fn vm_types_listing() {
+        assert!(
+            listed_in_vm_types(VmType::Default, 0),
+            "no cap: default only"
+        );
+        assert!(!listed_in_vm_types(VmType::SwProtected, 0));
+        assert!(listed_in_vm_types(VmType::SwProtected, 0b11));
+        assert!(!listed_in_vm_types(VmType::SwProtected, 0b01));
+        assert!(!listed_in_vm_types(VmType::Default, 0b10));
     }
 
     #[test]

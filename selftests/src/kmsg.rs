@@ -251,7 +251,12 @@ impl Monitor {
 
     /// A monitor that checks nothing (unit tests of the runner).
     pub fn disabled(why: &str) -> Monitor {
-        Monitor { kmsg: None, writer: None, taint_ok: false, notes: vec![why.to_string()] }
+        Monitor {
+            kmsg: None,
+            writer: None,
+            taint_ok: false,
+            notes: vec![why.to_string()],
+        }
     }
 
     pub fn mark(&mut self, what: &str, name: &str) {
@@ -409,14 +414,26 @@ mod tests {
     #[ignore]
     fn monitor_sees_a_new_splat_line_in_the_real_log() {
         let mut m = Monitor::new();
-        assert!(m.kmsg.is_some() && m.writer.is_some(), "needs root: {:?}", m.notes);
+        assert!(
+            m.kmsg.is_some() && m.writer.is_some(),
+            "needs root: {:?}",
+            m.notes
+        );
         let clean = m.before();
         assert!(m.after(clean).is_clean(), "log changed with nothing logged");
         let before = m.before();
         let line = "gmem-selftests-unit-test BUG: fake splat written by a harness unit test\n";
-        m.writer.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+        m.writer
+            .as_mut()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
         let h = m.after(before);
         assert!(!h.is_clean());
-        assert!(h.lines.iter().any(|l| l.contains("fake splat")), "{:?}", h.lines);
+        assert!(
+            h.lines.iter().any(|l| l.contains("fake splat")),
+            "{:?}",
+            h.lines
+        );
     }
 }

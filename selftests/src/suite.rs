@@ -45,6 +45,15 @@ pub fn instances(filters: &[String]) -> Vec<Instance> {
     out
 }
 
+/// "60s", "0.5s".
+pub fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 /// Combines what the child reported with the kernel's health.
 pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdict, Vec<String>) {
     let mut diags = Vec::new();
@@ -56,14 +65,7 @@ pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdic
             true
         }
         Outcome::TimedOut(d) => {
-            diags.push(format!(
-                "FAIL: timed out after {}s (case killed with SIGKILL)",
-                if d.subsec_millis() == 0 {
-                    d.as_secs().to_string()
-                } else {
-                    format!("{:.1}", d.as_secs_f64())
-                }
-            ));
+            diags.push(format!("FAIL: timed out after {} (case killed with SIGKILL)", secs(*d)));
             true
         }
         Outcome::Crashed(m) => {
@@ -137,7 +139,7 @@ pub fn run_instances<W: Write>(
     for n in &monitor.notes {
         k.diag(n)?;
     }
-    k.diag(&format!("per-case timeout {:.1}s", timeout.as_secs_f64()))?;
+    k.diag(&format!("per-case timeout {}", secs(timeout)))?;
 
     let mut area_ms: BTreeMap<&str, u128> = BTreeMap::new();
     let suite_start = Instant::now();
@@ -210,24 +212,62 @@ mod tests {
     fn segfaults(_: &Tx) -> TestResult {
         // SAFETY: a PROT_NONE page; the write faults on purpose.
         unsafe {
-            let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
             std::ptr::write_volatile(p as *mut u8, 1);
         }
         Ok(())
     }
 
     static FAKE: &[Case] = &[
-        Case { area: "h", name: "passes", needs: &[], run: passes },
-        Case { area: "h", name: "fails", needs: &[], run: fails },
-        Case { area: "h", name: "skips_at_runtime", needs: &[], run: skips_at_runtime },
-        Case { area: "h", name: "needs_private", needs: &[Need::PrivateAttr], run: passes },
-        Case { area: "h", name: "spins", needs: &[], run: spins },
-        Case { area: "h", name: "segfaults", needs: &[], run: segfaults },
+        Case {
+            area: "h",
+            name: "passes",
+            needs: &[],
+            run: passes,
+        },
+        Case {
+            area: "h",
+            name: "fails",
+            needs: &[],
+            run: fails,
+        },
+        Case {
+            area: "h",
+            name: "skips_at_runtime",
+            needs: &[],
+            run: skips_at_runtime,
+        },
+        Case {
+            area: "h",
+            name: "needs_private",
+            needs: &[Need::PrivateAttr],
+            run: passes,
+        },
+        Case {
+            area: "h",
+            name: "spins",
+            needs: &[],
+            run: spins,
+        },
+        Case {
+            area: "h",
+            name: "segfaults",
+            needs: &[],
+            run: segfaults,
+        },
     ];
 
     fn fake_caps() -> Caps {
         let vm = |t| VmCaps {
             vm_type: t,
+            kvm_error: None,
             unavailable: None,
             guest_memfd: 1,
             user_memory2: 1,
@@ -241,7 +281,10 @@ mod tests {
             page_size: 4096,
             kvm_error: None,
             vm_types: 1,
-            vms: vec![vm(VmType::Default), VmCaps::unavailable(VmType::SwProtected, "not in VM_TYPES".into())],
+            vms: vec![
+                vm(VmType::Default),
+                VmCaps::unavailable(VmType::SwProtected, "not in VM_TYPES".into()),
+            ],
         }
     }
 
@@ -251,7 +294,11 @@ mod tests {
         let _g = crate::isolate::test_fork_lock();
         let list: Vec<Instance> = FAKE
             .iter()
-            .map(|c| Instance { case: c, vm_type: VmType::Default, name: c.full_name(VmType::Default) })
+            .map(|c| Instance {
+                case: c,
+                vm_type: VmType::Default,
+                name: c.full_name(VmType::Default),
+            })
             .chain(std::iter::once(Instance {
                 case: &FAKE[0],
                 vm_type: VmType::SwProtected,
@@ -260,14 +307,24 @@ mod tests {
             .collect();
         let mut out = Vec::new();
         let mut mon = Monitor::disabled("unit test");
-        let failed = run_instances(&list, Duration::from_millis(500), &fake_caps(), &mut mon, &mut out).unwrap();
+        let failed = run_instances(
+            &list,
+            Duration::from_millis(500),
+            &fake_caps(),
+            &mut mon,
+            &mut out,
+        )
+        .unwrap();
         assert!(failed);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "KTAP version 1");
         assert_eq!(lines[1], "1..7");
-        let results: Vec<&str> =
-            lines.iter().copied().filter(|l| l.starts_with("ok ") || l.starts_with("not ok ")).collect();
+        let results: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+            .collect();
         assert_eq!(
             results,
             vec![
@@ -286,8 +343,15 @@ mod tests {
         assert!(text.contains("# FAIL: child died: segmentation fault, SIGSEGV (11)\nnot ok 6"));
         assert_eq!(lines.last(), Some(&"# totals: pass 1 fail 3 skip 3"));
         for r in &results {
-            let name = r.trim_start_matches("not ").split_whitespace().nth(2).unwrap();
-            assert!(text.contains(&format!("# time {name} ")), "no time line for {name}");
+            let name = r
+                .trim_start_matches("not ")
+                .split_whitespace()
+                .nth(2)
+                .unwrap();
+            assert!(
+                text.contains(&format!("# time {name} ")),
+                "no time line for {name}"
+            );
         }
     }
 

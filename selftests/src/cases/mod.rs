@@ -3,6 +3,7 @@
 use crate::case::Case;
 
 pub mod bind;
+pub mod caps;
 pub mod create;
 pub mod fallocate;
 pub mod mmap;
@@ -14,6 +15,7 @@ pub mod vcpu;
 /// All cases in run order.
 pub fn all() -> Vec<&'static Case> {
     [
+        caps::CASES,
         create::CASES,
         fallocate::CASES,
         mmap::CASES,
