@@ -454,8 +454,9 @@ mod tests {
         let r = run_isolated(T, |rep| {
             rep.diag("touching a PROT_NONE page");
             // SAFETY: a fresh anonymous mapping with no access rights; the
-            // write faults, which is the point of this test.
+            // write faults, which is the point of this test (no core dump).
             unsafe {
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
                 let p = libc::mmap(
                     std::ptr::null_mut(),
                     4096,

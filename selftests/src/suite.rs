@@ -210,8 +210,9 @@ mod tests {
         }
     }
     fn segfaults(_: &Tx) -> TestResult {
-        // SAFETY: a PROT_NONE page; the write faults on purpose.
+        // SAFETY: a PROT_NONE page; the write faults on purpose (no core dump).
         unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
             let p = libc::mmap(
                 std::ptr::null_mut(),
                 4096,
