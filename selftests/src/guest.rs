@@ -400,6 +400,14 @@ impl Guest {
         Ok(Touch { found, readback })
     }
 
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Some(AccessMode::Private) => "PRIVATE attributes",
+            Some(AccessMode::SharedMmap) => "shared MMAP|INIT_SHARED guest_memfd",
+            None => "anonymous memory (no guest_memfd)",
+        }
+    }
+
     /// Points the vCPU at the endless load loop on byte `offset`.
     pub fn start_loop(&mut self, offset: u16) -> Result<(), TouchError> {
         let mut regs = self

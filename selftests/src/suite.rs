@@ -65,7 +65,10 @@ pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdic
             true
         }
         Outcome::TimedOut(d) => {
-            diags.push(format!("FAIL: timed out after {} (case killed with SIGKILL)", secs(*d)));
+            diags.push(format!(
+                "FAIL: timed out after {} (case killed with SIGKILL)",
+                secs(*d)
+            ));
             true
         }
         Outcome::Crashed(m) => {
@@ -149,6 +152,8 @@ pub fn run_instances<W: Write>(
             k.result(&inst.name, &Verdict::Skip(reason), 0)?;
             continue;
         }
+        // Names the running case if the stream stops mid-case (guest panic).
+        k.diag(&format!("begin {}", inst.name))?;
         monitor.mark("begin", &inst.name);
         let before = monitor.before();
         let case = inst.case;
@@ -338,7 +343,13 @@ mod tests {
                 "ok 7 h.passes@sw_protected # SKIP no sw_protected VM: not in VM_TYPES",
             ]
         );
-        assert!(text.contains("# all good\nok 1 h.passes@default\n# time h.passes@default "));
+        assert!(text.contains(
+            "# begin h.passes@default\n# all good\nok 1 h.passes@default\n# time h.passes@default "
+        ));
+        assert!(
+            !text.contains("# begin h.needs_private"),
+            "skipped cases do not begin"
+        );
         assert!(text.contains("# FAIL: expected EINVAL, got EBADF\nnot ok 2"));
         assert!(text.contains("# FAIL: timed out after 0.5s (case killed with SIGKILL)\nnot ok 5"));
         assert!(text.contains("# FAIL: child died: segmentation fault, SIGSEGV (11)\nnot ok 6"));

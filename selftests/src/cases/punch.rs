@@ -94,7 +94,7 @@ fn bound_range_guest_sees_zero(tx: &Tx) -> TestResult {
     let mut g = Guest::new(tx, FILE_PAGES, FILE_PAGES)?;
     let p = tx.page();
     let at = |page: u64| (page * p + 0x40) as u16;
-    tx.diag(format!("access mode {:?}", g.mode));
+    tx.diag(format!("access mode {}", g.mode_name()));
 
     let t = g.touch(at(1), 0xA5, limit)?;
     ensure(

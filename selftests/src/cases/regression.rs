@@ -36,8 +36,8 @@ fn v12_unbound_punch_no_livelock(tx: &Tx) -> TestResult {
     {
         let mut g = Guest::new(tx, FILE_PAGES, SLOT_PAGES)?;
         tx.diag(format!(
-            "access mode {:?}; slot bound to file pages 0..{SLOT_PAGES} of {FILE_PAGES}; vCPU limit {:.1}s",
-            g.mode,
+            "access mode {}; slot bound to file pages 0..{SLOT_PAGES} of {FILE_PAGES}; vCPU limit {:.1}s",
+            g.mode_name(),
             limit.as_secs_f64()
         ));
         // Warm-up: the vCPU works before the punch (faults in page 0 only).
