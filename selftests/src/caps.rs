@@ -164,6 +164,8 @@ pub struct Caps {
     pub kvm_error: Option<String>,
     /// KVM_CAP_VM_TYPES (system), 0 when unknown.
     pub vm_types: i32,
+    /// System-wide (/dev/kvm) answers, for the record: (name, value).
+    pub system: Vec<(&'static str, i32)>,
     pub vms: Vec<VmCaps>,
 }
 
@@ -182,6 +184,7 @@ impl Caps {
                     page_size,
                     kvm_error: Some(why.clone()),
                     vm_types: 0,
+                    system: Vec::new(),
                     vms: VmType::ALL
                         .iter()
                         .map(|&t| VmCaps {
@@ -195,6 +198,16 @@ impl Caps {
         let vm_types = sys
             .check_extension_raw(KVM_CAP_VM_TYPES as libc::c_ulong)
             .max(0);
+        let system = [
+            ("GUEST_MEMFD", KVM_CAP_GUEST_MEMFD),
+            ("USER_MEMORY2", KVM_CAP_USER_MEMORY2),
+            ("MEMORY_ATTRIBUTES", KVM_CAP_MEMORY_ATTRIBUTES),
+            ("MEMORY_FAULT_INFO", KVM_CAP_MEMORY_FAULT_INFO),
+            ("GUEST_MEMFD_FLAGS", KVM_CAP_GUEST_MEMFD_FLAGS),
+        ]
+        .iter()
+        .map(|&(n, c)| (n, sys.check_extension_raw(c as libc::c_ulong)))
+        .collect();
         let vms = VmType::ALL
             .iter()
             .map(|&t| probe_vm_type(t, vm_types))
@@ -205,6 +218,7 @@ impl Caps {
             page_size,
             kvm_error: None,
             vm_types,
+            system,
             vms,
         }
     }
@@ -247,7 +261,16 @@ impl Caps {
             out.push(e.clone());
             return out;
         }
-        out.push(format!("KVM_CAP_VM_TYPES {:#x}", self.vm_types));
+        let sys: Vec<String> = self
+            .system
+            .iter()
+            .map(|(n, v)| format!("{n} {v:#x}"))
+            .collect();
+        out.push(format!(
+            "/dev/kvm: VM_TYPES {:#x} {}",
+            self.vm_types,
+            sys.join(" ")
+        ));
         for v in &self.vms {
             match &v.unavailable {
                 Some(why) => out.push(format!("{}: unavailable: {why}", v.vm_type.suffix())),
@@ -467,6 +490,7 @@ mod tests {
             page_size: 4096,
             kvm_error: None,
             vm_types: 1,
+            system: Vec::new(),
             vms: vec![host_618()],
         };
         assert_eq!(c.gmem_overlap_errno().0, libc::EINVAL);

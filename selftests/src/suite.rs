@@ -119,6 +119,7 @@ pub fn run(opts: &Options) -> u8 {
     let mut monitor = Monitor::new();
     match run_instances(&list, opts.timeout, &caps, &mut monitor, io::stdout()) {
         Ok(failed) => u8::from(failed),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 1, // reader went away
         Err(e) => {
             eprintln!("gmem-selftests: cannot write the KTAP output: {e}");
             1
@@ -287,6 +288,7 @@ mod tests {
             page_size: 4096,
             kvm_error: None,
             vm_types: 1,
+            system: Vec::new(),
             vms: vec![
                 vm(VmType::Default),
                 VmCaps::unavailable(VmType::SwProtected, "not in VM_TYPES".into()),
