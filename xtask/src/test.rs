@@ -19,18 +19,25 @@ pub struct TestArgs {
     /// Run the selftests against the running kernel, booting nothing.
     #[arg(long)]
     pub host: bool,
+    /// Kernel tree to build as checked out (default: the pinned tree with
+    /// the series applied, built in a scratch worktree).
     #[arg(long)]
     pub tree: Option<PathBuf>,
+    /// Comma-separated fragments from kconfigs/ (base is always first).
     #[arg(long, default_value = "gmem")]
     pub config: String,
+    /// Boot this bzImage instead of building one.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// auto: KVM only when /dev/kvm is probed to boot a kernel, else TCG
+    /// with `-cpu max` (the choice and the reason are always printed).
     #[arg(long, default_value = "auto")]
     pub accel: String,
     /// Whole-run timeout in seconds; when it expires QEMU is killed and the
     /// run is reported as a guest hang (default 900).
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Only cases whose name contains PATTERN (passed to the selftests).
     #[arg(long)]
     pub filter: Option<String>,
     /// Seconds to wait for the KTAP header before calling it a failed boot
@@ -63,9 +70,27 @@ pub struct TestArgs {
     /// `--mutants all`: every patch in patches/mutants/.
     #[arg(long, value_name = "all")]
     pub mutants: Option<String>,
+    /// Install missing host tools first (`cargo xtask doctor --install`).
+    #[arg(long)]
+    pub install_deps: bool,
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
+    if args.install_deps {
+        let code = crate::doctor::run(crate::doctor::DoctorArgs { install: true })?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+    if !args.host {
+        use crate::doctor::Stage;
+        let stages: &[Stage] = match (&args.kernel, &args.tree) {
+            (Some(_), _) => &[Stage::Boot],
+            (None, Some(_)) => &[Stage::Build, Stage::Boot],
+            (None, None) => &[Stage::Tree, Stage::Build, Stage::Boot],
+        };
+        crate::doctor::preflight(stages)?;
+    }
     if args.mutant.is_some() || args.mutants.is_some() {
         return run_mutants(&args);
     }
@@ -148,7 +173,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         None => {
             let tree = match tree_override.or(args.tree.as_deref()) {
                 Some(t) => t.to_path_buf(),
-                None => crate::tree::ensure_default_tree().context("no --tree/--kernel given and the default tree is not available")?,
+                None => build::default_series_checkout()?,
             };
             let plan = build::plan(&tree, &fragments, None, true)?;
             build::configure(&plan)?;
@@ -540,6 +565,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         exec: None,
         mutant: None,
         mutants: None,
+        install_deps: false,
     };
     let bin = selftests_binary(&args)?;
     let sh = Shell::new()?;
