@@ -414,9 +414,11 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
 fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<ExitCode> {
     let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
     let commits = each_patch_commits(args, &tree)?;
-    let scratch = scratch_worktree(&tree, "each-patch", &commits[0].0)?;
-    let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
-    plan.dir = util::target_dir().join("kbuild").join(tree_id(&tree)).join(format!("each-patch-{}", fragments.join("+")));
+    // The same scratch worktree (and so the same build directory) as the
+    // default flow and the mutants: walking the series rebuilds only the
+    // files each patch touches, and a `test` afterwards finds the tip built.
+    let scratch = scratch_worktree(&tree, "series", &commits[0].0)?;
+    let plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
     let wsh = Shell::new()?;
     wsh.change_dir(&scratch);
     let total = commits.len();

@@ -507,9 +507,9 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
             rows.push((name.clone(), Err("apply created no commit".into()), false));
             continue;
         };
-        // One scratch worktree and build dir for all mutants: each build
+        // The series' scratch worktree and build dir: each mutant build
         // recompiles only what the mutant patch touches.
-        let src = match build::scratch_worktree(&tree, "mutant", &tip) {
+        let src = match build::scratch_worktree(&tree, "series", &tip) {
             Ok(s) => s,
             Err(e) => {
                 rows.push((name.clone(), Err(format!("{e:#}")), false));
