@@ -312,6 +312,7 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
         }));
     }
     drop(tx);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut compiled = 0usize;
     let mut problems: Vec<String> = Vec::new();
     for (is_err, line) in rx {
@@ -320,6 +321,11 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
             if verb == "CC" || verb == "AS" {
                 compiled += 1;
                 pb.inc(1);
+                // No terminal (CI logs): a plain line every 200 objects.
+                if !tty && compiled % 200 == 0 {
+                    let of = expected.map(|n| format!("/~{n}")).unwrap_or_default();
+                    println!("  make {target}: {compiled}{of} objects compiled, {}", fmt_duration(start.elapsed()));
+                }
             }
             let short = what.strip_prefix(&format!("{}/", plan.dir.display())).unwrap_or(what);
             pb.set_message(format!("{verb} {short}"));
