@@ -44,6 +44,9 @@ pub struct BuildArgs {
     /// Do not use ccache even when it is installed.
     #[arg(long)]
     pub no_ccache: bool,
+    /// Generate the config and run the survivor check, build nothing.
+    #[arg(long, conflicts_with = "each_patch")]
+    pub configure_only: bool,
 }
 
 /// A prepared build: where it happens and what it was asked for.
@@ -84,6 +87,10 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     };
     let plan = plan(&tree, &fragments, args.jobs, !args.no_ccache)?;
     configure(&plan)?;
+    if args.configure_only {
+        println!("config only: {}", plan.dir.join(".config").display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let built = make_bzimage(&plan)?;
     println!(
         "kernel {} built in {}: {}",
