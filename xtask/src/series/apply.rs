@@ -161,8 +161,29 @@ fn history_patch_ids(
 }
 
 /// Apply one parsed patch on top of `parent`; returns the new commit id.
+///
+/// libgit2's `apply_to_tree` loads the whole tree into an index, which costs
+/// ~80 ms per patch on a kernel tree. So the diff is applied to a small tree
+/// holding only the files it touches, and the resulting blobs are spliced
+/// into the full tree with a `TreeUpdateBuilder` (only the subtrees on the
+/// touched paths are rewritten).
 pub fn commit_patch(repo: &Repository, parent: &Commit<'_>, patch: &PatchMail, diff: &Diff<'_>) -> Result<Oid> {
-    let tree = parent.tree()?;
+    let full = parent.tree()?;
+    let p = patch.file.display();
+    let mut small = git2::Index::new()?;
+    let mut created = Vec::new();
+    for path in &patch.files {
+        match full.get_path(Path::new(path)) {
+            Ok(entry) => {
+                if entry.kind() != Some(git2::ObjectType::Blob) {
+                    bail!("{p} does not apply: {path} is a directory or submodule in the base, not a file");
+                }
+                small.add(&index_entry(path, entry.id(), entry.filemode() as u32))?;
+            }
+            Err(_) => created.push(path.clone()),
+        }
+    }
+    let small_tree = repo.find_tree(small.write_tree_to(repo)?)?;
     let last_file = RefCell::new(String::new());
     let last_hunk = RefCell::new(String::new());
     let result = {
@@ -181,27 +202,57 @@ pub fn commit_patch(repo: &Repository, parent: &Commit<'_>, patch: &PatchMail, d
             }
             true
         });
-        repo.apply_to_tree(&tree, diff, Some(&mut opts))
+        repo.apply_to_tree(&small_tree, diff, Some(&mut opts))
     };
-    let mut index = match result {
+    let index = match result {
         Ok(index) => index,
         Err(err) => {
             let file = last_file.borrow();
             let hunk = last_hunk.borrow();
             let file = if file.is_empty() { patch.files.first().cloned().unwrap_or_default() } else { file.clone() };
             let hunk = if hunk.is_empty() { "(before the first hunk)".to_string() } else { format!("`{hunk}`") };
-            bail!(
-                "{} does not apply: file {file}, hunk {hunk}: {}",
-                patch.file.display(),
-                err.message()
-            );
+            let why = if created.contains(&file) && !err.message().contains("exist") {
+                format!("{} ({file} does not exist in the tree)", err.message())
+            } else {
+                err.message().to_string()
+            };
+            bail!("{p} does not apply: file {file}, hunk {hunk}: {why}");
         }
     };
-    let new_tree = repo.find_tree(index.write_tree_to(repo)?)?;
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for path in &patch.files {
+        let Some(entry) = index.get_path(Path::new(path), 0) else {
+            bail!("{p}: applying left no {path} (deleting files is not supported)");
+        };
+        let mode = match entry.mode {
+            0o100755 => git2::FileMode::BlobExecutable,
+            0o120000 => git2::FileMode::Link,
+            _ => git2::FileMode::Blob,
+        };
+        update.upsert(path.as_str(), entry.id, mode);
+    }
+    let new_tree = repo.find_tree(update.create_updated(repo, &full)?)?;
     let time = Time::new(patch.time, patch.offset_minutes);
     let author = Signature::new(&patch.author_name, &patch.author_email, &time)
         .with_context(|| format!("{}: bad author", patch.file.display()))?;
     Ok(repo.commit(None, &author, &author, &patch.message, &new_tree, &[parent])?)
+}
+
+fn index_entry(path: &str, id: Oid, mode: u32) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags: path.len().min(0xfff) as u16,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 /// The whole `apply`: parse, verify, build commits, create the branch.

@@ -57,7 +57,7 @@ const FILES: &[&str] = &[
 fn generate(src: &Path, scratch: &Path) -> Result<(PathBuf, String)> {
     let gen_dir = scratch.join("gen");
     let sh = xshell::Shell::new()?;
-    xshell::cmd!(sh, "git clone -q --local --no-checkout {src} {gen_dir}").run()?;
+    xshell::cmd!(sh, "git clone -q --local --no-checkout {src} {gen_dir}").quiet().run()?;
     let repo = Repository::open(&gen_dir)?;
     let base = repo.head()?.peel_to_commit()?;
     let mut tip = base.clone();
@@ -148,9 +148,9 @@ pub fn run() -> Result<ExitCode> {
     let (ours_dir, am_dir) = (scratch.path().join("xtask"), scratch.path().join("am"));
     let sh = xshell::Shell::new()?;
     eprintln!("cloning two work trees (git clone --local)...");
-    xshell::cmd!(sh, "git clone -q --local {src} {ours_dir}").run()?;
-    xshell::cmd!(sh, "git clone -q --local {src} {am_dir}").run()?;
-    xshell::cmd!(sh, "git -C {am_dir} switch -q -c bench-am").run()?;
+    xshell::cmd!(sh, "git clone -q --local {src} {ours_dir}").quiet().run()?;
+    xshell::cmd!(sh, "git clone -q --local {src} {am_dir}").quiet().run()?;
+    xshell::cmd!(sh, "git -C {am_dir} switch -q -c bench-am").quiet().run()?;
     let files: Vec<PathBuf> = series.patches.clone();
 
     let mut ours = Vec::new();
@@ -172,7 +172,7 @@ pub fn run() -> Result<ExitCode> {
                 { let files = &files; xshell::cmd!(sh, "git -C {am_dir} am -q {files...}") }
                     .env("GIT_COMMITTER_NAME", "Bench")
                     .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-                    .run()
+                    .quiet().run()
                     .context("git am")?;
                 am.push(start.elapsed());
                 let tip_tree = tree_of(&am_dir, "HEAD")?;
@@ -182,7 +182,7 @@ pub fn run() -> Result<ExitCode> {
                         bail!("apply and git am produced different trees ({ours_tree} vs {tip_tree})");
                     }
                 }
-                xshell::cmd!(sh, "git -C {am_dir} reset -q --hard {base}").run()?;
+                xshell::cmd!(sh, "git -C {am_dir} reset -q --hard {base}").quiet().run()?;
             }
         }
         eprintln!(
@@ -197,7 +197,7 @@ pub fn run() -> Result<ExitCode> {
     { let files = &files; xshell::cmd!(sh, "git -C {am_dir} am -q {files...}") }
         .env("GIT_COMMITTER_NAME", "Bench")
         .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-        .run()?;
+        .quiet().run()?;
     let am_tree = tree_of(&am_dir, "HEAD")?;
     if ours_tree != am_tree {
         bail!("apply and git am produced different trees ({ours_tree} vs {am_tree})");
