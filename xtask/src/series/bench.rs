@@ -105,7 +105,7 @@ fn generate(src: &Path, scratch: &Path) -> Result<(PathBuf, String)> {
     }
     let series_dir = scratch.join("bench");
     std::fs::create_dir_all(&series_dir)?;
-    format_patch(&gen_dir, base.id(), tip.id(), &series_dir, &PatchStyle::default(), &[])?;
+    format_patch(&gen_dir, base.id(), tip.id(), &series_dir, &PatchStyle::default(), &[], None)?;
     let base_tree = base.tree_id().to_string();
     std::fs::write(
         series_dir.join("series.toml"),

@@ -196,7 +196,17 @@ pub fn git<'a>(sh: &'a xshell::Shell, tree: &Path) -> xshell::Cmd<'a> {
 }
 
 /// Run `git format-patch` for `base..tip` into `out` with `style`.
-pub fn format_patch(tree: &Path, base: Oid, tip: Oid, out: &Path, style: &PatchStyle, extra: &[String]) -> Result<()> {
+/// `ident` (name, email) is the committer identity git uses for the cover
+/// letter's From: (user and system config are not read).
+pub fn format_patch(
+    tree: &Path,
+    base: Oid,
+    tip: Oid,
+    out: &Path,
+    style: &PatchStyle,
+    extra: &[String],
+    ident: Option<(&str, &str)>,
+) -> Result<()> {
     let sh = xshell::Shell::new()?;
     let mut args: Vec<String> = vec![
         "format-patch".into(),
@@ -221,9 +231,11 @@ pub fn format_patch(tree: &Path, base: Oid, tip: Oid, out: &Path, style: &PatchS
     args.push("-o".into());
     args.push(out.display().to_string());
     args.push(format!("{base}..{tip}"));
-    git(&sh, tree)
-        .args(&args)
-        .quiet()
+    let mut cmd = git(&sh, tree).args(&args);
+    if let Some((name, email)) = ident {
+        cmd = cmd.env("GIT_COMMITTER_NAME", name).env("GIT_COMMITTER_EMAIL", email);
+    }
+    cmd.quiet()
         .ignore_stdout()
         .run()
         .with_context(|| format!("git format-patch in {}", tree.display()))?;
@@ -274,14 +286,15 @@ pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<Exp
         .prefix(&format!(".{}.export-", toml.name))
         .tempdir_in(parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
-    format_patch(tree, base.id(), tip.id(), staged.path(), &style, &[])?;
+    format_patch(tree, base.id(), tip.id(), staged.path(), &style, &[], None)?;
     let (_, written) = model::list_patch_files(staged.path())?;
     if written.len() != commits.len() {
         bail!("git format-patch wrote {} files for {} commits", written.len(), commits.len());
     }
     for file in &written {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        mail::parse_patch_file(file).with_context(|| {
+        let bytes = std::fs::read(file)?;
+        mail::parse_patch(Path::new(&name), &bytes).with_context(|| {
             format!("the commit exported as {name} cannot be applied back by `apply`; fix the commit and export again")
         })?;
     }

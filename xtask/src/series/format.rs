@@ -43,6 +43,9 @@ pub struct FormatRequest {
     /// Previous version: a series directory, a `BASE..TIP` range or a ref.
     pub compare_to: Option<String>,
     pub checkpatch: bool,
+    /// Sender of the cover letter, "Name <email>" (default: user.name and
+    /// user.email from git config, else the author of the first patch).
+    pub from: Option<String>,
     /// results.json of the latest `cargo xtask test`, for the Tested: section.
     pub results_json: Option<PathBuf>,
 }
@@ -285,7 +288,8 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     if let Some((range, _)) = &previous {
         args.push(format!("--range-diff={range}"));
     }
-    format_patch(tree, base.id(), tip, staged.path(), &style, &args)?;
+    let (from_name, from_email) = sender(&repo, series, req.from.as_deref())?;
+    format_patch(tree, base.id(), tip, staged.path(), &style, &args, Some((&from_name, &from_email)))?;
 
     // Complete the cover letter.
     let mut written: Vec<PathBuf> = std::fs::read_dir(staged.path())?
@@ -370,6 +374,28 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         checkpatch,
         notes,
     })
+}
+
+/// Who sends the series: `--from`, else git config, else the first author.
+fn sender(repo: &Repository, series: &Series, from: Option<&str>) -> Result<(String, String)> {
+    if let Some(from) = from {
+        if let Ok(list) = mailparse::addrparse(from) {
+            if let Some(mailparse::MailAddr::Single(info)) = list.first() {
+                if info.addr.contains('@') {
+                    let name = info.display_name.clone().unwrap_or_else(|| info.addr.clone());
+                    return Ok((name, info.addr.clone()));
+                }
+            }
+        }
+        bail!("--from {from:?} is not \"Name <address>\"");
+    }
+    if let Ok(config) = repo.config() {
+        if let (Ok(name), Ok(email)) = (config.get_string("user.name"), config.get_string("user.email")) {
+            return Ok((name, email));
+        }
+    }
+    let first = mail::parse_patch_file(&series.patches[0])?;
+    Ok((first.author_name, first.author_email))
 }
 
 /// RFC 2047-encode a subject when it is not plain ASCII (format-patch does

@@ -85,6 +85,10 @@ pub enum SeriesCmd {
         /// Skip scripts/checkpatch.pl.
         #[arg(long)]
         no_checkpatch: bool,
+        /// Sender of the cover letter, "Name <email>" (default: git config
+        /// user.name/user.email).
+        #[arg(long)]
+        from: Option<String>,
     },
 }
 
@@ -157,7 +161,7 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        SeriesCmd::Format { series, reroll, to, cc, out, tree, compare_to, no_checkpatch } => {
+        SeriesCmd::Format { series, reroll, to, cc, out, tree, compare_to, no_checkpatch, from } => {
             let tree = default_tree(tree)?;
             let series = load_series(&series)?;
             let req = format::FormatRequest {
@@ -167,6 +171,7 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
                 out,
                 compare_to,
                 checkpatch: !no_checkpatch,
+                from,
                 results_json: Some(crate::util::target_dir().join("results/latest/results.json")),
             };
             let report = format::format_series(&series, &tree, &req)?;
