@@ -77,7 +77,9 @@ fn git(dir: &Path, args: &[&str]) -> String {
 fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new("git");
     cmd.arg("-C").arg(dir).args(args);
-    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1").env("LC_ALL", "C");
+    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("LC_ALL", "C");
     for (k, v) in [
         ("GIT_AUTHOR_NAME", "Upstream Maintainer"),
         ("GIT_AUTHOR_EMAIL", "maint@kernel.example"),
@@ -92,7 +94,11 @@ fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("running git");
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
@@ -147,9 +153,17 @@ impl Fixture {
         write(&tree.join("virt/kvm/Kconfig"), KCONFIG);
         write(&tree.join("include/uapi/linux/kvm.h"), KVM_UAPI);
         write(&tree.join("include/linux/kvm_host.h"), KVM_HOST);
-        commit_as(&tree, ("Upstream Maintainer", "maint@kernel.example"), "2026-11-01T10:00:00+00:00", "Linux 6.1.176");
+        commit_as(
+            &tree,
+            ("Upstream Maintainer", "maint@kernel.example"),
+            "2026-11-01T10:00:00+00:00",
+            "Linux 6.1.176",
+        );
         let author = tmp.path().join("author");
-        git(tmp.path(), &["clone", "-q", tree.to_str().unwrap(), "author"]);
+        git(
+            tmp.path(),
+            &["clone", "-q", tree.to_str().unwrap(), "author"],
+        );
         let base = git(&author, &["rev-parse", "HEAD"]);
 
         // 1: uAPI numbers, by an author whose name needs RFC 2047.
@@ -178,7 +192,10 @@ impl Fixture {
         );
         // 3: a new file plus Kconfig.
         write(&author.join("virt/kvm/guest_memfd.c"), "// SPDX-License-Identifier: GPL-2.0\n#include <linux/kvm_host.h>\n\nint kvm_gmem_create(struct kvm *kvm, unsigned long size)\n{\n\treturn -ENOSYS;\n}\n");
-        write(&author.join("virt/kvm/Kconfig"), &format!("{KCONFIG}\nconfig KVM_PRIVATE_MEM\n\tbool\n"));
+        write(
+            &author.join("virt/kvm/Kconfig"),
+            &format!("{KCONFIG}\nconfig KVM_PRIVATE_MEM\n\tbool\n"),
+        );
         commit_as(
             &author,
             SEAN,
@@ -190,13 +207,25 @@ impl Fixture {
         std::fs::create_dir_all(&series_dir).unwrap();
         git(
             &author,
-            &["format-patch", "-q", "--abbrev=12", "-o", series_dir.to_str().unwrap(), &format!("{base}..HEAD")],
+            &[
+                "format-patch",
+                "-q",
+                "--abbrev=12",
+                "-o",
+                series_dir.to_str().unwrap(),
+                &format!("{base}..HEAD"),
+            ],
         );
 
         if upstream_first {
             // The same change as patch 1 landed upstream before the release tag.
             write(&tree.join("include/uapi/linux/kvm.h"), &uapi);
-            commit_as(&tree, ("Stable Backporter", "stable@kernel.example"), "2026-11-23T08:00:00+00:00", "KVM: Add the guest_memfd capability numbers\n\nUpstream commit 0123456789ab.");
+            commit_as(
+                &tree,
+                ("Stable Backporter", "stable@kernel.example"),
+                "2026-11-23T08:00:00+00:00",
+                "KVM: Add the guest_memfd capability numbers\n\nUpstream commit 0123456789ab.",
+            );
         }
         git(&tree, &["tag", "v6.1.176"]);
         let base_tree = git(&tree, &["rev-parse", "HEAD^{tree}"]);
@@ -209,7 +238,14 @@ impl Fixture {
                  [[changelog]]\nversion = 1\nchanges = [\"Initial backport of guest_memfd\"]\n"
             ),
         );
-        Fixture { tmp, tree, author, patches, series_dir, base_tree }
+        Fixture {
+            tmp,
+            tree,
+            author,
+            patches,
+            series_dir,
+            base_tree,
+        }
     }
 
     fn series(&self) -> Series {
@@ -241,17 +277,28 @@ impl Fixture {
     /// user's tree is untouched" means.
     fn tree_state(&self) -> TreeState {
         let mut files = BTreeMap::new();
-        for entry in walkdir::WalkDir::new(&self.tree).into_iter().filter_entry(|e| e.file_name() != ".git") {
+        for entry in walkdir::WalkDir::new(&self.tree)
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".git")
+        {
             let entry = entry.unwrap();
             if entry.file_type().is_file() {
-                let rel = entry.path().strip_prefix(&self.tree).unwrap().display().to_string();
+                let rel = entry
+                    .path()
+                    .strip_prefix(&self.tree)
+                    .unwrap()
+                    .display()
+                    .to_string();
                 files.insert(rel, std::fs::read(entry.path()).unwrap());
             }
         }
         TreeState {
             head: git(&self.tree, &["symbolic-ref", "HEAD"]),
             head_commit: git(&self.tree, &["rev-parse", "HEAD"]),
-            refs: git(&self.tree, &["for-each-ref", "--format=%(refname) %(objectname)"]),
+            refs: git(
+                &self.tree,
+                &["for-each-ref", "--format=%(refname) %(objectname)"],
+            ),
             index: std::fs::read(self.tree.join(".git/index")).unwrap(),
             files,
         }
@@ -261,7 +308,10 @@ impl Fixture {
         let mut out = BTreeMap::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
-            out.insert(entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap());
+            out.insert(
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            );
         }
         out
     }
@@ -277,7 +327,16 @@ struct TreeState {
 }
 
 fn log(tree: &Path, range: &str) -> String {
-    git(tree, &["log", "--reverse", "--format=%an <%ae> | %ad | %cn | %cd%n%B---", "--date=raw", range])
+    git(
+        tree,
+        &[
+            "log",
+            "--reverse",
+            "--format=%an <%ae> | %ad | %cn | %cd%n%B---",
+            "--date=raw",
+            range,
+        ],
+    )
 }
 
 // ---------------------------------------------------------------- apply
@@ -321,7 +380,10 @@ fn apply_through_the_public_api_with_an_extra_patch() {
     assert_eq!(applied.branch, "mutant/skip_invalidate");
     assert_eq!(applied.commits.len(), 4);
     assert_eq!(applied.commits[3].subject, "mutant: skip_invalidate");
-    let content = git(&fx.tree, &["show", "mutant/skip_invalidate:virt/kvm/guest_memfd.c"]);
+    let content = git(
+        &fx.tree,
+        &["show", "mutant/skip_invalidate:virt/kvm/guest_memfd.c"],
+    );
     assert!(content.contains("return 0;"), "{content}");
 }
 
@@ -337,7 +399,9 @@ fn apply_refuses_a_wrong_base_naming_expected_and_found() {
     let before = fx.tree_state();
     let err = fx.err(fx.apply());
     assert_eq!(fx.tree_state(), before);
-    insta::assert_snapshot!(err.replace(&fx.base_tree, "[FOUND-TREE]").replace(&before.head_commit[..12], "[BASE]"));
+    insta::assert_snapshot!(err
+        .replace(&fx.base_tree, "[FOUND-TREE]")
+        .replace(&before.head_commit[..12], "[BASE]"));
 }
 
 #[test]
@@ -350,13 +414,19 @@ fn apply_uses_head_when_the_version_tag_is_missing() {
     write(&fx.tree.join("Makefile"), &MAKEFILE.replace("176", "177"));
     commit_as(&fx.tree, SEAN, "2026-11-24T10:00:00+00:00", "Linux 6.1.177");
     let err = fx.err(fx.apply());
-    assert!(err.contains("wrong base") && err.contains("but HEAD (commit"), "{err}");
+    assert!(
+        err.contains("wrong base") && err.contains("but HEAD (commit"),
+        "{err}"
+    );
 }
 
 #[test]
 fn apply_refuses_a_dirty_tree() {
     let fx = Fixture::new(false);
-    write(&fx.tree.join("virt/kvm/kvm_main.c"), &format!("{KVM_MAIN}/* local hack */\n"));
+    write(
+        &fx.tree.join("virt/kvm/kvm_main.c"),
+        &format!("{KVM_MAIN}/* local hack */\n"),
+    );
     let before = fx.tree_state();
     let err = fx.err(fx.apply());
     assert_eq!(fx.tree_state(), before);
@@ -364,7 +434,10 @@ fn apply_refuses_a_dirty_tree() {
     // A staged change is dirty too.
     git(&fx.tree, &["add", "virt/kvm/kvm_main.c"]);
     let err = fx.err(fx.apply());
-    assert!(err.contains("uncommitted changes (virt/kvm/kvm_main.c)"), "{err}");
+    assert!(
+        err.contains("uncommitted changes (virt/kvm/kvm_main.c)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -373,7 +446,14 @@ fn apply_fails_atomically_on_a_conflicting_patch() {
     // The tree moved on in a way that conflicts with patch 2's context.
     let p2 = fx.patch(2);
     let text = std::fs::read_to_string(&p2).unwrap();
-    std::fs::write(&p2, text.replace(" \tcase KVM_CAP_USER_MEMORY:\n", " \tcase KVM_CAP_USER_MEMORY_RENAMED:\n")).unwrap();
+    std::fs::write(
+        &p2,
+        text.replace(
+            " \tcase KVM_CAP_USER_MEMORY:\n",
+            " \tcase KVM_CAP_USER_MEMORY_RENAMED:\n",
+        ),
+    )
+    .unwrap();
     let before = fx.tree_state();
     let err = fx.err(fx.apply());
     let after = fx.tree_state();
@@ -381,7 +461,10 @@ fn apply_fails_atomically_on_a_conflicting_patch() {
     assert_eq!(after.refs, before.refs, "a branch or ref was left behind");
     assert_eq!(after.index, before.index, "the index changed");
     assert_eq!(after.files, before.files, "the work tree changed");
-    assert!(err.contains("0002-KVM-Report-KVM_CAP_USER_MEMORY2.patch"), "{err}");
+    assert!(
+        err.contains("0002-KVM-Report-KVM_CAP_USER_MEMORY2.patch"),
+        "{err}"
+    );
     assert!(err.contains("virt/kvm/kvm_main.c"), "{err}");
     insta::assert_snapshot!(err);
 }
@@ -390,7 +473,10 @@ fn apply_fails_atomically_on_a_conflicting_patch() {
 fn apply_skips_a_patch_already_in_the_base() {
     let fx = Fixture::new(true);
     let applied = fx.apply().unwrap();
-    assert_eq!(applied.commits[0].commit, None, "patch 1 is upstream already");
+    assert_eq!(
+        applied.commits[0].commit, None,
+        "patch 1 is upstream already"
+    );
     assert!(applied.commits[1].commit.is_some() && applied.commits[2].commit.is_some());
     insta::assert_snapshot!(xtask::series::applied_table(&applied));
 }
@@ -402,16 +488,25 @@ fn apply_refuses_an_existing_branch_unless_forced() {
     let err = fx.err(fx.apply());
     insta::assert_snapshot!(err);
     let series = fx.series();
-    let opts = ApplyOptions { force: true, ..Default::default() };
+    let opts = ApplyOptions {
+        force: true,
+        ..Default::default()
+    };
     apply_series(&series, &fx.tree, &[], None, &opts).unwrap();
 }
 
 #[test]
 fn apply_with_checkout_switches_to_the_new_branch() {
     let fx = Fixture::new(false);
-    let opts = ApplyOptions { checkout: true, ..Default::default() };
+    let opts = ApplyOptions {
+        checkout: true,
+        ..Default::default()
+    };
     apply_series(&fx.series(), &fx.tree, &[], None, &opts).unwrap();
-    assert_eq!(git(&fx.tree, &["symbolic-ref", "HEAD"]), "refs/heads/guest_memfd/v1");
+    assert_eq!(
+        git(&fx.tree, &["symbolic-ref", "HEAD"]),
+        "refs/heads/guest_memfd/v1"
+    );
     assert!(fx.tree.join("virt/kvm/guest_memfd.c").is_file());
     assert_eq!(git(&fx.tree, &["status", "--porcelain"]), "");
 }
@@ -425,13 +520,19 @@ fn apply_then_export_reproduces_the_files_byte_for_byte() {
     fx.apply().unwrap();
     let report = export(&fx.series_dir, &fx.tree, None).unwrap();
     let after = Fixture::dir_bytes(&fx.series_dir);
-    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
     for (name, bytes) in &before {
         assert!(after[name] == *bytes, "{name} differs after the round trip");
     }
     insta::assert_snapshot!(fx.redact(&report.to_string()));
     // No temporary directory is left next to the series.
-    let leftovers: Vec<_> = std::fs::read_dir(&fx.patches).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&fx.patches)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("guest_memfd")]);
 }
 
@@ -443,12 +544,25 @@ fn export_of_a_changed_branch_rewrites_only_what_changed() {
     git(&fx.tree, &["switch", "-q", "guest_memfd/v1"]);
     git_env(
         &fx.tree,
-        &["commit", "-q", "--amend", "-m", "KVM: Add a guest_memfd stub file\n\nSigned-off-by: Sean Developer <sean@example.org>"],
-        &[("GIT_AUTHOR_NAME", SEAN.0), ("GIT_AUTHOR_EMAIL", SEAN.1), ("GIT_AUTHOR_DATE", "2026-11-21T11:30:00-08:00")],
+        &[
+            "commit",
+            "-q",
+            "--amend",
+            "-m",
+            "KVM: Add a guest_memfd stub file\n\nSigned-off-by: Sean Developer <sean@example.org>",
+        ],
+        &[
+            ("GIT_AUTHOR_NAME", SEAN.0),
+            ("GIT_AUTHOR_EMAIL", SEAN.1),
+            ("GIT_AUTHOR_DATE", "2026-11-21T11:30:00-08:00"),
+        ],
     );
     let report = export(&fx.series_dir, &fx.tree, Some("v6.1.176..guest_memfd/v1")).unwrap();
     insta::assert_snapshot!(fx.redact(&report.to_string()));
-    assert!(fx.series_dir.join("series.toml").is_file(), "series.toml must survive an export");
+    assert!(
+        fx.series_dir.join("series.toml").is_file(),
+        "series.toml must survive an export"
+    );
 }
 
 #[test]
@@ -457,11 +571,23 @@ fn export_refuses_a_deletion_and_leaves_the_series_untouched() {
     fx.apply().unwrap();
     git(&fx.tree, &["switch", "-q", "guest_memfd/v1"]);
     git(&fx.tree, &["rm", "-q", "include/linux/kvm_host.h"]);
-    commit_as(&fx.tree, SEAN, "2026-11-22T10:00:00+00:00", "KVM: Drop kvm_host.h");
+    commit_as(
+        &fx.tree,
+        SEAN,
+        "2026-11-22T10:00:00+00:00",
+        "KVM: Drop kvm_host.h",
+    );
     let before = Fixture::dir_bytes(&fx.series_dir);
-    let err = fx.err(export(&fx.series_dir, &fx.tree, Some("v6.1.176..guest_memfd/v1")));
+    let err = fx.err(export(
+        &fx.series_dir,
+        &fx.tree,
+        Some("v6.1.176..guest_memfd/v1"),
+    ));
     assert_eq!(Fixture::dir_bytes(&fx.series_dir), before);
-    let leftovers: Vec<_> = std::fs::read_dir(&fx.patches).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&fx.patches)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
     insta::assert_snapshot!(err);
 }
@@ -483,7 +609,9 @@ exit $bad;
 "#;
 
 fn redact_mail(text: &str, fx: &Fixture) -> String {
-    let version = git(&fx.tree, &["version"]).trim_start_matches("git version ").to_string();
+    let version = git(&fx.tree, &["version"])
+        .trim_start_matches("git version ")
+        .to_string();
     fx.redact(text)
         .lines()
         .map(|l| if l == version { "[GIT-VERSION]" } else { l })
@@ -495,11 +623,18 @@ fn redact_mail(text: &str, fx: &Fixture) -> String {
 fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
     let fx = Fixture::new(false);
     write(&fx.tree.join("scripts/checkpatch.pl"), FAKE_CHECKPATCH);
-    commit_as(&fx.tree, ("Upstream Maintainer", "maint@kernel.example"), "2026-11-01T10:00:00+00:00", "scripts: checkpatch");
+    commit_as(
+        &fx.tree,
+        ("Upstream Maintainer", "maint@kernel.example"),
+        "2026-11-01T10:00:00+00:00",
+        "scripts: checkpatch",
+    );
     git(&fx.tree, &["tag", "-f", "v6.1.176"]);
     let base_tree = git(&fx.tree, &["rev-parse", "HEAD^{tree}"]);
     // v1 exists as a branch.
-    let toml = std::fs::read_to_string(fx.series_dir.join("series.toml")).unwrap().replace(&fx.base_tree, &base_tree);
+    let toml = std::fs::read_to_string(fx.series_dir.join("series.toml"))
+        .unwrap()
+        .replace(&fx.base_tree, &base_tree);
     std::fs::write(fx.series_dir.join("series.toml"), &toml).unwrap();
     fx.apply().unwrap();
     // v2: reworded patch 2, a changelog entry and a cover letter template.
@@ -508,7 +643,14 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
     std::fs::write(fx.series_dir.join("series.toml"), toml).unwrap();
     let p2 = fx.patch(2);
     let text = std::fs::read_to_string(&p2).unwrap();
-    std::fs::write(&p2, text.replace("Subject: [PATCH 2/3] KVM: Report KVM_CAP_USER_MEMORY2\n", "Subject: [PATCH 2/3] KVM: Report KVM_CAP_USER_MEMORY2 to userspace\n")).unwrap();
+    std::fs::write(
+        &p2,
+        text.replace(
+            "Subject: [PATCH 2/3] KVM: Report KVM_CAP_USER_MEMORY2\n",
+            "Subject: [PATCH 2/3] KVM: Report KVM_CAP_USER_MEMORY2 to userspace\n",
+        ),
+    )
+    .unwrap();
     write(
         &fx.series_dir.join("0000-cover-letter.patch"),
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\nFrom: Sean Developer <sean@example.org>\nDate: Fri, 21 Nov 2026 11:30:00 -0800\nSubject: [PATCH 0/3] KVM: guest_memfd for 6.1 LTS\n\nThis backports guest_memfd (the 6.8 uAPI) to Linux 6.1 LTS.\n\nSean Developer (2):\n  x\n",
@@ -527,19 +669,36 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
     let report = format_series(&fx.series(), &fx.tree, &req).unwrap();
     let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
     assert_eq!(names.len(), 4, "{names:?}");
-    let cover = String::from_utf8(std::fs::read(out.join("v2-0000-cover-letter.patch")).unwrap()).unwrap();
+    let cover =
+        String::from_utf8(std::fs::read(out.join("v2-0000-cover-letter.patch")).unwrap()).unwrap();
     assert!(cover.contains("Range-diff against v1:"), "{cover}");
-    assert!(cover.contains(&format!("base-commit: {}\nchange-id: 20261125-guest-memfd-6-1-3f9c2a\n", git(&fx.tree, &["rev-parse", "v6.1.176"]))));
+    assert!(cover.contains(&format!(
+        "base-commit: {}\nchange-id: 20261125-guest-memfd-6-1-3f9c2a\n",
+        git(&fx.tree, &["rev-parse", "v6.1.176"])
+    )));
     // Headers and the cover letter up to the range-diff (its exact layout
     // belongs to git); dates are redacted.
-    let head: String = cover.split("Range-diff against v1:").next().unwrap().to_string();
+    let head: String = cover
+        .split("Range-diff against v1:")
+        .next()
+        .unwrap()
+        .to_string();
     let redact_date = |t: &str| {
         t.lines()
-            .map(|l| if l.starts_with("Date: ") { "Date: [DATE]" } else { l })
+            .map(|l| {
+                if l.starts_with("Date: ") {
+                    "Date: [DATE]"
+                } else {
+                    l
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
-    insta::assert_snapshot!("format_v2_cover_letter", redact_date(&redact_mail(&head, &fx)));
+    insta::assert_snapshot!(
+        "format_v2_cover_letter",
+        redact_date(&redact_mail(&head, &fx))
+    );
     let subjects: Vec<String> = Fixture::dir_bytes(&out)
         .into_iter()
         .map(|(name, bytes)| {
@@ -547,7 +706,12 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
             let headers: Vec<&str> = text
                 .lines()
                 .take_while(|l| !l.is_empty())
-                .filter(|l| l.starts_with("Subject:") || l.starts_with("To:") || l.starts_with("Cc:") || l.starts_with(' '))
+                .filter(|l| {
+                    l.starts_with("Subject:")
+                        || l.starts_with("To:")
+                        || l.starts_with("Cc:")
+                        || l.starts_with(' ')
+                })
                 .collect();
             format!("{name}\n{}", headers.join("\n"))
         })
@@ -560,15 +724,31 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
 fn format_without_checkpatch_script_reports_a_skip() {
     let fx = Fixture::new(false);
     let out = fx.tmp.path().join("v1");
-    let req = FormatRequest { out: Some(out.clone()), checkpatch: true, ..Default::default() };
+    let req = FormatRequest {
+        out: Some(out.clone()),
+        checkpatch: true,
+        ..Default::default()
+    };
     let report = format_series(&fx.series(), &fx.tree, &req).unwrap();
     let text = report.to_string();
-    assert!(text.contains("checkpatch: SKIP:") && text.contains("scripts/checkpatch.pl not found"), "{text}");
+    assert!(
+        text.contains("checkpatch: SKIP:") && text.contains("scripts/checkpatch.pl not found"),
+        "{text}"
+    );
     let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
     insta::assert_snapshot!(names.join("\n"));
-    let patch1 = String::from_utf8(std::fs::read(out.join("0001-KVM-Add-the-guest_memfd-capability-numbers.patch")).unwrap()).unwrap();
-    assert!(patch1.contains("Subject: [RFC PATCH 1/3] KVM: Add the guest_memfd capability numbers\n"), "{patch1}");
-    assert!(patch1.contains("From: =?UTF-8?q?J=C3=B6rg=20R=C3=B6del?= <joro@example.org>\n"), "{patch1}");
+    let patch1 = String::from_utf8(
+        std::fs::read(out.join("0001-KVM-Add-the-guest_memfd-capability-numbers.patch")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        patch1.contains("Subject: [RFC PATCH 1/3] KVM: Add the guest_memfd capability numbers\n"),
+        "{patch1}"
+    );
+    assert!(
+        patch1.contains("From: =?UTF-8?q?J=C3=B6rg=20R=C3=B6del?= <joro@example.org>\n"),
+        "{patch1}"
+    );
 }
 
 #[test]
@@ -576,7 +756,10 @@ fn tested_section_reads_results_json_totals() {
     let fx = Fixture::new(false);
     let json = fx.tmp.path().join("results.json");
     assert_eq!(xtask::series::format::tested_section(&json), None);
-    write(&json, r#"{"totals": {"pass": 40, "fail": 0, "skip": 2}, "kernel": "6.1.176-gmem", "accel": "tcg"}"#);
+    write(
+        &json,
+        r#"{"totals": {"pass": 40, "fail": 0, "skip": 2}, "kernel": "6.1.176-gmem", "accel": "tcg"}"#,
+    );
     insta::assert_snapshot!(xtask::series::format::tested_section(&json).unwrap());
 }
 
@@ -586,7 +769,13 @@ fn tested_section_reads_results_json_totals() {
 fn assert_refused(fx: &Fixture) -> String {
     let before = fx.tree_state();
     let err = match Series::load(&fx.series_dir) {
-        Ok(series) => fx.err(apply_series(&series, &fx.tree, &[], None, &ApplyOptions::default())),
+        Ok(series) => fx.err(apply_series(
+            &series,
+            &fx.tree,
+            &[],
+            None,
+            &ApplyOptions::default(),
+        )),
         Err(err) => fx.redact(&format!("{err:#}")),
     };
     assert_eq!(fx.tree_state(), before, "the tree changed after: {err}");
@@ -641,7 +830,13 @@ fn bad_input_crlf_line_endings() {
 fn add_patch_from(fx: &Fixture, change: impl FnOnce(&Path), message: &str, extra: &[&str]) {
     change(&fx.author);
     commit_as(&fx.author, SEAN, "2026-11-22T12:00:00+00:00", message);
-    let mut args = vec!["format-patch", "-q", "--abbrev=12", "--start-number=4", "-o"];
+    let mut args = vec![
+        "format-patch",
+        "-q",
+        "--abbrev=12",
+        "--start-number=4",
+        "-o",
+    ];
     let dir = fx.series_dir.to_str().unwrap().to_string();
     args.push(&dir);
     args.extend_from_slice(extra);
@@ -697,11 +892,23 @@ fn bad_input_malformed_series_toml() {
     let fx = Fixture::new(false);
     let path = fx.series_dir.join("series.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("version = 1\nchange-id", "version = \"one\nchange-id")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("version = 1\nchange-id", "version = \"one\nchange-id"),
+    )
+    .unwrap();
     insta::assert_snapshot!("malformed_syntax", assert_refused(&fx));
-    std::fs::write(&path, text.replace("version = 1\nchange-id", "version = 1\nchangeid")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("version = 1\nchange-id", "version = 1\nchangeid"),
+    )
+    .unwrap();
     insta::assert_snapshot!("malformed_unknown_field", assert_refused(&fx));
-    std::fs::write(&path, text.replace("name = \"guest_memfd\"", "name = \"gmem\"")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("name = \"guest_memfd\"", "name = \"gmem\""),
+    )
+    .unwrap();
     insta::assert_snapshot!("malformed_name_mismatch", assert_refused(&fx));
 }
 
@@ -718,15 +925,30 @@ fn bad_input_tree_is_not_a_git_repository() {
     let fx = Fixture::new(false);
     let plain = fx.tmp.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
-    let err = fx.err(apply_series(&fx.series(), &plain, &[], None, &ApplyOptions::default()));
+    let err = fx.err(apply_series(
+        &fx.series(),
+        &plain,
+        &[],
+        None,
+        &ApplyOptions::default(),
+    ));
     insta::assert_snapshot!("not_a_repo", err);
-    let err = fx.err(apply_series(&fx.series(), &fx.tmp.path().join("nowhere"), &[], None, &ApplyOptions::default()));
+    let err = fx.err(apply_series(
+        &fx.series(),
+        &fx.tmp.path().join("nowhere"),
+        &[],
+        None,
+        &ApplyOptions::default(),
+    ));
     insta::assert_snapshot!("missing_tree", err);
 }
 
 #[test]
 fn bad_input_mail_without_headers() {
     let fx = Fixture::new(false);
-    write(&fx.series_dir.join("0004-notes.patch"), "Just some notes, not a patch.\n");
+    write(
+        &fx.series_dir.join("0004-notes.patch"),
+        "Just some notes, not a patch.\n",
+    );
     insta::assert_snapshot!(assert_refused(&fx));
 }

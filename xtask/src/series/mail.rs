@@ -97,8 +97,14 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
     }
     let mail = mailparse::parse_mail(rest)
         .map_err(|err| anyhow::anyhow!("{p}: not a mail written by `git format-patch`: {err}"))?;
-    let header = |name: &str| mail.headers.iter().find(|h| h.get_key().eq_ignore_ascii_case(name));
-    let (Some(from), Some(date), Some(subject)) = (header("From"), header("Date"), header("Subject")) else {
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case(name))
+    };
+    let (Some(from), Some(date), Some(subject)) =
+        (header("From"), header("Date"), header("Subject"))
+    else {
         bail!(
             "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
              a series directory holds only format-patch files and series.toml"
@@ -139,7 +145,9 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         offset += line.len();
     }
     let Some(diff_start) = diff_start else {
-        if body.windows(b"\n@@ -".len()).any(|w| w == b"\n@@ -") || body.windows(4).any(|w| w == b"\n---") {
+        if body.windows(b"\n@@ -".len()).any(|w| w == b"\n@@ -")
+            || body.windows(4).any(|w| w == b"\n---")
+        {
             bail!("{p}: truncated or mangled patch: no `diff --git` line found after the message");
         }
         bail!("{p}: no diff in this mail; is it a patch written by `git format-patch`?");
@@ -179,9 +187,9 @@ fn split_signature(diff: &[u8]) -> (&[u8], Option<String>) {
     let marker = b"\n-- \n";
     if let Some(pos) = diff.windows(marker.len()).rposition(|w| w == marker) {
         let tail = &diff[pos + marker.len()..];
-        let looks_like_diff = tail
-            .split(|&b| b == b'\n')
-            .any(|l| l.starts_with(b"@@ ") || l.starts_with(b"diff --git ") || l.starts_with(b"+++ "));
+        let looks_like_diff = tail.split(|&b| b == b'\n').any(|l| {
+            l.starts_with(b"@@ ") || l.starts_with(b"diff --git ") || l.starts_with(b"+++ ")
+        });
         if !looks_like_diff {
             let mut sig = String::from_utf8_lossy(tail).into_owned();
             // format-patch writes "-- \n<sig>\n\n": drop the final blank line.
@@ -199,7 +207,11 @@ fn parse_author(value: &str) -> Result<(String, String)> {
     match list.first() {
         Some(mailparse::MailAddr::Single(info)) if list.len() == 1 => {
             let name = info.display_name.clone().unwrap_or_default();
-            let name = if name.trim().is_empty() { info.addr.clone() } else { name };
+            let name = if name.trim().is_empty() {
+                info.addr.clone()
+            } else {
+                name
+            };
             Ok((name, info.addr.clone()))
         }
         _ => bail!("expected one author address"),
@@ -370,13 +382,13 @@ pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
                 bail!("{p}: hunk `{text}` before any `diff --git` line");
             }
             let count = |m: Option<regex::Match>| m.map_or(Ok(1), |m| m.as_str().parse::<u64>());
-            let old = count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
-            let new = count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
+            let old =
+                count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
+            let new =
+                count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
             hunk = Some((old, new, text.trim_end().to_string()));
             current_has_change = true;
-        } else if text.starts_with("index ")
-            || text.starts_with("--- ")
-            || text.starts_with("+++ ")
+        } else if text.starts_with("index ") || text.starts_with("--- ") || text.starts_with("+++ ")
         {
         } else if current.is_some() && text.trim().is_empty() {
             // A blank line between file sections (e.g. before a signature) is harmless.
@@ -429,7 +441,10 @@ mod tests {
 
     #[test]
     fn subject_cleanup_matches_git_am() {
-        assert_eq!(clean_subject("[PATCH v2 3/7] KVM: x86: do it"), "KVM: x86: do it");
+        assert_eq!(
+            clean_subject("[PATCH v2 3/7] KVM: x86: do it"),
+            "KVM: x86: do it"
+        );
         assert_eq!(clean_subject("Re: [RFC PATCH] [foo] bar  baz"), "bar baz");
     }
 
