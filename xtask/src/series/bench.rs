@@ -252,9 +252,9 @@ pub fn run() -> Result<ExitCode> {
         "bench apply: {PATCHES} generated patches on {}, median of {ROUNDS} rounds",
         src.display()
     );
-    println!("{:<28} {:>8}", "method", "seconds");
-    println!("{:<28} {:>8.3}", "xtask apply (git2, no checkout)", secs(o));
-    println!("{:<28} {:>8.3}", "git am (baseline)", secs(a));
+    println!("{:<32} {:>8}", "method", "seconds");
+    println!("{:<32} {:>8.3}", "xtask apply (git2, no checkout)", secs(o));
+    println!("{:<32} {:>8.3}", "git am (baseline)", secs(a));
     println!(
         "ratio xtask/git-am: {ratio:.2} (goal <= 1.00: {})",
         if ratio <= 1.0 { "met" } else { "NOT met" }

@@ -66,10 +66,10 @@ pub enum SeriesCmd {
         /// Version N of `[PATCH vN k/M]` (default: `version` of series.toml).
         #[arg(long)]
         reroll: Option<u32>,
-        /// Recipients (default: `to` of series.toml).
+        /// Extra recipients, added to `to` of series.toml.
         #[arg(long)]
         to: Vec<String>,
-        /// Copies (default: `cc` of series.toml).
+        /// Extra copies, added to `cc` of series.toml.
         #[arg(long)]
         cc: Vec<String>,
         /// Output directory (default: target/series/<series>-v<N>/).
