@@ -1,0 +1,149 @@
+//! What a test case is, the context it runs with, and assertion helpers.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use crate::caps::{AccessMode, Caps, Need, VmCaps};
+use crate::isolate::Reporter;
+use crate::kvm::{ename, errno_name, GmemFile, SysResult, Vm, VmType};
+
+/// Why a case stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    Fail(String),
+    Skip(String),
+}
+
+pub type TestResult = Result<(), Stop>;
+
+/// A registered case: one function with a descriptive name, its area and
+/// what it needs. Every case runs once per VM type.
+pub struct Case {
+    pub area: &'static str,
+    pub name: &'static str,
+    pub needs: &'static [Need],
+    pub run: fn(&Tx) -> TestResult,
+}
+
+impl Case {
+    pub fn full_name(&self, t: VmType) -> String {
+        format!("{}.{}@{}", self.area, self.name, t.suffix())
+    }
+}
+
+/// Per-case context (lives in the forked child).
+pub struct Tx<'a> {
+    pub rep: &'a Reporter,
+    pub vm_type: VmType,
+    pub caps: &'a Caps,
+    pub timeout: Duration,
+}
+
+impl<'a> Tx<'a> {
+    pub fn diag(&self, text: impl AsRef<str>) {
+        self.rep.diag(text.as_ref());
+    }
+
+    pub fn page(&self) -> u64 {
+        self.caps.page_size
+    }
+
+    pub fn vm_caps(&self) -> &VmCaps {
+        self.caps.vm(self.vm_type)
+    }
+
+    pub fn gmem_flags(&self) -> u64 {
+        self.vm_caps().gmem_flags
+    }
+
+    pub fn access_mode(&self) -> Result<AccessMode, Stop> {
+        self.vm_caps().access_mode().ok_or_else(|| {
+            Stop::Skip(
+                self.vm_caps()
+                    .skip_reason(&[Need::GuestAccess])
+                    .unwrap_or_default(),
+            )
+        })
+    }
+
+    /// Fixture: a VM of this case's type.
+    pub fn vm(&self) -> Result<Vm, Stop> {
+        Vm::create(self.vm_type).map_err(Stop::Fail)
+    }
+
+    /// Fixture: a VM and a guest_memfd of `pages` pages with `flags`.
+    pub fn vm_with_gmem(&self, pages: u64, flags: u64) -> Result<(Vm, GmemFile), Stop> {
+        let vm = self.vm()?;
+        let size = pages * self.page();
+        let g = vm.create_gmem(size, flags).map_err(|e| {
+            Stop::Fail(format!(
+                "KVM_CREATE_GUEST_MEMFD(size {size:#x}, flags {flags:#x}): {}",
+                ename(&e)
+            ))
+        })?;
+        Ok((vm, g))
+    }
+
+    /// A deadline for in-case waits (vCPU progress): at most `cap`, and well
+    /// inside the harness timeout so the case reports its own diagnosis.
+    pub fn inner_limit(&self, cap: Duration) -> Duration {
+        cap.min(self.timeout / 2).max(Duration::from_millis(100))
+    }
+}
+
+/// `?`-friendly conversion of setup errors into failures.
+pub trait OrFail<T> {
+    fn or_fail(self, what: &str) -> Result<T, Stop>;
+}
+
+impl<T> OrFail<T> for SysResult<T> {
+    fn or_fail(self, what: &str) -> Result<T, Stop> {
+        self.map_err(|e| Stop::Fail(format!("{what}: {}", ename(&e))))
+    }
+}
+
+impl<T> OrFail<T> for std::io::Result<T> {
+    fn or_fail(self, what: &str) -> Result<T, Stop> {
+        self.map_err(|e| Stop::Fail(format!("{what}: {e}")))
+    }
+}
+
+impl<T> OrFail<T> for Result<T, String> {
+    fn or_fail(self, what: &str) -> Result<T, Stop> {
+        self.map_err(|e| Stop::Fail(format!("{what}: {e}")))
+    }
+}
+
+pub fn fail<T>(msg: impl Display) -> Result<T, Stop> {
+    Err(Stop::Fail(msg.to_string()))
+}
+
+/// Fails unless `cond`.
+pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
+    if cond {
+        Ok(())
+    } else {
+        Err(Stop::Fail(msg()))
+    }
+}
+
+/// Expects `r` to fail with `want`; names `what` in the failure.
+pub fn expect_errno<T>(what: &str, r: SysResult<T>, want: i32) -> TestResult {
+    match r {
+        Ok(_) => fail(format!(
+            "{what}: expected {}, but it succeeded",
+            errno_name(want)
+        )),
+        Err(e) if e.errno() == want => Ok(()),
+        Err(e) => fail(format!(
+            "{what}: expected {}, got {}",
+            errno_name(want),
+            ename(&e)
+        )),
+    }
+}
+
+/// Expects `r` to succeed.
+pub fn expect_ok<T>(what: &str, r: SysResult<T>) -> Result<T, Stop> {
+    r.map_err(|e| Stop::Fail(format!("{what}: expected success, got {}", ename(&e))))
+}

@@ -1,0 +1,359 @@
+//! Memslot binding: KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_GUEST_MEMFD.
+
+use std::os::fd::{AsRawFd, FromRawFd};
+
+use crate::caps::Need;
+use crate::case::{expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::kvm::{
+    ename, Errno, GmemFile, Mapping, Region, Vm, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES,
+};
+
+const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2];
+
+pub const CASES: &[Case] = &[
+    Case {
+        area: "bind",
+        name: "v1_ioctl_einval",
+        needs: NEEDS,
+        run: v1_ioctl_einval,
+    },
+    Case {
+        area: "bind",
+        name: "fd_not_gmem_einval",
+        needs: NEEDS,
+        run: fd_not_gmem_einval,
+    },
+    Case {
+        area: "bind",
+        name: "other_vms_gmem_einval",
+        needs: NEEDS,
+        run: other_vms_gmem_einval,
+    },
+    Case {
+        area: "bind",
+        name: "closed_fd_ebadf",
+        needs: NEEDS,
+        run: closed_fd_ebadf,
+    },
+    Case {
+        area: "bind",
+        name: "unaligned_offset_einval",
+        needs: NEEDS,
+        run: unaligned_offset_einval,
+    },
+    Case {
+        area: "bind",
+        name: "past_eof_einval",
+        needs: NEEDS,
+        run: past_eof_einval,
+    },
+    Case {
+        area: "bind",
+        name: "gpa_overlap_eexist",
+        needs: NEEDS,
+        run: gpa_overlap_eexist,
+    },
+    Case {
+        area: "bind",
+        name: "gmem_overlap_disjoint_gpa",
+        needs: NEEDS,
+        run: gmem_overlap_disjoint_gpa,
+    },
+    Case {
+        area: "bind",
+        name: "modify_gmem_slot_einval",
+        needs: NEEDS,
+        run: modify_gmem_slot_einval,
+    },
+    Case {
+        area: "bind",
+        name: "delete_then_rebind",
+        needs: NEEDS,
+        run: delete_then_rebind,
+    },
+    Case {
+        area: "bind",
+        name: "file_keeps_vm_alive",
+        needs: NEEDS,
+        run: file_keeps_vm_alive,
+    },
+];
+
+const FILE_PAGES: u64 = 8;
+/// GPA of the first bound page (far from anything else).
+const BASE_GPA: u64 = 0x10_0000;
+
+/// Fixture: a VM, a guest_memfd of FILE_PAGES and anonymous memory for the
+/// slots' userspace_addr.
+struct Bind {
+    vm: Vm,
+    gmem: GmemFile,
+    mem: Mapping,
+    page: u64,
+}
+
+impl Bind {
+    fn new(tx: &Tx) -> Result<Bind, Stop> {
+        let (vm, gmem) = tx.vm_with_gmem(FILE_PAGES, 0)?;
+        let mem = Mapping::anon((2 * FILE_PAGES * tx.page()) as usize).or_fail("mmap(anon)")?;
+        Ok(Bind {
+            vm,
+            gmem,
+            mem,
+            page: tx.page(),
+        })
+    }
+
+    /// Slot `slot` at BASE_GPA + `gpa_page` pages, `pages` long, bound to the
+    /// file at page `file_page`.
+    fn region(&self, slot: u32, gpa_page: u64, pages: u64, file_page: u64) -> Region {
+        Region {
+            slot,
+            flags: KVM_MEM_GUEST_MEMFD,
+            gpa: BASE_GPA + gpa_page * self.page,
+            size: pages * self.page,
+            uaddr: self.mem.addr(),
+            gmem_offset: file_page * self.page,
+            gmem_fd: self.gmem.fd() as u32,
+        }
+    }
+}
+
+fn v1_ioctl_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let r = b.region(0, 0, 2, 0);
+    expect_errno(
+        "KVM_SET_USER_MEMORY_REGION (v1) with KVM_MEM_GUEST_MEMFD",
+        b.vm.set_region_v1(&r),
+        libc::EINVAL,
+    )?;
+    // Control: the same request through the v2 ioctl works.
+    expect_ok(
+        "the same slot through KVM_SET_USER_MEMORY_REGION2",
+        b.vm.set_region2(&r),
+    )
+}
+
+fn fd_not_gmem_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    // SAFETY: a NUL-terminated name; the fd is wrapped immediately.
+    let raw = unsafe { libc::memfd_create(c"gmem-selftests".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return fail(format!("memfd_create: {}", ename(&Errno::last())));
+    }
+    // SAFETY: a fresh fd we own.
+    let memfd = unsafe { std::fs::File::from_raw_fd(raw) };
+    memfd
+        .set_len(FILE_PAGES * b.page)
+        .or_fail("ftruncate(memfd)")?;
+    let candidates = [
+        ("the /dev/kvm fd", b.vm.kvm.as_raw_fd()),
+        ("the VM fd", b.vm.raw_fd()),
+        ("a memfd", memfd.as_raw_fd()),
+    ];
+    for (what, fd) in candidates {
+        let r = Region {
+            gmem_fd: fd as u32,
+            ..b.region(0, 0, 2, 0)
+        };
+        expect_errno(
+            &format!("guest_memfd = {what}"),
+            b.vm.set_region2(&r),
+            libc::EINVAL,
+        )?;
+    }
+    expect_ok(
+        "control: the VM's own guest_memfd",
+        b.vm.set_region2(&b.region(0, 0, 2, 0)),
+    )
+}
+
+fn other_vms_gmem_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let (_other_vm, other_gmem) = tx.vm_with_gmem(FILE_PAGES, 0)?;
+    let r = Region {
+        gmem_fd: other_gmem.fd() as u32,
+        ..b.region(0, 0, 2, 0)
+    };
+    expect_errno(
+        "guest_memfd created by another VM",
+        b.vm.set_region2(&r),
+        libc::EINVAL,
+    )
+}
+
+fn closed_fd_ebadf(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let closed = {
+        let f = std::fs::File::open("/dev/null").or_fail("open /dev/null")?;
+        f.as_raw_fd()
+    }; // closed here; the case is single-threaded so the number stays free
+    let r = Region {
+        gmem_fd: closed as u32,
+        ..b.region(0, 0, 2, 0)
+    };
+    expect_errno(
+        &format!("guest_memfd = closed fd {closed}"),
+        b.vm.set_region2(&r),
+        libc::EBADF,
+    )
+}
+
+fn unaligned_offset_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    for off in [1, b.page / 2, b.page - 1, b.page + 8] {
+        let r = Region {
+            gmem_offset: off,
+            ..b.region(0, 0, 2, 0)
+        };
+        expect_errno(
+            &format!("guest_memfd_offset {off:#x}"),
+            b.vm.set_region2(&r),
+            libc::EINVAL,
+        )?;
+    }
+    Ok(())
+}
+
+fn past_eof_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let cases = [
+        (
+            "slot larger than the file",
+            b.region(0, 0, FILE_PAGES + 1, 0),
+        ),
+        (
+            "offset + size one page past EOF",
+            b.region(0, 0, FILE_PAGES, 1),
+        ),
+        ("offset at EOF", b.region(0, 0, 1, FILE_PAGES)),
+        ("offset past EOF", b.region(0, 0, 1, FILE_PAGES + 4)),
+    ];
+    for (what, r) in cases {
+        expect_errno(what, b.vm.set_region2(&r), libc::EINVAL)?;
+    }
+    expect_ok(
+        "control: exactly up to EOF",
+        b.vm.set_region2(&b.region(0, 0, 2, FILE_PAGES - 2)),
+    )
+}
+
+fn gpa_overlap_eexist(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    expect_ok(
+        "slot 0: GPA pages 0..2, file pages 0..2",
+        b.vm.set_region2(&b.region(0, 0, 2, 0)),
+    )?;
+    expect_errno(
+        "slot 1: GPA pages 1..3 (overlap), file pages 4..6 (disjoint)",
+        b.vm.set_region2(&b.region(1, 1, 2, 4)),
+        libc::EEXIST,
+    )?;
+    expect_ok(
+        "control: slot 1 at GPA pages 2..4, file pages 4..6",
+        b.vm.set_region2(&b.region(1, 2, 2, 4)),
+    )
+}
+
+fn gmem_overlap_disjoint_gpa(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let (want, why) = tx.caps.gmem_overlap_errno();
+    tx.diag(why);
+    expect_ok(
+        "slot 0: GPA pages 0..2, file pages 0..2",
+        b.vm.set_region2(&b.region(0, 0, 2, 0)),
+    )?;
+    expect_errno(
+        "slot 1: GPA pages 16..18 (disjoint), file pages 1..3 (overlap)",
+        b.vm.set_region2(&b.region(1, 16, 2, 1)),
+        want,
+    )?;
+    expect_errno(
+        "slot 1: GPA pages 16..20, file pages 0..4 (covers slot 0's range)",
+        b.vm.set_region2(&b.region(1, 16, 4, 0)),
+        want,
+    )?;
+    expect_ok(
+        "control: slot 1 at GPA pages 16..18, file pages 2..4",
+        b.vm.set_region2(&b.region(1, 16, 2, 2)),
+    )
+}
+
+fn modify_gmem_slot_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let r = b.region(0, 0, 2, 0);
+    expect_ok("create slot 0", b.vm.set_region2(&r))?;
+    expect_errno(
+        "re-issue slot 0 unchanged",
+        b.vm.set_region2(&r),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        "move slot 0 to another GPA",
+        b.vm.set_region2(&b.region(0, 8, 2, 0)),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        "add KVM_MEM_LOG_DIRTY_PAGES to slot 0",
+        b.vm.set_region2(&Region {
+            flags: r.flags | KVM_MEM_LOG_DIRTY_PAGES,
+            ..r
+        }),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        "rebind slot 0 to other file pages",
+        b.vm.set_region2(&b.region(0, 0, 2, 4)),
+        libc::EINVAL,
+    )?;
+    Ok(())
+}
+
+fn delete_then_rebind(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let r = b.region(0, 0, 4, 0);
+    expect_ok("create slot 0 on file pages 0..4", b.vm.set_region2(&r))?;
+    expect_ok("delete slot 0", b.vm.delete_region(&r))?;
+    expect_ok("re-create slot 0 on the same range", b.vm.set_region2(&r))?;
+    expect_ok("delete slot 0 again", b.vm.delete_region(&r))?;
+    expect_ok(
+        "slot 1 on the range slot 0 released",
+        b.vm.set_region2(&b.region(1, 8, 4, 0)),
+    )?;
+    expect_ok(
+        "slot 0 on the rest of the file",
+        b.vm.set_region2(&b.region(0, 0, 4, 4)),
+    )?;
+    Ok(())
+}
+
+fn file_keeps_vm_alive(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    expect_ok(
+        "bind slot 0 to file pages 0..4",
+        b.vm.set_region2(&b.region(0, 0, 4, 0)),
+    )?;
+    let Bind {
+        vm,
+        gmem,
+        mem,
+        page,
+    } = b;
+    drop(vm); // closes the VM fd and /dev/kvm: only the file holds the VM now
+    expect_ok(
+        "allocate after closing the VM fd",
+        gmem.allocate(0, FILE_PAGES * page),
+    )?;
+    expect_ok(
+        "punch a bound range after closing the VM fd",
+        gmem.punch(0, 2 * page),
+    )?;
+    expect_ok(
+        "punch an unbound range after closing the VM fd",
+        gmem.punch(4 * page, 2 * page),
+    )?;
+    expect_ok("fstat after closing the VM fd", gmem.fstat())?;
+    drop(gmem); // destroys the VM; the harness checks the log and taint
+    drop(mem);
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Regression test for the v12 guest_memfd bug: punching a range of the file
+//! that no memslot is bound to raised mmu_invalidate_in_progress in
+//! kvm_gmem_invalidate_begin() without the matching _end(), so every later
+//! fault retried forever and VM destruction WARNed (kvm_destroy_vm).
+
+use std::time::Duration;
+
+use crate::caps::Need;
+use crate::case::{fail, Case, OrFail, TestResult, Tx};
+use crate::guest::{Guest, TouchError};
+use crate::kmsg::{read_taint, KmsgReader};
+
+pub const CASES: &[Case] = &[Case {
+    area: "regression",
+    name: "v12_unbound_punch_no_livelock",
+    needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
+    run: v12_unbound_punch_no_livelock,
+}];
+
+const FILE_PAGES: u64 = 16;
+const SLOT_PAGES: u64 = 8;
+const TAINT_WARN: u64 = 1 << 9;
+
+fn v12_unbound_punch_no_livelock(tx: &Tx) -> TestResult {
+    let p = tx.page();
+    let limit = tx.inner_limit(Duration::from_secs(10));
+    let taint_before = read_taint();
+    let mut log = KmsgReader::open_at_end();
+    if let Err(e) = &log {
+        tx.diag(format!(
+            "kernel log not checked for kvm_destroy_vm warnings: {e}"
+        ));
+    }
+
+    let mut problems: Vec<String> = Vec::new();
+    {
+        let mut g = Guest::new(tx, FILE_PAGES, SLOT_PAGES)?;
+        tx.diag(format!(
+            "access mode {}; slot bound to file pages 0..{SLOT_PAGES} of {FILE_PAGES}; vCPU limit {:.1}s",
+            g.mode_name(),
+            limit.as_secs_f64()
+        ));
+        // Warm-up: the vCPU works before the punch (faults in page 0 only).
+        let t = g.touch(0x20, 0x11, limit)?;
+        if t.readback != 0x11 {
+            return fail(format!(
+                "warm-up access on page 0 read back {:#x}",
+                t.readback
+            ));
+        }
+        // Punch a range no memslot is bound to.
+        g.gmem
+            .punch(SLOT_PAGES * p, (FILE_PAGES - SLOT_PAGES) * p)
+            .or_fail("punch unbound file pages")?;
+        tx.diag(format!(
+            "punched unbound file pages {SLOT_PAGES}..{FILE_PAGES}"
+        ));
+        // Touch pages the vCPU has not faulted in yet.
+        for page in [3u64, SLOT_PAGES - 1] {
+            let off = (page * p + 0x30) as u16;
+            match g.touch(off, 0x40 + page as u8, limit) {
+                Ok(t) if t.readback == 0x40 + page as u8 => {}
+                Ok(t) => problems.push(format!("page {page}: guest read back {:#x}", t.readback)),
+                Err(TouchError::TimedOut { limit, .. }) => {
+                    problems.push(format!(
+                        "livelock: the vCPU touching never-faulted page {page} did not reach its port I/O exit \
+                         within {:.1}s after a PUNCH_HOLE on a range no memslot is bound to: unbalanced \
+                         invalidation (kvm_gmem_invalidate_begin raised mmu_invalidate_in_progress and \
+                         kvm_gmem_invalidate_end never lowered it, so every fault retries)",
+                        limit.as_secs_f64()
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    problems.push(format!("page {page}: {e}"));
+                    break;
+                }
+            }
+        }
+        // Dropping the fixture closes vCPU, VM, gmem and mappings: the VM is destroyed here.
+    }
+
+    match (taint_before, read_taint()) {
+        (Ok(before), Ok(after)) => {
+            if before & TAINT_WARN != 0 {
+                tx.diag(
+                    "taint bit 9 (W) was already set before this case: relying on the kernel log",
+                );
+            } else if after & TAINT_WARN != 0 {
+                problems.push(format!(
+                    "VM destruction raised taint bit 9 (W, 512): tainted {before} -> {after}"
+                ));
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => tx.diag(format!("taint not checked: {e}")),
+    }
+    if let Ok(log) = log.as_mut() {
+        let hits: Vec<String> = log
+            .read_new()
+            .into_iter()
+            .filter(|l| l.contains("kvm_destroy_vm"))
+            .collect();
+        if !hits.is_empty() {
+            for h in &hits {
+                tx.diag(format!("kmsg: {h}"));
+            }
+            problems.push(
+                "VM destruction logged a kvm_destroy_vm warning (dangling MMU invalidation)"
+                    .to_string(),
+            );
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        fail(problems.join("\n"))
+    }
+}

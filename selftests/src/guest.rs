@@ -1,0 +1,507 @@
+//! A tiny real-mode guest that touches guest_memfd-backed memory and reports
+//! over port I/O, and the fixture that sets a VM up to run it.
+//!
+//! Guest physical layout:
+//! - slot 0 (`LOW_SLOT`): GPA 0x0..0x10000, ordinary anonymous memory; the
+//!   code lives at `CODE_GPA`.
+//! - slot 1 (`DATA_SLOT`): GPA 0x10000.., backed by guest_memfd; DS points at
+//!   it (selector 0x1000, base 0x10000), BX selects the byte.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::caps::AccessMode;
+use crate::case::{OrFail, Stop, Tx};
+use crate::kvm::{
+    ename, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
+};
+
+pub const LOW_SLOT: u32 = 0;
+pub const LOW_SIZE: u64 = 0x10000;
+pub const CODE_GPA: u64 = 0x1000;
+pub const DATA_SLOT: u32 = 1;
+pub const DATA_GPA: u64 = 0x10000;
+/// Port on which the guest reports the byte it found.
+pub const PORT_FOUND: u16 = 0x10;
+/// Port on which the guest reports the byte it read back after its store.
+pub const PORT_READBACK: u16 = 0x11;
+
+/// The guest program, 16-bit real mode, entered at CS:IP = 0000:1000 with
+/// BX = offset into the data slot and CL = byte to store.
+///
+/// ```text
+/// 1000: 8A 07     mov al, [bx]     ; load DS:BX (first touch of the page)
+/// 1002: E6 10     out 0x10, al     ; exit 1: report the byte found
+/// 1004: 88 0F     mov [bx], cl     ; store CL at DS:BX
+/// 1006: 8A 07     mov al, [bx]     ; load it back
+/// 1008: E6 11     out 0x11, al     ; exit 2: report the byte read back
+/// 100A: F4        hlt              ; not reached: the host stops at exit 2
+/// ```
+/// ModRM bytes: 0x07 = mod 00, reg 000 (AL), r/m 111 ([BX]);
+/// 0x0F = mod 00, reg 001 (CL), r/m 111 ([BX]).
+pub const GUEST_CODE: [u8; 11] = [
+    0x8A, 0x07, // mov al, [bx]
+    0xE6, 0x10, // out 0x10, al
+    0x88, 0x0F, // mov [bx], cl
+    0x8A, 0x07, // mov al, [bx]
+    0xE6, 0x11, // out 0x11, al
+    0xF4, // hlt
+];
+
+/// Second program, at `LOOP_GPA`: load DS:BX forever, so the vCPU stays in
+/// KVM_RUN until something (a deleted slot, a signal) makes it exit.
+///
+/// ```text
+/// 1010: 8A 07     mov al, [bx]     ; load DS:BX
+/// 1012: EB FC     jmp 1010         ; rel8 -4: back to the load
+/// ```
+pub const GUEST_LOOP: [u8; 4] = [
+    0x8A, 0x07, // mov al, [bx]
+    0xEB, 0xFC, // jmp $-2 (0x1014 - 4 = 0x1010)
+];
+pub const LOOP_GPA: u64 = 0x1010;
+
+/// How one KVM_RUN ended, detached from the vCPU borrow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Io {
+        port: u16,
+        value: u8,
+    },
+    MemoryFault {
+        flags: u64,
+        gpa: u64,
+        size: u64,
+    },
+    /// The deadline passed while KVM_RUN kept running (no exit at all).
+    TimedOut,
+    Other(String),
+}
+
+/// Result of one guest access: the byte found, and the byte read back after
+/// storing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    pub found: u8,
+    pub readback: u8,
+}
+
+extern "C" fn kick_handler(_: libc::c_int) {}
+
+/// SIGUSR1 interrupts KVM_RUN (EINTR): installed without SA_RESTART.
+fn install_kick_handler() {
+    // SAFETY: a no-op async-signal-safe handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = kick_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+/// One KVM_RUN that gives up after `limit`: a watchdog thread starts kicking
+/// this thread with SIGUSR1 once the limit passes, so a livelocked KVM_RUN
+/// returns EINTR and we report `Exit::TimedOut`.
+pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
+    install_kick_handler();
+    let expired = AtomicBool::new(false);
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    // SAFETY: pthread_self has no arguments.
+    let me = unsafe { libc::pthread_self() };
+    std::thread::scope(|s| {
+        let expired = &expired;
+        s.spawn(move || {
+            if stop_rx.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            expired.store(true, Ordering::SeqCst);
+            loop {
+                // SAFETY: `me` is alive: it waits for this thread at scope end.
+                unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+                if stop_rx.recv_timeout(Duration::from_millis(10))
+                    != Err(mpsc::RecvTimeoutError::Timeout)
+                {
+                    return;
+                }
+            }
+        });
+        let exit = loop {
+            match vcpu.run() {
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    break Exit::Io {
+                        port,
+                        value: data.first().copied().unwrap_or(0),
+                    };
+                }
+                Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
+                    break Exit::MemoryFault { flags, gpa, size };
+                }
+                Ok(VcpuExit::Intr) | Err(_) if expired.load(Ordering::SeqCst) => {
+                    break Exit::TimedOut
+                }
+                Ok(VcpuExit::Intr) => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => break Exit::Other(format!("KVM_RUN failed: {}", ename(&e))),
+                Ok(other) => break Exit::Other(describe_exit(&other)),
+            }
+        };
+        drop(stop_tx);
+        exit
+    })
+}
+
+fn describe_exit(e: &VcpuExit) -> String {
+    match e {
+        VcpuExit::MmioRead(addr, _) => {
+            format!("KVM_EXIT_MMIO read at GPA {addr:#x} (no memslot there?)")
+        }
+        VcpuExit::MmioWrite(addr, _) => {
+            format!("KVM_EXIT_MMIO write at GPA {addr:#x} (no memslot there?)")
+        }
+        VcpuExit::IoIn(port, _) => format!("unexpected KVM_EXIT_IO in from port {port:#x}"),
+        VcpuExit::Hlt => "KVM_EXIT_HLT before the expected port I/O".to_string(),
+        VcpuExit::Shutdown => "KVM_EXIT_SHUTDOWN (triple fault)".to_string(),
+        VcpuExit::FailEntry(reason, cpu) => {
+            format!("KVM_EXIT_FAIL_ENTRY reason {reason:#x} cpu {cpu}")
+        }
+        VcpuExit::InternalError => "KVM_EXIT_INTERNAL_ERROR".to_string(),
+        other => format!("unexpected exit {other:?}"),
+    }
+}
+
+/// Where things went wrong in [`Guest::touch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TouchError {
+    /// KVM_RUN did not come back within the limit (stage 1 = the load, 2 = the store).
+    TimedOut {
+        stage: u8,
+        limit: Duration,
+    },
+    MemoryFault {
+        flags: u64,
+        gpa: u64,
+        size: u64,
+    },
+    Unexpected(String),
+}
+
+impl std::fmt::Display for TouchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TouchError::TimedOut { stage, limit } => {
+                write!(
+                    f,
+                    "vCPU made no progress for {:.1}s (stage {stage}: KVM_RUN never exited)",
+                    limit.as_secs_f64()
+                )
+            }
+            TouchError::MemoryFault { flags, gpa, size } => {
+                write!(
+                    f,
+                    "KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}"
+                )
+            }
+            TouchError::Unexpected(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<TouchError> for Stop {
+    fn from(e: TouchError) -> Stop {
+        Stop::Fail(e.to_string())
+    }
+}
+
+/// Fixture: a VM with the code slot, a guest_memfd, its data slot and one vCPU.
+/// Fields drop in order: vCPU and VM first, memory last.
+pub struct Guest {
+    pub vcpu: VcpuFd,
+    pub vm: Vm,
+    pub gmem: GmemFile,
+    /// The guest_memfd mapping (SharedMmap mode).
+    pub gmem_map: Option<Mapping>,
+    /// Anonymous memory behind the data slot's userspace_addr (Private mode).
+    pub shared: Option<Mapping>,
+    pub low: Mapping,
+    /// None: the data slot is plain anonymous memory.
+    pub mode: Option<AccessMode>,
+    pub slot_pages: u64,
+    pub page: u64,
+}
+
+impl Guest {
+    /// A guest whose gmem file has `file_pages` pages, of which the first
+    /// `slot_pages` are bound at `DATA_GPA`, using the VM type's access mode.
+    pub fn new(tx: &Tx, file_pages: u64, slot_pages: u64) -> Result<Guest, Stop> {
+        let mode = tx.access_mode()?;
+        Guest::build(tx, Some(mode), file_pages, slot_pages)
+    }
+
+    /// Like [`Guest::new`] with an explicit access mode.
+    pub fn with_mode(
+        tx: &Tx,
+        mode: AccessMode,
+        file_pages: u64,
+        slot_pages: u64,
+    ) -> Result<Guest, Stop> {
+        Guest::build(tx, Some(mode), file_pages, slot_pages)
+    }
+
+    /// The data slot is ordinary anonymous memory (no guest_memfd); a
+    /// one-page guest_memfd exists but is not bound.
+    pub fn without_gmem(tx: &Tx, slot_pages: u64) -> Result<Guest, Stop> {
+        Guest::build(tx, None, 1, slot_pages)
+    }
+
+    fn build(
+        tx: &Tx,
+        mode: Option<AccessMode>,
+        file_pages: u64,
+        slot_pages: u64,
+    ) -> Result<Guest, Stop> {
+        let page = tx.page();
+        assert!(
+            slot_pages * page <= 0x10000,
+            "the guest addresses the data slot with 16-bit offsets"
+        );
+        let vm = tx.vm()?;
+        let flags = match mode {
+            Some(AccessMode::SharedMmap) => GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
+            _ => 0,
+        };
+        let gmem = vm
+            .create_gmem(file_pages * page, flags)
+            .or_fail("KVM_CREATE_GUEST_MEMFD")?;
+        let gmem_map = match mode {
+            Some(AccessMode::SharedMmap) => Some(
+                gmem.mmap_shared((file_pages * page) as usize)
+                    .or_fail("mmap(guest_memfd)")?,
+            ),
+            _ => None,
+        };
+        let shared = match mode {
+            Some(AccessMode::SharedMmap) => None,
+            _ => Some(
+                Mapping::anon((file_pages.max(slot_pages) * page) as usize)
+                    .or_fail("mmap(anon)")?,
+            ),
+        };
+        let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
+        low.copy_in(CODE_GPA as usize, &GUEST_CODE);
+        low.copy_in(LOOP_GPA as usize, &GUEST_LOOP);
+        vm.set_region2(&Region {
+            slot: LOW_SLOT,
+            gpa: 0,
+            size: LOW_SIZE,
+            uaddr: low.addr(),
+            ..Default::default()
+        })
+        .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        // Intel without unrestricted guest needs a TSS for real mode; harmless elsewhere.
+        if let Err(e) = vm.fd.set_tss_address(0xfffb_d000) {
+            tx.diag(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
+        }
+        let vcpu = vm.fd.create_vcpu(0).or_fail("KVM_CREATE_VCPU")?;
+        let mut sregs = vcpu.get_sregs().or_fail("KVM_GET_SREGS")?;
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        sregs.ds.base = DATA_GPA;
+        sregs.ds.selector = (DATA_GPA >> 4) as u16;
+        vcpu.set_sregs(&sregs).or_fail("KVM_SET_SREGS")?;
+        let g = Guest {
+            vcpu,
+            vm,
+            gmem,
+            gmem_map,
+            shared,
+            low,
+            mode,
+            slot_pages,
+            page,
+        };
+        match mode {
+            None => {
+                let r = Region {
+                    flags: 0,
+                    gmem_fd: 0,
+                    gmem_offset: 0,
+                    ..g.data_region()
+                };
+                g.vm.set_region2(&r)
+                    .or_fail("KVM_SET_USER_MEMORY_REGION2(anonymous data slot)")?;
+            }
+            Some(m) => {
+                g.bind_data()
+                    .or_fail("KVM_SET_USER_MEMORY_REGION2(guest_memfd data slot)")?;
+                if m == AccessMode::Private {
+                    g.vm.set_attributes(
+                        DATA_GPA,
+                        slot_pages * page,
+                        KVM_MEMORY_ATTRIBUTE_PRIVATE as u64,
+                    )
+                    .or_fail("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)")?;
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// The data slot's request: gmem offset 0, `slot_pages` pages at DATA_GPA.
+    pub fn data_region(&self) -> Region {
+        let uaddr = match (&self.gmem_map, &self.shared) {
+            (Some(m), _) => m.addr(),
+            (None, Some(s)) => s.addr(),
+            (None, None) => 0,
+        };
+        Region {
+            slot: DATA_SLOT,
+            flags: KVM_MEM_GUEST_MEMFD,
+            gpa: DATA_GPA,
+            size: self.slot_pages * self.page,
+            uaddr,
+            gmem_offset: 0,
+            gmem_fd: self.gmem.fd() as u32,
+        }
+    }
+
+    pub fn bind_data(&self) -> SysResult<()> {
+        self.vm.set_region2(&self.data_region())
+    }
+
+    pub fn unbind_data(&self) -> SysResult<()> {
+        self.vm.delete_region(&self.data_region())
+    }
+
+    /// Runs the guest program on byte `offset` of the data slot, storing `value`.
+    pub fn touch(&mut self, offset: u16, value: u8, limit: Duration) -> Result<Touch, TouchError> {
+        let mut regs = self
+            .vcpu
+            .get_regs()
+            .map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
+        regs.rip = CODE_GPA;
+        regs.rflags = 2;
+        regs.rbx = offset as u64;
+        regs.rcx = value as u64;
+        regs.rax = 0;
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))?;
+        let start = Instant::now();
+        let found = self.expect_port(PORT_FOUND, 1, limit)?;
+        let left = limit
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(100));
+        let readback = self.expect_port(PORT_READBACK, 2, left)?;
+        Ok(Touch { found, readback })
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Some(AccessMode::Private) => "PRIVATE attributes",
+            Some(AccessMode::SharedMmap) => "shared MMAP|INIT_SHARED guest_memfd",
+            None => "anonymous memory (no guest_memfd)",
+        }
+    }
+
+    /// Points the vCPU at the endless load loop on byte `offset`.
+    pub fn start_loop(&mut self, offset: u16) -> Result<(), TouchError> {
+        let mut regs = self
+            .vcpu
+            .get_regs()
+            .map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
+        regs.rip = LOOP_GPA;
+        regs.rflags = 2;
+        regs.rbx = offset as u64;
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))
+    }
+
+    fn expect_port(&mut self, port: u16, stage: u8, limit: Duration) -> Result<u8, TouchError> {
+        match run_once(&mut self.vcpu, limit) {
+            Exit::Io { port: p, value } if p == port => Ok(value),
+            Exit::Io { port: p, value } => Err(TouchError::Unexpected(format!(
+                "guest wrote {value:#x} to port {p:#x}, expected port {port:#x}"
+            ))),
+            Exit::MemoryFault { flags, gpa, size } => {
+                Err(TouchError::MemoryFault { flags, gpa, size })
+            }
+            Exit::TimedOut => Err(TouchError::TimedOut { stage, limit }),
+            Exit::Other(m) => Err(TouchError::Unexpected(m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvm::VmType;
+
+    #[test]
+    fn guest_code_is_the_documented_program() {
+        // mov al,[bx]; out 0x10,al; mov [bx],cl; mov al,[bx]; out 0x11,al; hlt
+        assert_eq!(
+            GUEST_CODE,
+            [0x8A, 0x07, 0xE6, 0x10, 0x88, 0x0F, 0x8A, 0x07, 0xE6, 0x11, 0xF4]
+        );
+        assert_eq!(GUEST_CODE[3] as u16, PORT_FOUND);
+        assert_eq!(GUEST_CODE[9] as u16, PORT_READBACK);
+        assert_eq!(DATA_GPA & 0xF, 0, "DS base must be selector << 4");
+        assert!(
+            CODE_GPA + GUEST_CODE.len() as u64 <= LOOP_GPA,
+            "the programs must not overlap"
+        );
+        assert!(LOOP_GPA + GUEST_LOOP.len() as u64 <= LOW_SIZE);
+        // jmp rel8 target = address after the jmp + displacement
+        assert_eq!(LOOP_GPA + 4 - 4, LOOP_GPA);
+        assert_eq!(GUEST_LOOP[3] as i8, -4);
+    }
+
+    /// A vCPU spinning in KVM_RUN (the guest loops on `jmp $`, so KVM_RUN
+    /// never returns on its own) is interrupted and reported as TimedOut:
+    /// the mechanism the v12 regression case relies on for livelocks.
+    #[test]
+    fn spinning_vcpu_is_interrupted_at_the_limit() {
+        let vm = match Vm::create(VmType::Default) {
+            Ok(vm) => vm,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let low = Mapping::anon(LOW_SIZE as usize).unwrap();
+        low.copy_in(CODE_GPA as usize, &[0xEB, 0xFE]); // jmp $
+        vm.set_region2(&Region {
+            slot: 0,
+            gpa: 0,
+            size: LOW_SIZE,
+            uaddr: low.addr(),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut vcpu = vm.fd.create_vcpu(0).unwrap();
+        let mut sregs = vcpu.get_sregs().unwrap();
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        vcpu.set_sregs(&sregs).unwrap();
+        let mut regs = vcpu.get_regs().unwrap();
+        regs.rip = CODE_GPA;
+        regs.rflags = 2;
+        vcpu.set_regs(&regs).unwrap();
+        let start = Instant::now();
+        let exit = run_once(&mut vcpu, Duration::from_millis(300));
+        let took = start.elapsed();
+        assert_eq!(exit, Exit::TimedOut);
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        drop(vcpu);
+        drop(vm);
+    }
+}

@@ -1,0 +1,493 @@
+//! Small typed wrappers over the KVM and guest_memfd uAPI, rust-vmm style:
+//! kvm-ioctls/kvm-bindings where they have it, local definitions only for
+//! what they lack. Every error carries the errno.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+use kvm_bindings::{
+    kvm_create_guest_memfd, kvm_memory_attributes, kvm_userspace_memory_region,
+    kvm_userspace_memory_region2,
+};
+use kvm_ioctls::{Kvm, VmFd};
+
+/// Errno-carrying error of kvm-ioctls (vmm-sys-util's errno::Error).
+pub type Errno = kvm_ioctls::Error;
+pub type SysResult<T> = Result<T, Errno>;
+
+// --- What kvm-bindings 0.14 (generated from 6.15) lacks -----------------
+/// Bitmask of valid KVM_CREATE_GUEST_MEMFD flags (6.18+).
+pub const KVM_CAP_GUEST_MEMFD_FLAGS: u32 = 244;
+/// guest_memfd may be mmap()ed (6.18+).
+pub const GUEST_MEMFD_FLAG_MMAP: u64 = 1 << 0;
+/// guest_memfd pages start out shared, i.e. faultable by the host (6.18+).
+pub const GUEST_MEMFD_FLAG_INIT_SHARED: u64 = 1 << 1;
+
+// --- Re-exported from kvm-bindings so cases name one place ---------------
+pub use kvm_bindings::{
+    KVM_CAP_GUEST_MEMFD, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_MEMORY_FAULT_INFO,
+    KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_X86_DEFAULT_VM,
+    KVM_X86_SW_PROTECTED_VM,
+};
+
+/// `EINVAL`-style name of an errno value.
+pub fn errno_name(e: i32) -> String {
+    let s = format!("{:?}", nix::errno::Errno::from_raw(e));
+    if s == "UnknownErrno" {
+        format!("errno {e}")
+    } else {
+        s
+    }
+}
+
+/// "EINVAL" for an error, for messages.
+pub fn ename(e: &Errno) -> String {
+    errno_name(e.errno())
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+fn last() -> Errno {
+    Errno::last()
+}
+
+/// The VM types the suite knows about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmType {
+    Default,
+    SwProtected,
+}
+
+impl VmType {
+    pub const ALL: [VmType; 2] = [VmType::Default, VmType::SwProtected];
+
+    pub fn raw(self) -> u64 {
+        match self {
+            VmType::Default => KVM_X86_DEFAULT_VM as u64,
+            VmType::SwProtected => KVM_X86_SW_PROTECTED_VM as u64,
+        }
+    }
+
+    /// Case-name suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            VmType::Default => "default",
+            VmType::SwProtected => "sw_protected",
+        }
+    }
+
+    pub fn uapi_name(self) -> &'static str {
+        match self {
+            VmType::Default => "KVM_X86_DEFAULT_VM",
+            VmType::SwProtected => "KVM_X86_SW_PROTECTED_VM",
+        }
+    }
+}
+
+/// A VM: its own /dev/kvm handle and the VM fd.
+pub struct Vm {
+    pub fd: VmFd,
+    pub kvm: Kvm,
+    pub vm_type: VmType,
+}
+
+/// One KVM_SET_USER_MEMORY_REGION2 request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Region {
+    pub slot: u32,
+    pub flags: u32,
+    pub gpa: u64,
+    pub size: u64,
+    pub uaddr: u64,
+    pub gmem_offset: u64,
+    pub gmem_fd: u32,
+}
+
+impl Region {
+    pub fn raw2(&self) -> kvm_userspace_memory_region2 {
+        kvm_userspace_memory_region2 {
+            slot: self.slot,
+            flags: self.flags,
+            guest_phys_addr: self.gpa,
+            memory_size: self.size,
+            userspace_addr: self.uaddr,
+            guest_memfd_offset: self.gmem_offset,
+            guest_memfd: self.gmem_fd,
+            pad1: 0,
+            pad2: [0; 14],
+        }
+    }
+
+    /// The same request as a deletion (size 0).
+    pub fn deletion(&self) -> Region {
+        Region { size: 0, ..*self }
+    }
+}
+
+impl Vm {
+    pub fn create(vm_type: VmType) -> Result<Vm, String> {
+        let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {}", ename(&e)))?;
+        let fd = kvm
+            .create_vm_with_type(vm_type.raw())
+            .map_err(|e| format!("KVM_CREATE_VM({}): {}", vm_type.uapi_name(), ename(&e)))?;
+        Ok(Vm { fd, kvm, vm_type })
+    }
+
+    /// KVM_CHECK_EXTENSION on the VM fd (VM-type specific answers).
+    pub fn check(&self, cap: u32) -> i32 {
+        self.fd.check_extension_raw(cap as libc::c_ulong)
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// KVM_CREATE_GUEST_MEMFD with an arbitrary (possibly invalid) request.
+    pub fn create_gmem_raw(
+        &self,
+        size: u64,
+        flags: u64,
+        reserved: [u64; 6],
+    ) -> SysResult<GmemFile> {
+        let fd = self.fd.create_guest_memfd(kvm_create_guest_memfd {
+            size,
+            flags,
+            reserved,
+        })?;
+        // SAFETY: the ioctl returned a fresh fd that nobody else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        Ok(GmemFile { file, size })
+    }
+
+    pub fn create_gmem(&self, size: u64, flags: u64) -> SysResult<GmemFile> {
+        self.create_gmem_raw(size, flags, [0; 6])
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION2.
+    ///
+    /// The kernel validates every field; the memory behind `uaddr` must stay
+    /// mapped while the slot exists and a vCPU may touch it, which the
+    /// fixtures guarantee by owning the mappings and dropping VMs first.
+    pub fn set_region2(&self, r: &Region) -> SysResult<()> {
+        // SAFETY: see above; invalid requests are rejected by KVM before it
+        // uses the address.
+        unsafe { self.fd.set_user_memory_region2(r.raw2()) }
+    }
+
+    /// The old KVM_SET_USER_MEMORY_REGION with the same fields (no gmem ones).
+    pub fn set_region_v1(&self, r: &Region) -> SysResult<()> {
+        let raw = kvm_userspace_memory_region {
+            slot: r.slot,
+            flags: r.flags,
+            guest_phys_addr: r.gpa,
+            memory_size: r.size,
+            userspace_addr: r.uaddr,
+        };
+        // SAFETY: as for set_region2.
+        unsafe { self.fd.set_user_memory_region(raw) }
+    }
+
+    pub fn delete_region(&self, r: &Region) -> SysResult<()> {
+        self.set_region2(&r.deletion())
+    }
+
+    pub fn set_attributes(&self, gpa: u64, size: u64, attributes: u64) -> SysResult<()> {
+        self.fd.set_memory_attributes(kvm_memory_attributes {
+            address: gpa,
+            size,
+            attributes,
+            flags: 0,
+        })
+    }
+}
+
+/// A guest_memfd file.
+pub struct GmemFile {
+    file: File,
+    pub size: u64,
+}
+
+impl AsRawFd for GmemFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+pub const FALLOC_KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
+pub const FALLOC_PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+
+impl GmemFile {
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn fallocate(&self, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+        // SAFETY: plain syscall on an fd we own.
+        let r = unsafe { libc::fallocate64(self.fd(), mode, offset as i64, len as i64) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last())
+        }
+    }
+
+    pub fn allocate(&self, offset: u64, len: u64) -> SysResult<()> {
+        self.fallocate(FALLOC_KEEP_SIZE, offset, len)
+    }
+
+    pub fn punch(&self, offset: u64, len: u64) -> SysResult<()> {
+        self.fallocate(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE, offset, len)
+    }
+
+    pub fn fstat(&self) -> SysResult<libc::stat64> {
+        // SAFETY: st is a valid out buffer.
+        unsafe {
+            let mut st: libc::stat64 = std::mem::zeroed();
+            if libc::fstat64(self.fd(), &mut st) == 0 {
+                Ok(st)
+            } else {
+                Err(last())
+            }
+        }
+    }
+
+    pub fn mmap(&self, len: usize, flags: i32) -> SysResult<Mapping> {
+        Mapping::new(len, flags, self.fd())
+    }
+
+    pub fn mmap_shared(&self, len: usize) -> SysResult<Mapping> {
+        self.mmap(len, libc::MAP_SHARED)
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> SysResult<usize> {
+        // SAFETY: buf valid for its length.
+        let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn write(&self, buf: &[u8]) -> SysResult<usize> {
+        // SAFETY: buf valid for its length.
+        let n = unsafe { libc::write(self.fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn pread(&self, buf: &mut [u8], off: u64) -> SysResult<usize> {
+        // SAFETY: buf valid for its length.
+        let n = unsafe { libc::pread64(self.fd(), buf.as_mut_ptr().cast(), buf.len(), off as i64) };
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn pwrite(&self, buf: &[u8], off: u64) -> SysResult<usize> {
+        // SAFETY: buf valid for its length.
+        let n = unsafe { libc::pwrite64(self.fd(), buf.as_ptr().cast(), buf.len(), off as i64) };
+        if n < 0 {
+            Err(last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// An mmap()ed range (anonymous or of a file), unmapped on drop.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; accesses go through volatile
+// reads/writes and the stress case only shares it read-only by address.
+unsafe impl Send for Mapping {}
+// SAFETY: see above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(len: usize, flags: i32, fd: RawFd) -> SysResult<Mapping> {
+        // SAFETY: a new mapping at a kernel-chosen address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(last());
+        }
+        Ok(Mapping { ptr: p.cast(), len })
+    }
+
+    /// Zeroed anonymous private memory.
+    pub fn anon(len: usize) -> SysResult<Mapping> {
+        Mapping::new(
+            len,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+        )
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads one byte. Out-of-range offsets panic (a bug in the case).
+    pub fn read(&self, off: usize) -> u8 {
+        assert!(
+            off < self.len,
+            "offset {off} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: in bounds of our mapping; may raise SIGBUS by design for
+        // guest_memfd mappings, which cases only do in a throwaway child.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off)) }
+    }
+
+    pub fn write(&self, off: usize, v: u8) {
+        assert!(
+            off < self.len,
+            "offset {off} outside a {}-byte mapping",
+            self.len
+        );
+        // SAFETY: as for read.
+        unsafe { std::ptr::write_volatile(self.ptr.add(off), v) }
+    }
+
+    pub fn copy_in(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.len, "copy outside the mapping");
+        // SAFETY: bounds checked above.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off), data.len()) }
+    }
+
+    pub fn fill(&self, off: usize, len: usize, v: u8) {
+        assert!(off + len <= self.len, "fill outside the mapping");
+        // SAFETY: bounds checked above.
+        unsafe { std::ptr::write_bytes(self.ptr.add(off), v, len) }
+    }
+
+    /// The first offset in `off..off+len` whose byte differs from `v`.
+    pub fn first_ne(&self, off: usize, len: usize, v: u8) -> Option<usize> {
+        (off..off + len).find(|&i| self.read(i) != v)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what we mapped.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// Runs `f` in a throwaway child and returns the signal that killed it, if
+/// any (used for "this access must SIGBUS").
+pub fn dies_with_signal<F: FnOnce()>(f: F) -> Result<Option<i32>, String> {
+    // SAFETY: fork; the child only runs `f` and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", ename(&last())));
+    }
+    if pid == 0 {
+        // The signal is expected: no core dump for it.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        f();
+        // SAFETY: leave the child without unwinding into the parent's code.
+        unsafe { libc::_exit(0) };
+    }
+    let mut st = 0;
+    loop {
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && last().errno() != libc::EINTR {
+            return Err(format!("waitpid: {}", ename(&last())));
+        }
+    }
+    if libc::WIFSIGNALED(st) {
+        Ok(Some(libc::WTERMSIG(st)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// (major, minor) from a `uname -r` string such as "6.18.44-fc-v595".
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+pub fn kernel_release() -> String {
+    // SAFETY: u is a valid out buffer; release is NUL-terminated on success.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "unknown".to_string();
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(parse_kernel_version("6.1.176"), Some((6, 1)));
+        assert_eq!(parse_kernel_version("7.2.0-rc1+"), Some((7, 2)));
+        assert_eq!(parse_kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EINVAL), "EINVAL");
+        assert_eq!(errno_name(libc::EEXIST), "EEXIST");
+        assert_eq!(errno_name(100000), "errno 100000");
+    }
+
+    #[test]
+    fn uapi_struct_sizes_match_the_kernel() {
+        assert_eq!(std::mem::size_of::<kvm_create_guest_memfd>(), 64);
+        assert_eq!(std::mem::size_of::<kvm_userspace_memory_region2>(), 160);
+        assert_eq!(std::mem::size_of::<kvm_memory_attributes>(), 32);
+    }
+}

@@ -1,0 +1,434 @@
+//! The suite runner: expands cases per VM type, applies the filter, probes
+//! capabilities, runs each case isolated and prints KTAP.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use crate::caps::Caps;
+use crate::case::{Case, Stop, Tx};
+use crate::cases;
+use crate::isolate::{run_isolated, End, Outcome};
+use crate::kmsg::{Health, Monitor};
+use crate::ktap::{KtapWriter, Verdict};
+use crate::kvm::VmType;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub list: bool,
+    /// Substrings; a case runs when any matches (all run when empty).
+    pub filters: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// One case on one VM type.
+pub struct Instance {
+    pub case: &'static Case,
+    pub vm_type: VmType,
+    pub name: String,
+}
+
+pub fn instances(filters: &[String]) -> Vec<Instance> {
+    let mut out = Vec::new();
+    for case in cases::all() {
+        for t in VmType::ALL {
+            let name = case.full_name(t);
+            if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+                out.push(Instance {
+                    case,
+                    vm_type: t,
+                    name,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// "60s", "0.5s".
+pub fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Combines what the child reported with the kernel's health.
+pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdict, Vec<String>) {
+    let mut diags = Vec::new();
+    let mut failed = match outcome {
+        Outcome::Pass => false,
+        Outcome::Skip(_) => false,
+        Outcome::Fail(m) => {
+            diags.push(format!("FAIL: {m}"));
+            true
+        }
+        Outcome::TimedOut(d) => {
+            diags.push(format!(
+                "FAIL: timed out after {} (case killed with SIGKILL)",
+                secs(*d)
+            ));
+            true
+        }
+        Outcome::Crashed(m) => {
+            diags.push(format!("FAIL: {m}"));
+            true
+        }
+    };
+    let _ = timeout;
+    if !health.is_clean() {
+        for p in &health.problems {
+            diags.push(format!("FAIL: kernel: {p}"));
+        }
+        for l in &health.lines {
+            diags.push(format!("kmsg: {l}"));
+        }
+        failed = true;
+    }
+    let v = if failed {
+        Verdict::Fail
+    } else if let Outcome::Skip(m) = outcome {
+        Verdict::Skip(m.clone())
+    } else {
+        Verdict::Pass
+    };
+    (v, diags)
+}
+
+/// Runs the suite; returns the process exit status (0 ok, 1 failures, 2 usage).
+pub fn run(opts: &Options) -> u8 {
+    let list = instances(&opts.filters);
+    if opts.list {
+        let mut out = io::stdout().lock();
+        for i in &list {
+            if writeln!(out, "{}", i.name).is_err() {
+                return 1;
+            }
+        }
+        return 0;
+    }
+    if list.is_empty() {
+        eprintln!(
+            "gmem-selftests: no case matches --filter {:?}; run with --list to see the case names",
+            opts.filters
+        );
+        return 2;
+    }
+    let caps = Caps::probe();
+    let mut monitor = Monitor::new();
+    match run_instances(&list, opts.timeout, &caps, &mut monitor, io::stdout()) {
+        Ok(failed) => u8::from(failed),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 1, // reader went away
+        Err(e) => {
+            eprintln!("gmem-selftests: cannot write the KTAP output: {e}");
+            1
+        }
+    }
+}
+
+/// Runs `list` and writes KTAP to `out`; returns whether any case failed.
+pub fn run_instances<W: Write>(
+    list: &[Instance],
+    timeout: Duration,
+    caps: &Caps,
+    monitor: &mut Monitor,
+    out: W,
+) -> io::Result<bool> {
+    let mut k = KtapWriter::new(out);
+    k.header(list.len())?;
+    for line in caps.describe() {
+        k.diag(&line)?;
+    }
+    for n in &monitor.notes {
+        k.diag(n)?;
+    }
+    k.diag(&format!("per-case timeout {}", secs(timeout)))?;
+
+    let mut area_ms: BTreeMap<&str, u128> = BTreeMap::new();
+    let suite_start = Instant::now();
+    for inst in list {
+        let start = Instant::now();
+        if let Some(reason) = caps.vm(inst.vm_type).skip_reason(inst.case.needs) {
+            k.result(&inst.name, &Verdict::Skip(reason), 0)?;
+            continue;
+        }
+        // Names the running case if the stream stops mid-case (guest panic).
+        k.diag(&format!("begin {}", inst.name))?;
+        monitor.mark("begin", &inst.name);
+        let before = monitor.before();
+        let case = inst.case;
+        let vm_type = inst.vm_type;
+        let caps_ref = caps;
+        let iso = run_isolated(timeout, |rep| {
+            let tx = Tx {
+                rep,
+                vm_type,
+                caps: caps_ref,
+                timeout,
+            };
+            match (case.run)(&tx) {
+                Ok(()) => End::Pass,
+                Err(Stop::Fail(m)) => End::Fail(m),
+                Err(Stop::Skip(m)) => End::Skip(m),
+            }
+        });
+        let health = monitor.after(before);
+        monitor.mark("end", &inst.name);
+        let ms = start.elapsed().as_millis();
+        *area_ms.entry(inst.case.area).or_default() += ms;
+        for d in &iso.diags {
+            k.diag(d)?;
+        }
+        let (v, diags) = verdict(&iso.outcome, &health, timeout);
+        for d in &diags {
+            k.diag(d)?;
+        }
+        k.result(&inst.name, &v, ms)?;
+    }
+    for (area, ms) in &area_ms {
+        k.diag(&format!("area-time {area} {ms}"))?;
+    }
+    k.diag(&format!("suite-time {}", suite_start.elapsed().as_millis()))?;
+    let t = k.finish()?;
+    Ok(t.fail > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::{Need, VmCaps};
+    use crate::case::TestResult;
+
+    fn passes(tx: &Tx) -> TestResult {
+        tx.diag("all good");
+        Ok(())
+    }
+    fn fails(_: &Tx) -> TestResult {
+        Err(Stop::Fail("expected EINVAL, got EBADF".into()))
+    }
+    fn skips_at_runtime(_: &Tx) -> TestResult {
+        Err(Stop::Skip("decided inside the case".into()))
+    }
+    fn spins(_: &Tx) -> TestResult {
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+    fn segfaults(_: &Tx) -> TestResult {
+        // SAFETY: a PROT_NONE page; the write faults on purpose (no core dump).
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            std::ptr::write_volatile(p as *mut u8, 1);
+        }
+        Ok(())
+    }
+
+    static FAKE: &[Case] = &[
+        Case {
+            area: "h",
+            name: "passes",
+            needs: &[],
+            run: passes,
+        },
+        Case {
+            area: "h",
+            name: "fails",
+            needs: &[],
+            run: fails,
+        },
+        Case {
+            area: "h",
+            name: "skips_at_runtime",
+            needs: &[],
+            run: skips_at_runtime,
+        },
+        Case {
+            area: "h",
+            name: "needs_private",
+            needs: &[Need::PrivateAttr],
+            run: passes,
+        },
+        Case {
+            area: "h",
+            name: "spins",
+            needs: &[],
+            run: spins,
+        },
+        Case {
+            area: "h",
+            name: "segfaults",
+            needs: &[],
+            run: segfaults,
+        },
+    ];
+
+    fn fake_caps() -> Caps {
+        let vm = |t| VmCaps {
+            vm_type: t,
+            kvm_error: None,
+            unavailable: None,
+            guest_memfd: 1,
+            user_memory2: 1,
+            memory_attributes: 0,
+            memory_fault_info: 1,
+            gmem_flags: 3,
+        };
+        Caps {
+            release: "6.18.0".into(),
+            version: Some((6, 18)),
+            page_size: 4096,
+            kvm_error: None,
+            vm_types: 1,
+            system: Vec::new(),
+            vms: vec![
+                vm(VmType::Default),
+                VmCaps::unavailable(VmType::SwProtected, "not in VM_TYPES".into()),
+            ],
+        }
+    }
+
+    /// The runner end to end on fake cases: KTAP lines, verdicts, totals.
+    #[test]
+    fn runner_reports_every_kind_of_outcome_in_ktap() {
+        let _g = crate::isolate::test_fork_lock();
+        let list: Vec<Instance> = FAKE
+            .iter()
+            .map(|c| Instance {
+                case: c,
+                vm_type: VmType::Default,
+                name: c.full_name(VmType::Default),
+            })
+            .chain(std::iter::once(Instance {
+                case: &FAKE[0],
+                vm_type: VmType::SwProtected,
+                name: FAKE[0].full_name(VmType::SwProtected),
+            }))
+            .collect();
+        let mut out = Vec::new();
+        let mut mon = Monitor::disabled("unit test");
+        let failed = run_instances(
+            &list,
+            Duration::from_millis(500),
+            &fake_caps(),
+            &mut mon,
+            &mut out,
+        )
+        .unwrap();
+        assert!(failed);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "KTAP version 1");
+        assert_eq!(lines[1], "1..7");
+        let results: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                "ok 1 h.passes@default",
+                "not ok 2 h.fails@default",
+                "ok 3 h.skips_at_runtime@default # SKIP decided inside the case",
+                "ok 4 h.needs_private@default # SKIP KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
+                "not ok 5 h.spins@default",
+                "not ok 6 h.segfaults@default",
+                "ok 7 h.passes@sw_protected # SKIP no sw_protected VM: not in VM_TYPES",
+            ]
+        );
+        assert!(text.contains(
+            "# begin h.passes@default\n# all good\nok 1 h.passes@default\n# time h.passes@default "
+        ));
+        assert!(
+            !text.contains("# begin h.needs_private"),
+            "skipped cases do not begin"
+        );
+        assert!(text.contains("# FAIL: expected EINVAL, got EBADF\nnot ok 2"));
+        assert!(text.contains("# FAIL: timed out after 0.5s (case killed with SIGKILL)\nnot ok 5"));
+        assert!(text.contains("# FAIL: child died: segmentation fault, SIGSEGV (11)\nnot ok 6"));
+        assert_eq!(lines.last(), Some(&"# totals: pass 1 fail 3 skip 3"));
+        for r in &results {
+            let name = r
+                .trim_start_matches("not ")
+                .split_whitespace()
+                .nth(2)
+                .unwrap();
+            assert!(
+                text.contains(&format!("# time {name} ")),
+                "no time line for {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn filter_is_a_substring_and_any_matches() {
+        let all = instances(&[]);
+        assert!(all.len() >= 2 * 30, "{}", all.len());
+        let some = instances(&["bind.".to_string()]);
+        assert!(!some.is_empty() && some.iter().all(|i| i.name.starts_with("bind.")));
+        let two = instances(&["@sw_protected".to_string(), "create.".to_string()]);
+        assert!(two
+            .iter()
+            .all(|i| i.name.contains("@sw_protected") || i.name.contains("create.")));
+        assert!(instances(&["no-such-case".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn skip_is_never_a_pass_and_splats_fail() {
+        let clean = Health::default();
+        let (v, _) = verdict(
+            &Outcome::Skip("no cap".into()),
+            &clean,
+            Duration::from_secs(1),
+        );
+        assert_eq!(v, Verdict::Skip("no cap".into()));
+        let (v, _) = verdict(&Outcome::Pass, &clean, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Pass);
+
+        let dirty = Health {
+            problems: vec!["new taint 0x200".into()],
+            lines: vec!["WARNING: CPU: 0 PID: 1 at kvm_destroy_vm".into()],
+        };
+        let (v, d) = verdict(&Outcome::Pass, &dirty, Duration::from_secs(1));
+        assert_eq!(v, Verdict::Fail);
+        assert!(d.iter().any(|l| l.contains("taint 0x200")));
+        assert!(d.iter().any(|l| l.starts_with("kmsg: WARNING")));
+        let (v, _) = verdict(&Outcome::Skip("x".into()), &dirty, Duration::from_secs(1));
+        assert_eq!(
+            v,
+            Verdict::Fail,
+            "a splat during a skipped case still fails it"
+        );
+    }
+
+    #[test]
+    fn timeouts_and_crashes_fail_with_a_reason() {
+        let clean = Health::default();
+        let (v, d) = verdict(
+            &Outcome::TimedOut(Duration::from_secs(60)),
+            &clean,
+            Duration::from_secs(60),
+        );
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(
+            d,
+            vec!["FAIL: timed out after 60s (case killed with SIGKILL)".to_string()]
+        );
+        let (v, d) = verdict(
+            &Outcome::Crashed("child died: segmentation fault, SIGSEGV (11)".into()),
+            &clean,
+            Duration::from_secs(1),
+        );
+        assert_eq!(v, Verdict::Fail);
+        assert!(d[0].contains("SIGSEGV"));
+    }
+}
