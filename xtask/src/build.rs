@@ -69,16 +69,19 @@ pub struct Built {
 }
 
 pub fn run(args: BuildArgs) -> Result<ExitCode> {
-    let tree = match &args.tree {
-        Some(t) => t.clone(),
-        None => crate::tree::ensure_default_tree().context(
-            "no --tree given and the default tree is not available; pass --tree /path/to/linux",
-        )?,
-    };
+    crate::doctor::preflight(&[crate::doctor::Stage::Build])?;
     let fragments = kconfig::fragment_list(&args.config)?;
     if args.each_patch {
+        let tree = match &args.tree {
+            Some(t) => t.clone(),
+            None => crate::tree::ensure_default_tree().context("no --tree given and the default tree is not available; pass --tree /path/to/linux")?,
+        };
         return each_patch(&args, &tree, &fragments);
     }
+    let tree = match &args.tree {
+        Some(t) => t.clone(),
+        None => default_series_checkout()?,
+    };
     let plan = plan(&tree, &fragments, args.jobs, !args.no_ccache)?;
     configure(&plan)?;
     let built = make_bzimage(&plan)?;
@@ -411,9 +414,11 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
 fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<ExitCode> {
     let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
     let commits = each_patch_commits(args, &tree)?;
-    let scratch = scratch_worktree(&tree, "each-patch", &commits[0].0)?;
-    let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
-    plan.dir = util::target_dir().join("kbuild").join(tree_id(&tree)).join(format!("each-patch-{}", fragments.join("+")));
+    // The same scratch worktree (and so the same build directory) as the
+    // default flow and the mutants: walking the series rebuilds only the
+    // files each patch touches, and a `test` afterwards finds the tip built.
+    let scratch = scratch_worktree(&tree, "series", &commits[0].0)?;
+    let plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
     let wsh = Shell::new()?;
     wsh.change_dir(&scratch);
     let total = commits.len();
@@ -452,6 +457,38 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// No --tree: the pinned tree (fetched or cached) with the series applied on
+/// the harness's own branch `<series>/v<N>-xtask` (re-created each time from
+/// patches/, so it is never stale), checked out in a scratch worktree. The
+/// user's checkout and branches are left alone.
+pub fn default_series_checkout() -> Result<PathBuf> {
+    let tree = crate::tree::ensure_default_tree()
+        .context("no --tree given and the default tree is not available; pass --tree /path/to/linux")?;
+    let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
+    let branch = "guest_memfd/xtask".to_string();
+    delete_branch_if_exists(&tree, &branch)?;
+    let applied = crate::series::apply(&crate::series::ApplyRequest {
+        series: "guest_memfd".into(),
+        tree: tree.clone(),
+        extra: Vec::new(),
+        branch: Some(branch.clone()),
+    })
+    .context("applying patches/guest_memfd to the default tree")?;
+    let tip = applied
+        .commits
+        .iter()
+        .rev()
+        .find_map(|c| c.commit.clone())
+        .unwrap_or_else(|| applied.base.clone());
+    println!(
+        "series: {} patches on {} (branch {branch}, tip {})",
+        applied.commits.len(),
+        tree.display(),
+        &tip[..12.min(tip.len())]
+    );
+    scratch_worktree(&tree, "series", &tip)
 }
 
 /// A detached worktree of `tree` under target/kbuild/<tree-id>/<name>-src,

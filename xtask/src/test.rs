@@ -19,18 +19,25 @@ pub struct TestArgs {
     /// Run the selftests against the running kernel, booting nothing.
     #[arg(long)]
     pub host: bool,
+    /// Kernel tree to build as checked out (default: the pinned tree with
+    /// the series applied, built in a scratch worktree).
     #[arg(long)]
     pub tree: Option<PathBuf>,
+    /// Comma-separated fragments from kconfigs/ (base is always first).
     #[arg(long, default_value = "gmem")]
     pub config: String,
+    /// Boot this bzImage instead of building one.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// auto: KVM only when /dev/kvm is probed to boot a kernel, else TCG
+    /// with `-cpu max` (the choice and the reason are always printed).
     #[arg(long, default_value = "auto")]
     pub accel: String,
     /// Whole-run timeout in seconds; when it expires QEMU is killed and the
     /// run is reported as a guest hang (default 900).
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Only cases whose name contains PATTERN (passed to the selftests).
     #[arg(long)]
     pub filter: Option<String>,
     /// Seconds to wait for the KTAP header before calling it a failed boot
@@ -63,9 +70,27 @@ pub struct TestArgs {
     /// `--mutants all`: every patch in patches/mutants/.
     #[arg(long, value_name = "all")]
     pub mutants: Option<String>,
+    /// Install missing host tools first (`cargo xtask doctor --install`).
+    #[arg(long)]
+    pub install_deps: bool,
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
+    if args.install_deps {
+        let code = crate::doctor::run(crate::doctor::DoctorArgs { install: true })?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+    if !args.host {
+        use crate::doctor::Stage;
+        let stages: &[Stage] = match (&args.kernel, &args.tree) {
+            (Some(_), _) => &[Stage::Boot],
+            (None, Some(_)) => &[Stage::Build, Stage::Boot],
+            (None, None) => &[Stage::Tree, Stage::Build, Stage::Boot],
+        };
+        crate::doctor::preflight(stages)?;
+    }
     if args.mutant.is_some() || args.mutants.is_some() {
         return run_mutants(&args);
     }
@@ -148,7 +173,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         None => {
             let tree = match tree_override.or(args.tree.as_deref()) {
                 Some(t) => t.to_path_buf(),
-                None => crate::tree::ensure_default_tree().context("no --tree/--kernel given and the default tree is not available")?,
+                None => build::default_series_checkout()?,
             };
             let plan = build::plan(&tree, &fragments, None, true)?;
             build::configure(&plan)?;
@@ -161,9 +186,22 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         Some(_) => None,
         None => Some(selftests_binary(args)?),
     };
+    // With --kernel the fragments are whatever that image was built from:
+    // an image under target/kbuild/.../<set>/arch/x86/boot names its set.
+    let config_label = match &args.kernel {
+        None => fragments.join("+"),
+        Some(_) => image
+            .ancestors()
+            .nth(4)
+            .filter(|d| d.join("xtask-merged.config").is_file())
+            .and_then(|d| d.file_name())
+            .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
+            .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
+    };
     let choice: AccelChoice = boot::choose_accel(&args.accel, &image)?;
     println!("accel: {} — {}", choice.accel.name(), choice.reason);
-    let (run_id, dir) = new_run_dir(&format!("{}-{}", fragments.join("+"), choice.accel.name()))?;
+    let tag = config_label.split(' ').next().unwrap_or("kernel").to_string();
+    let (run_id, dir) = new_run_dir(&format!("{tag}-{}", choice.accel.name()))?;
     let script = dir.join("guest.sh");
     let text = match (&args.exec, &bin) {
         (Some(e), _) => boot::guest_script(&dir, Path::new("/bin/sh"), &["-c".into(), e.clone()]),
@@ -208,11 +246,23 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
             .collect();
         splats.extend(tail_splats);
     }
+    // The KTAP stream: the guest's own copy (clean), else vng's stdout, else
+    // the console (where it lands, mixed with kernel messages, when
+    // virtme-ng-init had to fall back to the serial console).
+    let ktap_text = std::fs::read_to_string(dir.join("ktap.log"))
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| guest.stdout.contains("KTAP version 1").then(|| guest.stdout.clone()))
+        .unwrap_or_else(|| guest.console.clone());
     let ktap = if args.exec.is_some() {
         results::Ktap { version_seen: true, ..Default::default() }
     } else {
-        results::parse_ktap(&guest.stdout)
+        results::parse_ktap(&ktap_text)
     };
+    // The exit status the guest script recorded; vng's own status is only
+    // meaningful when virtio-serial script I/O worked.
+    let exit_file = std::fs::read_to_string(dir.join("exit-code")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let guest_exit = exit_file;
     let read_num = |n: &str| std::fs::read_to_string(dir.join(n)).ok().and_then(|s| s.trim().parse::<u64>().ok());
     let taint_before = read_num("taint-before");
     let taint_after = read_num("taint-after");
@@ -222,7 +272,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         let lines: Vec<&str> = guest.console.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     };
-    let outcome = match (&guest.killed, guest.exit) {
+    let outcome = match (&guest.killed, guest_exit) {
         (Some(Killed::BootTimeout(s)), _) => Outcome::NoBoot(format!(
             "the guest's userspace did not start within {s}s (no output from the guest script, no KTAP header); QEMU was killed. Last console lines:\n{}",
             last_console(15)
@@ -236,9 +286,17 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
                 .unwrap_or_default()
         )),
         (None, _) if panic_line.is_some() => Outcome::Panic(panic_line.clone().unwrap_or_default()),
-        (None, Some(255)) => Outcome::Panic(format!("vng exited 255 (panic=-1 reboot); last console lines:\n{}", last_console(15))),
         (None, _) if guest.up_s.is_none() => Outcome::NoBoot(format!(
             "vng exited ({}) before the guest script ran; last console lines:\n{}",
+            guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
+            last_console(15)
+        )),
+        (None, None) if guest.exit == Some(255) => Outcome::Panic(format!(
+            "the guest script never finished and vng exited 255 (panic=-1 reboot or a crash); last console lines:\n{}",
+            last_console(15)
+        )),
+        (None, None) => Outcome::Error(format!(
+            "the guest script never recorded an exit status (vng exited {}); last console lines:\n{}",
             guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
             last_console(15)
         )),
@@ -254,7 +312,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
     // Splats fail every kind of outcome; add them to Failed, keep the others.
     if let Outcome::Passed = outcome {
         if !splats.is_empty() {
-            outcome = results::verdict(&ktap, &splats, taint_before, taint_after, guest.exit);
+            outcome = results::verdict(&ktap, &splats, taint_before, taint_after, guest_exit);
         }
     }
     let result = RunResult {
@@ -262,11 +320,11 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         mode: "vng".into(),
         kernel,
         kernel_image: Some(image),
-        config: fragments.join("+"),
+        config: config_label,
         accel: choice.accel.name().into(),
         accel_reason: choice.reason.clone(),
         command,
-        guest_exit: guest.exit,
+        guest_exit,
         boot_to_first_ktap_s: guest.first_ktap_s,
         duration_s: start.elapsed().as_secs_f64(),
         taint_before,
@@ -449,9 +507,9 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
             rows.push((name.clone(), Err("apply created no commit".into()), false));
             continue;
         };
-        // One scratch worktree and build dir for all mutants: each build
+        // The series' scratch worktree and build dir: each mutant build
         // recompiles only what the mutant patch touches.
-        let src = match build::scratch_worktree(&tree, "mutant", &tip) {
+        let src = match build::scratch_worktree(&tree, "series", &tip) {
             Ok(s) => s,
             Err(e) => {
                 rows.push((name.clone(), Err(format!("{e:#}")), false));
@@ -507,6 +565,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         exec: None,
         mutant: None,
         mutants: None,
+        install_deps: false,
     };
     let bin = selftests_binary(&args)?;
     let sh = Shell::new()?;

@@ -65,3 +65,47 @@ fn junit_marks_the_case_with_the_splat_failed() {
     assert_eq!(back["ktap"]["cases"][1]["status"], "skip");
     assert_eq!(back["ktap"]["cases"][1]["reason"], "no SW_PROTECTED VMs");
 }
+
+fn result_with(ktap: &str, log: &str, outcome: Option<Outcome>) -> RunResult {
+    let k = parse_ktap(ktap);
+    let splats = scan_splats(log);
+    let outcome = outcome.unwrap_or_else(|| verdict(&k, &splats, Some(0), Some(0), Some(0)));
+    RunResult {
+        run_id: "m".into(),
+        mode: "vng".into(),
+        kernel: None,
+        kernel_image: None,
+        config: "base+gmem".into(),
+        accel: "tcg".into(),
+        accel_reason: "test".into(),
+        command: vec![],
+        guest_exit: Some(1),
+        boot_to_first_ktap_s: None,
+        duration_s: 1.0,
+        taint_before: Some(0),
+        taint_after: Some(0),
+        ktap: k,
+        splats,
+        outcome,
+    }
+}
+
+#[test]
+fn mutant_killers_name_failed_cases_splats_and_hangs() {
+    use xtask::test::killers;
+    let failed = result_with("KTAP version 1\n1..2\nok 1 a.one\nnot ok 2 bind.gpa_overlap_eexist@sw_protected\n", "", None);
+    assert_eq!(killers(&failed), vec!["bind.gpa_overlap_eexist@sw_protected"]);
+    let splat = result_with(KTAP, LOG, None);
+    let k = killers(&splat);
+    assert_eq!(k.len(), 1, "{k:?}");
+    assert!(k[0].starts_with("a.one (splat: WARNING: CPU: 0 PID: 9 at virt/kvm/kvm_main.c:1335"), "{k:?}");
+    let hang = result_with(
+        "KTAP version 1\n1..2\nok 1 a.one\n",
+        "",
+        Some(Outcome::Hang("the run did not finish within 900s; QEMU was killed while `regression.x` was running".into())),
+    );
+    let k = killers(&hang);
+    assert!(k.iter().any(|x| x.starts_with("hang:") && x.contains("regression.x")), "{k:?}");
+    let survived = result_with(KTAP, "", None);
+    assert!(killers(&survived).is_empty());
+}
