@@ -1,8 +1,494 @@
 //! Booting a kernel with virtme-ng: accel detection and the vng command
 //! line. (Issue #3.)
+//!
+//! The guest runs a generated script (`guest.sh` in the run directory, which
+//! vng shares read-write) that records the taint before and after, runs the
+//! selftests with stdout going to vng's stdout, and saves `dmesg`. vng's
+//! `--verbose` sends the kernel console (loglevel 7) to its stderr, so the
+//! KTAP stream and the kernel log arrive on separate pipes; both are saved
+//! and interleaved into `guest.log` in arrival order.
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
-pub fn bench_boot() -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`bench boot` is not implemented yet (issue #3)")
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use xshell::{cmd, Shell};
+
+use crate::results;
+use crate::util;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
 }
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Which accelerator, and why (always printed; never a silent fallback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccelChoice {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+/// `--accel auto|kvm|tcg`.
+pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
+    match request {
+        "tcg" => Ok(AccelChoice { accel: Accel::Tcg, reason: "requested with --accel tcg".into() }),
+        "kvm" => {
+            if let Err(e) = dev_kvm_usable() {
+                bail!("--accel kvm: {e}; use --accel tcg or auto");
+            }
+            Ok(AccelChoice { accel: Accel::Kvm, reason: "requested with --accel kvm (not probed)".into() })
+        }
+        "auto" => {
+            if let Err(e) = dev_kvm_usable() {
+                return Ok(AccelChoice { accel: Accel::Tcg, reason: format!("auto: {e}") });
+            }
+            let probe = probe_kvm(image)?;
+            Ok(if probe.boots {
+                AccelChoice { accel: Accel::Kvm, reason: format!("auto: {}", probe.detail) }
+            } else {
+                AccelChoice { accel: Accel::Tcg, reason: format!("auto: /dev/kvm cannot boot a kernel ({})", probe.detail) }
+            })
+        }
+        other => bail!("--accel `{other}`: expected auto, kvm or tcg"),
+    }
+}
+
+fn dev_kvm_usable() -> Result<(), String> {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("/dev/kvm is not usable ({e})")),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KvmProbe {
+    pub boots: bool,
+    pub detail: String,
+    pub boot_id: String,
+}
+
+/// Boot `image` under `qemu -accel kvm` without a root filesystem: a kernel
+/// that gets as far as looking for its root (and panics) proves that this
+/// host's KVM can boot a stock kernel. The answer is cached for this host
+/// boot in target/xtask-kvm-probe.json.
+pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
+    let cache = util::target_dir().join("xtask-kvm-probe.json");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        if let Ok(p) = serde_json::from_str::<KvmProbe>(&text) {
+            if p.boot_id == boot_id && !boot_id.is_empty() {
+                return Ok(KvmProbe { detail: format!("{} (probe cached for this host boot in {})", p.detail, cache.display()), ..p });
+            }
+        }
+    }
+    let timeout = Duration::from_secs(30);
+    eprintln!("accel: probing whether /dev/kvm boots a kernel (qemu -accel kvm, up to {}s)...", timeout.as_secs());
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel"])
+        .arg(image)
+        .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 loglevel=7"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = command.spawn().context("starting qemu-system-x86_64 for the KVM probe (is QEMU installed?)")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
+        .into_iter()
+        .flatten()
+    {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        }));
+    }
+    drop(tx);
+    let mut seen_linux = false;
+    let mut last = String::new();
+    let verdict = loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+            Ok(line) => {
+                if line.contains("Linux version") {
+                    seen_linux = true;
+                }
+                if line.contains("VFS: Unable to mount root") || line.contains("Run /init") || line.contains("Freeing unused kernel") || line.contains("No working init found") {
+                    break (true, format!("a kernel booted to its root mount under -accel kvm in {:.1}s", start.elapsed().as_secs_f64()));
+                }
+                if !line.trim().is_empty() {
+                    last = line;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ok();
+                break (
+                    false,
+                    format!(
+                        "qemu -accel kvm exited ({}) before the kernel reached its root mount{}; last output: {}",
+                        status.map(|s| s.to_string()).unwrap_or_default(),
+                        if seen_linux { "" } else { " (no `Linux version` banner)" },
+                        if last.is_empty() { "(none)".into() } else { last.clone() }
+                    ),
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if start.elapsed() >= timeout {
+                    break (
+                        false,
+                        format!(
+                            "a kernel under qemu -accel kvm did not reach its root mount within {}s{}; last output: {}",
+                            timeout.as_secs(),
+                            if seen_linux { "" } else { " (not even the `Linux version` banner)" },
+                            if last.is_empty() { "(none)".into() } else { last.clone() }
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    let probe = KvmProbe { boots: verdict.0, detail: verdict.1, boot_id };
+    if let Ok(text) = serde_json::to_string_pretty(&probe) {
+        std::fs::create_dir_all(util::target_dir()).ok();
+        std::fs::write(&cache, text).ok();
+    }
+    Ok(probe)
+}
+
+/// Everything that decides the vng command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VngSpec {
+    pub image: PathBuf,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory: String,
+    /// Directory shared read-write with the guest (the run directory).
+    pub rwdir: PathBuf,
+    /// Shell command run in the guest.
+    pub exec: String,
+    /// Extra kernel command line.
+    pub append: Vec<String>,
+}
+
+/// The vng argument vector (without the program name).
+pub fn vng_args(spec: &VngSpec) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["--run".into(), spec.image.clone().into_os_string()];
+    a.push("--verbose".into());
+    a.push("--disable-microvm".into());
+    // base.config has 9p and no virtio-fs; without this vng spends ~3 s per
+    // shared directory waiting for a virtiofsd that fails to start here.
+    a.push("--force-9p".into());
+    a.push("--cpus".into());
+    a.push(spec.cpus.to_string().into());
+    a.push("--memory".into());
+    a.push(spec.memory.clone().into());
+    match spec.accel {
+        Accel::Tcg => {
+            a.push("--disable-kvm".into());
+            a.push("--qemu-opts=-cpu max".into());
+        }
+        Accel::Kvm => {
+            // vng picks `-cpu host` when it uses KVM; nested SVM/VMX comes
+            // from the host.
+        }
+    }
+    let mut rw = OsString::from("--rwdir=");
+    rw.push(spec.rwdir.as_os_str());
+    a.push(rw);
+    for arg in &spec.append {
+        a.push("--append".into());
+        a.push(arg.into());
+    }
+    a.push("--exec".into());
+    a.push(spec.exec.clone().into());
+    a
+}
+
+/// Kernel arguments every run gets: /dev/kmsg writes from the selftests'
+/// begin/end markers must not be rate limited.
+pub fn default_append() -> Vec<String> {
+    vec!["printk.devkmsg=on".into()]
+}
+
+/// Single-quote a word for sh.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=+:,@%".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// First line the guest script prints on stdout: the guest has booted and
+/// its userspace runs (before the selftests print their KTAP header).
+pub const GUEST_UP: &str = "# gmem-harness: guest up";
+
+/// The script the guest runs.
+pub fn guest_script(run_dir: &Path, program: &Path, args: &[String]) -> String {
+    let run = sh_quote(&run_dir.display().to_string());
+    let mut cmdline = sh_quote(&program.display().to_string());
+    for a in args {
+        cmdline.push(' ');
+        cmdline.push_str(&sh_quote(a));
+    }
+    // The selftests' stdout is also written to $RUN/ktap.log and their exit
+    // status to $RUN/exit-code: without udev in the shared root,
+    // virtme-ng-init finds no /dev/virtio-ports/virtme.* links and falls back
+    // to running the script on the serial console, where the output mixes
+    // with kernel messages and vng cannot return the exit status.
+    format!(
+        "#!/bin/sh\n\
+         # Generated by cargo xtask test: runs inside the guest.\n\
+         RUN={run}\n\
+         echo 'gmem-harness: guest up' > /dev/kmsg 2>/dev/null\n\
+         echo '{GUEST_UP}'\n\
+         cat /proc/sys/kernel/tainted > \"$RUN/taint-before\" 2>/dev/null\n\
+         uname -r > \"$RUN/guest-uname\" 2>/dev/null\n\
+         {{ {cmdline}; echo $? > \"$RUN/exit-code\"; }} | tee \"$RUN/ktap.log\"\n\
+         rc=$(cat \"$RUN/exit-code\" 2>/dev/null || echo 125)\n\
+         echo \"gmem-harness: tests done rc=$rc\" > /dev/kmsg 2>/dev/null\n\
+         cat /proc/sys/kernel/tainted > \"$RUN/taint-after\" 2>/dev/null\n\
+         dmesg > \"$RUN/guest-dmesg.log\" 2>&1\n\
+         exit $rc\n"
+    )
+}
+
+/// What a guest run produced.
+#[derive(Debug, Clone)]
+pub struct GuestRun {
+    pub exit: Option<i32>,
+    pub stdout: String,
+    pub console: String,
+    /// Seconds from start to the first KTAP line (`KTAP version 1`).
+    pub first_ktap_s: Option<f64>,
+    /// Seconds from start to the guest script's first line (or the KTAP
+    /// header when there is no guest script, e.g. --host).
+    pub up_s: Option<f64>,
+    pub duration: Duration,
+    /// Set when the harness killed the guest.
+    pub killed: Option<Killed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Killed {
+    BootTimeout(u64),
+    RunTimeout(u64),
+}
+
+/// Run a command (vng) with boot and whole-run deadlines; stdout and stderr
+/// are saved to `<run_dir>/stdout.log`, `console.log` and interleaved into
+/// `guest.log`; `echo_ktap` prints KTAP lines as they come.
+pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout: Duration, run_timeout: Duration, echo: bool) -> Result<GuestRun> {
+    // vng stays in our process group so that Ctrl-C reaches it and its
+    // QEMU; on a timeout the harness kills the whole process tree itself.
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = command.spawn().with_context(|| format!("starting {program} (is virtme-ng installed? `pip install virtme-ng`)"))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let mut readers = Vec::new();
+    for (is_console, stream) in [
+        (false, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)),
+        (true, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)),
+    ] {
+        let Some(stream) = stream else { continue };
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        if tx.send((is_console, line)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let open = |name: &str| std::fs::File::create(run_dir.join(name)).with_context(|| format!("creating {}", run_dir.join(name).display()));
+    let mut f_out = open("stdout.log")?;
+    let mut f_con = open("console.log")?;
+    let mut f_all = open("guest.log")?;
+    let mut stdout = String::new();
+    let mut console = String::new();
+    let mut first_ktap: Option<f64> = None;
+    let mut up: Option<f64> = None;
+    let mut killed = None;
+    loop {
+        let elapsed = start.elapsed();
+        if up.is_none() && elapsed >= boot_timeout {
+            killed = Some(Killed::BootTimeout(boot_timeout.as_secs()));
+            break;
+        }
+        if elapsed >= run_timeout {
+            killed = Some(Killed::RunTimeout(run_timeout.as_secs()));
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok((is_console, line)) => {
+                let t = start.elapsed().as_secs_f64();
+                let _ = writeln!(f_all, "{}{line}", if is_console { "" } else { "| " });
+                let trimmed = results::strip_kmsg_prefix(line.trim());
+                if up.is_none() && (trimmed == "KTAP version 1" || trimmed == GUEST_UP) {
+                    up = Some(t);
+                }
+                if first_ktap.is_none() && trimmed == "KTAP version 1" {
+                    first_ktap = Some(t);
+                }
+                if echo && is_console && !line.trim_start().starts_with('[') && (trimmed.starts_with("ok ") || trimmed.starts_with("not ok ") || trimmed.starts_with('#') || trimmed.starts_with("KTAP") || trimmed.starts_with("1..")) {
+                    println!("  | {line}");
+                }
+                if is_console {
+                    let _ = writeln!(f_con, "{line}");
+                    console.push_str(&line);
+                    console.push('\n');
+                } else {
+                    let _ = writeln!(f_out, "{line}");
+                    if echo {
+                        println!("  | {line}");
+                    }
+                    stdout.push_str(&line);
+                    stdout.push('\n');
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if killed.is_some() {
+        kill_tree(pid);
+    }
+    let status = child.wait()?;
+    for r in readers {
+        let _ = r.join();
+    }
+    Ok(GuestRun { exit: status.code(), stdout, console, first_ktap_s: first_ktap, up_s: up, duration: start.elapsed(), killed })
+}
+
+/// SIGTERM, then SIGKILL, to `pid` and all its descendants (vng, its
+/// helpers and QEMU), found through /proc.
+fn kill_tree(pid: u32) {
+    let Ok(sh) = Shell::new() else { return };
+    for signal in ["-TERM", "-KILL"] {
+        let mut pids: Vec<String> = descendants(pid).into_iter().map(|p| p.to_string()).collect();
+        pids.push(pid.to_string());
+        let _ = cmd!(sh, "kill {signal} {pids...}").quiet().ignore_status().ignore_stderr().run();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// All descendants of `root` (children first found, grandchildren after).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.filter_map(|e| e.ok()) {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // The command name may hold spaces and parentheses: fields
+            // after the last ')' are "state ppid ...".
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (child, _) in parent_of.iter().filter(|(_, pp)| *pp == p) {
+            out.push(*child);
+            frontier.push(*child);
+        }
+    }
+    out
+}
+
+/// `cargo xtask bench boot`: boot-to-first-KTAP-line of the newest built
+/// kernel (or $XTASK_KERNEL) under TCG, and under KVM when the probe says
+/// it works. The baseline, measured in the same run, is the round trip of
+/// the same kernel running `true`.
+pub fn bench_boot() -> Result<ExitCode> {
+    let image = match std::env::var_os("XTASK_KERNEL") {
+        Some(p) => PathBuf::from(p),
+        None => newest_image().context("no built kernel under target/kbuild; run `cargo xtask build-kernel` or set XTASK_KERNEL")?,
+    };
+    let dir = util::target_dir().join("results").join("bench-boot");
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    let mut accels = vec![AccelChoice { accel: Accel::Tcg, reason: "always measured".into() }];
+    let kvm = choose_accel("auto", &image)?;
+    println!("kernel {}\naccel probe: {} ({})", image.display(), kvm.accel.name(), kvm.reason);
+    if kvm.accel == Accel::Kvm {
+        accels.push(kvm);
+    }
+    for choice in accels {
+        // Baseline: boot and run `true`.
+        let spec = VngSpec {
+            image: image.clone(),
+            accel: choice.accel,
+            cpus: 2,
+            memory: "2G".into(),
+            rwdir: dir.clone(),
+            exec: "true".into(),
+            append: default_append(),
+        };
+        let base = run_guest("vng", &vng_args(&spec), &dir, Duration::from_secs(600), Duration::from_secs(600), false)?;
+        // Measured: a KTAP header printed by the guest as the first thing.
+        let script = dir.join("ktap.sh");
+        std::fs::write(&script, "#!/bin/sh\necho 'KTAP version 1'\necho '1..0'\n")?;
+        let spec = VngSpec { exec: format!("sh {}", sh_quote(&script.display().to_string())), ..spec };
+        let run = run_guest("vng", &vng_args(&spec), &dir, Duration::from_secs(600), Duration::from_secs(600), false)?;
+        let first = run.first_ktap_s.context("the guest never printed its KTAP header; see target/results/bench-boot/guest.log")?;
+        rows.push((choice.accel.name(), first, base.duration.as_secs_f64(), run.duration.as_secs_f64()));
+    }
+    println!("\n{:<6} {:>18} {:>20} {:>10} {:>8}", "accel", "first KTAP line", "baseline (`true`)", "ratio", "goal");
+    for (a, first, base, _) in &rows {
+        println!("{a:<6} {first:>17.1}s {base:>19.1}s {:>10.3} {:>8}", first / base.max(0.001), if *a == "tcg" { "<= 25s" } else { "" });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The most recently built bzImage under target/kbuild.
+pub fn newest_image() -> Option<PathBuf> {
+    let root = util::target_dir().join("kbuild");
+    walkdir::WalkDir::new(root)
+        .max_depth(6)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "bzImage" && e.path().ends_with("arch/x86/boot/bzImage"))
+        .filter_map(|e| e.metadata().ok().and_then(|m| m.modified().ok()).map(|t| (t, e.into_path())))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
+}
+

@@ -1,10 +1,26 @@
 //! `cargo xtask build-kernel`: out-of-tree kernel builds from fragments.
 //! (Issue #3.)
+//!
+//! Every (tree, fragment set) pair gets its own `O=` directory under
+//! `target/kbuild/<tree-name>-<hash of its path>/<base+gmem+...>/`, so
+//! switching configs never rebuilds the world and a rebuild with nothing
+//! changed is a few seconds of make walking the tree. The config is
+//! regenerated into a side file and only copied over `.config` when it
+//! differs, so an unchanged config does not touch a single object.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use crate::kconfig;
+use crate::util;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -17,12 +33,542 @@ pub struct BuildArgs {
     /// Build after every patch of the series and report the first that breaks.
     #[arg(long)]
     pub each_patch: bool,
+    /// With --each-patch: build these commits (`BASE..TIP`, oldest first)
+    /// instead of applying the series (for trees where the series is already
+    /// committed, or for any other stack of patches).
+    #[arg(long, requires = "each_patch")]
+    pub range: Option<String>,
+    /// Parallel jobs for make (default: number of CPUs).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Do not use ccache even when it is installed.
+    #[arg(long)]
+    pub no_ccache: bool,
 }
 
-pub fn run(_args: BuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`build-kernel` is not implemented yet (issue #3)")
+/// A prepared build: where it happens and what it was asked for.
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub tree: PathBuf,
+    pub fragments: Vec<String>,
+    pub dir: PathBuf,
+    pub jobs: usize,
+    pub ccache: bool,
 }
 
-pub fn bench_build() -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`bench` for this stage is not implemented yet")
+/// The result of a successful build.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image: PathBuf,
+    pub dir: PathBuf,
+    pub duration: Duration,
+    /// Objects compiled in this run (CC lines of make's output).
+    pub compiled: usize,
+    pub log: PathBuf,
+    pub kernel_release: Option<String>,
+}
+
+pub fn run(args: BuildArgs) -> Result<ExitCode> {
+    crate::doctor::preflight(&[crate::doctor::Stage::Build])?;
+    let fragments = kconfig::fragment_list(&args.config)?;
+    if args.each_patch {
+        let tree = match &args.tree {
+            Some(t) => t.clone(),
+            None => crate::tree::ensure_default_tree().context("no --tree given and the default tree is not available; pass --tree /path/to/linux")?,
+        };
+        return each_patch(&args, &tree, &fragments);
+    }
+    let tree = match &args.tree {
+        Some(t) => t.clone(),
+        None => default_series_checkout()?,
+    };
+    let plan = plan(&tree, &fragments, args.jobs, !args.no_ccache)?;
+    configure(&plan)?;
+    let built = make_bzimage(&plan)?;
+    println!(
+        "kernel {} built in {}: {}",
+        built.kernel_release.as_deref().unwrap_or("(unknown release)"),
+        fmt_duration(built.duration),
+        built.image.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Check the tree and pick the build directory.
+pub fn plan(tree: &Path, fragments: &[String], jobs: Option<usize>, want_ccache: bool) -> Result<BuildPlan> {
+    let tree = check_tree(tree)?;
+    let dir = build_dir(&tree, fragments);
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let ccache = want_ccache && which("ccache").is_some();
+    Ok(BuildPlan { tree, fragments: fragments.to_vec(), dir, jobs, ccache })
+}
+
+pub fn check_tree(tree: &Path) -> Result<PathBuf> {
+    let tree = tree
+        .canonicalize()
+        .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
+    for needed in ["Makefile", "Kconfig", "arch/x86/Kconfig", "scripts/kconfig"] {
+        if !tree.join(needed).exists() {
+            bail!(
+                "{} does not look like a Linux source tree ({} is missing); pass --tree with the top of a kernel tree",
+                tree.display(),
+                needed
+            );
+        }
+    }
+    if tree.join(".config").exists() {
+        bail!(
+            "{} has a .config in the source directory; out-of-tree builds refuse such trees (move it away or run `make mrproper` there)",
+            tree.display()
+        );
+    }
+    Ok(tree)
+}
+
+/// `target/kbuild/<tree-name>-<8 hex of sha256(path)>/<frag+frag>`.
+pub fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
+    util::target_dir().join("kbuild").join(tree_id(tree)).join(fragments.join("+"))
+}
+
+pub fn tree_id(tree: &Path) -> String {
+    let digest = Sha256::digest(tree.as_os_str().as_encoded_bytes());
+    let name = tree.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
+    format!("{name}-{}", &hex::encode(digest)[..8])
+}
+
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+fn make_vars(plan: &BuildPlan) -> Vec<String> {
+    let mut v = vec![format!("O={}", plan.dir.display())];
+    if plan.ccache {
+        v.push("CC=ccache gcc".into());
+    }
+    v
+}
+
+/// Merge the fragments, generate the config, replace `.config` only when it
+/// changed, then check that every requested option survived.
+pub fn configure(plan: &BuildPlan) -> Result<()> {
+    std::fs::create_dir_all(&plan.dir).with_context(|| format!("creating {}", plan.dir.display()))?;
+    let frags = kconfig::load_fragments(&util::kconfigs_dir(), &plan.fragments)?;
+    let merged = kconfig::merge(&frags);
+    for (old, new) in &merged.overrides {
+        println!(
+            "config: {} {}={} overrides {}={} from {}.config",
+            new.source, new.option, new.value, old.option, old.value, old.source
+        );
+    }
+    let merged_path = plan.dir.join("xtask-merged.config");
+    std::fs::write(&merged_path, merged.render()).with_context(|| format!("writing {}", merged_path.display()))?;
+
+    let sh = Shell::new()?;
+    sh.change_dir(&plan.tree);
+    let vars = make_vars(plan);
+    let new_name = ".config.xtask-new";
+    let allconfig = format!("KCONFIG_ALLCONFIG={}", merged_path.display());
+    let kconfig_config = format!("KCONFIG_CONFIG={new_name}");
+    let log = plan.dir.join("config.log");
+    let vars2 = vars.clone();
+    let out = cmd!(sh, "make {vars2...} {kconfig_config} {allconfig} allnoconfig")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    let out2 = if out.status.success() {
+        Some(cmd!(sh, "make {vars...} {kconfig_config} olddefconfig").quiet().ignore_status().output()?)
+    } else {
+        None
+    };
+    let mut text = Vec::new();
+    for o in [Some(&out), out2.as_ref()].into_iter().flatten() {
+        text.extend_from_slice(&o.stdout);
+        text.extend_from_slice(&o.stderr);
+    }
+    std::fs::write(&log, &text).ok();
+    if !out.status.success() || !out2.as_ref().is_some_and(|o| o.status.success()) {
+        bail!(
+            "generating the kernel config failed (see {}):\n{}",
+            log.display(),
+            tail_lines(&String::from_utf8_lossy(&text), 15)
+        );
+    }
+    let new_path = plan.dir.join(new_name);
+    let new_text = std::fs::read_to_string(&new_path).with_context(|| format!("reading {}", new_path.display()))?;
+    let cur_path = plan.dir.join(".config");
+    let old_text = std::fs::read_to_string(&cur_path).unwrap_or_default();
+    if strip_header(&old_text) != strip_header(&new_text) {
+        std::fs::rename(&new_path, &cur_path).with_context(|| format!("replacing {}", cur_path.display()))?;
+        println!("config: {} written ({} fragments: {})", cur_path.display(), plan.fragments.len(), plan.fragments.join(", "));
+    } else {
+        std::fs::remove_file(&new_path).ok();
+        println!("config: {} unchanged ({})", cur_path.display(), plan.fragments.join(", "));
+    }
+    let dot = kconfig::parse_dotconfig(&new_text);
+    let mut dropped = kconfig::check_survivors(&merged, &dot);
+    if !dropped.is_empty() {
+        kconfig::explain_dropped(&plan.tree, &mut dropped, &dot)?;
+        let mut msg = format!(
+            "{} of {} requested options did not survive olddefconfig in {}:\n",
+            dropped.len(),
+            merged.requests.len(),
+            plan.tree.display()
+        );
+        for d in &dropped {
+            msg.push_str(&format!("  {d}\n"));
+        }
+        msg.push_str("fix the fragment (or the tree) and run again; nothing was built");
+        bail!(msg);
+    }
+    println!("config: all {} requested options survived", merged.requests.len());
+    Ok(())
+}
+
+/// The auto-generated header of a .config carries no option; compare the rest.
+fn strip_header(text: &str) -> String {
+    text.lines().filter(|l| !l.starts_with("# Linux/") && !l.starts_with("# Compiler:")).collect::<Vec<_>>().join("\n")
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 60.0 {
+        format!("{}m{:04.1}s", (s / 60.0) as u64, s % 60.0)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+/// Which make output lines are steps of the build (` CC  foo.o`).
+pub fn classify_make_line(line: &str) -> Option<(&str, &str)> {
+    let t = line.trim_start();
+    if !line.starts_with("  ") {
+        return None;
+    }
+    let mut it = t.splitn(2, char::is_whitespace);
+    let verb = it.next()?;
+    let what = it.next()?.trim();
+    if verb.is_empty() || what.is_empty() || !verb.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+        return None;
+    }
+    Some((verb, what))
+}
+
+/// `make bzImage` with a progress bar fed from make's output; the full
+/// output goes to `<dir>/build.log`.
+pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
+    make_target(plan, &plan.tree, "bzImage")
+}
+
+pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> {
+    let log_path = plan.dir.join("build.log");
+    let mut log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let sh = Shell::new()?;
+    sh.change_dir(src);
+    let vars = make_vars(plan);
+    let jobs = format!("-j{}", plan.jobs);
+    let mut command: Command = cmd!(sh, "make {vars...} {jobs} {target}").into();
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let expected = std::fs::read_to_string(plan.dir.join("xtask-objects")).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let pb = match expected {
+        Some(n) if n > 0 => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/~{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        _ => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} objects {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    pb.enable_steady_tick(Duration::from_millis(250));
+    pb.set_message(format!("make {target} ({})", plan.dir.display()));
+    let start = Instant::now();
+    let mut child = command.spawn().context("starting make (is it installed?)")?;
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if tx.send((false, line)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                if tx.send((true, line)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut compiled = 0usize;
+    let mut problems: Vec<String> = Vec::new();
+    for (is_err, line) in rx {
+        let _ = writeln!(log, "{line}");
+        if let Some((verb, what)) = classify_make_line(&line) {
+            if verb == "CC" || verb == "AS" {
+                compiled += 1;
+                pb.inc(1);
+            }
+            let short = what.strip_prefix(&format!("{}/", plan.dir.display())).unwrap_or(what);
+            pb.set_message(format!("{verb} {short}"));
+        } else if is_err && (line.contains("error") || line.contains("Error")) {
+            problems.push(line);
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait()?;
+    pb.finish_and_clear();
+    let duration = start.elapsed();
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let mut shown: Vec<String> = problems.iter().take(20).cloned().collect();
+        if shown.is_empty() {
+            shown.push(tail_lines(&text, 20));
+        }
+        bail!(
+            "make {target} failed after {} ({}); errors:\n{}\nfull log: {}",
+            fmt_duration(duration),
+            status,
+            shown.join("\n"),
+            log_path.display()
+        );
+    }
+    let image = plan.dir.join("arch/x86/boot/bzImage");
+    if target == "bzImage" && !image.is_file() {
+        bail!("make succeeded but {} is missing (see {})", image.display(), log_path.display());
+    }
+    if compiled > 0 {
+        let n = count_objects(&plan.dir);
+        std::fs::write(plan.dir.join("xtask-objects"), format!("{n}\n")).ok();
+    }
+    let kernel_release = std::fs::read_to_string(plan.dir.join("include/config/kernel.release")).ok().map(|s| s.trim().to_string());
+    Ok(Built { image, dir: plan.dir.clone(), duration, compiled, log: log_path, kernel_release })
+}
+
+/// Number of `.o` files in a build directory.
+pub fn count_objects(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "o"))
+        .count()
+}
+
+/// The commits to build one by one: from `--range` or from applying the series.
+fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, String)>> {
+    let sh = Shell::new()?;
+    sh.change_dir(tree);
+    if let Some(range) = &args.range {
+        if !range.contains("..") {
+            bail!("--range `{range}` must be BASE..TIP");
+        }
+        let out = cmd!(sh, "git rev-list --reverse --no-merges {range}")
+            .quiet()
+            .read()
+            .with_context(|| format!("listing commits of {range} in {}", tree.display()))?;
+        let mut v = Vec::new();
+        for c in out.lines().filter(|l| !l.is_empty()) {
+            let subject = cmd!(sh, "git log -1 --format=%s {c}").quiet().read()?;
+            v.push((c.to_string(), subject));
+        }
+        if v.is_empty() {
+            bail!("--range {range} holds no commits");
+        }
+        return Ok(v);
+    }
+    // A branch of our own, replaced on every run; the user's branches and
+    // checkout stay as they are (apply does not check out).
+    let branch = "guest_memfd/each-patch".to_string();
+    delete_branch_if_exists(tree, &branch)?;
+    let applied = crate::series::apply(&crate::series::ApplyRequest {
+        series: "guest_memfd".into(),
+        tree: tree.to_path_buf(),
+        extra: Vec::new(),
+        branch: Some(branch),
+    })
+    .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
+    println!("each-patch: series applied on branch {} ({} patches)", applied.branch, applied.commits.len());
+    Ok(applied
+        .commits
+        .into_iter()
+        .filter_map(|p| p.commit.map(|c| (c, p.subject)))
+        .collect())
+}
+
+/// `--each-patch`: one scratch worktree and one build directory, every
+/// commit checked out and built in order; the first failure is reported.
+fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<ExitCode> {
+    let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
+    let commits = each_patch_commits(args, &tree)?;
+    // The same scratch worktree (and so the same build directory) as the
+    // default flow and the mutants: walking the series rebuilds only the
+    // files each patch touches, and a `test` afterwards finds the tip built.
+    let scratch = scratch_worktree(&tree, "series", &commits[0].0)?;
+    let plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
+    let wsh = Shell::new()?;
+    wsh.change_dir(&scratch);
+    let total = commits.len();
+    let mut rows: Vec<(usize, String, String, String)> = Vec::new();
+    let mut broken: Option<(usize, String, String)> = None;
+    for (i, (commit, subject)) in commits.iter().enumerate() {
+        println!("[{}/{total}] {} {subject}", i + 1, &commit[..12.min(commit.len())]);
+        cmd!(wsh, "git checkout --quiet --force --detach {commit}")
+            .quiet()
+            .run()
+            .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
+        let result = configure(&plan).and_then(|_| make_bzimage(&plan));
+        match result {
+            Ok(b) => rows.push((i + 1, commit.clone(), subject.clone(), format!("ok ({})", fmt_duration(b.duration)))),
+            Err(e) => {
+                rows.push((i + 1, commit.clone(), subject.clone(), "FAILED".into()));
+                broken = Some((i + 1, subject.clone(), format!("{e:#}")));
+                break;
+            }
+        }
+    }
+    println!("\n{:>3}  {:<12}  {:<16}  subject", "#", "commit", "build");
+    for (n, c, s, st) in &rows {
+        println!("{n:>3}  {:<12}  {st:<16}  {s}", &c[..12.min(c.len())]);
+    }
+    for (n, c, s) in commits.iter().enumerate().skip(rows.len()).map(|(i, (c, s))| (i + 1, c, s)) {
+        println!("{n:>3}  {:<12}  {:<16}  {s}", &c[..12.min(c.len())], "not built");
+    }
+    match broken {
+        Some((n, subject, err)) => {
+            println!("\nfirst patch that breaks the build: {n}/{total} \"{subject}\"\n{err}");
+            Ok(ExitCode::FAILURE)
+        }
+        None => {
+            println!("\nall {total} patches build with {}", fragments.join("+"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// No --tree: the pinned tree (fetched or cached) with the series applied on
+/// the harness's own branch `<series>/v<N>-xtask` (re-created each time from
+/// patches/, so it is never stale), checked out in a scratch worktree. The
+/// user's checkout and branches are left alone.
+pub fn default_series_checkout() -> Result<PathBuf> {
+    let tree = crate::tree::ensure_default_tree()
+        .context("no --tree given and the default tree is not available; pass --tree /path/to/linux")?;
+    let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
+    let branch = "guest_memfd/xtask".to_string();
+    delete_branch_if_exists(&tree, &branch)?;
+    let applied = crate::series::apply(&crate::series::ApplyRequest {
+        series: "guest_memfd".into(),
+        tree: tree.clone(),
+        extra: Vec::new(),
+        branch: Some(branch.clone()),
+    })
+    .context("applying patches/guest_memfd to the default tree")?;
+    let tip = applied
+        .commits
+        .iter()
+        .rev()
+        .find_map(|c| c.commit.clone())
+        .unwrap_or_else(|| applied.base.clone());
+    println!(
+        "series: {} patches on {} (branch {branch}, tip {})",
+        applied.commits.len(),
+        tree.display(),
+        &tip[..12.min(tip.len())]
+    );
+    scratch_worktree(&tree, "series", &tip)
+}
+
+/// A detached worktree of `tree` under target/kbuild/<tree-id>/<name>-src,
+/// checked out at `commit`. Builds of applied branches happen here, so the
+/// user's checkout is never touched; reusing it keeps builds incremental.
+pub fn scratch_worktree(tree: &Path, name: &str, commit: &str) -> Result<PathBuf> {
+    let root = util::target_dir().join("kbuild").join(tree_id(tree));
+    let scratch = root.join(format!("{name}-src"));
+    let sh = Shell::new()?;
+    sh.change_dir(tree);
+    if !scratch.join(".git").exists() {
+        std::fs::create_dir_all(&root)?;
+        cmd!(sh, "git worktree prune").quiet().run()?;
+        cmd!(sh, "git worktree add --detach {scratch} {commit}")
+            .quiet()
+            .run()
+            .with_context(|| format!("creating the scratch worktree {}", scratch.display()))?;
+    } else {
+        let wsh = Shell::new()?;
+        wsh.change_dir(&scratch);
+        cmd!(wsh, "git checkout --quiet --force --detach {commit}")
+            .quiet()
+            .run()
+            .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
+    }
+    Ok(scratch)
+}
+
+/// Delete a branch the harness owns (mutant and each-patch branches) so
+/// that it can be re-created; refuses when it is checked out somewhere.
+pub fn delete_branch_if_exists(tree: &Path, branch: &str) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(tree);
+    let refname = format!("refs/heads/{branch}");
+    if cmd!(sh, "git show-ref --verify --quiet {refname}").quiet().run().is_ok() {
+        cmd!(sh, "git branch -D {branch}")
+            .quiet()
+            .run()
+            .with_context(|| format!("deleting the old harness branch {branch} in {}", tree.display()))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench build`: cold build (ccache disabled, fresh directory),
+/// no-op rebuild, rebuild after touching virt/kvm/kvm_main.c. The tree is
+/// $XTASK_TREE or the default tree; the config is base+gmem, or
+/// $XTASK_BENCH_CONFIG.
+pub fn bench_build() -> Result<ExitCode> {
+    let tree = match std::env::var_os("XTASK_TREE") {
+        Some(t) => PathBuf::from(t),
+        None => crate::tree::ensure_default_tree().context("set XTASK_TREE=/path/to/linux or fetch the default tree")?,
+    };
+    let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
+    let fragments = kconfig::fragment_list(&spec)?;
+    let mut p = plan(&tree, &fragments, None, false)?;
+    p.dir = util::target_dir().join("kbuild").join("bench").join(fragments.join("+"));
+    if p.dir.exists() {
+        std::fs::remove_dir_all(&p.dir).with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
+    }
+    println!("bench build: tree {}, config {}, -j{}, ccache off, fresh {}", p.tree.display(), fragments.join("+"), p.jobs, p.dir.display());
+    configure(&p)?;
+    let cold = make_bzimage(&p)?;
+    let objects = count_objects(&p.dir);
+    println!("cold build: {} ({} objects)", fmt_duration(cold.duration), objects);
+    let noop = make_bzimage(&p)?;
+    println!("no-op rebuild: {}", fmt_duration(noop.duration));
+    let file = p.tree.join("virt/kvm/kvm_main.c");
+    let f = std::fs::File::options().append(true).open(&file).with_context(|| format!("opening {}", file.display()))?;
+    let old = f.metadata()?.modified()?;
+    f.set_modified(std::time::SystemTime::now())?;
+    let touched = make_bzimage(&p);
+    // Put the mtime back so the user's tree looks untouched.
+    f.set_modified(old).ok();
+    let touched = touched?;
+    println!("rebuild after touching virt/kvm/kvm_main.c: {} ({} objects compiled)", fmt_duration(touched.duration), touched.compiled);
+    let c = cold.duration.as_secs_f64().max(0.001);
+    println!("\n{:<34} {:>10} {:>12} {:>10}", "step", "time", "vs cold", "goal");
+    println!("{:<34} {:>10} {:>12} {:>10}", "cold build", fmt_duration(cold.duration), "1.000", "<= 15m");
+    println!("{:<34} {:>10} {:>12.4} {:>10}", "no-op rebuild", fmt_duration(noop.duration), noop.duration.as_secs_f64() / c, "<= 20s");
+    println!("{:<34} {:>10} {:>12.4} {:>10}", "touch virt/kvm/kvm_main.c", fmt_duration(touched.duration), touched.duration.as_secs_f64() / c, "");
+    println!("objects: {objects}");
+    Ok(ExitCode::SUCCESS)
 }

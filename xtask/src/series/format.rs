@@ -1,0 +1,504 @@
+//! `cargo xtask series format`: a mailing-list-ready series in a directory
+//! that `git send-email DIR` accepts as is. Nothing is sent.
+//!
+//! The series is applied in memory on its verified base (no branch, no
+//! checkout), then `git format-patch` writes `[<prefix> vN k/M]` mails with
+//! a cover letter, `--base` (the `base-commit:` line), the To/Cc headers and,
+//! when the previous version is known, a `git range-diff` against it. The
+//! cover letter is then completed:
+//!
+//! - subject and blurb from `0000-cover-letter.patch` in the series directory
+//!   (its `Subject:` without the `[PATCH ...]` prefix, its body up to the
+//!   generated shortlog); without it, the subject is
+//!   "<name>: backport to Linux <base.version>" and the blurb is empty;
+//! - "Changes in vK:" for every K from N down to 2, from `[[changelog]]`;
+//! - a "Tested:" section from [`tested_section`] when results exist;
+//! - `change-id:` after `base-commit:`.
+//!
+//! v1 is not marked in subjects (`[PATCH 1/3]`, the kernel convention);
+//! from v2 on subjects read `[PATCH v2 1/3]`. Each patch is then checked by
+//! the tree's `scripts/checkpatch.pl --strict` and the counts printed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use git2::{Oid, Repository};
+use regex::Regex;
+
+use super::apply::{commit_patch, open_repo, short, verify_base};
+use super::checkpatch::{self, Checkpatch};
+use super::export::{format_patch, infer_style, swap_dir, PatchStyle};
+use super::mail;
+use super::model::Series;
+
+#[derive(Debug, Clone, Default)]
+pub struct FormatRequest {
+    pub reroll: Option<u32>,
+    /// Added to series.toml's `to`.
+    pub to: Vec<String>,
+    /// Added to series.toml's `cc`.
+    pub cc: Vec<String>,
+    pub out: Option<PathBuf>,
+    /// Previous version: a series directory, a `BASE..TIP` range or a ref.
+    pub compare_to: Option<String>,
+    pub checkpatch: bool,
+    /// Sender of the cover letter, "Name <email>" (default: user.name and
+    /// user.email from git config, else the author of the first patch).
+    pub from: Option<String>,
+    /// results.json of the latest `cargo xtask test`, for the Tested: section.
+    pub results_json: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct FormatReport {
+    pub out: PathBuf,
+    pub files: Vec<(String, String)>,
+    pub range_diff: Option<String>,
+    pub checkpatch: Option<Checkpatch>,
+    pub notes: Vec<String>,
+}
+
+impl fmt::Display for FormatReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (file, subject) in &self.files {
+            writeln!(f, "{file}  {subject}")?;
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        match &self.range_diff {
+            Some(what) => writeln!(f, "range-diff against {what} included in the cover letter")?,
+            None => writeln!(f, "no previous version known: no range-diff")?,
+        }
+        if let Some(cp) = &self.checkpatch {
+            writeln!(f, "{}", checkpatch::table(cp))?;
+        }
+        write!(
+            f,
+            "wrote {} mails to {}; nothing was sent. Review, then: git send-email {}",
+            self.files.len(),
+            self.out.display(),
+            self.out.display()
+        )
+    }
+}
+
+/// Hook for the "Tested:" section of the cover letter: a summary of the
+/// latest `cargo xtask test` run, read from its results.json, or None when
+/// there is no such file or it cannot be read. The integrator owns the
+/// results.json schema; this reads `totals.{pass,fail,skip}` and, when
+/// present, `kernel` and `accel`.
+pub fn tested_section(results_json: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(results_json).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let totals = value.get("totals")?;
+    let num = |k: &str| totals.get(k).and_then(|v| v.as_u64());
+    let (pass, fail, skip) = (num("pass")?, num("fail")?, num("skip")?);
+    let mut out = format!(
+        "Tested: gmem-selftests under virtme-ng: {pass} passed, {fail} failed, {skip} skipped"
+    );
+    if let Some(kernel) = value.get("kernel").and_then(|v| v.as_str()) {
+        out.push_str(&format!("\n  kernel: {kernel}"));
+    }
+    if let Some(accel) = value.get("accel").and_then(|v| v.as_str()) {
+        out.push_str(&format!("\n  accel: {accel}"));
+    }
+    Some(out)
+}
+
+/// Apply `patches` on `base` in the object database only; returns the tip.
+fn build_in_memory(repo: &Repository, base: Oid, patches: &[PathBuf]) -> Result<Oid> {
+    let mut tip = repo.find_commit(base)?;
+    for file in patches {
+        let patch = mail::parse_patch_file(file)?;
+        let diff = git2::Diff::from_buffer(&patch.diff).map_err(|err| {
+            anyhow::anyhow!(
+                "{}: libgit2 cannot parse the diff: {}",
+                file.display(),
+                err.message()
+            )
+        })?;
+        let oid = commit_patch(repo, &tip, &patch, &diff)?;
+        tip = repo.find_commit(oid)?;
+    }
+    Ok(tip.id())
+}
+
+/// The previous version as a `BASE..TIP` range in `repo`, and what it was.
+fn previous_range(
+    repo: &Repository,
+    series: &Series,
+    version: u32,
+    compare_to: Option<&str>,
+) -> Result<Option<(String, String)>> {
+    match compare_to {
+        Some(spec) if Path::new(spec).join("series.toml").is_file() => {
+            let prev = Series::load(Path::new(spec))?;
+            let base = verify_base(repo, &prev)
+                .with_context(|| format!("base of the previous version {spec}"))?;
+            let tip = build_in_memory(repo, base.id(), &prev.patches)?;
+            Ok(Some((
+                format!("{}..{}", base.id(), tip),
+                format!("{spec} (v{})", prev.toml.version),
+            )))
+        }
+        Some(spec) if spec.contains("..") => Ok(Some((spec.to_string(), spec.to_string()))),
+        Some(spec) => {
+            let tip = repo
+                .revparse_single(spec)
+                .and_then(|o| o.peel_to_commit())
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "--compare-to {spec:?}: not a series directory, range or ref: {}",
+                        err.message()
+                    )
+                })?
+                .id();
+            let base = walk_to_base(repo, &series.toml, tip)?;
+            Ok(Some((format!("{base}..{tip}"), spec.to_string())))
+        }
+        None if version > 1 => {
+            let branch = format!("{}/v{}", series.name(), version - 1);
+            match repo.revparse_single(&format!("refs/heads/{branch}")) {
+                Ok(obj) => {
+                    let tip = obj.peel_to_commit()?.id();
+                    let base = walk_to_base(repo, &series.toml, tip)?;
+                    Ok(Some((format!("{base}..{tip}"), format!("branch {branch}"))))
+                }
+                Err(_) => Ok(None),
+            }
+        }
+        None => Ok(None),
+    }
+}
+
+fn walk_to_base(repo: &Repository, toml: &super::SeriesToml, tip: Oid) -> Result<Oid> {
+    let mut commit = repo.find_commit(tip)?;
+    for _ in 0..10_000 {
+        if toml
+            .base
+            .trees
+            .values()
+            .any(|t| *t == commit.tree_id().to_string())
+        {
+            return Ok(commit.id());
+        }
+        if commit.parent_count() == 0 {
+            break;
+        }
+        commit = commit.parent(0)?;
+    }
+    bail!(
+        "no commit below {} has a base tree listed in series.toml; pass --compare-to BASE..TIP",
+        short(tip)
+    )
+}
+
+/// Subject and blurb from the cover letter template, if any.
+fn cover_template(cover: Option<&Path>) -> Result<(Option<String>, String)> {
+    let Some(cover) = cover else {
+        return Ok((None, String::new()));
+    };
+    let bytes = std::fs::read(cover).with_context(|| format!("reading {}", cover.display()))?;
+    let rest = if bytes.starts_with(b"From ") {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |e| e + 1);
+        &bytes[end..]
+    } else {
+        &bytes[..]
+    };
+    let parsed = mailparse::parse_mail(rest)
+        .map_err(|err| anyhow::anyhow!("{}: not a mail: {err}", cover.display()))?;
+    let subject = parsed
+        .headers
+        .iter()
+        .find(|h| h.get_key().eq_ignore_ascii_case("Subject"))
+        .map(|h| mail::clean_subject(&h.get_value()))
+        .filter(|s| !s.is_empty() && !s.contains("*** SUBJECT HERE ***"));
+    let body = parsed
+        .get_body_raw()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", cover.display()))?;
+    let body = String::from_utf8(body)
+        .map_err(|_| anyhow::anyhow!("{}: body is not UTF-8", cover.display()))?;
+    let shortlog = Regex::new(r"^\S.* \(\d+\):$").expect("static regex");
+    let mut blurb = Vec::new();
+    for line in body.lines() {
+        if shortlog.is_match(line)
+            || line.starts_with("base-commit:")
+            || line.starts_with("change-id:")
+            || line.starts_with("Changes in v")
+            || line == "-- "
+            || line.contains("*** BLURB HERE ***")
+        {
+            break;
+        }
+        blurb.push(line);
+    }
+    Ok((subject, mail::stripspace(&blurb.join("\n"))))
+}
+
+/// The changelog part of the cover letter: "Changes in vK:" for K = N..2.
+pub fn changelog_section(series: &Series, version: u32) -> (String, Vec<String>) {
+    let mut out = String::new();
+    let mut notes = Vec::new();
+    for v in (2..=version).rev() {
+        match series.toml.changes_in(v) {
+            Some(entry) => {
+                out.push_str(&format!("Changes in v{v}:\n"));
+                for change in &entry.changes {
+                    out.push_str(&format!("- {change}\n"));
+                }
+                out.push('\n');
+            }
+            None if v == version => notes.push(format!(
+                "series.toml has no [[changelog]] entry for version {v}: the cover letter lists no changes since v{}",
+                v - 1
+            )),
+            None => {}
+        }
+    }
+    (out, notes)
+}
+
+fn merge_addrs(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = base.to_vec();
+    for a in extra {
+        if !out.contains(a) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// The whole `series format`.
+pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Result<FormatReport> {
+    let version = req.reroll.unwrap_or(series.toml.version);
+    if version == 0 {
+        bail!("--reroll must be 1 or more");
+    }
+    for addr in req.to.iter().chain(&req.cc) {
+        if mailparse::addrparse(addr).map_or(true, |l| l.is_empty()) || !addr.contains('@') {
+            bail!("{addr:?} is not a mail address");
+        }
+    }
+    let repo = open_repo(tree)?;
+    for file in &series.patches {
+        mail::parse_patch_file(file)?;
+    }
+    let base = verify_base(&repo, series)?;
+    let tip = build_in_memory(&repo, base.id(), &series.patches)?;
+    let mut notes = Vec::new();
+    let previous = previous_range(&repo, series, version, req.compare_to.as_deref())?;
+
+    let out = req.out.clone().unwrap_or_else(|| {
+        crate::util::target_dir()
+            .join("series")
+            .join(format!("{}-v{version}", series.name()))
+    });
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let out_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "series".into());
+    let staged = tempfile::Builder::new()
+        .prefix(&format!(".{out_name}.tmp-"))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+
+    let existing = infer_style(&series.patches);
+    let style = PatchStyle {
+        abbrev: 12,
+        signature: existing.signature,
+        zero_commit: false,
+        subject_prefix: series.toml.subject_prefix.clone(),
+        numbered: None,
+    };
+    let mut args = vec![
+        "--cover-letter".to_string(),
+        format!("--base={}", base.id()),
+    ];
+    if version > 1 {
+        args.push(format!("--reroll-count={version}"));
+    }
+    for to in merge_addrs(&series.toml.to, &req.to) {
+        args.push(format!("--to={to}"));
+    }
+    for cc in merge_addrs(&series.toml.cc, &req.cc) {
+        args.push(format!("--cc={cc}"));
+    }
+    if let Some((range, _)) = &previous {
+        args.push(format!("--range-diff={range}"));
+    }
+    let (from_name, from_email) = sender(&repo, series, req.from.as_deref())?;
+    format_patch(
+        tree,
+        base.id(),
+        tip,
+        staged.path(),
+        &style,
+        &args,
+        Some((&from_name, &from_email)),
+    )?;
+
+    // Complete the cover letter.
+    let mut written: Vec<PathBuf> = std::fs::read_dir(staged.path())?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    written.sort();
+    let Some(cover_path) = written
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("0000-cover-letter.patch"))
+        .cloned()
+    else {
+        bail!("git format-patch wrote no cover letter");
+    };
+    let (subject, blurb) = cover_template(series.cover.as_deref())?;
+    if series.cover.is_none() {
+        notes.push(format!(
+            "no {} in {}: the cover letter has a generated subject and no blurb",
+            super::model::COVER_LETTER,
+            series.dir.display()
+        ));
+    }
+    let subject = subject.unwrap_or_else(|| {
+        format!(
+            "{}: backport to Linux {}",
+            series.name(),
+            series.toml.base.version
+        )
+    });
+    let (changelog, changelog_notes) = changelog_section(series, version);
+    notes.extend(changelog_notes);
+    let mut middle = String::new();
+    if !blurb.is_empty() {
+        middle.push_str(&blurb);
+        middle.push('\n');
+    }
+    middle.push_str(&changelog);
+    if let Some(tested) = req.results_json.as_deref().and_then(tested_section) {
+        middle.push_str(&tested);
+        middle.push_str("\n\n");
+    }
+    let middle = middle.trim_end().to_string();
+    let cover = std::fs::read_to_string(&cover_path)?;
+    if !cover.contains("*** SUBJECT HERE ***") || !cover.contains("*** BLURB HERE ***") {
+        bail!("unexpected cover letter from git format-patch (no SUBJECT/BLURB placeholders)");
+    }
+    let mut cover = cover.replacen("*** SUBJECT HERE ***", &encode_subject(&subject), 1);
+    cover = if middle.is_empty() {
+        cover.replacen("*** BLURB HERE ***\n\n", "", 1)
+    } else {
+        cover.replacen("*** BLURB HERE ***", &middle, 1)
+    };
+    let base_line = format!("base-commit: {}\n", base.id());
+    if !cover.contains(&base_line) {
+        bail!("git format-patch wrote no base-commit line");
+    }
+    cover = cover.replacen(
+        &base_line,
+        &format!("{base_line}change-id: {}\n", series.toml.change_id),
+        1,
+    );
+    std::fs::write(&cover_path, cover)?;
+
+    let mut files = Vec::new();
+    let mut patch_files = Vec::new();
+    for file in &written {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read(file)?;
+        let parsed = mailparse::parse_mail(text.strip_prefix(b"From ").map_or(&text[..], |r| {
+            let end = r
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(r.len(), |e| e + 1);
+            &r[end..]
+        }))
+        .map_err(|err| anyhow::anyhow!("{name}: unreadable mail: {err}"))?;
+        let subject = parsed
+            .headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case("Subject"))
+            .map(|h| h.get_value())
+            .unwrap_or_default();
+        if !file.to_string_lossy().ends_with("0000-cover-letter.patch") {
+            mail::parse_patch(file, &text)?;
+            patch_files.push(file.clone());
+        }
+        files.push((name, subject));
+    }
+    let checkpatch = if req.checkpatch {
+        Some(checkpatch::run(tree, &patch_files)?)
+    } else {
+        None
+    };
+    let staged = staged.keep();
+    if let Err(err) = swap_dir(&staged, &out) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(err);
+    }
+    Ok(FormatReport {
+        out,
+        files,
+        range_diff: previous.map(|(_, what)| what),
+        checkpatch,
+        notes,
+    })
+}
+
+/// Who sends the series: `--from`, else git config, else the first author.
+fn sender(repo: &Repository, series: &Series, from: Option<&str>) -> Result<(String, String)> {
+    if let Some(from) = from {
+        if let Ok(list) = mailparse::addrparse(from) {
+            if let Some(mailparse::MailAddr::Single(info)) = list.first() {
+                if info.addr.contains('@') {
+                    let name = info
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| info.addr.clone());
+                    return Ok((name, info.addr.clone()));
+                }
+            }
+        }
+        bail!("--from {from:?} is not \"Name <address>\"");
+    }
+    if let Ok(config) = repo.config() {
+        if let (Ok(name), Ok(email)) = (
+            config.get_string("user.name"),
+            config.get_string("user.email"),
+        ) {
+            return Ok((name, email));
+        }
+    }
+    let first = mail::parse_patch_file(&series.patches[0])?;
+    Ok((first.author_name, first.author_email))
+}
+
+/// RFC 2047-encode a subject when it is not plain ASCII (format-patch does
+/// the same for the subjects it writes).
+fn encode_subject(subject: &str) -> String {
+    if subject.is_ascii() {
+        return subject.to_string();
+    }
+    let mut out = String::from("=?UTF-8?q?");
+    for b in subject.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'*' | b'+' | b'-' | b'/' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('_'),
+            _ => out.push_str(&format!("={b:02X}")),
+        }
+    }
+    out.push_str("?=");
+    out
+}

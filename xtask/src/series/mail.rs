@@ -1,0 +1,473 @@
+//! Parsing `git format-patch` mails the way `git am` reads them: author
+//! (RFC 2047 decoded), author date with its time zone, subject without the
+//! `[PATCH ...]` prefix, message up to `---`, the diff, the signature.
+//!
+//! The diff is also checked line by line before anything is applied, so that
+//! a truncated file, CRLF line endings, a binary diff, a rename, a copy or a
+//! deletion is reported with the patch file and the target file instead of an
+//! opaque libgit2 message.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+
+/// One patch as `git am` would see it.
+#[derive(Debug, Clone)]
+pub struct PatchMail {
+    pub file: PathBuf,
+    /// The commit id of the mbox `From <sha> Mon Sep 17 00:00:00 2001` line.
+    pub from_sha: Option<String>,
+    pub author_name: String,
+    pub author_email: String,
+    /// Author date: seconds since the epoch and the zone offset in minutes.
+    pub time: i64,
+    pub offset_minutes: i32,
+    /// Subject with `[PATCH ...]`/`Re:` prefixes removed.
+    pub subject: String,
+    /// The full commit message (subject, blank line, body), git-stripspace'd.
+    pub message: String,
+    /// From the first `diff --git` line to the end of the diff (signature excluded).
+    pub diff: Vec<u8>,
+    /// The format-patch signature (the text after `-- `), if any.
+    pub signature: Option<String>,
+    /// Files the diff modifies or creates, in order.
+    pub files: Vec<String>,
+}
+
+/// Read and parse a format-patch mail.
+pub fn parse_patch_file(path: &Path) -> Result<PatchMail> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading patch {}", path.display()))?;
+    parse_patch(path, &bytes)
+}
+
+/// Read a patch that may be a mail or a bare `git diff` (mutants): a bare
+/// diff gets `fallback_subject` and a fixed author.
+pub fn parse_patch_or_diff(path: &Path, fallback_subject: &str) -> Result<PatchMail> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading patch {}", path.display()))?;
+    if bytes.starts_with(b"diff --git ") {
+        check_line_endings(path, &bytes)?;
+        let files = check_diff(path, &bytes)?;
+        return Ok(PatchMail {
+            file: path.to_path_buf(),
+            from_sha: None,
+            author_name: "gmem61 xtask".into(),
+            author_email: "xtask@gmem61.invalid".into(),
+            time: 0,
+            offset_minutes: 0,
+            subject: fallback_subject.to_string(),
+            message: format!("{fallback_subject}\n"),
+            diff: bytes,
+            signature: None,
+            files,
+        });
+    }
+    parse_patch(path, &bytes)
+}
+
+fn check_line_endings(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(pos) = bytes.windows(2).position(|w| w == b"\r\n") {
+        let line = bytes[..pos].iter().filter(|&&b| b == b'\n').count() + 1;
+        bail!(
+            "{}: CRLF line endings (first at line {line}); patches must use LF only \
+             (convert with `dos2unix` or re-export with `cargo xtask series export`)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Parse a format-patch mail held in memory; `path` names it in errors.
+pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
+    let p = path.display();
+    if bytes.is_empty() {
+        bail!("{p}: empty file, not a patch");
+    }
+    check_line_endings(path, bytes)?;
+    let mut rest = bytes;
+    let mut from_sha = None;
+    if rest.starts_with(b"From ") {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = String::from_utf8_lossy(&rest[..end]);
+        let token = line.split_whitespace().nth(1).unwrap_or("");
+        if token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            from_sha = Some(token.to_string());
+        }
+        rest = &rest[(end + 1).min(rest.len())..];
+    }
+    let mail = mailparse::parse_mail(rest)
+        .map_err(|err| anyhow::anyhow!("{p}: not a mail written by `git format-patch`: {err}"))?;
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case(name))
+    };
+    let (Some(from), Some(date), Some(subject)) =
+        (header("From"), header("Date"), header("Subject"))
+    else {
+        bail!(
+            "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
+             a series directory holds only format-patch files and series.toml"
+        );
+    };
+    let (author_name, author_email) = parse_author(&from.get_value())
+        .with_context(|| format!("{p}: bad From: header {:?}", from.get_value()))?;
+    let date_text = date.get_value();
+    let time = mailparse::dateparse(&date_text)
+        .map_err(|err| anyhow::anyhow!("{p}: bad Date: header {date_text:?}: {err}"))?;
+    let offset_minutes = parse_zone(&date_text)
+        .with_context(|| format!("{p}: Date: header {date_text:?} has no +HHMM zone"))?;
+    let subject = clean_subject(&subject.get_value());
+    if subject.is_empty() {
+        bail!("{p}: empty Subject:");
+    }
+    let body = mail
+        .get_body_raw()
+        .map_err(|err| anyhow::anyhow!("{p}: cannot decode the mail body: {err}"))?;
+
+    // Message: up to the first `---` line (or the diff if there is no `---`).
+    let mut msg_end = None;
+    let mut diff_start = None;
+    let mut offset = 0;
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let text = trim_eol(line);
+        if msg_end.is_none()
+            && (text.starts_with(b"---") && text[3..].iter().all(|b| b.is_ascii_whitespace())
+                || text.starts_with(b"diff -")
+                || text.starts_with(b"Index: "))
+        {
+            msg_end = Some(offset);
+        }
+        if text.starts_with(b"diff --git ") {
+            diff_start = Some(offset);
+            break;
+        }
+        offset += line.len();
+    }
+    let Some(diff_start) = diff_start else {
+        if body.windows(b"\n@@ -".len()).any(|w| w == b"\n@@ -")
+            || body.windows(4).any(|w| w == b"\n---")
+        {
+            bail!("{p}: truncated or mangled patch: no `diff --git` line found after the message");
+        }
+        bail!("{p}: no diff in this mail; is it a patch written by `git format-patch`?");
+    };
+    let msg_end = msg_end.unwrap_or(diff_start);
+    let body_text = std::str::from_utf8(&body[..msg_end])
+        .map_err(|_| anyhow::anyhow!("{p}: commit message is not valid UTF-8"))?;
+    let message = stripspace(&format!("{subject}\n\n{body_text}"));
+
+    // Signature: after the last "-- " line, if what follows holds no diff lines.
+    let diff_part = &body[diff_start..];
+    let (diff, signature) = split_signature(diff_part);
+    if signature.is_none() && !diff.ends_with(b"\n") {
+        bail!("{p}: truncated: the file ends in the middle of a line and has no `-- ` signature");
+    }
+    let files = check_diff(path, diff)?;
+    Ok(PatchMail {
+        file: path.to_path_buf(),
+        from_sha,
+        author_name,
+        author_email,
+        time,
+        offset_minutes,
+        subject,
+        message,
+        diff: diff.to_vec(),
+        signature,
+        files,
+    })
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+fn split_signature(diff: &[u8]) -> (&[u8], Option<String>) {
+    let marker = b"\n-- \n";
+    if let Some(pos) = diff.windows(marker.len()).rposition(|w| w == marker) {
+        let tail = &diff[pos + marker.len()..];
+        let looks_like_diff = tail.split(|&b| b == b'\n').any(|l| {
+            l.starts_with(b"@@ ") || l.starts_with(b"diff --git ") || l.starts_with(b"+++ ")
+        });
+        if !looks_like_diff {
+            let mut sig = String::from_utf8_lossy(tail).into_owned();
+            // format-patch writes "-- \n<sig>\n\n": drop the final blank line.
+            if sig.ends_with("\n\n") {
+                sig.pop();
+            }
+            return (&diff[..pos + 1], Some(sig));
+        }
+    }
+    (diff, None)
+}
+
+fn parse_author(value: &str) -> Result<(String, String)> {
+    let list = mailparse::addrparse(value).map_err(|err| anyhow::anyhow!("{err}"))?;
+    match list.first() {
+        Some(mailparse::MailAddr::Single(info)) if list.len() == 1 => {
+            let name = info.display_name.clone().unwrap_or_default();
+            let name = if name.trim().is_empty() {
+                info.addr.clone()
+            } else {
+                name
+            };
+            Ok((name, info.addr.clone()))
+        }
+        _ => bail!("expected one author address"),
+    }
+}
+
+fn parse_zone(date: &str) -> Option<i32> {
+    let token = date.split_whitespace().last()?;
+    let (sign, digits) = match token.as_bytes().first()? {
+        b'+' => (1, &token[1..]),
+        b'-' => (-1, &token[1..]),
+        _ => return None,
+    };
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = digits[2..].parse().ok()?;
+    Some(sign * (hours * 60 + minutes))
+}
+
+/// `git mailinfo`'s subject cleanup: drop leading `Re:` and `[...]` groups.
+pub fn clean_subject(subject: &str) -> String {
+    let mut s = subject.trim();
+    loop {
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("re:") {
+            s = s[3..].trim_start();
+        } else if s.starts_with('[') {
+            match s.find(']') {
+                Some(end) => s = s[end + 1..].trim_start(),
+                None => break,
+            }
+        } else {
+            break;
+        }
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `git stripspace` without comment removal: trailing whitespace dropped,
+/// runs of blank lines squeezed, leading/trailing blank lines removed, one
+/// final newline.
+pub fn stripspace(text: &str) -> String {
+    let mut out = String::new();
+    let mut pending_blank = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            pending_blank = !out.is_empty();
+            continue;
+        }
+        if pending_blank {
+            out.push('\n');
+            pending_blank = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Check a diff before applying it; returns the target files.
+pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
+    let p = path.display();
+    let hunk_re = Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@").expect("static regex");
+    let mut files: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut current_has_change = false;
+    let mut current_mode_only = false;
+    // (old lines left, new lines left, header) of the hunk being read.
+    let mut hunk: Option<(u64, u64, String)> = None;
+    let mut lines = diff.split(|&b| b == b'\n').peekable();
+    let mut line_no = 0usize;
+    let finish_file = |file: &Option<String>, has_change: bool, mode_only: bool| -> Result<()> {
+        if let Some(file) = file {
+            if !has_change && !mode_only {
+                bail!("{p}: truncated: the diff of {file} has no hunks");
+            }
+        }
+        Ok(())
+    };
+    while let Some(raw) = lines.next() {
+        line_no += 1;
+        let is_last = lines.peek().is_none();
+        if is_last && raw.is_empty() {
+            break;
+        }
+        if let Some((old_left, new_left, header)) = hunk.as_mut() {
+            if *old_left > 0 || *new_left > 0 {
+                let file = current.as_deref().unwrap_or("?");
+                match raw.first() {
+                    Some(b' ') | None => {
+                        if *old_left == 0 || *new_left == 0 {
+                            bail!("{p}: malformed hunk `{header}` of {file}: more context lines than its header counts");
+                        }
+                        *old_left -= 1;
+                        *new_left -= 1;
+                    }
+                    Some(b'-') => {
+                        if *old_left == 0 {
+                            bail!("{p}: malformed hunk `{header}` of {file}: more removed lines than its header counts");
+                        }
+                        *old_left -= 1;
+                    }
+                    Some(b'+') => {
+                        if *new_left == 0 {
+                            bail!("{p}: malformed hunk `{header}` of {file}: more added lines than its header counts");
+                        }
+                        *new_left -= 1;
+                    }
+                    Some(b'\\') => {}
+                    Some(_) => bail!(
+                        "{p}: truncated: hunk `{header}` of {file} stops at line {line_no} of the diff \
+                         with {old_left} old and {new_left} new lines missing"
+                    ),
+                }
+                continue;
+            }
+            if raw.first() == Some(&b'\\') {
+                continue;
+            }
+            hunk = None;
+        }
+        let text = String::from_utf8_lossy(raw);
+        if let Some(rest) = text.strip_prefix("diff --git ") {
+            finish_file(&current, current_has_change, current_mode_only)?;
+            let (a, b) = split_git_paths(rest)
+                .with_context(|| format!("{p}: cannot read the paths of `{text}`"))?;
+            if a != b {
+                bail!(
+                    "{p}: renames are not supported ({a} -> {b}); regenerate the patch with \
+                     `git format-patch --no-renames` or split the change"
+                );
+            }
+            current = Some(b.clone());
+            current_has_change = false;
+            current_mode_only = false;
+            files.push(b);
+        } else if text.starts_with("GIT binary patch") || text.starts_with("Binary files ") {
+            bail!(
+                "{p}: binary diff of {} is not supported; the series must be plain text patches",
+                current.as_deref().unwrap_or("?")
+            );
+        } else if text.starts_with("deleted file mode ") {
+            bail!(
+                "{p}: deletes {}; deleting files is not supported by `apply` (keep the file, empty it, \
+                 or handle the deletion outside the series)",
+                current.as_deref().unwrap_or("?")
+            );
+        } else if text.starts_with("rename from ")
+            || text.starts_with("rename to ")
+            || text.starts_with("copy from ")
+            || text.starts_with("copy to ")
+            || text.starts_with("similarity index ")
+        {
+            bail!(
+                "{p}: renames and copies are not supported ({}); regenerate with `git format-patch --no-renames`",
+                text
+            );
+        } else if text.starts_with("old mode ")
+            || text.starts_with("new mode ")
+            || text.starts_with("new file mode ")
+        {
+            current_mode_only = true;
+        } else if let Some(caps) = hunk_re.captures(&text) {
+            if current.is_none() {
+                bail!("{p}: hunk `{text}` before any `diff --git` line");
+            }
+            let count = |m: Option<regex::Match>| m.map_or(Ok(1), |m| m.as_str().parse::<u64>());
+            let old =
+                count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
+            let new =
+                count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
+            hunk = Some((old, new, text.trim_end().to_string()));
+            current_has_change = true;
+        } else if text.starts_with("index ") || text.starts_with("--- ") || text.starts_with("+++ ")
+        {
+        } else if current.is_some() && text.trim().is_empty() {
+            // A blank line between file sections (e.g. before a signature) is harmless.
+        } else {
+            bail!(
+                "{p}: unexpected line {line_no} in the diff of {}: {:?}; the patch is truncated or mangled",
+                current.as_deref().unwrap_or("?"),
+                text
+            );
+        }
+    }
+    if let Some((old_left, new_left, header)) = &hunk {
+        if *old_left > 0 || *new_left > 0 {
+            bail!(
+                "{p}: truncated: the file ends inside hunk `{header}` of {} with {old_left} old and \
+                 {new_left} new lines missing",
+                current.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    finish_file(&current, current_has_change, current_mode_only)?;
+    if files.is_empty() {
+        bail!("{p}: the diff touches no file");
+    }
+    Ok(files)
+}
+
+/// Split `a/X b/Y` (no quoting support beyond plain paths).
+fn split_git_paths(rest: &str) -> Option<(String, String)> {
+    let rest = rest.trim_end();
+    if rest.starts_with('"') {
+        return None;
+    }
+    // Paths contain no " b/" in practice; if they do, the halves are equal.
+    let a = rest.strip_prefix("a/")?;
+    let len = a.len();
+    if len >= 3 && (len - 3) % 2 == 0 {
+        let half = (len - 3) / 2;
+        if a.is_char_boundary(half) && a[half..].starts_with(" b/") && a[..half] == a[half + 3..] {
+            return Some((a[..half].to_string(), a[..half].to_string()));
+        }
+    }
+    let idx = a.find(" b/")?;
+    Some((a[..idx].to_string(), a[idx + 3..].to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_cleanup_matches_git_am() {
+        assert_eq!(
+            clean_subject("[PATCH v2 3/7] KVM: x86: do it"),
+            "KVM: x86: do it"
+        );
+        assert_eq!(clean_subject("Re: [RFC PATCH] [foo] bar  baz"), "bar baz");
+    }
+
+    #[test]
+    fn stripspace_squeezes_and_trims() {
+        assert_eq!(stripspace("\n\nS\n\n\n b  \n\n"), "S\n\n b\n");
+    }
+
+    #[test]
+    fn zone_offsets() {
+        assert_eq!(parse_zone("Wed, 25 Nov 2026 17:14:02 +0530"), Some(330));
+        assert_eq!(parse_zone("Wed, 25 Nov 2026 17:14:02 -0100"), Some(-60));
+        assert_eq!(parse_zone("Wed, 25 Nov 2026 17:14:02"), None);
+    }
+
+    #[test]
+    fn rfc2047_author_is_decoded() {
+        let mail = b"From: =?UTF-8?q?J=C3=B6rg=20R=C3=B6del?= <j@example.org>\nDate: Wed, 25 Nov 2026 17:14:02 +0100\nSubject: [PATCH] x: y\n\nBody\n---\n f | 1 +\n\ndiff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -1 +1,2 @@\n a\n+b\n-- \n2.47.3\n\n";
+        let parsed = parse_patch(Path::new("0001-x.patch"), mail).unwrap();
+        assert_eq!(parsed.author_name, "J\u{f6}rg R\u{f6}del");
+        assert_eq!(parsed.offset_minutes, 60);
+        assert_eq!(parsed.message, "x: y\n\nBody\n");
+        assert_eq!(parsed.signature.as_deref(), Some("2.47.3\n"));
+        assert_eq!(parsed.files, vec!["f".to_string()]);
+    }
+}

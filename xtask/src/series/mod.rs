@@ -1,0 +1,277 @@
+//! Patch series: `patches/<series>/series.toml` plus format-patch files;
+//! `apply`, `series export` and `series format`. (Issue #2.)
+//!
+//! Submodules: [`model`] (series.toml and the directory layout), [`mail`]
+//! (format-patch parsing and diff checks), [`apply`] (git am with git2),
+//! [`export`] (commits back to files), [`format`] (mailing-list series),
+//! [`checkpatch`] (scripts/checkpatch.pl per patch), [`bench`].
+
+pub mod apply;
+pub mod bench;
+pub mod checkpatch;
+pub mod export;
+pub mod format;
+pub mod mail;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+pub use model::{Series, SeriesToml};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Series name (a directory under patches/) or a path to a series directory.
+    #[arg(long, default_value = "guest_memfd")]
+    pub series: String,
+    /// Kernel tree (default: the fetched tree under target/kernel/).
+    #[arg(long)]
+    pub tree: Option<PathBuf>,
+    /// Branch to create (default `<series>/v<N>`).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Extra patches applied after the series (e.g. patches/mutants/NAME.patch).
+    #[arg(long = "extra", value_name = "PATCH")]
+    pub extra: Vec<PathBuf>,
+    /// Replace the branch if it already exists (never the checked-out branch).
+    #[arg(long)]
+    pub force: bool,
+    /// Check the new branch out after a successful apply (default: the
+    /// checkout is left as it was).
+    #[arg(long)]
+    pub checkout: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeriesCmd {
+    /// Regenerate patches/<series>/ from the commits of a branch.
+    Export {
+        /// Kernel tree holding the commits.
+        #[arg(long)]
+        tree: PathBuf,
+        /// BASE..BRANCH (default: from the series base to branch <series>/v<N>).
+        #[arg(long)]
+        range: Option<String>,
+        /// Series name or path to a series directory.
+        #[arg(long, default_value = "guest_memfd")]
+        series: String,
+    },
+    /// Write a mailing-list-ready series (nothing is sent).
+    Format {
+        /// Series name or path to a series directory.
+        #[arg(long, default_value = "guest_memfd")]
+        series: String,
+        /// Version N of `[PATCH vN k/M]` (default: `version` of series.toml).
+        #[arg(long)]
+        reroll: Option<u32>,
+        /// Extra recipients, added to `to` of series.toml.
+        #[arg(long)]
+        to: Vec<String>,
+        /// Extra copies, added to `cc` of series.toml.
+        #[arg(long)]
+        cc: Vec<String>,
+        /// Output directory (default: target/series/<series>-v<N>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Kernel tree (default: the fetched tree under target/kernel/).
+        #[arg(long)]
+        tree: Option<PathBuf>,
+        /// Previous version for the range-diff: a git ref/range or a series
+        /// directory (default: branch <series>/v<N-1> when it exists).
+        #[arg(long)]
+        compare_to: Option<String>,
+        /// Skip scripts/checkpatch.pl.
+        #[arg(long)]
+        no_checkpatch: bool,
+        /// Sender of the cover letter, "Name <email>" (default: git config
+        /// user.name/user.email).
+        #[arg(long)]
+        from: Option<String>,
+    },
+}
+
+fn default_tree(tree: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match tree {
+        Some(tree) => Ok(tree),
+        None => crate::tree::ensure_default_tree(),
+    }
+}
+
+/// Resolve `--series` (name under patches/ or a path) and load it.
+pub fn load_series(series: &str) -> anyhow::Result<Series> {
+    let dir = model::resolve_series_dir(series, &crate::util::patches_dir())?;
+    Series::load(&dir)
+}
+
+pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let tree = default_tree(args.tree)?;
+    let series = load_series(&args.series)?;
+    let opts = apply::ApplyOptions {
+        force: args.force,
+        checkout: args.checkout,
+        verbose: true,
+        ..Default::default()
+    };
+    eprintln!(
+        "applying {} v{} ({} patches{}) to {}",
+        series.name(),
+        series.toml.version,
+        series.patches.len(),
+        if args.extra.is_empty() {
+            String::new()
+        } else {
+            format!(" + {} extra", args.extra.len())
+        },
+        tree.display()
+    );
+    let applied = apply::apply_series(&series, &tree, &args.extra, args.branch.as_deref(), &opts)?;
+    println!("{}", applied_table(&applied));
+    let skipped = applied
+        .commits
+        .iter()
+        .filter(|c| c.commit.is_none())
+        .count();
+    println!(
+        "branch {} created from base {} with {} commits{}; {}",
+        applied.branch,
+        &applied.base[..12],
+        applied.commits.len() - skipped,
+        if skipped > 0 {
+            format!(" ({skipped} patches already in the base, skipped)")
+        } else {
+            String::new()
+        },
+        if args.checkout {
+            "checked out".to_string()
+        } else {
+            format!(
+                "your checkout is unchanged (git -C {} switch {})",
+                tree.display(),
+                applied.branch
+            )
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `apply` output as a table: patch file, commit (or "skipped"), subject.
+pub fn applied_table(applied: &Applied) -> String {
+    let width = applied
+        .commits
+        .iter()
+        .map(|c| c.file.file_name().map_or(0, |n| n.to_string_lossy().len()))
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    let mut out = format!("{:<width$}  {:<12}  subject\n", "patch", "commit");
+    for c in &applied.commits {
+        let name = c
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let commit = c
+            .commit
+            .as_deref()
+            .map_or("skipped".to_string(), |id| id[..12].to_string());
+        out.push_str(&format!("{name:<width$}  {commit:<12}  {}\n", c.subject));
+    }
+    out.trim_end().to_string()
+}
+
+pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SeriesCmd::Export {
+            tree,
+            range,
+            series,
+        } => {
+            let dir = model::resolve_series_dir(&series, &crate::util::patches_dir())?;
+            let report = export::export(&dir, &tree, range.as_deref())?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SeriesCmd::Format {
+            series,
+            reroll,
+            to,
+            cc,
+            out,
+            tree,
+            compare_to,
+            no_checkpatch,
+            from,
+        } => {
+            let tree = default_tree(tree)?;
+            let series = load_series(&series)?;
+            let req = format::FormatRequest {
+                reroll,
+                to,
+                cc,
+                out,
+                compare_to,
+                checkpatch: !no_checkpatch,
+                from,
+                results_json: Some(crate::util::target_dir().join("results/latest/results.json")),
+            };
+            let report = format::format_series(&series, &tree, &req)?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn bench_apply() -> anyhow::Result<ExitCode> {
+    bench::run()
+}
+
+/// What `apply` is asked to do; also used by `build-kernel --each-patch`
+/// and `test --mutant` (extra patches go on top of the series).
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// Series name under patches/, or a path to a series directory.
+    pub series: String,
+    pub tree: PathBuf,
+    /// Patches applied after the series, e.g. patches/mutants/NAME.patch.
+    pub extra: Vec<PathBuf>,
+    /// Branch to create (default `<series>/v<N>`).
+    pub branch: Option<String>,
+}
+
+/// What `apply` did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub branch: String,
+    /// Commit id of the base and of each applied patch, in order.
+    pub base: String,
+    pub commits: Vec<AppliedPatch>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppliedPatch {
+    pub file: PathBuf,
+    pub subject: String,
+    /// None when the patch was already contained in the base and skipped.
+    pub commit: Option<String>,
+}
+
+/// Apply a series (and `extra` patches) on a new branch, atomically; the
+/// checkout is left as it was (see [`checkout`]). Fails if the branch exists.
+pub fn apply(req: &ApplyRequest) -> anyhow::Result<Applied> {
+    let series = load_series(&req.series)?;
+    apply::apply_series(
+        &series,
+        &req.tree,
+        &req.extra,
+        req.branch.as_deref(),
+        &apply::ApplyOptions::default(),
+    )
+}
+
+/// Check out a branch `apply` created (safe: refuses to overwrite local changes).
+pub fn checkout(tree: &Path, branch: &str) -> anyhow::Result<()> {
+    let repo = apply::open_repo(tree)?;
+    apply::checkout_branch(&repo, branch)
+}

@@ -1,0 +1,138 @@
+//! `cargo xtask bench import`: the tree import against plain `tar x` of
+//! the same tarball, measured in the same run.
+
+use std::fs;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use xshell::{cmd, Shell};
+
+use super::{debian, import_tarball, kernel_dir, ImportRequest, DEFAULT_COMPRESSION};
+
+/// Goal from issue #2: the import may take at most this many times `tar x`.
+const GOAL_RATIO: f64 = 1.5;
+const ROUNDS: usize = 2;
+
+#[derive(Serialize)]
+struct Report {
+    tarball: String,
+    rounds: usize,
+    tar_x_seconds: Vec<f64>,
+    import_seconds: Vec<f64>,
+    best_tar_x_seconds: f64,
+    best_import_seconds: f64,
+    ratio: f64,
+    goal_ratio: f64,
+    goal_met: bool,
+    files: usize,
+    tree: String,
+    pack_compression: u32,
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+pub fn bench_import() -> Result<ExitCode> {
+    let version = super::default_version()?;
+    let tarball = debian::ensure_tarball(&kernel_dir().join("apt"), &version, true)?;
+    let work = crate::util::target_dir().join("bench").join("import");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let sh = Shell::new()?;
+    // Both sides read the tarball from the page cache.
+    fs::read(&tarball.path).with_context(|| format!("reading {}", tarball.path.display()))?;
+
+    let mut tar_times = Vec::new();
+    let mut import_times = Vec::new();
+    let mut last = None;
+    for round in 1..=ROUNDS {
+        let tar_dir = work.join(format!("tar-{round}"));
+        fs::create_dir_all(&tar_dir)?;
+        let path = &tarball.path;
+        eprintln!("round {round}/{ROUNDS}: tar x ...");
+        let start = Instant::now();
+        cmd!(sh, "tar -xf {path} -C {tar_dir}").quiet().run().context("running tar x")?;
+        tar_times.push(start.elapsed());
+        fs::remove_dir_all(&tar_dir)?;
+        sync(&sh);
+
+        let dest = work.join(format!("repo-{round}"));
+        eprintln!("round {round}/{ROUNDS}: import ...");
+        let start = Instant::now();
+        let imported = import_tarball(&ImportRequest {
+            tarball: path,
+            dest: &dest,
+            version: Some(&version),
+            origin: "bench import".into(),
+            source: "bench".into(),
+            compression: DEFAULT_COMPRESSION,
+            progress: false,
+            expected_tree: None,
+        })?;
+        import_times.push(start.elapsed());
+        check_clean(&sh, &dest)?;
+        fs::remove_dir_all(&dest)?;
+        sync(&sh);
+        last = Some(imported);
+    }
+    let Some(imported) = last else { bail!("no rounds ran") };
+    let best_tar = tar_times.iter().min().copied().unwrap_or_default();
+    let best_import = import_times.iter().min().copied().unwrap_or_default();
+    let ratio = best_import.as_secs_f64() / best_tar.as_secs_f64().max(1e-9);
+    let report = Report {
+        tarball: tarball.path.display().to_string(),
+        rounds: ROUNDS,
+        tar_x_seconds: tar_times.iter().copied().map(secs).collect(),
+        import_seconds: import_times.iter().copied().map(secs).collect(),
+        best_tar_x_seconds: secs(best_tar),
+        best_import_seconds: secs(best_import),
+        ratio: (ratio * 100.0).round() / 100.0,
+        goal_ratio: GOAL_RATIO,
+        goal_met: ratio <= GOAL_RATIO,
+        files: imported.files,
+        tree: imported.tree.to_string(),
+        pack_compression: DEFAULT_COMPRESSION,
+    };
+    let list = |v: &[f64]| v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ");
+    println!("bench import: {} ({} entries, tree {})", name_of(&tarball.path), report.files, report.tree);
+    println!("  {:<22} {:>8}  {}", "step", "best (s)", "rounds (s)");
+    println!("  {:<22} {:>8.2}  {}", "tar x (baseline)", report.best_tar_x_seconds, list(&report.tar_x_seconds));
+    println!("  {:<22} {:>8.2}  {}", "xtask import", report.best_import_seconds, list(&report.import_seconds));
+    println!(
+        "  ratio import / tar x: {:.2} (goal <= {GOAL_RATIO}): {}",
+        report.ratio,
+        if report.goal_met { "met" } else { "NOT met" }
+    );
+    let json = crate::util::target_dir().join("bench").join("import.json");
+    fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
+    println!("  results: {}", json.display());
+    fs::remove_dir_all(&work).ok();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Flush dirty pages between runs so one run's writeback does not slow
+/// the next one down.
+fn sync(sh: &Shell) {
+    let _ = cmd!(sh, "sync").quiet().run();
+}
+
+/// The import must be a clean checkout, or its time means nothing.
+fn check_clean(sh: &Shell, repo: &Path) -> Result<()> {
+    let _cd = sh.push_dir(repo);
+    let status = cmd!(sh, "git status --porcelain").quiet().read().context("running git status")?;
+    if !status.is_empty() {
+        let sample: Vec<&str> = status.lines().take(10).collect();
+        bail!("the imported tree at {} is not clean:\n{}", repo.display(), sample.join("\n"));
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! Debian's upstream ("orig") tarball of Linux, fetched with apt through a
+//! private sources list and private state/cache directories under
+//! `target/kernel/apt/` (the system's apt configuration is only read, for
+//! the archive keys, never changed), and checked against the .dsc.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+/// The only suite and component we take Linux 6.1 from.
+pub const SOURCES_LIST: &str = "deb-src http://deb.debian.org/debian bookworm main\n";
+/// Package lists older than this are refreshed before choosing a version.
+const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Private apt directories under `root`.
+pub struct Apt {
+    root: PathBuf,
+}
+
+impl Apt {
+    pub fn new(root: &Path) -> Result<Apt> {
+        for dir in ["etc", "lists/partial", "cache/archives/partial"] {
+            let dir = root.join(dir);
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let list = root.join("etc/sources.list");
+        if fs::read_to_string(&list).ok().as_deref() != Some(SOURCES_LIST) {
+            fs::write(&list, SOURCES_LIST).with_context(|| format!("writing {}", list.display()))?;
+        }
+        Ok(Apt { root: root.to_path_buf() })
+    }
+
+    fn options(&self) -> Vec<String> {
+        let r = &self.root;
+        [
+            format!("Dir::Etc::sourcelist={}", r.join("etc/sources.list").display()),
+            "Dir::Etc::sourceparts=-".to_string(),
+            format!("Dir::State::Lists={}", r.join("lists").display()),
+            format!("Dir::Cache={}", r.join("cache").display()),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect()
+    }
+
+    /// Runs an apt command quietly; its output is shown only on failure.
+    fn run(&self, sh: &Shell, args: &[String]) -> Result<String> {
+        let opts = self.options();
+        let program = &args[0];
+        let rest = &args[1..];
+        let out = cmd!(sh, "{program} {opts...} {rest...}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running {program} (is apt installed?)"))?;
+        if !out.status.success() {
+            bail!(
+                "`{program} {}` failed ({}):\n{}{}",
+                rest.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn lists_fresh(&self) -> bool {
+        let Ok(dir) = fs::read_dir(self.root.join("lists")) else { return false };
+        dir.flatten().any(|e| {
+            e.file_name().to_string_lossy().contains("Sources")
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age < LISTS_MAX_AGE)
+        })
+    }
+
+    /// `apt-get update` on the private lists, unless they are recent.
+    pub fn update_if_stale(&self, sh: &Shell) -> Result<()> {
+        if self.lists_fresh() {
+            return Ok(());
+        }
+        let bar = super::spinner("apt-get update (bookworm main sources)");
+        self.run(sh, &["apt-get".into(), "update".into()])?;
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Every Debian version of the `linux` source package the lists offer.
+    pub fn source_versions(&self, sh: &Shell) -> Result<Vec<String>> {
+        let out = self.run(sh, &["apt-cache".into(), "showsrc".into(), "linux".into()])?;
+        Ok(parse_showsrc(&out))
+    }
+
+    /// Downloads .dsc, orig and debian tarballs of `linux=<debver>` to `dir`.
+    pub fn download(&self, sh: &Shell, debver: &str, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _cd = sh.push_dir(dir);
+        let bar = super::spinner(&format!("downloading linux {debver} sources from deb.debian.org"));
+        self.run(sh, &["apt-get".into(), "source".into(), "--download-only".into(), format!("linux={debver}")])?;
+        bar.finish_and_clear();
+        Ok(())
+    }
+}
+
+/// `Version:` of every `Package: linux` stanza of `apt-cache showsrc`.
+pub fn parse_showsrc(text: &str) -> Vec<String> {
+    let mut versions = Vec::new();
+    for stanza in text.split("\n\n") {
+        let mut package = None;
+        let mut version = None;
+        for line in stanza.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                package = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = Some(v.trim());
+            }
+        }
+        if let (Some("linux"), Some(v)) = (package, version) {
+            if !versions.iter().any(|x| x == v) {
+                versions.push(v.to_string());
+            }
+        }
+    }
+    versions
+}
+
+/// The upstream part of a Debian version: `6.1.176-1` gives `6.1.176`.
+pub fn upstream_of(debver: &str) -> &str {
+    let no_epoch = debver.split_once(':').map_or(debver, |(_, v)| v);
+    no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u)
+}
+
+fn numeric_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+}
+
+/// The newest version whose upstream part is `series` (e.g. "6.1") or
+/// starts with `series.`.
+pub fn newest_in_series<'v>(versions: &'v [String], series: &str) -> Option<&'v String> {
+    versions
+        .iter()
+        .filter(|v| {
+            let up = upstream_of(v);
+            up == series || up.starts_with(&format!("{series}."))
+        })
+        .max_by_key(|v| numeric_key(v))
+}
+
+/// One file listed in a .dsc's Checksums-Sha256 field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DscFile {
+    pub sha256: String,
+    pub size: u64,
+    pub name: String,
+}
+
+/// Parses the Checksums-Sha256 field of a .dsc (signed or not).
+pub fn dsc_sha256(text: &str) -> Vec<DscFile> {
+    let mut files = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("Checksums-Sha256:") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if !line.starts_with(' ') {
+                break;
+            }
+            let mut parts = line.split_whitespace();
+            if let (Some(sum), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next()) {
+                if let Ok(size) = size.parse() {
+                    files.push(DscFile { sha256: sum.to_ascii_lowercase(), size, name: name.to_string() });
+                }
+            }
+        }
+    }
+    files
+}
+
+/// The orig tarball named by a .dsc.
+pub fn orig_of(dsc: &Path) -> Result<DscFile> {
+    let text = fs::read_to_string(dsc).with_context(|| format!("reading {}", dsc.display()))?;
+    dsc_sha256(&text)
+        .into_iter()
+        .find(|f| f.name.contains(".orig.tar."))
+        .with_context(|| format!("{} lists no .orig.tar.* in Checksums-Sha256", dsc.display()))
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path, bar: &indicatif::ProgressBar) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bar.inc(n as u64);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Checks `file` (in the .dsc's directory, named as in the .dsc) against
+/// the .dsc's Checksums-Sha256.
+pub fn verify_against_dsc(dsc: &Path, file: &Path, progress: bool) -> Result<()> {
+    let text = fs::read_to_string(dsc).with_context(|| format!("reading {}", dsc.display()))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Some(entry) = dsc_sha256(&text).into_iter().find(|f| f.name == name) else {
+        bail!("{} has no Checksums-Sha256 entry for `{name}`", dsc.display());
+    };
+    let size = fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
+    let bar = super::progress_bar(progress, size, "verify sha256");
+    let found = sha256_file(file, &bar)?;
+    bar.finish_and_clear();
+    if found != entry.sha256 {
+        return Err(ChecksumMismatch { file: name, expected: entry.sha256, found }.into());
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("checksum mismatch for `{file}`: the .dsc says sha256 {expected}, the file has {found}; delete it to download it again")]
+pub struct ChecksumMismatch {
+    pub file: String,
+    pub expected: String,
+    pub found: String,
+}
+
+/// A verified orig tarball in the download cache.
+pub struct Tarball {
+    pub path: PathBuf,
+    pub debver: String,
+    pub sha256: String,
+}
+
+/// The downloaded .dsc of `upstream` already in `dir`, if any (newest
+/// Debian revision first).
+fn cached_dsc(dir: &Path, upstream: &str) -> Option<(PathBuf, String)> {
+    let prefix = format!("linux_{upstream}-");
+    let mut found: Vec<(PathBuf, String)> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let debver = name.strip_prefix("linux_")?.strip_suffix(".dsc")?.to_string();
+            name.starts_with(&prefix).then(|| (e.path(), debver))
+        })
+        .collect();
+    found.sort_by_key(|(_, v)| numeric_key(v));
+    found.pop()
+}
+
+/// The verified orig tarball of `upstream` (e.g. 6.1.176): from the
+/// download cache under `root/downloads`, else downloaded with apt.
+pub fn ensure_tarball(root: &Path, upstream: &str, progress: bool) -> Result<Tarball> {
+    let downloads = root.join("downloads");
+    let sh = Shell::new()?;
+    let (dsc, debver) = match cached_dsc(&downloads, upstream) {
+        Some(found) if orig_of(&found.0).map(|o| downloads.join(o.name).is_file()).unwrap_or(false) => found,
+        _ => {
+            let apt = Apt::new(root)?;
+            apt.update_if_stale(&sh)?;
+            let versions = apt.source_versions(&sh)?;
+            let Some(debver) = versions.iter().filter(|v| upstream_of(v) == upstream).max_by_key(|v| numeric_key(v)) else {
+                bail!(
+                    "Debian bookworm main does not offer linux {upstream} (it offers {}); \
+                     use --from git:<url>#<ref> or --from tarball:<path>",
+                    if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+                );
+            };
+            apt.download(&sh, debver, &downloads)?;
+            cached_dsc(&downloads, upstream)
+                .with_context(|| format!("apt-get source did not leave a linux_{upstream}-*.dsc in {}", downloads.display()))?
+        }
+    };
+    let orig = orig_of(&dsc)?;
+    let path = downloads.join(&orig.name);
+    verify_against_dsc(&dsc, &path, progress)?;
+    Ok(Tarball { path, debver, sha256: orig.sha256 })
+}
+
+/// The newest 6.1.y that Debian bookworm main offers (refreshing the
+/// private package lists when older than a day).
+pub fn newest_upstream(root: &Path) -> Result<String> {
+    let sh = Shell::new()?;
+    let apt = Apt::new(root)?;
+    apt.update_if_stale(&sh)?;
+    let versions = apt.source_versions(&sh)?;
+    let newest = newest_in_series(&versions, "6.1")
+        .with_context(|| format!("Debian bookworm main offers no linux 6.1.y (found: {})", versions.join(", ")))?;
+    Ok(upstream_of(newest).to_string())
+}
