@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
-use super::{debian, import_tarball, kernel_dir, ImportRequest, DEFAULT_COMPRESSION};
+use super::{debian, import_tarball, kernel_dir, ImportRequest};
 
 /// Goal from issue #2: the import may take at most this many times `tar x`.
 const GOAL_RATIO: f64 = 1.5;
@@ -37,6 +37,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 pub fn bench_import() -> Result<ExitCode> {
+    let level = super::import_compression()?;
     let version = super::default_version()?;
     let tarball = debian::ensure_tarball(&kernel_dir().join("apt"), &version, true)?;
     let work = crate::util::target_dir().join("bench").join("import");
@@ -71,7 +72,7 @@ pub fn bench_import() -> Result<ExitCode> {
             version: Some(&version),
             origin: "bench import".into(),
             source: "bench".into(),
-            compression: DEFAULT_COMPRESSION,
+            compression: level,
             progress: false,
             expected_tree: None,
         })?;
@@ -97,7 +98,7 @@ pub fn bench_import() -> Result<ExitCode> {
         goal_met: ratio <= GOAL_RATIO,
         files: imported.files,
         tree: imported.tree.to_string(),
-        pack_compression: DEFAULT_COMPRESSION,
+        pack_compression: level,
     };
     let list = |v: &[f64]| v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ");
     println!("bench import: {} ({} entries, tree {})", name_of(&tarball.path), report.files, report.tree);
