@@ -141,11 +141,18 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
                 Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
                     break Exit::MemoryFault { flags, gpa, size };
                 }
-                Ok(VcpuExit::Intr) | Err(_) if expired.load(Ordering::SeqCst) => {
-                    break Exit::TimedOut
+                // Interrupted: by the watchdog after the limit (a KVM_RUN
+                // that never exits on its own), or spuriously (retry).
+                Ok(VcpuExit::Intr) => {
+                    if expired.load(Ordering::SeqCst) {
+                        break Exit::TimedOut;
+                    }
                 }
-                Ok(VcpuExit::Intr) => continue,
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    if expired.load(Ordering::SeqCst) {
+                        break Exit::TimedOut;
+                    }
+                }
                 Err(e) => break Exit::Other(format!("KVM_RUN failed: {}", ename(&e))),
                 Ok(other) => break Exit::Other(describe_exit(&other)),
             }

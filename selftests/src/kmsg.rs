@@ -233,6 +233,14 @@ impl Monitor {
             .ok();
         if writer.is_none() {
             notes.push(format!("no begin/end markers: {KMSG_PATH} not writable"));
+        } else if let Ok(mode) = std::fs::read_to_string("/proc/sys/kernel/printk_devkmsg") {
+            if mode.trim() == "ratelimit" {
+                notes.push(
+                    "begin/end markers are rate-limited (printk_devkmsg=ratelimit): boot with \
+                     printk.devkmsg=on to see every one"
+                        .to_string(),
+                );
+            }
         }
         let taint_ok = match read_taint() {
             Ok(_) => true,

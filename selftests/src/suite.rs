@@ -61,7 +61,7 @@ pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdic
         Outcome::Pass => false,
         Outcome::Skip(_) => false,
         Outcome::Fail(m) => {
-            diags.push(format!("FAIL: {m}"));
+            diags.extend(m.lines().map(|l| format!("FAIL: {l}")));
             true
         }
         Outcome::TimedOut(d) => {

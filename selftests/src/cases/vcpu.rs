@@ -30,7 +30,12 @@ pub const CASES: &[Case] = &[
     Case {
         area: "vcpu",
         name: "memory_fault_private_without_gmem",
-        needs: &[Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo],
+        needs: &[
+            Need::GuestMemfd,
+            Need::UserMemory2,
+            Need::PrivateAttr,
+            Need::MemoryFaultInfo,
+        ],
         run: memory_fault_private_without_gmem,
     },
     Case {

@@ -13,7 +13,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use git2::{BranchType, Commit, Diff, Oid, Repository, RepositoryOpenFlags, Signature, StatusOptions, Time};
+use git2::{
+    BranchType, Commit, Diff, Oid, Repository, RepositoryOpenFlags, Signature, StatusOptions, Time,
+};
 
 use super::mail::{self, PatchMail};
 use super::model::Series;
@@ -37,7 +39,12 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { force: false, checkout: false, verbose: false, history_limit: HISTORY_LIMIT }
+        ApplyOptions {
+            force: false,
+            checkout: false,
+            verbose: false,
+            history_limit: HISTORY_LIMIT,
+        }
     }
 }
 
@@ -49,15 +56,19 @@ pub fn open_repo(tree: &Path) -> Result<Repository> {
             tree.display()
         );
     }
-    Repository::open_ext(tree, RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&std::ffi::OsStr>())
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "{} is not a git repository ({}); pass --tree with a kernel git tree, e.g. the one \
+    Repository::open_ext(
+        tree,
+        RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .map_err(|err| {
+        anyhow::anyhow!(
+            "{} is not a git repository ({}); pass --tree with a kernel git tree, e.g. the one \
                  `cargo xtask tree fetch` prints",
-                tree.display(),
-                err.message()
-            )
-        })
+            tree.display(),
+            err.message()
+        )
+    })
 }
 
 /// The base commit of a series in `repo`: tag `v<version>` when present,
@@ -66,20 +77,33 @@ pub fn verify_base<'r>(repo: &'r Repository, series: &Series) -> Result<Commit<'
     let tag = format!("v{}", series.toml.base.version);
     let (commit, what) = match repo.revparse_single(&format!("refs/tags/{tag}")) {
         Ok(obj) => (
-            obj.peel_to_commit().with_context(|| format!("tag {tag} does not point to a commit"))?,
+            obj.peel_to_commit()
+                .with_context(|| format!("tag {tag} does not point to a commit"))?,
             format!("tag {tag}"),
         ),
         Err(_) => {
             let head = repo.head().map_err(|err| {
-                anyhow::anyhow!("{}: no HEAD commit ({}); is the tree empty?", workdir_name(repo), err.message())
+                anyhow::anyhow!(
+                    "{}: no HEAD commit ({}); is the tree empty?",
+                    workdir_name(repo),
+                    err.message()
+                )
             })?;
-            (head.peel_to_commit().context("HEAD is not a commit")?, "HEAD".to_string())
+            (
+                head.peel_to_commit().context("HEAD is not a commit")?,
+                "HEAD".to_string(),
+            )
         }
     };
     let found = commit.tree_id().to_string();
     if !series.toml.base.trees.values().any(|t| *t == found) {
-        let expected: Vec<String> =
-            series.toml.base.trees.iter().map(|(src, t)| format!("{t} ({src})")).collect();
+        let expected: Vec<String> = series
+            .toml
+            .base
+            .trees
+            .iter()
+            .map(|(src, t)| format!("{t} ({src})"))
+            .collect();
         bail!(
             "wrong base in {}: series {} expects Linux {} with tree {}, but {what} (commit {}) has \
              tree {found}; check out the right base or fetch it with `cargo xtask tree fetch`",
@@ -94,7 +118,10 @@ pub fn verify_base<'r>(repo: &'r Repository, series: &Series) -> Result<Commit<'
 }
 
 fn workdir_name(repo: &Repository) -> String {
-    repo.workdir().unwrap_or_else(|| repo.path()).display().to_string()
+    repo.workdir()
+        .unwrap_or_else(|| repo.path())
+        .display()
+        .to_string()
 }
 
 pub fn short(id: Oid) -> String {
@@ -107,8 +134,12 @@ pub fn ensure_clean(repo: &Repository) -> Result<()> {
         return Ok(());
     }
     let mut opts = StatusOptions::new();
-    opts.include_untracked(false).include_ignored(false).exclude_submodules(true);
-    let statuses = repo.statuses(Some(&mut opts)).context("reading the status of the work tree")?;
+    opts.include_untracked(false)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .context("reading the status of the work tree")?;
     let dirty: Vec<String> = statuses
         .iter()
         .filter(|s| !s.status().is_ignored() && s.status() != git2::Status::CURRENT)
@@ -116,7 +147,11 @@ pub fn ensure_clean(repo: &Repository) -> Result<()> {
         .collect();
     if !dirty.is_empty() {
         let shown: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
-        let more = if dirty.len() > 10 { format!(" and {} more", dirty.len() - 10) } else { String::new() };
+        let more = if dirty.len() > 10 {
+            format!(" and {} more", dirty.len() - 10)
+        } else {
+            String::new()
+        };
         bail!(
             "the work tree of {} has uncommitted changes ({}{more}); commit or stash them first \
              (`git -C {} stash`)",
@@ -151,7 +186,10 @@ fn history_patch_ids(
         let parent_tree = commit.parent(0)?.tree()?;
         let diff = repo.diff_tree_to_tree(Some(&parent_tree), Some(&commit.tree()?), None)?;
         let touches = diff.deltas().any(|d| {
-            d.new_file().path().and_then(|p| p.to_str()).is_some_and(|p| files.contains(p))
+            d.new_file()
+                .path()
+                .and_then(|p| p.to_str())
+                .is_some_and(|p| files.contains(p))
         });
         if touches {
             ids.insert(diff.patchid(None)?, commit.id());
@@ -161,47 +199,116 @@ fn history_patch_ids(
 }
 
 /// Apply one parsed patch on top of `parent`; returns the new commit id.
-pub fn commit_patch(repo: &Repository, parent: &Commit<'_>, patch: &PatchMail, diff: &Diff<'_>) -> Result<Oid> {
-    let tree = parent.tree()?;
+///
+/// libgit2's `apply_to_tree` loads the whole tree into an index, which costs
+/// ~80 ms per patch on a kernel tree. So the diff is applied to a small tree
+/// holding only the files it touches, and the resulting blobs are spliced
+/// into the full tree with a `TreeUpdateBuilder` (only the subtrees on the
+/// touched paths are rewritten).
+pub fn commit_patch(
+    repo: &Repository,
+    parent: &Commit<'_>,
+    patch: &PatchMail,
+    diff: &Diff<'_>,
+) -> Result<Oid> {
+    let full = parent.tree()?;
+    let p = patch.file.display();
+    let mut small = git2::Index::new()?;
+    let mut created = Vec::new();
+    for path in &patch.files {
+        match full.get_path(Path::new(path)) {
+            Ok(entry) => {
+                if entry.kind() != Some(git2::ObjectType::Blob) {
+                    bail!("{p} does not apply: {path} is a directory or submodule in the base, not a file");
+                }
+                small.add(&index_entry(path, entry.id(), entry.filemode() as u32))?;
+            }
+            Err(_) => created.push(path.clone()),
+        }
+    }
+    let small_tree = repo.find_tree(small.write_tree_to(repo)?)?;
     let last_file = RefCell::new(String::new());
     let last_hunk = RefCell::new(String::new());
     let result = {
         let mut opts = git2::ApplyOptions::new();
         opts.delta_callback(|delta| {
             if let Some(delta) = delta {
-                *last_file.borrow_mut() =
-                    delta.new_file().path().map(|p| p.display().to_string()).unwrap_or_default();
+                *last_file.borrow_mut() = delta
+                    .new_file()
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 last_hunk.borrow_mut().clear();
             }
             true
         });
         opts.hunk_callback(|hunk| {
             if let Some(hunk) = hunk {
-                *last_hunk.borrow_mut() = String::from_utf8_lossy(hunk.header()).trim_end().to_string();
+                *last_hunk.borrow_mut() = String::from_utf8_lossy(hunk.header())
+                    .trim_end()
+                    .to_string();
             }
             true
         });
-        repo.apply_to_tree(&tree, diff, Some(&mut opts))
+        repo.apply_to_tree(&small_tree, diff, Some(&mut opts))
     };
-    let mut index = match result {
+    let index = match result {
         Ok(index) => index,
         Err(err) => {
             let file = last_file.borrow();
             let hunk = last_hunk.borrow();
-            let file = if file.is_empty() { patch.files.first().cloned().unwrap_or_default() } else { file.clone() };
-            let hunk = if hunk.is_empty() { "(before the first hunk)".to_string() } else { format!("`{hunk}`") };
-            bail!(
-                "{} does not apply: file {file}, hunk {hunk}: {}",
-                patch.file.display(),
-                err.message()
-            );
+            let file = if file.is_empty() {
+                patch.files.first().cloned().unwrap_or_default()
+            } else {
+                file.clone()
+            };
+            let hunk = if hunk.is_empty() {
+                "(before the first hunk)".to_string()
+            } else {
+                format!("`{hunk}`")
+            };
+            let why = if created.contains(&file) && !err.message().contains("exist") {
+                format!("{} ({file} does not exist in the tree)", err.message())
+            } else {
+                err.message().to_string()
+            };
+            bail!("{p} does not apply: file {file}, hunk {hunk}: {why}");
         }
     };
-    let new_tree = repo.find_tree(index.write_tree_to(repo)?)?;
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for path in &patch.files {
+        let Some(entry) = index.get_path(Path::new(path), 0) else {
+            bail!("{p}: applying left no {path} (deleting files is not supported)");
+        };
+        let mode = match entry.mode {
+            0o100755 => git2::FileMode::BlobExecutable,
+            0o120000 => git2::FileMode::Link,
+            _ => git2::FileMode::Blob,
+        };
+        update.upsert(path.as_str(), entry.id, mode);
+    }
+    let new_tree = repo.find_tree(update.create_updated(repo, &full)?)?;
     let time = Time::new(patch.time, patch.offset_minutes);
     let author = Signature::new(&patch.author_name, &patch.author_email, &time)
         .with_context(|| format!("{}: bad author", patch.file.display()))?;
     Ok(repo.commit(None, &author, &author, &patch.message, &new_tree, &[parent])?)
+}
+
+fn index_entry(path: &str, id: Oid, mode: u32) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags: path.len().min(0xfff) as u16,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 /// The whole `apply`: parse, verify, build commits, create the branch.
@@ -218,20 +325,32 @@ pub fn apply_series(
         patches.push((mail::parse_patch_file(file)?, false));
     }
     for file in extra {
-        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        patches.push((mail::parse_patch_or_diff(file, &format!("mutant: {stem}"))?, true));
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        patches.push((
+            mail::parse_patch_or_diff(file, &format!("mutant: {stem}"))?,
+            true,
+        ));
     }
     let diffs: Vec<Diff<'static>> = patches
         .iter()
         .map(|(p, _)| {
-            Diff::from_buffer(&p.diff)
-                .map_err(|err| anyhow::anyhow!("{}: libgit2 cannot parse the diff: {}", p.file.display(), err.message()))
+            Diff::from_buffer(&p.diff).map_err(|err| {
+                anyhow::anyhow!(
+                    "{}: libgit2 cannot parse the diff: {}",
+                    p.file.display(),
+                    err.message()
+                )
+            })
         })
         .collect::<Result<_>>()?;
 
     let base = verify_base(&repo, series)?;
-    ensure_clean(&repo)?;
-    let branch = branch.map(str::to_string).unwrap_or_else(|| series.toml.branch_name());
+    let branch = branch
+        .map(str::to_string)
+        .unwrap_or_else(|| series.toml.branch_name());
     if !git2::Branch::name_is_valid(&branch)? {
         bail!("{branch:?} is not a valid branch name");
     }
@@ -246,12 +365,20 @@ pub fn apply_series(
             );
         }
         if existing.is_head() {
-            bail!("branch {branch} is checked out in {}; switch away before replacing it", workdir_name(&repo));
+            bail!(
+                "branch {branch} is checked out in {}; switch away before replacing it",
+                workdir_name(&repo)
+            );
         }
     }
 
-    let series_files: BTreeSet<String> =
-        patches.iter().filter(|(_, extra)| !extra).flat_map(|(p, _)| p.files.iter().cloned()).collect();
+    ensure_clean(&repo)?;
+
+    let series_files: BTreeSet<String> = patches
+        .iter()
+        .filter(|(_, extra)| !extra)
+        .flat_map(|(p, _)| p.files.iter().cloned())
+        .collect();
     let upstream = history_patch_ids(&repo, &base, &series_files, opts.history_limit)?;
 
     let mut tip = base.clone();
@@ -269,7 +396,11 @@ pub fn apply_series(
                         short(*upstream_commit)
                     );
                 }
-                applied.push(AppliedPatch { file: patch.file.clone(), subject: patch.subject.clone(), commit: None });
+                applied.push(AppliedPatch {
+                    file: patch.file.clone(),
+                    subject: patch.subject.clone(),
+                    commit: None,
+                });
                 continue;
             }
         }
@@ -290,11 +421,17 @@ pub fn apply_series(
     if opts.checkout {
         checkout_branch(&repo, &branch)?;
     }
-    Ok(Applied { branch, base: base.id().to_string(), commits: applied })
+    Ok(Applied {
+        branch,
+        base: base.id().to_string(),
+        commits: applied,
+    })
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Check out `branch` (safe checkout: refuses to overwrite local changes).
@@ -303,8 +440,9 @@ pub fn checkout_branch(repo: &Repository, branch: &str) -> Result<()> {
     let obj = repo.revparse_single(&refname)?;
     let mut co = git2::build::CheckoutBuilder::new();
     co.safe();
-    repo.checkout_tree(&obj, Some(&mut co))
-        .with_context(|| format!("checking out {branch} (the branch exists; check it out by hand)"))?;
+    repo.checkout_tree(&obj, Some(&mut co)).with_context(|| {
+        format!("checking out {branch} (the branch exists; check it out by hand)")
+    })?;
     repo.set_head(&refname)?;
     Ok(())
 }

@@ -57,7 +57,9 @@ const FILES: &[&str] = &[
 fn generate(src: &Path, scratch: &Path) -> Result<(PathBuf, String)> {
     let gen_dir = scratch.join("gen");
     let sh = xshell::Shell::new()?;
-    xshell::cmd!(sh, "git clone -q --local --no-checkout {src} {gen_dir}").run()?;
+    xshell::cmd!(sh, "git clone -q --local --no-checkout {src} {gen_dir}")
+        .quiet()
+        .run()?;
     let repo = Repository::open(&gen_dir)?;
     let base = repo.head()?.peel_to_commit()?;
     let mut tip = base.clone();
@@ -77,7 +79,9 @@ fn generate(src: &Path, scratch: &Path) -> Result<(PathBuf, String)> {
             format!("# bench apply: generated change {}\n", k + 1)
         };
         // Insert at a blank line near the middle so C syntax stays valid.
-        let at = (at..lines.len()).find(|&i| lines[i].trim().is_empty()).unwrap_or(lines.len());
+        let at = (at..lines.len())
+            .find(|&i| lines[i].trim().is_empty())
+            .unwrap_or(lines.len());
         let mut new_text = String::with_capacity(text.len() + comment.len());
         for (i, line) in lines.iter().enumerate() {
             if i == at {
@@ -105,7 +109,15 @@ fn generate(src: &Path, scratch: &Path) -> Result<(PathBuf, String)> {
     }
     let series_dir = scratch.join("bench");
     std::fs::create_dir_all(&series_dir)?;
-    format_patch(&gen_dir, base.id(), tip.id(), &series_dir, &PatchStyle::default(), &[])?;
+    format_patch(
+        &gen_dir,
+        base.id(),
+        tip.id(),
+        &series_dir,
+        &PatchStyle::default(),
+        &[],
+        None,
+    )?;
     let base_tree = base.tree_id().to_string();
     std::fs::write(
         series_dir.join("series.toml"),
@@ -140,17 +152,29 @@ pub fn run() -> Result<ExitCode> {
     apply::open_repo(&src)?;
     let target = crate::util::target_dir();
     std::fs::create_dir_all(&target)?;
-    let scratch = tempfile::Builder::new().prefix("bench-apply-").tempdir_in(&target)?;
-    eprintln!("bench apply: source {} (read only), scratch {}", src.display(), scratch.path().display());
+    let scratch = tempfile::Builder::new()
+        .prefix("bench-apply-")
+        .tempdir_in(&target)?;
+    eprintln!(
+        "bench apply: source {} (read only), scratch {}",
+        src.display(),
+        scratch.path().display()
+    );
     eprintln!("generating {PATCHES} patches touching real files...");
     let (series_dir, _) = generate(&src, scratch.path())?;
     let series = Series::load(&series_dir)?;
     let (ours_dir, am_dir) = (scratch.path().join("xtask"), scratch.path().join("am"));
     let sh = xshell::Shell::new()?;
     eprintln!("cloning two work trees (git clone --local)...");
-    xshell::cmd!(sh, "git clone -q --local {src} {ours_dir}").run()?;
-    xshell::cmd!(sh, "git clone -q --local {src} {am_dir}").run()?;
-    xshell::cmd!(sh, "git -C {am_dir} switch -q -c bench-am").run()?;
+    xshell::cmd!(sh, "git clone -q --local {src} {ours_dir}")
+        .quiet()
+        .run()?;
+    xshell::cmd!(sh, "git clone -q --local {src} {am_dir}")
+        .quiet()
+        .run()?;
+    xshell::cmd!(sh, "git -C {am_dir} switch -q -c bench-am")
+        .quiet()
+        .run()?;
     let files: Vec<PathBuf> = series.patches.clone();
 
     let mut ours = Vec::new();
@@ -162,27 +186,43 @@ pub fn run() -> Result<ExitCode> {
         for side in 0..2 {
             if (side == 0) == ours_first {
                 let start = Instant::now();
-                let opts = ApplyOptions { force: true, ..Default::default() };
-                let applied = apply::apply_series(&series, &ours_dir, &[], Some("bench/v1"), &opts)?;
+                let opts = ApplyOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let applied =
+                    apply::apply_series(&series, &ours_dir, &[], Some("bench/v1"), &opts)?;
                 ours.push(start.elapsed());
-                ours_tip = applied.commits.last().and_then(|c| c.commit.clone()).unwrap_or_default();
+                ours_tip = applied
+                    .commits
+                    .last()
+                    .and_then(|c| c.commit.clone())
+                    .unwrap_or_default();
             } else {
                 let base = xshell::cmd!(sh, "git -C {am_dir} rev-parse HEAD").read()?;
                 let start = Instant::now();
-                { let files = &files; xshell::cmd!(sh, "git -C {am_dir} am -q {files...}") }
-                    .env("GIT_COMMITTER_NAME", "Bench")
-                    .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-                    .run()
-                    .context("git am")?;
+                {
+                    let files = &files;
+                    xshell::cmd!(sh, "git -C {am_dir} am -q {files...}")
+                }
+                .env("GIT_COMMITTER_NAME", "Bench")
+                .env("GIT_COMMITTER_EMAIL", "bench@example.org")
+                .quiet()
+                .run()
+                .context("git am")?;
                 am.push(start.elapsed());
                 let tip_tree = tree_of(&am_dir, "HEAD")?;
                 if !ours_tip.is_empty() {
                     let ours_tree = tree_of(&ours_dir, &ours_tip)?;
                     if ours_tree != tip_tree {
-                        bail!("apply and git am produced different trees ({ours_tree} vs {tip_tree})");
+                        bail!(
+                            "apply and git am produced different trees ({ours_tree} vs {tip_tree})"
+                        );
                     }
                 }
-                xshell::cmd!(sh, "git -C {am_dir} reset -q --hard {base}").run()?;
+                xshell::cmd!(sh, "git -C {am_dir} reset -q --hard {base}")
+                    .quiet()
+                    .run()?;
             }
         }
         eprintln!(
@@ -194,21 +234,32 @@ pub fn run() -> Result<ExitCode> {
     }
     // Final check that both produce the same tree (the loop checks rounds where am ran second).
     let ours_tree = tree_of(&ours_dir, "refs/heads/bench/v1")?;
-    { let files = &files; xshell::cmd!(sh, "git -C {am_dir} am -q {files...}") }
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-        .run()?;
+    {
+        let files = &files;
+        xshell::cmd!(sh, "git -C {am_dir} am -q {files...}")
+    }
+    .env("GIT_COMMITTER_NAME", "Bench")
+    .env("GIT_COMMITTER_EMAIL", "bench@example.org")
+    .quiet()
+    .run()?;
     let am_tree = tree_of(&am_dir, "HEAD")?;
     if ours_tree != am_tree {
         bail!("apply and git am produced different trees ({ours_tree} vs {am_tree})");
     }
     let (o, a) = (median(ours), median(am));
     let ratio = secs(o) / secs(a);
-    println!("bench apply: {PATCHES} generated patches on {}, median of {ROUNDS} rounds", src.display());
-    println!("{:<28} {:>8}", "method", "seconds");
-    println!("{:<28} {:>8.3}", "xtask apply (git2, no checkout)", secs(o));
-    println!("{:<28} {:>8.3}", "git am (baseline)", secs(a));
-    println!("ratio xtask/git-am: {ratio:.2} (goal <= 1.00: {})", if ratio <= 1.0 { "met" } else { "NOT met" });
+    println!(
+        "bench apply: {PATCHES} generated patches on {}, median of {ROUNDS} rounds",
+        src.display()
+    );
+    println!("{:<32} {:>8}", "method", "seconds");
+    println!("{:<32} {:>8.3}", "xtask apply (git2, no checkout)", secs(o));
+    println!("{:<32} {:>8.3}", "git am (baseline)", secs(a));
+    println!(
+        "ratio xtask/git-am: {ratio:.2} (goal <= 1.00: {})",
+        if ratio <= 1.0 { "met" } else { "NOT met" }
+    );
     println!("both produced tree {ours_tree}");
+    eprintln!("removing the scratch clones in {} (a minute on a busy disk)...", scratch.path().display());
     Ok(ExitCode::SUCCESS)
 }

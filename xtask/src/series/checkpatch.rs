@@ -28,25 +28,49 @@ pub enum Checkpatch {
 pub fn run(tree: &Path, patches: &[PathBuf]) -> Result<Checkpatch> {
     let script = tree.join("scripts/checkpatch.pl");
     if !script.is_file() {
-        return Ok(Checkpatch::Skipped(format!("{} not found (is --tree a kernel tree?)", script.display())));
+        return Ok(Checkpatch::Skipped(format!(
+            "{} not found (is --tree a kernel tree?)",
+            script.display()
+        )));
     }
     let sh = xshell::Shell::new()?;
-    if xshell::cmd!(sh, "perl -e 1").quiet().ignore_stdout().ignore_stderr().run().is_err() {
-        return Ok(Checkpatch::Skipped("perl is not installed (apt-get install perl)".into()));
+    if xshell::cmd!(sh, "perl -e 1")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_err()
+    {
+        return Ok(Checkpatch::Skipped(
+            "perl is not installed (apt-get install perl)".into(),
+        ));
     }
     sh.change_dir(tree);
     let line_re = Regex::new(r"^(.*?):(\d+): (ERROR|WARNING|CHECK): (.*)$").expect("static regex");
     let mut reports = Vec::new();
     for patch in patches {
-        let name = patch.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let abs = std::path::absolute(patch).with_context(|| format!("resolving {}", patch.display()))?;
-        let output = xshell::cmd!(sh, "perl {script} --strict --terse --no-summary --showfile {abs}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .with_context(|| format!("running checkpatch on {name}"))?;
+        let name = patch
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let abs =
+            std::path::absolute(patch).with_context(|| format!("resolving {}", patch.display()))?;
+        let output = xshell::cmd!(
+            sh,
+            "perl {script} --strict --terse --no-summary --showfile {abs}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("running checkpatch on {name}"))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let mut report = PatchReport { patch: name.clone(), errors: 0, warnings: 0, checks: 0, messages: Vec::new() };
+        let mut report = PatchReport {
+            patch: name.clone(),
+            errors: 0,
+            warnings: 0,
+            checks: 0,
+            messages: Vec::new(),
+        };
         for line in stdout.lines() {
             if let Some(caps) = line_re.captures(line) {
                 match &caps[3] {
@@ -76,11 +100,22 @@ pub fn table(result: &Checkpatch) -> String {
     match result {
         Checkpatch::Skipped(reason) => format!("checkpatch: SKIP: {reason}"),
         Checkpatch::Ran(reports) => {
-            let width = reports.iter().map(|r| r.patch.len()).max().unwrap_or(5).max(5);
-            let mut out = format!("{:<width$}  {:>6}  {:>8}  {:>6}\n", "patch", "errors", "warnings", "checks");
+            let width = reports
+                .iter()
+                .map(|r| r.patch.len())
+                .max()
+                .unwrap_or(5)
+                .max(5);
+            let mut out = format!(
+                "{:<width$}  {:>6}  {:>8}  {:>6}\n",
+                "patch", "errors", "warnings", "checks"
+            );
             let (mut e, mut w, mut c) = (0, 0, 0);
             for r in reports {
-                out.push_str(&format!("{:<width$}  {:>6}  {:>8}  {:>6}\n", r.patch, r.errors, r.warnings, r.checks));
+                out.push_str(&format!(
+                    "{:<width$}  {:>6}  {:>8}  {:>6}\n",
+                    r.patch, r.errors, r.warnings, r.checks
+                ));
                 e += r.errors;
                 w += r.warnings;
                 c += r.checks;

@@ -38,18 +38,28 @@ pub struct PatchStyle {
 
 impl Default for PatchStyle {
     fn default() -> Self {
-        PatchStyle { abbrev: 12, signature: None, zero_commit: false, subject_prefix: "PATCH".into(), numbered: None }
+        PatchStyle {
+            abbrev: 12,
+            signature: None,
+            zero_commit: false,
+            subject_prefix: "PATCH".into(),
+            numbered: None,
+        }
     }
 }
 
 /// Infer the style from existing patch files (defaults when there are none).
 pub fn infer_style(files: &[PathBuf]) -> PatchStyle {
     let mut style = PatchStyle::default();
-    let index_re = Regex::new(r"(?m)^index ([0-9a-f]{7,40})\.\.([0-9a-f]{7,40})").expect("static regex");
+    let index_re =
+        Regex::new(r"(?m)^index ([0-9a-f]{7,40})\.\.([0-9a-f]{7,40})").expect("static regex");
     let subject_re = Regex::new(r"(?m)^Subject: \[([^\]]*)\]").expect("static regex");
+    let num_re = Regex::new(r"^(.*?)\s*(\d+)/(\d+)$").expect("static regex");
     let mut min_abbrev: Option<usize> = None;
     for (i, file) in files.iter().enumerate() {
-        let Ok(bytes) = std::fs::read(file) else { continue };
+        let Ok(bytes) = std::fs::read(file) else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&bytes);
         for caps in index_re.captures_iter(&text) {
             for m in [caps.get(1), caps.get(2)].into_iter().flatten() {
@@ -60,7 +70,6 @@ pub fn infer_style(files: &[PathBuf]) -> PatchStyle {
             style.zero_commit = text.starts_with("From 0000000000000000000000000000000000000000 ");
             if let Some(caps) = subject_re.captures(&text) {
                 let inner = caps[1].trim();
-                let num_re = Regex::new(r"^(.*?)\s*(\d+)/(\d+)$").expect("static regex");
                 if let Some(n) = num_re.captures(inner) {
                     style.subject_prefix = n[1].to_string();
                     style.numbered = Some(true);
@@ -75,7 +84,10 @@ pub fn infer_style(files: &[PathBuf]) -> PatchStyle {
             style.signature = Some(match text.rfind("\n-- \n") {
                 Some(pos) => {
                     let tail = &text[pos + 5..];
-                    tail.strip_suffix('\n').unwrap_or(tail).trim_end_matches('\n').to_string()
+                    tail.strip_suffix('\n')
+                        .unwrap_or(tail)
+                        .trim_end_matches('\n')
+                        .to_string()
                 }
                 None => String::new(),
             });
@@ -131,11 +143,17 @@ impl fmt::Display for ExportReport {
 
 /// Resolve `BASE..BRANCH`, or by default branch `<name>/v<N>` and, walking
 /// back from it, the first commit whose tree is a known base tree.
-pub fn resolve_range<'r>(repo: &'r Repository, toml: &SeriesToml, range: Option<&str>) -> Result<(Commit<'r>, Commit<'r>)> {
+pub fn resolve_range<'r>(
+    repo: &'r Repository,
+    toml: &SeriesToml,
+    range: Option<&str>,
+) -> Result<(Commit<'r>, Commit<'r>)> {
     let find = |spec: &str| -> Result<Commit<'r>> {
         repo.revparse_single(spec)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|err| anyhow::anyhow!("cannot resolve {spec:?} in the tree: {}", err.message()))
+            .map_err(|err| {
+                anyhow::anyhow!("cannot resolve {spec:?} in the tree: {}", err.message())
+            })
     };
     if let Some(range) = range {
         let Some((a, b)) = range.split_once("..") else {
@@ -152,7 +170,12 @@ pub fn resolve_range<'r>(repo: &'r Repository, toml: &SeriesToml, range: Option<
     })?;
     let mut commit = tip.clone();
     for _ in 0..10_000 {
-        if toml.base.trees.values().any(|t| *t == commit.tree_id().to_string()) {
+        if toml
+            .base
+            .trees
+            .values()
+            .any(|t| *t == commit.tree_id().to_string())
+        {
             if commit.id() == tip.id() {
                 bail!("branch {branch} is the base itself: nothing to export");
             }
@@ -196,7 +219,17 @@ pub fn git<'a>(sh: &'a xshell::Shell, tree: &Path) -> xshell::Cmd<'a> {
 }
 
 /// Run `git format-patch` for `base..tip` into `out` with `style`.
-pub fn format_patch(tree: &Path, base: Oid, tip: Oid, out: &Path, style: &PatchStyle, extra: &[String]) -> Result<()> {
+/// `ident` (name, email) is the committer identity git uses for the cover
+/// letter's From: (user and system config are not read).
+pub fn format_patch(
+    tree: &Path,
+    base: Oid,
+    tip: Oid,
+    out: &Path,
+    style: &PatchStyle,
+    extra: &[String],
+    ident: Option<(&str, &str)>,
+) -> Result<()> {
     let sh = xshell::Shell::new()?;
     let mut args: Vec<String> = vec![
         "format-patch".into(),
@@ -221,9 +254,13 @@ pub fn format_patch(tree: &Path, base: Oid, tip: Oid, out: &Path, style: &PatchS
     args.push("-o".into());
     args.push(out.display().to_string());
     args.push(format!("{base}..{tip}"));
-    git(&sh, tree)
-        .args(&args)
-        .quiet()
+    let mut cmd = git(&sh, tree).args(&args);
+    if let Some((name, email)) = ident {
+        cmd = cmd
+            .env("GIT_COMMITTER_NAME", name)
+            .env("GIT_COMMITTER_EMAIL", email);
+    }
+    cmd.quiet()
         .ignore_stdout()
         .run()
         .with_context(|| format!("git format-patch in {}", tree.display()))?;
@@ -233,7 +270,11 @@ pub fn format_patch(tree: &Path, base: Oid, tip: Oid, out: &Path, style: &PatchS
 /// Replace `target` by `staged` with two renames; on failure `target` is restored.
 pub fn swap_dir(staged: &Path, target: &Path) -> Result<()> {
     let parent = target.parent().context("target has no parent directory")?;
-    let name = target.file_name().context("target has no name")?.to_string_lossy().into_owned();
+    let name = target
+        .file_name()
+        .context("target has no name")?
+        .to_string_lossy()
+        .into_owned();
     let old = if target.exists() {
         let old = tempfile::Builder::new()
             .prefix(&format!(".{name}.old-"))
@@ -241,7 +282,8 @@ pub fn swap_dir(staged: &Path, target: &Path) -> Result<()> {
             .with_context(|| format!("creating a temporary directory in {}", parent.display()))?
             .keep();
         std::fs::remove_dir(&old)?;
-        std::fs::rename(target, &old).with_context(|| format!("moving {} aside", target.display()))?;
+        std::fs::rename(target, &old)
+            .with_context(|| format!("moving {} aside", target.display()))?;
         Some(old)
     } else {
         None
@@ -253,7 +295,8 @@ pub fn swap_dir(staged: &Path, target: &Path) -> Result<()> {
         return Err(err).with_context(|| format!("moving the new files into {}", target.display()));
     }
     if let Some(old) = old {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing the old copy {}", old.display()))?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("removing the old copy {}", old.display()))?;
     }
     Ok(())
 }
@@ -267,31 +310,51 @@ pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<Exp
     let (base, tip) = resolve_range(&repo, &toml, range)?;
     let commits = range_commits(&repo, base.id(), tip.id())?;
     if commits.is_empty() {
-        bail!("{}..{} holds no commits: nothing to export", short(base.id()), short(tip.id()));
+        bail!(
+            "{}..{} holds no commits: nothing to export",
+            short(base.id()),
+            short(tip.id())
+        );
     }
-    let parent = series_dir.parent().context("series directory has no parent")?;
+    let parent = series_dir
+        .parent()
+        .context("series directory has no parent")?;
     let staged = tempfile::Builder::new()
         .prefix(&format!(".{}.export-", toml.name))
         .tempdir_in(parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
-    format_patch(tree, base.id(), tip.id(), staged.path(), &style, &[])?;
+    format_patch(tree, base.id(), tip.id(), staged.path(), &style, &[], None)?;
     let (_, written) = model::list_patch_files(staged.path())?;
     if written.len() != commits.len() {
-        bail!("git format-patch wrote {} files for {} commits", written.len(), commits.len());
+        bail!(
+            "git format-patch wrote {} files for {} commits",
+            written.len(),
+            commits.len()
+        );
     }
     for file in &written {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        mail::parse_patch_file(file).with_context(|| {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = std::fs::read(file)?;
+        mail::parse_patch(Path::new(&name), &bytes).with_context(|| {
             format!("the commit exported as {name} cannot be applied back by `apply`; fix the commit and export again")
         })?;
     }
-    std::fs::copy(series_dir.join(SERIES_TOML), staged.path().join(SERIES_TOML))?;
+    std::fs::copy(
+        series_dir.join(SERIES_TOML),
+        staged.path().join(SERIES_TOML),
+    )?;
     if let Some(cover) = &cover {
         std::fs::copy(cover, staged.path().join(COVER_LETTER))?;
     }
     let mut files = BTreeMap::new();
     for file in &written {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let old = series_dir.join(&name);
         let change = match std::fs::read(&old) {
             Ok(bytes) if bytes == std::fs::read(file)? => FileChange::Unchanged,
@@ -301,7 +364,10 @@ pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<Exp
         files.insert(name, change);
     }
     for file in &existing {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         files.entry(name).or_insert(FileChange::Removed);
     }
     let staged = staged.keep();
@@ -309,5 +375,10 @@ pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<Exp
         let _ = std::fs::remove_dir_all(&staged);
         return Err(err);
     }
-    Ok(ExportReport { dir: series_dir.to_path_buf(), base: short(base.id()), tip: short(tip.id()), files })
+    Ok(ExportReport {
+        dir: series_dir.to_path_buf(),
+        base: short(base.id()),
+        tip: short(tip.id()),
+        files,
+    })
 }

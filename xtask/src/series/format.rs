@@ -43,6 +43,9 @@ pub struct FormatRequest {
     /// Previous version: a series directory, a `BASE..TIP` range or a ref.
     pub compare_to: Option<String>,
     pub checkpatch: bool,
+    /// Sender of the cover letter, "Name <email>" (default: user.name and
+    /// user.email from git config, else the author of the first patch).
+    pub from: Option<String>,
     /// results.json of the latest `cargo xtask test`, for the Tested: section.
     pub results_json: Option<PathBuf>,
 }
@@ -92,7 +95,9 @@ pub fn tested_section(results_json: &Path) -> Option<String> {
     let totals = value.get("totals")?;
     let num = |k: &str| totals.get(k).and_then(|v| v.as_u64());
     let (pass, fail, skip) = (num("pass")?, num("fail")?, num("skip")?);
-    let mut out = format!("Tested: gmem-selftests under virtme-ng: {pass} passed, {fail} failed, {skip} skipped");
+    let mut out = format!(
+        "Tested: gmem-selftests under virtme-ng: {pass} passed, {fail} failed, {skip} skipped"
+    );
     if let Some(kernel) = value.get("kernel").and_then(|v| v.as_str()) {
         out.push_str(&format!("\n  kernel: {kernel}"));
     }
@@ -107,8 +112,13 @@ fn build_in_memory(repo: &Repository, base: Oid, patches: &[PathBuf]) -> Result<
     let mut tip = repo.find_commit(base)?;
     for file in patches {
         let patch = mail::parse_patch_file(file)?;
-        let diff = git2::Diff::from_buffer(&patch.diff)
-            .map_err(|err| anyhow::anyhow!("{}: libgit2 cannot parse the diff: {}", file.display(), err.message()))?;
+        let diff = git2::Diff::from_buffer(&patch.diff).map_err(|err| {
+            anyhow::anyhow!(
+                "{}: libgit2 cannot parse the diff: {}",
+                file.display(),
+                err.message()
+            )
+        })?;
         let oid = commit_patch(repo, &tip, &patch, &diff)?;
         tip = repo.find_commit(oid)?;
     }
@@ -116,20 +126,34 @@ fn build_in_memory(repo: &Repository, base: Oid, patches: &[PathBuf]) -> Result<
 }
 
 /// The previous version as a `BASE..TIP` range in `repo`, and what it was.
-fn previous_range(repo: &Repository, series: &Series, version: u32, compare_to: Option<&str>) -> Result<Option<(String, String)>> {
+fn previous_range(
+    repo: &Repository,
+    series: &Series,
+    version: u32,
+    compare_to: Option<&str>,
+) -> Result<Option<(String, String)>> {
     match compare_to {
         Some(spec) if Path::new(spec).join("series.toml").is_file() => {
             let prev = Series::load(Path::new(spec))?;
-            let base = verify_base(repo, &prev).with_context(|| format!("base of the previous version {spec}"))?;
+            let base = verify_base(repo, &prev)
+                .with_context(|| format!("base of the previous version {spec}"))?;
             let tip = build_in_memory(repo, base.id(), &prev.patches)?;
-            Ok(Some((format!("{}..{}", base.id(), tip), format!("{spec} (v{})", prev.toml.version))))
+            Ok(Some((
+                format!("{}..{}", base.id(), tip),
+                format!("{spec} (v{})", prev.toml.version),
+            )))
         }
         Some(spec) if spec.contains("..") => Ok(Some((spec.to_string(), spec.to_string()))),
         Some(spec) => {
             let tip = repo
                 .revparse_single(spec)
                 .and_then(|o| o.peel_to_commit())
-                .map_err(|err| anyhow::anyhow!("--compare-to {spec:?}: not a series directory, range or ref: {}", err.message()))?
+                .map_err(|err| {
+                    anyhow::anyhow!(
+                        "--compare-to {spec:?}: not a series directory, range or ref: {}",
+                        err.message()
+                    )
+                })?
                 .id();
             let base = walk_to_base(repo, &series.toml, tip)?;
             Ok(Some((format!("{base}..{tip}"), spec.to_string())))
@@ -152,7 +176,12 @@ fn previous_range(repo: &Repository, series: &Series, version: u32, compare_to: 
 fn walk_to_base(repo: &Repository, toml: &super::SeriesToml, tip: Oid) -> Result<Oid> {
     let mut commit = repo.find_commit(tip)?;
     for _ in 0..10_000 {
-        if toml.base.trees.values().any(|t| *t == commit.tree_id().to_string()) {
+        if toml
+            .base
+            .trees
+            .values()
+            .any(|t| *t == commit.tree_id().to_string())
+        {
             return Ok(commit.id());
         }
         if commit.parent_count() == 0 {
@@ -160,28 +189,40 @@ fn walk_to_base(repo: &Repository, toml: &super::SeriesToml, tip: Oid) -> Result
         }
         commit = commit.parent(0)?;
     }
-    bail!("no commit below {} has a base tree listed in series.toml; pass --compare-to BASE..TIP", short(tip))
+    bail!(
+        "no commit below {} has a base tree listed in series.toml; pass --compare-to BASE..TIP",
+        short(tip)
+    )
 }
 
 /// Subject and blurb from the cover letter template, if any.
 fn cover_template(cover: Option<&Path>) -> Result<(Option<String>, String)> {
-    let Some(cover) = cover else { return Ok((None, String::new())) };
+    let Some(cover) = cover else {
+        return Ok((None, String::new()));
+    };
     let bytes = std::fs::read(cover).with_context(|| format!("reading {}", cover.display()))?;
     let rest = if bytes.starts_with(b"From ") {
-        let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |e| e + 1);
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |e| e + 1);
         &bytes[end..]
     } else {
         &bytes[..]
     };
-    let parsed = mailparse::parse_mail(rest).map_err(|err| anyhow::anyhow!("{}: not a mail: {err}", cover.display()))?;
+    let parsed = mailparse::parse_mail(rest)
+        .map_err(|err| anyhow::anyhow!("{}: not a mail: {err}", cover.display()))?;
     let subject = parsed
         .headers
         .iter()
         .find(|h| h.get_key().eq_ignore_ascii_case("Subject"))
         .map(|h| mail::clean_subject(&h.get_value()))
         .filter(|s| !s.is_empty() && !s.contains("*** SUBJECT HERE ***"));
-    let body = parsed.get_body_raw().map_err(|err| anyhow::anyhow!("{}: {err}", cover.display()))?;
-    let body = String::from_utf8(body).map_err(|_| anyhow::anyhow!("{}: body is not UTF-8", cover.display()))?;
+    let body = parsed
+        .get_body_raw()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", cover.display()))?;
+    let body = String::from_utf8(body)
+        .map_err(|_| anyhow::anyhow!("{}: body is not UTF-8", cover.display()))?;
     let shortlog = Regex::new(r"^\S.* \(\d+\):$").expect("static regex");
     let mut blurb = Vec::new();
     for line in body.lines() {
@@ -252,13 +293,20 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     let mut notes = Vec::new();
     let previous = previous_range(&repo, series, version, req.compare_to.as_deref())?;
 
-    let out = req
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::util::target_dir().join("series").join(format!("{}-v{version}", series.name())));
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let out = req.out.clone().unwrap_or_else(|| {
+        crate::util::target_dir()
+            .join("series")
+            .join(format!("{}-v{version}", series.name()))
+    });
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let out_name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "series".into());
+    let out_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "series".into());
     let staged = tempfile::Builder::new()
         .prefix(&format!(".{out_name}.tmp-"))
         .tempdir_in(parent)
@@ -272,7 +320,10 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         subject_prefix: series.toml.subject_prefix.clone(),
         numbered: None,
     };
-    let mut args = vec!["--cover-letter".to_string(), format!("--base={}", base.id())];
+    let mut args = vec![
+        "--cover-letter".to_string(),
+        format!("--base={}", base.id()),
+    ];
     if version > 1 {
         args.push(format!("--reroll-count={version}"));
     }
@@ -285,14 +336,26 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     if let Some((range, _)) = &previous {
         args.push(format!("--range-diff={range}"));
     }
-    format_patch(tree, base.id(), tip, staged.path(), &style, &args)?;
+    let (from_name, from_email) = sender(&repo, series, req.from.as_deref())?;
+    format_patch(
+        tree,
+        base.id(),
+        tip,
+        staged.path(),
+        &style,
+        &args,
+        Some((&from_name, &from_email)),
+    )?;
 
     // Complete the cover letter.
     let mut written: Vec<PathBuf> = std::fs::read_dir(staged.path())?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     written.sort();
-    let Some(cover_path) = written.iter().find(|p| p.to_string_lossy().ends_with("0000-cover-letter.patch")).cloned()
+    let Some(cover_path) = written
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("0000-cover-letter.patch"))
+        .cloned()
     else {
         bail!("git format-patch wrote no cover letter");
     };
@@ -304,7 +367,13 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
             series.dir.display()
         ));
     }
-    let subject = subject.unwrap_or_else(|| format!("{}: backport to Linux {}", series.name(), series.toml.base.version));
+    let subject = subject.unwrap_or_else(|| {
+        format!(
+            "{}: backport to Linux {}",
+            series.name(),
+            series.toml.base.version
+        )
+    });
     let (changelog, changelog_notes) = changelog_section(series, version);
     notes.extend(changelog_notes);
     let mut middle = String::new();
@@ -332,16 +401,26 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     if !cover.contains(&base_line) {
         bail!("git format-patch wrote no base-commit line");
     }
-    cover = cover.replacen(&base_line, &format!("{base_line}change-id: {}\n", series.toml.change_id), 1);
+    cover = cover.replacen(
+        &base_line,
+        &format!("{base_line}change-id: {}\n", series.toml.change_id),
+        1,
+    );
     std::fs::write(&cover_path, cover)?;
 
     let mut files = Vec::new();
     let mut patch_files = Vec::new();
     for file in &written {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let text = std::fs::read(file)?;
         let parsed = mailparse::parse_mail(text.strip_prefix(b"From ").map_or(&text[..], |r| {
-            let end = r.iter().position(|&b| b == b'\n').map_or(r.len(), |e| e + 1);
+            let end = r
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(r.len(), |e| e + 1);
             &r[end..]
         }))
         .map_err(|err| anyhow::anyhow!("{name}: unreadable mail: {err}"))?;
@@ -357,7 +436,11 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         }
         files.push((name, subject));
     }
-    let checkpatch = if req.checkpatch { Some(checkpatch::run(tree, &patch_files)?) } else { None };
+    let checkpatch = if req.checkpatch {
+        Some(checkpatch::run(tree, &patch_files)?)
+    } else {
+        None
+    };
     let staged = staged.keep();
     if let Err(err) = swap_dir(&staged, &out) {
         let _ = std::fs::remove_dir_all(&staged);
@@ -372,6 +455,34 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     })
 }
 
+/// Who sends the series: `--from`, else git config, else the first author.
+fn sender(repo: &Repository, series: &Series, from: Option<&str>) -> Result<(String, String)> {
+    if let Some(from) = from {
+        if let Ok(list) = mailparse::addrparse(from) {
+            if let Some(mailparse::MailAddr::Single(info)) = list.first() {
+                if info.addr.contains('@') {
+                    let name = info
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| info.addr.clone());
+                    return Ok((name, info.addr.clone()));
+                }
+            }
+        }
+        bail!("--from {from:?} is not \"Name <address>\"");
+    }
+    if let Ok(config) = repo.config() {
+        if let (Ok(name), Ok(email)) = (
+            config.get_string("user.name"),
+            config.get_string("user.email"),
+        ) {
+            return Ok((name, email));
+        }
+    }
+    let first = mail::parse_patch_file(&series.patches[0])?;
+    Ok((first.author_name, first.author_email))
+}
+
 /// RFC 2047-encode a subject when it is not plain ASCII (format-patch does
 /// the same for the subjects it writes).
 fn encode_subject(subject: &str) -> String {
@@ -381,7 +492,9 @@ fn encode_subject(subject: &str) -> String {
     let mut out = String::from("=?UTF-8?q?");
     for b in subject.bytes() {
         match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'*' | b'+' | b'-' | b'/' => out.push(b as char),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'*' | b'+' | b'-' | b'/' => {
+                out.push(b as char)
+            }
             b' ' => out.push('_'),
             _ => out.push_str(&format!("={b:02X}")),
         }

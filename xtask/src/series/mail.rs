@@ -97,21 +97,27 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
     }
     let mail = mailparse::parse_mail(rest)
         .map_err(|err| anyhow::anyhow!("{p}: not a mail written by `git format-patch`: {err}"))?;
-    let header = |name: &str| mail.headers.iter().find(|h| h.get_key().eq_ignore_ascii_case(name));
-    let (Some(from), Some(date), Some(subject)) = (header("From"), header("Date"), header("Subject")) else {
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case(name))
+    };
+    let (Some(from), Some(date), Some(subject)) =
+        (header("From"), header("Date"), header("Subject"))
+    else {
         bail!(
             "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
              a series directory holds only format-patch files and series.toml"
         );
     };
-    let (author_name, author_email) = parse_author(&from.get_value())
+    let (mut author_name, mut author_email) = parse_author(&from.get_value())
         .with_context(|| format!("{p}: bad From: header {:?}", from.get_value()))?;
     let date_text = date.get_value();
-    let time = mailparse::dateparse(&date_text)
+    let mut time = mailparse::dateparse(&date_text)
         .map_err(|err| anyhow::anyhow!("{p}: bad Date: header {date_text:?}: {err}"))?;
-    let offset_minutes = parse_zone(&date_text)
+    let mut offset_minutes = parse_zone(&date_text)
         .with_context(|| format!("{p}: Date: header {date_text:?} has no +HHMM zone"))?;
-    let subject = clean_subject(&subject.get_value());
+    let mut subject = clean_subject(&subject.get_value());
     if subject.is_empty() {
         bail!("{p}: empty Subject:");
     }
@@ -139,7 +145,9 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         offset += line.len();
     }
     let Some(diff_start) = diff_start else {
-        if body.windows(b"\n@@ -".len()).any(|w| w == b"\n@@ -") || body.windows(4).any(|w| w == b"\n---") {
+        if body.windows(b"\n@@ -".len()).any(|w| w == b"\n@@ -")
+            || body.windows(4).any(|w| w == b"\n---")
+        {
             bail!("{p}: truncated or mangled patch: no `diff --git` line found after the message");
         }
         bail!("{p}: no diff in this mail; is it a patch written by `git format-patch`?");
@@ -147,6 +155,31 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
     let msg_end = msg_end.unwrap_or(diff_start);
     let body_text = std::str::from_utf8(&body[..msg_end])
         .map_err(|_| anyhow::anyhow!("{p}: commit message is not valid UTF-8"))?;
+    // In-body headers (`From:`/`Date:`/`Subject:` lines opening the body, as
+    // `git format-patch --from` and mailing lists write them) override the
+    // mail headers, as in `git am`.
+    let mut body_text = body_text.trim_start_matches('\n');
+    let mut in_body = false;
+    while let Some((line, rest)) = body_text.split_once('\n') {
+        if let Some(value) = line.strip_prefix("From: ") {
+            (author_name, author_email) = parse_author(value)
+                .with_context(|| format!("{p}: bad in-body From: line {value:?}"))?;
+        } else if let Some(value) = line.strip_prefix("Date: ") {
+            time = mailparse::dateparse(value)
+                .map_err(|err| anyhow::anyhow!("{p}: bad in-body Date: line {value:?}: {err}"))?;
+            offset_minutes = parse_zone(value)
+                .with_context(|| format!("{p}: in-body Date: {value:?} has no +HHMM zone"))?;
+        } else if let Some(value) = line.strip_prefix("Subject: ") {
+            subject = clean_subject(value);
+        } else {
+            break;
+        }
+        in_body = true;
+        body_text = rest;
+    }
+    if in_body && !body_text.starts_with('\n') && !body_text.is_empty() {
+        bail!("{p}: in-body From:/Date:/Subject: lines must be followed by a blank line");
+    }
     let message = stripspace(&format!("{subject}\n\n{body_text}"));
 
     // Signature: after the last "-- " line, if what follows holds no diff lines.
@@ -179,9 +212,9 @@ fn split_signature(diff: &[u8]) -> (&[u8], Option<String>) {
     let marker = b"\n-- \n";
     if let Some(pos) = diff.windows(marker.len()).rposition(|w| w == marker) {
         let tail = &diff[pos + marker.len()..];
-        let looks_like_diff = tail
-            .split(|&b| b == b'\n')
-            .any(|l| l.starts_with(b"@@ ") || l.starts_with(b"diff --git ") || l.starts_with(b"+++ "));
+        let looks_like_diff = tail.split(|&b| b == b'\n').any(|l| {
+            l.starts_with(b"@@ ") || l.starts_with(b"diff --git ") || l.starts_with(b"+++ ")
+        });
         if !looks_like_diff {
             let mut sig = String::from_utf8_lossy(tail).into_owned();
             // format-patch writes "-- \n<sig>\n\n": drop the final blank line.
@@ -199,7 +232,11 @@ fn parse_author(value: &str) -> Result<(String, String)> {
     match list.first() {
         Some(mailparse::MailAddr::Single(info)) if list.len() == 1 => {
             let name = info.display_name.clone().unwrap_or_default();
-            let name = if name.trim().is_empty() { info.addr.clone() } else { name };
+            let name = if name.trim().is_empty() {
+                info.addr.clone()
+            } else {
+                name
+            };
             Ok((name, info.addr.clone()))
         }
         _ => bail!("expected one author address"),
@@ -370,13 +407,13 @@ pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
                 bail!("{p}: hunk `{text}` before any `diff --git` line");
             }
             let count = |m: Option<regex::Match>| m.map_or(Ok(1), |m| m.as_str().parse::<u64>());
-            let old = count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
-            let new = count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
+            let old =
+                count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
+            let new =
+                count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
             hunk = Some((old, new, text.trim_end().to_string()));
             current_has_change = true;
-        } else if text.starts_with("index ")
-            || text.starts_with("--- ")
-            || text.starts_with("+++ ")
+        } else if text.starts_with("index ") || text.starts_with("--- ") || text.starts_with("+++ ")
         {
         } else if current.is_some() && text.trim().is_empty() {
             // A blank line between file sections (e.g. before a signature) is harmless.
@@ -429,7 +466,10 @@ mod tests {
 
     #[test]
     fn subject_cleanup_matches_git_am() {
-        assert_eq!(clean_subject("[PATCH v2 3/7] KVM: x86: do it"), "KVM: x86: do it");
+        assert_eq!(
+            clean_subject("[PATCH v2 3/7] KVM: x86: do it"),
+            "KVM: x86: do it"
+        );
         assert_eq!(clean_subject("Re: [RFC PATCH] [foo] bar  baz"), "bar baz");
     }
 
@@ -443,6 +483,19 @@ mod tests {
         assert_eq!(parse_zone("Wed, 25 Nov 2026 17:14:02 +0530"), Some(330));
         assert_eq!(parse_zone("Wed, 25 Nov 2026 17:14:02 -0100"), Some(-60));
         assert_eq!(parse_zone("Wed, 25 Nov 2026 17:14:02"), None);
+    }
+
+    #[test]
+    fn in_body_from_overrides_the_sender() {
+        let mail = b"From: Sender <s@example.org>\nDate: Wed, 25 Nov 2026 17:14:02 +0000\nSubject: [PATCH] x: y\n\nFrom: Real Author <a@example.org>\nDate: Tue, 24 Nov 2026 10:00:00 -0500\n\nBody\n---\n f | 1 +\n\ndiff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -1 +1,2 @@\n a\n+b\n";
+        let parsed = parse_patch(Path::new("0001-x.patch"), mail).unwrap();
+        assert_eq!(
+            (parsed.author_name.as_str(), parsed.author_email.as_str()),
+            ("Real Author", "a@example.org")
+        );
+        assert_eq!(parsed.offset_minutes, -300);
+        assert_eq!(parsed.message, "x: y\n\nBody\n");
+        assert_eq!(parsed.signature, None);
     }
 
     #[test]

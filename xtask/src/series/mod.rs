@@ -66,10 +66,10 @@ pub enum SeriesCmd {
         /// Version N of `[PATCH vN k/M]` (default: `version` of series.toml).
         #[arg(long)]
         reroll: Option<u32>,
-        /// Recipients (default: `to` of series.toml).
+        /// Extra recipients, added to `to` of series.toml.
         #[arg(long)]
         to: Vec<String>,
-        /// Copies (default: `cc` of series.toml).
+        /// Extra copies, added to `cc` of series.toml.
         #[arg(long)]
         cc: Vec<String>,
         /// Output directory (default: target/series/<series>-v<N>/).
@@ -85,6 +85,10 @@ pub enum SeriesCmd {
         /// Skip scripts/checkpatch.pl.
         #[arg(long)]
         no_checkpatch: bool,
+        /// Sender of the cover letter, "Name <email>" (default: git config
+        /// user.name/user.email).
+        #[arg(long)]
+        from: Option<String>,
     },
 }
 
@@ -104,28 +108,49 @@ pub fn load_series(series: &str) -> anyhow::Result<Series> {
 pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let tree = default_tree(args.tree)?;
     let series = load_series(&args.series)?;
-    let opts = apply::ApplyOptions { force: args.force, checkout: args.checkout, verbose: true, ..Default::default() };
+    let opts = apply::ApplyOptions {
+        force: args.force,
+        checkout: args.checkout,
+        verbose: true,
+        ..Default::default()
+    };
     eprintln!(
         "applying {} v{} ({} patches{}) to {}",
         series.name(),
         series.toml.version,
         series.patches.len(),
-        if args.extra.is_empty() { String::new() } else { format!(" + {} extra", args.extra.len()) },
+        if args.extra.is_empty() {
+            String::new()
+        } else {
+            format!(" + {} extra", args.extra.len())
+        },
         tree.display()
     );
     let applied = apply::apply_series(&series, &tree, &args.extra, args.branch.as_deref(), &opts)?;
     println!("{}", applied_table(&applied));
-    let skipped = applied.commits.iter().filter(|c| c.commit.is_none()).count();
+    let skipped = applied
+        .commits
+        .iter()
+        .filter(|c| c.commit.is_none())
+        .count();
     println!(
         "branch {} created from base {} with {} commits{}; {}",
         applied.branch,
         &applied.base[..12],
         applied.commits.len() - skipped,
-        if skipped > 0 { format!(" ({skipped} patches already in the base, skipped)") } else { String::new() },
+        if skipped > 0 {
+            format!(" ({skipped} patches already in the base, skipped)")
+        } else {
+            String::new()
+        },
         if args.checkout {
             "checked out".to_string()
         } else {
-            format!("your checkout is unchanged (git -C {} switch {})", tree.display(), applied.branch)
+            format!(
+                "your checkout is unchanged (git -C {} switch {})",
+                tree.display(),
+                applied.branch
+            )
         }
     );
     Ok(ExitCode::SUCCESS)
@@ -142,8 +167,15 @@ pub fn applied_table(applied: &Applied) -> String {
         .max(5);
     let mut out = format!("{:<width$}  {:<12}  subject\n", "patch", "commit");
     for c in &applied.commits {
-        let name = c.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let commit = c.commit.as_deref().map_or("skipped".to_string(), |id| id[..12].to_string());
+        let name = c
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let commit = c
+            .commit
+            .as_deref()
+            .map_or("skipped".to_string(), |id| id[..12].to_string());
         out.push_str(&format!("{name:<width$}  {commit:<12}  {}\n", c.subject));
     }
     out.trim_end().to_string()
@@ -151,13 +183,27 @@ pub fn applied_table(applied: &Applied) -> String {
 
 pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        SeriesCmd::Export { tree, range, series } => {
+        SeriesCmd::Export {
+            tree,
+            range,
+            series,
+        } => {
             let dir = model::resolve_series_dir(&series, &crate::util::patches_dir())?;
             let report = export::export(&dir, &tree, range.as_deref())?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        SeriesCmd::Format { series, reroll, to, cc, out, tree, compare_to, no_checkpatch } => {
+        SeriesCmd::Format {
+            series,
+            reroll,
+            to,
+            cc,
+            out,
+            tree,
+            compare_to,
+            no_checkpatch,
+            from,
+        } => {
             let tree = default_tree(tree)?;
             let series = load_series(&series)?;
             let req = format::FormatRequest {
@@ -167,6 +213,7 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
                 out,
                 compare_to,
                 checkpatch: !no_checkpatch,
+                from,
                 results_json: Some(crate::util::target_dir().join("results/latest/results.json")),
             };
             let report = format::format_series(&series, &tree, &req)?;
@@ -214,7 +261,13 @@ pub struct AppliedPatch {
 /// checkout is left as it was (see [`checkout`]). Fails if the branch exists.
 pub fn apply(req: &ApplyRequest) -> anyhow::Result<Applied> {
     let series = load_series(&req.series)?;
-    apply::apply_series(&series, &req.tree, &req.extra, req.branch.as_deref(), &apply::ApplyOptions::default())
+    apply::apply_series(
+        &series,
+        &req.tree,
+        &req.extra,
+        req.branch.as_deref(),
+        &apply::ApplyOptions::default(),
+    )
 }
 
 /// Check out a branch `apply` created (safe: refuses to overwrite local changes).

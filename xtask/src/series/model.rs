@@ -105,7 +105,13 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: field `{}`: {}", self.file.display(), self.field, self.message)
+        write!(
+            f,
+            "{}: field `{}`: {}",
+            self.file.display(),
+            self.field,
+            self.message
+        )
     }
 }
 
@@ -143,7 +149,12 @@ impl SeriesToml {
 
     fn validate(&self, file: &Path) -> Result<()> {
         let err = |field: &str, message: String| -> anyhow::Error {
-            FieldError { file: file.to_path_buf(), field: field.to_string(), message }.into()
+            FieldError {
+                file: file.to_path_buf(),
+                field: field.to_string(),
+                message,
+            }
+            .into()
         };
         let name_re = Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("static regex");
         if !name_re.is_match(&self.name) || self.name.ends_with(".lock") || self.name.contains("..")
@@ -159,7 +170,8 @@ impl SeriesToml {
         if self.version == 0 {
             return Err(err("version", "must be 1 or more (the N of vN)".into()));
         }
-        let change_id_re = Regex::new(r"^[0-9]{8}-[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("static regex");
+        let change_id_re =
+            Regex::new(r"^[0-9]{8}-[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("static regex");
         if !change_id_re.is_match(&self.change_id) {
             return Err(err(
                 "change-id",
@@ -176,7 +188,10 @@ impl SeriesToml {
         {
             return Err(err(
                 "subject-prefix",
-                format!("{:?} must be non-empty words without brackets, e.g. \"RFC PATCH\"", self.subject_prefix),
+                format!(
+                    "{:?} must be non-empty words without brackets, e.g. \"RFC PATCH\"",
+                    self.subject_prefix
+                ),
             ));
         }
         for (field, list) in [("to", &self.to), ("cc", &self.cc)] {
@@ -189,11 +204,15 @@ impl SeriesToml {
                 }
             }
         }
-        let version_re = Regex::new(r"^[0-9]+\.[0-9]+(\.[0-9]+)?(-rc[0-9]+)?$").expect("static regex");
+        let version_re =
+            Regex::new(r"^[0-9]+\.[0-9]+(\.[0-9]+)?(-rc[0-9]+)?$").expect("static regex");
         if !version_re.is_match(&self.base.version) {
             return Err(err(
                 "base.version",
-                format!("{:?} is not an upstream version such as \"6.1.176\"", self.base.version),
+                format!(
+                    "{:?} is not an upstream version such as \"6.1.176\"",
+                    self.base.version
+                ),
             ));
         }
         if self.base.trees.is_empty() {
@@ -216,13 +235,19 @@ impl SeriesToml {
             if entry.version == 0 || entry.version > self.version {
                 return Err(err(
                     &format!("changelog[{i}].version"),
-                    format!("{} is outside 1..={} (the series version)", entry.version, self.version),
+                    format!(
+                        "{} is outside 1..={} (the series version)",
+                        entry.version, self.version
+                    ),
                 ));
             }
             if !seen.insert(entry.version) {
                 return Err(err(
                     &format!("changelog[{i}].version"),
-                    format!("version {} has two changelog entries; merge them", entry.version),
+                    format!(
+                        "version {} has two changelog entries; merge them",
+                        entry.version
+                    ),
                 ));
             }
             if entry.changes.is_empty() || entry.changes.iter().any(|c| c.trim().is_empty()) {
@@ -296,7 +321,12 @@ impl Series {
                 dir.display()
             );
         }
-        Ok(Series { dir: dir.to_path_buf(), toml, cover, patches })
+        Ok(Series {
+            dir: dir.to_path_buf(),
+            toml,
+            cover,
+            patches,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -308,7 +338,8 @@ impl Series {
 /// Errors on anything that is not `series.toml` or a numbered `.patch`.
 pub fn list_patch_files(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
     let patch_re = Regex::new(r"^([0-9]{4})-[^/]+\.patch$").expect("static regex");
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading series directory {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading series directory {}", dir.display()))?;
     let mut numbered: Vec<(u32, PathBuf)> = Vec::new();
     let mut cover = None;
     for entry in entries {
@@ -318,7 +349,9 @@ pub fn list_patch_files(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
         let Some(name) = name.to_str() else {
             bail!("{}: file name is not UTF-8; a series directory holds only series.toml and NNNN-*.patch", path.display());
         };
-        let file_type = entry.file_type().with_context(|| format!("reading {}", path.display()))?;
+        let file_type = entry
+            .file_type()
+            .with_context(|| format!("reading {}", path.display()))?;
         if name == SERIES_TOML && file_type.is_file() {
             continue;
         }
@@ -339,9 +372,14 @@ pub fn list_patch_files(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
                 path.display()
             );
         };
-        let number: u32 = caps[1].parse().with_context(|| format!("{}: bad number", path.display()))?;
+        let number: u32 = caps[1]
+            .parse()
+            .with_context(|| format!("{}: bad number", path.display()))?;
         if number == 0 {
-            bail!("{}: number 0000 is reserved for 0000-cover-letter.patch", path.display());
+            bail!(
+                "{}: number 0000 is reserved for 0000-cover-letter.patch",
+                path.display()
+            );
         }
         numbered.push((number, path));
     }
@@ -397,7 +435,11 @@ pub fn resolve_series_dir(series: &str, patches_dir: &Path) -> Result<PathBuf> {
         return Ok(dir);
     }
     let known = known_series(patches_dir);
-    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
     bail!(
         "unknown series {series:?}: no directory {} (known series in {}: {known}); \
          pass --series NAME or a path to a series directory",
@@ -440,7 +482,10 @@ changes = ["Fix the bug"]
         let parsed = SeriesToml::parse(GOOD, Path::new("series.toml")).unwrap();
         assert_eq!(parsed.branch_name(), "guest_memfd/v2");
         assert_eq!(parsed.subject_prefix, "RFC PATCH");
-        assert_eq!(parsed.changes_in(2).unwrap().changes, vec!["Fix the bug".to_string()]);
+        assert_eq!(
+            parsed.changes_in(2).unwrap().changes,
+            vec!["Fix the bug".to_string()]
+        );
     }
 
     #[test]
@@ -453,13 +498,19 @@ changes = ["Fix the bug"]
     #[test]
     fn bad_tree_hash_names_field() {
         let err = parse_err(&GOOD.replace("b501e1fb059b8cec665b48945130d1c1b6fdd1d6", "abc"));
-        assert!(err.contains("patches/x/series.toml: field `base.trees.debian-orig`"), "{err}");
+        assert!(
+            err.contains("patches/x/series.toml: field `base.trees.debian-orig`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_key_is_refused() {
         let err = parse_err(&GOOD.replace("subject-prefix", "subject_prefix"));
-        assert!(err.contains("patches/x/series.toml") && err.contains("subject_prefix"), "{err}");
+        assert!(
+            err.contains("patches/x/series.toml") && err.contains("subject_prefix"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
-use super::{debian, import_tarball, kernel_dir, ImportRequest, DEFAULT_COMPRESSION};
+use super::{debian, import_tarball, kernel_dir, ImportRequest};
 
 /// Goal from issue #2: the import may take at most this many times `tar x`.
 const GOAL_RATIO: f64 = 1.5;
@@ -22,6 +22,10 @@ struct Report {
     rounds: usize,
     tar_x_seconds: Vec<f64>,
     import_seconds: Vec<f64>,
+    /// user+system CPU seconds (tar and xz together; all import threads).
+    tar_x_cpu_seconds: Vec<f64>,
+    import_cpu_seconds: Vec<f64>,
+    cpu_ratio: f64,
     best_tar_x_seconds: f64,
     best_import_seconds: f64,
     ratio: f64,
@@ -32,11 +36,24 @@ struct Report {
     pack_compression: u32,
 }
 
+/// user+system CPU time of this process (all threads) or of its waited-for
+/// children (and their waited-for children: tar's xz).
+fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 100.0).round() / 100.0
 }
 
 pub fn bench_import() -> Result<ExitCode> {
+    let level = super::import_compression()?;
     let version = super::default_version()?;
     let tarball = debian::ensure_tarball(&kernel_dir().join("apt"), &version, true)?;
     let work = crate::util::target_dir().join("bench").join("import");
@@ -50,20 +67,25 @@ pub fn bench_import() -> Result<ExitCode> {
 
     let mut tar_times = Vec::new();
     let mut import_times = Vec::new();
+    let mut tar_cpu = Vec::new();
+    let mut import_cpu = Vec::new();
     let mut last = None;
     for round in 1..=ROUNDS {
         let tar_dir = work.join(format!("tar-{round}"));
         fs::create_dir_all(&tar_dir)?;
         let path = &tarball.path;
         eprintln!("round {round}/{ROUNDS}: tar x ...");
+        let cpu = cpu_time(libc::RUSAGE_CHILDREN);
         let start = Instant::now();
         cmd!(sh, "tar -xf {path} -C {tar_dir}").quiet().run().context("running tar x")?;
         tar_times.push(start.elapsed());
+        tar_cpu.push(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu));
         fs::remove_dir_all(&tar_dir)?;
         sync(&sh);
 
         let dest = work.join(format!("repo-{round}"));
         eprintln!("round {round}/{ROUNDS}: import ...");
+        let cpu = cpu_time(libc::RUSAGE_SELF);
         let start = Instant::now();
         let imported = import_tarball(&ImportRequest {
             tarball: path,
@@ -71,11 +93,12 @@ pub fn bench_import() -> Result<ExitCode> {
             version: Some(&version),
             origin: "bench import".into(),
             source: "bench".into(),
-            compression: DEFAULT_COMPRESSION,
+            compression: level,
             progress: false,
             expected_tree: None,
         })?;
         import_times.push(start.elapsed());
+        import_cpu.push(cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu));
         check_clean(&sh, &dest)?;
         fs::remove_dir_all(&dest)?;
         sync(&sh);
@@ -85,11 +108,17 @@ pub fn bench_import() -> Result<ExitCode> {
     let best_tar = tar_times.iter().min().copied().unwrap_or_default();
     let best_import = import_times.iter().min().copied().unwrap_or_default();
     let ratio = best_import.as_secs_f64() / best_tar.as_secs_f64().max(1e-9);
+    let best_tar_cpu = tar_cpu.iter().min().copied().unwrap_or_default();
+    let best_import_cpu = import_cpu.iter().min().copied().unwrap_or_default();
+    let cpu_ratio = best_import_cpu.as_secs_f64() / best_tar_cpu.as_secs_f64().max(1e-9);
     let report = Report {
         tarball: tarball.path.display().to_string(),
         rounds: ROUNDS,
         tar_x_seconds: tar_times.iter().copied().map(secs).collect(),
         import_seconds: import_times.iter().copied().map(secs).collect(),
+        tar_x_cpu_seconds: tar_cpu.iter().copied().map(secs).collect(),
+        import_cpu_seconds: import_cpu.iter().copied().map(secs).collect(),
+        cpu_ratio: (cpu_ratio * 100.0).round() / 100.0,
         best_tar_x_seconds: secs(best_tar),
         best_import_seconds: secs(best_import),
         ratio: (ratio * 100.0).round() / 100.0,
@@ -97,13 +126,26 @@ pub fn bench_import() -> Result<ExitCode> {
         goal_met: ratio <= GOAL_RATIO,
         files: imported.files,
         tree: imported.tree.to_string(),
-        pack_compression: DEFAULT_COMPRESSION,
+        pack_compression: level,
     };
     let list = |v: &[f64]| v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ");
     println!("bench import: {} ({} entries, tree {})", name_of(&tarball.path), report.files, report.tree);
-    println!("  {:<22} {:>8}  {}", "step", "best (s)", "rounds (s)");
-    println!("  {:<22} {:>8.2}  {}", "tar x (baseline)", report.best_tar_x_seconds, list(&report.tar_x_seconds));
-    println!("  {:<22} {:>8.2}  {}", "xtask import", report.best_import_seconds, list(&report.import_seconds));
+    println!("  {:<20} {:>9}  {:<16} {}", "step", "best wall", "wall per round", "cpu (user+sys) per round");
+    println!(
+        "  {:<20} {:>8.2}s  {:<16} {}",
+        "tar x (baseline)",
+        report.best_tar_x_seconds,
+        list(&report.tar_x_seconds),
+        list(&report.tar_x_cpu_seconds)
+    );
+    println!(
+        "  {:<20} {:>8.2}s  {:<16} {}",
+        format!("xtask import (z{level})"),
+        report.best_import_seconds,
+        list(&report.import_seconds),
+        list(&report.import_cpu_seconds)
+    );
+    println!("  cpu ratio import / tar x: {:.2}", report.cpu_ratio);
     println!(
         "  ratio import / tar x: {:.2} (goal <= {GOAL_RATIO}): {}",
         report.ratio,

@@ -142,8 +142,8 @@ fn split_path<'p>(raw: &'p [u8]) -> Result<(&'p [u8], Vec<&'p [u8]>)> {
 /// Resolves `target` of the symlink at `link` (both relative to the tree
 /// root) through the other symlinks of the tree; errors when it leaves
 /// the tree at any point.
-fn check_symlink(links: &HashMap<Vec<u8>, Vec<u8>>, link: &[u8], target: &[u8]) -> Result<()> {
-    let escape = || unsafe_entry(link, format!("symlink target `{}` points outside the tree", String::from_utf8_lossy(target)));
+fn check_symlink(links: &HashMap<Vec<u8>, Vec<u8>>, shown: &[u8], link: &[u8], target: &[u8]) -> Result<()> {
+    let escape = || unsafe_entry(shown, format!("symlink target `{}` points outside the tree", String::from_utf8_lossy(target)));
     if target.first() == Some(&b'/') {
         return Err(escape());
     }
@@ -166,7 +166,7 @@ fn check_symlink(links: &HashMap<Vec<u8>, Vec<u8>>, link: &[u8], target: &[u8]) 
         if let Some(next) = links.get(&here) {
             hops += 1;
             if hops > 40 {
-                return Err(unsafe_entry(link, "too many levels of symbolic links"));
+                return Err(unsafe_entry(shown, "too many levels of symbolic links"));
             }
             if next.first() == Some(&b'/') {
                 return Err(escape());
@@ -307,7 +307,7 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                     .link_name_bytes()
                     .map(|t| t.into_owned())
                     .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?;
-                check_symlink(&links, &rel, &target)?;
+                check_symlink(&links, &raw, &rel, &target)?;
                 links.insert(rel.clone(), target.clone());
                 entries.push(Entry { path: rel.clone(), mode: MODE_LINK, same_as: None });
                 nodes.insert(rel, Node::Symlink);
@@ -367,10 +367,11 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     bar.finish_and_clear();
 
     // Links can only be judged once all of them are known (chains).
-    for (link, target) in &links {
-        check_symlink(&links, link, target)?;
-    }
     let top = top_dir.ok_or_else(|| anyhow!("{} contains no files", req.tarball.display()))?;
+    for (link, target) in &links {
+        let shown = [top.as_slice(), link.as_slice()].join(&b'/');
+        check_symlink(&links, &shown, link, target)?;
+    }
     let version = match req.version {
         Some(v) => v.to_string(),
         None => version_from_top(&top).ok_or_else(|| {

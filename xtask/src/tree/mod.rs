@@ -335,15 +335,30 @@ fn fetch_debian(req: &FetchRequest) -> Result<Fetched> {
         version: Some(&version),
         origin,
         source,
-        compression: DEFAULT_COMPRESSION,
+        compression: import_compression()?,
         progress: req.progress,
         expected_tree: expected,
     })?;
     Ok(fetched_from(imported, Source::Debian.to_string()))
 }
 
-/// zlib level of the pack written by an import (see `bench import`).
-pub const DEFAULT_COMPRESSION: u32 = 1;
+/// zlib level of the pack written by an import. 0 (stored) keeps the
+/// import within 1.5x of `tar x` on a 2-core machine (`bench import`); the
+/// pack is then as big as the tree (1.3 GB for 6.1). Level 1 makes it 4x
+/// smaller for about 8 s more CPU; `git gc` later compresses it too.
+pub const DEFAULT_COMPRESSION: u32 = 0;
+
+/// The pack's zlib level: `XTASK_IMPORT_COMPRESSION` (0-9) when set, else
+/// [`DEFAULT_COMPRESSION`].
+pub fn import_compression() -> Result<u32> {
+    match std::env::var("XTASK_IMPORT_COMPRESSION") {
+        Err(_) => Ok(DEFAULT_COMPRESSION),
+        Ok(v) => match v.parse::<u32>() {
+            Ok(level) if level <= 9 => Ok(level),
+            _ => bail!("XTASK_IMPORT_COMPRESSION must be a zlib level 0-9, not `{v}`"),
+        },
+    }
+}
 
 fn fetched_from(imported: Imported, source: String) -> Fetched {
     Fetched {
@@ -376,7 +391,7 @@ fn fetch_tarball(req: &FetchRequest, path: &Path) -> Result<Fetched> {
         version: Some(&version),
         origin: source.clone(),
         source: source.clone(),
-        compression: DEFAULT_COMPRESSION,
+        compression: import_compression()?,
         progress: req.progress,
         expected_tree: None,
     })?;

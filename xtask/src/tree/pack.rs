@@ -155,7 +155,6 @@ impl PackWriter {
         let pack_sum: RawOid = hasher.finalize().into();
         file.seek(SeekFrom::End(0))?;
         file.write_all(&pack_sum)?;
-        file.sync_all().ok();
         drop(file);
 
         let name = format!("pack-{}", hex::encode(pack_sum));
