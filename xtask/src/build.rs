@@ -515,7 +515,7 @@ pub fn scratch_worktree(tree: &Path, name: &str, commit: &str) -> Result<PathBuf
     if !scratch.join(".git").exists() {
         std::fs::create_dir_all(&root)?;
         cmd!(sh, "git worktree prune").quiet().run()?;
-        cmd!(sh, "git worktree add --detach {scratch} {commit}")
+        cmd!(sh, "git worktree add --quiet --detach {scratch} {commit}")
             .quiet()
             .run()
             .with_context(|| format!("creating the scratch worktree {}", scratch.display()))?;
