@@ -11,7 +11,7 @@ use xshell::{cmd, Shell};
 use crate::boot::{self, Accel, AccelChoice, Killed, VngSpec};
 use crate::build;
 use crate::kconfig;
-use crate::results::{self, Outcome, RunResult};
+use crate::results::{self, MutantRow, MutantsReport, Outcome, RunResult, SeriesTag};
 use crate::util;
 
 #[derive(Debug, Args)]
@@ -94,7 +94,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     if args.mutant.is_some() || args.mutants.is_some() {
         return run_mutants(&args);
     }
-    let result = if args.host { run_host(&args)? } else { run_boot(&args, None)? };
+    let result = if args.host { run_host(&args)? } else { run_boot(&args, None, default_series_tag(&args, None))? };
     Ok(if result.outcome.is_pass() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -157,13 +157,18 @@ fn new_run_dir(tag: &str) -> Result<(String, PathBuf)> {
 fn finish(result: &RunResult, dir: &Path, guest_log_name: &str) -> Result<()> {
     let json = result.write_json(dir)?;
     let junit = result.write_junit(dir)?;
+    std::fs::write(dir.join("summary.md"), result.summary_markdown())
+        .with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
     println!("\n{}", result.summary());
     println!("files: {}, {}, {}", json.display(), junit.display(), dir.join(guest_log_name).display());
     Ok(())
 }
 
 /// Boot a kernel under vng and run the selftests (or `--exec`) inside.
-pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResult> {
+///
+/// `series` names what the kernel was built from when the caller knows it
+/// (the default flow and mutants); it is recorded in results.json.
+pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<SeriesTag>) -> Result<RunResult> {
     let fragments = kconfig::fragment_list(&args.config)?;
     let (image, release) = match &args.kernel {
         Some(k) => {
@@ -332,6 +337,7 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>) -> Result<RunResu
         ktap,
         splats,
         outcome,
+        series,
     };
     finish(&result, &dir, "guest.log")?;
     if let Some(up) = guest.up_s {
@@ -404,6 +410,7 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         ktap,
         splats,
         outcome,
+        series: None,
     };
     finish(&result, &dir, "stdout.log")?;
     Ok(result)
@@ -435,6 +442,19 @@ pub fn mutant_names(args: &TestArgs) -> Result<Vec<String>> {
 }
 
 /// The series version from patches/guest_memfd/series.toml (for branch names).
+/// The series (and mutant) a build of the default flow comes from.
+pub fn series_tag(mutant: Option<&str>) -> Option<SeriesTag> {
+    let dir = util::patches_dir().join("guest_memfd");
+    let toml = crate::series::model::SeriesToml::load(&dir.join("series.toml")).ok()?;
+    Some(SeriesTag { name: toml.name, version: toml.version, base: toml.base.version, mutant: mutant.map(Into::into) })
+}
+
+/// Runs that build the default series checkout (no --tree, no --kernel)
+/// know what they test; others do not claim a series.
+fn default_series_tag(args: &TestArgs, mutant: Option<&str>) -> Option<SeriesTag> {
+    (args.tree.is_none() && args.kernel.is_none() && args.exec.is_none()).then(|| series_tag(mutant)).flatten()
+}
+
 fn series_version() -> u64 {
     let path = util::patches_dir().join("guest_memfd").join("series.toml");
     std::fs::read_to_string(path)
@@ -517,7 +537,7 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
             }
         };
         println!("mutant {name}: applied on branch {branch}, building {}", src.display());
-        match run_boot(args, Some(&src)) {
+        match run_boot(args, Some(&src), series_tag(Some(name))) {
             Ok(r) => {
                 let killed = !r.outcome.is_pass();
                 rows.push((name.clone(), Ok(killers(&r)), killed));
@@ -540,6 +560,26 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
     }
     let total = rows.len();
     println!("\nmutation score: {killed}/{total} ({:.0}%)", 100.0 * killed as f64 / total.max(1) as f64);
+    if let Some(series) = series_tag(None) {
+        let report = MutantsReport {
+            run_id: String::new(),
+            series,
+            rows: rows
+                .iter()
+                .map(|(name, r, k)| {
+                    let (verdict, detail) = match r {
+                        Ok(by) if *k => ("killed", by.clone()),
+                        Ok(_) => ("survived", vec![]),
+                        Err(e) => ("error", vec![e.clone()]),
+                    };
+                    MutantRow { name: name.clone(), verdict: verdict.into(), detail, run_id: None }
+                })
+                .collect(),
+        };
+        let (run_id, dir) = new_run_dir("mutants")?;
+        let path = MutantsReport { run_id, ..report }.write(&dir)?;
+        println!("files: {}", path.display());
+    }
     Ok(if killed == total { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -664,7 +664,7 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
         compare_to: None,
         checkpatch: true,
         from: Some("Sean Developer <sean@example.org>".into()),
-        results_json: None,
+        results_dir: None,
     };
     let report = format_series(&fx.series(), &fx.tree, &req).unwrap();
     let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
@@ -749,18 +749,6 @@ fn format_without_checkpatch_script_reports_a_skip() {
         patch1.contains("From: =?UTF-8?q?J=C3=B6rg=20R=C3=B6del?= <joro@example.org>\n"),
         "{patch1}"
     );
-}
-
-#[test]
-fn tested_section_reads_results_json_totals() {
-    let fx = Fixture::new(false);
-    let json = fx.tmp.path().join("results.json");
-    assert_eq!(xtask::series::format::tested_section(&json), None);
-    write(
-        &json,
-        r#"{"totals": {"pass": 40, "fail": 0, "skip": 2}, "kernel": "6.1.176-gmem", "accel": "tcg"}"#,
-    );
-    insta::assert_snapshot!(xtask::series::format::tested_section(&json).unwrap());
 }
 
 // ---------------------------------------------------------------- bad input

@@ -49,6 +49,7 @@ fn junit_marks_the_case_with_the_splat_failed() {
         ktap: k,
         splats,
         outcome,
+        series: None,
     };
     let xml = r.junit().to_string().unwrap();
     assert!(xml.contains("tests=\"2\""), "{xml}");
@@ -87,6 +88,7 @@ fn result_with(ktap: &str, log: &str, outcome: Option<Outcome>) -> RunResult {
         ktap: k,
         splats,
         outcome,
+        series: None,
     }
 }
 

@@ -12,7 +12,8 @@
 //!   generated shortlog); without it, the subject is
 //!   "<name>: backport to Linux <base.version>" and the blurb is empty;
 //! - "Changes in vK:" for every K from N down to 2, from `[[changelog]]`;
-//! - a "Tested:" section from [`tested_section`] when results exist;
+//! - a "Tested:" section from `results::history::tested_section` when
+//!   booted runs of this version exist;
 //! - `change-id:` after `base-commit:`.
 //!
 //! v1 is not marked in subjects (`[PATCH 1/3]`, the kernel convention);
@@ -46,8 +47,9 @@ pub struct FormatRequest {
     /// Sender of the cover letter, "Name <email>" (default: user.name and
     /// user.email from git config, else the author of the first patch).
     pub from: Option<String>,
-    /// results.json of the latest `cargo xtask test`, for the Tested: section.
-    pub results_json: Option<PathBuf>,
+    /// `target/results/`: the Tested: section comes from the newest runs of
+    /// this series version found there (see `results::history`).
+    pub results_dir: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -82,29 +84,6 @@ impl fmt::Display for FormatReport {
             self.out.display()
         )
     }
-}
-
-/// Hook for the "Tested:" section of the cover letter: a summary of the
-/// latest `cargo xtask test` run, read from its results.json, or None when
-/// there is no such file or it cannot be read. The integrator owns the
-/// results.json schema; this reads `totals.{pass,fail,skip}` and, when
-/// present, `kernel` and `accel`.
-pub fn tested_section(results_json: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(results_json).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let totals = value.get("totals")?;
-    let num = |k: &str| totals.get(k).and_then(|v| v.as_u64());
-    let (pass, fail, skip) = (num("pass")?, num("fail")?, num("skip")?);
-    let mut out = format!(
-        "Tested: gmem-selftests under virtme-ng: {pass} passed, {fail} failed, {skip} skipped"
-    );
-    if let Some(kernel) = value.get("kernel").and_then(|v| v.as_str()) {
-        out.push_str(&format!("\n  kernel: {kernel}"));
-    }
-    if let Some(accel) = value.get("accel").and_then(|v| v.as_str()) {
-        out.push_str(&format!("\n  accel: {accel}"));
-    }
-    Some(out)
 }
 
 /// Apply `patches` on `base` in the object database only; returns the tip.
@@ -382,7 +361,10 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         middle.push('\n');
     }
     middle.push_str(&changelog);
-    if let Some(tested) = req.results_json.as_deref().and_then(tested_section) {
+    let tested = req.results_dir.as_deref().and_then(|dir| {
+        crate::results::history::tested_section(dir, series.name(), version, &series.toml.base.version)
+    });
+    if let Some(tested) = tested {
         middle.push_str(&tested);
         middle.push_str("\n\n");
     }

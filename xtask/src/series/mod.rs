@@ -214,7 +214,7 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
                 compare_to,
                 checkpatch: !no_checkpatch,
                 from,
-                results_json: Some(crate::util::target_dir().join("results/latest/results.json")),
+                results_dir: Some(crate::util::target_dir().join("results")),
             };
             let report = format::format_series(&series, &tree, &req)?;
             println!("{report}");

@@ -8,6 +8,9 @@ use anyhow::{Context, Result};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+pub mod history;
+pub use history::{MutantRow, MutantsReport, SeriesTag};
+
 // ---------------------------------------------------------------- KTAP
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -557,6 +560,10 @@ pub struct RunResult {
     pub ktap: Ktap,
     pub splats: Vec<Splat>,
     pub outcome: Outcome,
+    /// Which series (and mutant) the kernel was built from, when known:
+    /// the cover letter's Tested: section picks runs by it.
+    #[serde(default)]
+    pub series: Option<SeriesTag>,
 }
 
 /// Work out the verdict from everything collected. Any failure, missing
