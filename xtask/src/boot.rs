@@ -481,7 +481,7 @@ pub fn bench_boot() -> Result<ExitCode> {
 
 /// The most recently built bzImage under target/kbuild.
 pub fn newest_image() -> Option<PathBuf> {
-    let root = util::target_dir().join("kbuild");
+    let root = util::kernel_dir().join("kbuild");
     walkdir::WalkDir::new(root)
         .max_depth(6)
         .into_iter()

@@ -134,7 +134,7 @@ pub fn check_tree(tree: &Path) -> Result<PathBuf> {
 
 /// `target/kbuild/<tree-name>-<8 hex of sha256(path)>/<frag+frag>`.
 pub fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
-    util::target_dir().join("kbuild").join(tree_id(tree)).join(fragments.join("+"))
+    util::kernel_dir().join("kbuild").join(tree_id(tree)).join(fragments.join("+"))
 }
 
 pub fn tree_id(tree: &Path) -> String {
@@ -508,7 +508,7 @@ pub fn default_series_checkout() -> Result<PathBuf> {
 /// checked out at `commit`. Builds of applied branches happen here, so the
 /// user's checkout is never touched; reusing it keeps builds incremental.
 pub fn scratch_worktree(tree: &Path, name: &str, commit: &str) -> Result<PathBuf> {
-    let root = util::target_dir().join("kbuild").join(tree_id(tree));
+    let root = util::kernel_dir().join("kbuild").join(tree_id(tree));
     let scratch = root.join(format!("{name}-src"));
     let sh = Shell::new()?;
     sh.change_dir(tree);
@@ -557,7 +557,7 @@ pub fn bench_build() -> Result<ExitCode> {
     let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
     let fragments = kconfig::fragment_list(&spec)?;
     let mut p = plan(&tree, &fragments, None, false)?;
-    p.dir = util::target_dir().join("kbuild").join("bench").join(fragments.join("+"));
+    p.dir = util::kernel_dir().join("kbuild").join("bench").join(fragments.join("+"));
     if p.dir.exists() {
         std::fs::remove_dir_all(&p.dir).with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
     }

@@ -28,3 +28,14 @@ pub fn patches_dir() -> PathBuf {
 pub fn kconfigs_dir() -> PathBuf {
     project_root().join("kconfigs")
 }
+
+/// Where fetched kernel trees (`kernel/`) and kernel build directories
+/// (`kbuild/`) live: `$XTASK_KERNEL_DIR` when set, so that several clones of
+/// this project (CI runs a fresh one each time) share one fetched tree and
+/// incremental builds; otherwise `target/`.
+pub fn kernel_dir() -> PathBuf {
+    match std::env::var_os("XTASK_KERNEL_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => target_dir(),
+    }
+}

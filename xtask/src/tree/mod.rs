@@ -173,7 +173,7 @@ pub fn tag_tree(repo: &Path, version: &str) -> Result<git2::Oid> {
 
 /// `target/kernel/`: downloads, apt state and imported trees.
 pub fn kernel_dir() -> PathBuf {
-    crate::util::target_dir().join("kernel")
+    crate::util::kernel_dir().join("kernel")
 }
 
 fn default_dest(version: &str) -> PathBuf {
