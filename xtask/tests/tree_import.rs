@@ -46,8 +46,14 @@ fn make_tarball(dir: &Path, name: &str, entries: &[E]) -> PathBuf {
     for entry in entries {
         let (header, data): (Header, &[u8]) = match entry {
             E::Dir(n) => (raw_header(n, EntryType::Directory, 0o755, 0, None), b""),
-            E::File(n, d) => (raw_header(n, EntryType::Regular, 0o644, d.len() as u64, None), d),
-            E::Exec(n, d) => (raw_header(n, EntryType::Regular, 0o755, d.len() as u64, None), d),
+            E::File(n, d) => (
+                raw_header(n, EntryType::Regular, 0o644, d.len() as u64, None),
+                d,
+            ),
+            E::Exec(n, d) => (
+                raw_header(n, EntryType::Regular, 0o755, d.len() as u64, None),
+                d,
+            ),
             E::Symlink(n, t) => (raw_header(n, EntryType::Symlink, 0o777, 0, Some(t)), b""),
             E::Hardlink(n, t) => (raw_header(n, EntryType::Link, 0o644, 0, Some(t)), b""),
         };
@@ -70,21 +76,38 @@ fn make_tarball(dir: &Path, name: &str, entries: &[E]) -> PathBuf {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("running git");
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn good_entries() -> Vec<E<'static>> {
     vec![
         E::Dir("linux-1.2.3/"),
-        E::File("linux-1.2.3/Makefile", b"VERSION = 1\nPATCHLEVEL = 2\nSUBLEVEL = 3\n"),
+        E::File(
+            "linux-1.2.3/Makefile",
+            b"VERSION = 1\nPATCHLEVEL = 2\nSUBLEVEL = 3\n",
+        ),
         E::Dir("linux-1.2.3/scripts/"),
-        E::Exec("linux-1.2.3/scripts/checkpatch.pl", b"#!/usr/bin/perl\nprint 1;\n"),
+        E::Exec(
+            "linux-1.2.3/scripts/checkpatch.pl",
+            b"#!/usr/bin/perl\nprint 1;\n",
+        ),
         E::File("linux-1.2.3/include/a.h", b"#define A 1\n"),
         E::Symlink("linux-1.2.3/include/b.h", "a.h"),
         E::Symlink("linux-1.2.3/arch/inc", "../include"),
@@ -97,7 +120,11 @@ fn good_entries() -> Vec<E<'static>> {
     ]
 }
 
-fn fetch_tarball(tarball: &Path, dest: &Path, version: Option<&str>) -> anyhow::Result<tree::Fetched> {
+fn fetch_tarball(
+    tarball: &Path,
+    dest: &Path,
+    version: Option<&str>,
+) -> anyhow::Result<tree::Fetched> {
     tree::fetch(&FetchRequest {
         source: Source::Tarball(tarball.to_path_buf()),
         version: version.map(str::to_string),
@@ -109,9 +136,24 @@ fn fetch_tarball(tarball: &Path, dest: &Path, version: Option<&str>) -> anyhow::
 /// The tree git itself records for the same files: `tar x` + `git add -f`.
 fn git_tree_of_tarball(tarball: &Path, scratch: &Path) -> String {
     fs::create_dir_all(scratch).unwrap();
-    let out = Command::new("tar").arg("-xf").arg(tarball).arg("-C").arg(scratch).output().unwrap();
-    assert!(out.status.success(), "tar x failed: {}", String::from_utf8_lossy(&out.stderr));
-    let top = fs::read_dir(scratch).unwrap().next().unwrap().unwrap().path();
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(scratch)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar x failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let top = fs::read_dir(scratch)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     git(&top, &["init", "-q"]);
     git(&top, &["add", "-A", "-f", "."]);
     git(&top, &["write-tree"]).trim().to_string()
@@ -123,14 +165,23 @@ fn good_tarball_imports_as_tagged_clean_repository_matching_git() {
     let tarball = make_tarball(tmp.path(), "linux-1.2.3.tar.xz", &good_entries());
     let dest = tmp.path().join("kernel");
     let fetched = fetch_tarball(&tarball, &dest, None).unwrap();
-    assert_eq!(fetched.version, "1.2.3", "version from the top-level directory");
+    assert_eq!(
+        fetched.version, "1.2.3",
+        "version from the top-level directory"
+    );
     assert!(!fetched.reused);
     assert_eq!(fetched.path, dest);
 
     // The tag names the commit, which is the only one, and its tree is what
     // `git add` of the same files gives (ignored files included).
-    assert_eq!(git(&dest, &["rev-parse", "v1.2.3"]).trim(), fetched.commit.to_string());
-    assert_eq!(git(&dest, &["rev-parse", "HEAD"]).trim(), fetched.commit.to_string());
+    assert_eq!(
+        git(&dest, &["rev-parse", "v1.2.3"]).trim(),
+        fetched.commit.to_string()
+    );
+    assert_eq!(
+        git(&dest, &["rev-parse", "HEAD"]).trim(),
+        fetched.commit.to_string()
+    );
     assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]).trim(), "1");
     assert_eq!(tree::tag_tree(&dest, "1.2.3").unwrap(), fetched.tree);
     let expected = git_tree_of_tarball(&tarball, &tmp.path().join("ref"));
@@ -140,17 +191,40 @@ fn good_tarball_imports_as_tagged_clean_repository_matching_git() {
     assert_eq!(git(&dest, &["status", "--porcelain", "--ignored"]), "");
     git(&dest, &["fsck", "--strict", "--no-dangling"]);
     let ls = git(&dest, &["ls-tree", "-r", "HEAD"]);
-    assert!(ls.contains("100755 blob") && ls.contains("\tscripts/checkpatch.pl"), "{ls}");
-    assert!(ls.contains("120000 blob") && ls.contains("\tinclude/b.h"), "{ls}");
+    assert!(
+        ls.contains("100755 blob") && ls.contains("\tscripts/checkpatch.pl"),
+        "{ls}"
+    );
+    assert!(
+        ls.contains("120000 blob") && ls.contains("\tinclude/b.h"),
+        "{ls}"
+    );
     assert!(ls.contains("\tarch/inc"), "{ls}");
     assert!(ls.contains("\ttools/tags/tags.c"), "{ls}");
-    let mode = fs::metadata(dest.join("scripts/checkpatch.pl")).unwrap().permissions().mode();
+    let mode = fs::metadata(dest.join("scripts/checkpatch.pl"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_ne!(mode & 0o111, 0, "exec bit on disk");
-    assert_eq!(fs::read_link(dest.join("include/b.h")).unwrap(), PathBuf::from("a.h"));
-    assert_eq!(fs::read(dest.join("include/c.h")).unwrap(), b"#define A 1\n");
+    assert_eq!(
+        fs::read_link(dest.join("include/b.h")).unwrap(),
+        PathBuf::from("a.h")
+    );
+    assert_eq!(
+        fs::read(dest.join("include/c.h")).unwrap(),
+        b"#define A 1\n"
+    );
     // Nothing but the repository is left next to it.
-    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(names.iter().all(|n| !n.to_string_lossy().starts_with(".xtask-")), "{names:?}");
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".xtask-")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -160,7 +234,10 @@ fn gzip_tarball_with_explicit_version_imports() {
     let dest = tmp.path().join("kernel");
     let fetched = fetch_tarball(&tarball, &dest, Some("1.2")).unwrap();
     assert_eq!(fetched.version, "1.2");
-    assert_eq!(git(&dest, &["rev-parse", "v1.2^{tree}"]).trim(), fetched.tree.to_string());
+    assert_eq!(
+        git(&dest, &["rev-parse", "v1.2^{tree}"]).trim(),
+        fetched.tree.to_string()
+    );
     assert_eq!(git(&dest, &["status", "--porcelain"]), "");
 }
 
@@ -175,7 +252,10 @@ fn second_fetch_reuses_the_repository() {
     assert!(second.reused);
     assert_eq!(second.commit, first.commit);
     assert_eq!(second.tree, first.tree);
-    assert!(dest.join(".git/marker").exists(), "the repository was not recreated");
+    assert!(
+        dest.join(".git/marker").exists(),
+        "the repository was not recreated"
+    );
 }
 
 /// Imports `entries` and returns the error text; checks nothing was left.
@@ -208,13 +288,19 @@ fn absolute_entry_is_refused() {
 
 #[test]
 fn escaping_symlink_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::Symlink("linux-1.0/drivers/evil", "../../etc")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::Symlink("linux-1.0/drivers/evil", "../../etc"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn absolute_symlink_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::Symlink("linux-1.0/evil", "/etc/passwd")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::Symlink("linux-1.0/evil", "/etc/passwd"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
@@ -242,13 +328,19 @@ fn symlink_chain_escaping_is_refused_whatever_the_order() {
 
 #[test]
 fn escaping_hardlink_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::Hardlink("linux-1.0/passwd", "linux-1.0/../../etc/passwd")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::Hardlink("linux-1.0/passwd", "linux-1.0/../../etc/passwd"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn hardlink_outside_the_top_directory_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::Hardlink("linux-1.0/passwd", "/etc/passwd")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::Hardlink("linux-1.0/passwd", "/etc/passwd"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
@@ -265,19 +357,30 @@ fn entry_through_a_symlink_is_refused() {
 
 #[test]
 fn dot_git_entry_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::File("linux-1.0/.git/config", b"[core]\n")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::File("linux-1.0/.git/config", b"[core]\n"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn second_top_level_directory_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::File("linux-1.0/a", b"x"), E::File("other/b", b"y")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::File("linux-1.0/a", b"x"),
+        E::File("other/b", b"y"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn duplicate_entry_is_refused() {
-    let err = import_error(&[E::Dir("linux-1.0/"), E::File("linux-1.0/a", b"x"), E::Symlink("linux-1.0/a", "b")]);
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::File("linux-1.0/a", b"x"),
+        E::Symlink("linux-1.0/a", "b"),
+    ]);
     insta::assert_snapshot!(err);
 }
 
@@ -291,7 +394,10 @@ fn existing_foreign_directory_is_not_clobbered() {
     let err = fetch_tarball(&tarball, &dest, None).expect_err("must refuse");
     let text = format!("{err:#}").replace(&tmp.path().display().to_string(), "[TMP]");
     insta::assert_snapshot!(text);
-    assert_eq!(fs::read_to_string(dest.join("notes.txt")).unwrap(), "precious");
+    assert_eq!(
+        fs::read_to_string(dest.join("notes.txt")).unwrap(),
+        "precious"
+    );
     assert_eq!(fs::read_dir(&dest).unwrap().count(), 1);
 }
 
@@ -310,7 +416,12 @@ fn existing_repository_of_another_version_is_not_clobbered() {
 #[test]
 fn missing_tarball_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = fetch_tarball(&tmp.path().join("nope.tar.xz"), &tmp.path().join("k"), Some("1.0")).unwrap_err();
+    let err = fetch_tarball(
+        &tmp.path().join("nope.tar.xz"),
+        &tmp.path().join("k"),
+        Some("1.0"),
+    )
+    .unwrap_err();
     let text = format!("{err:#}").replace(&tmp.path().display().to_string(), "[TMP]");
     insta::assert_snapshot!(text);
 }
@@ -321,9 +432,18 @@ fn bad_version_and_unknown_scheme_are_clear_errors() {
     let tarball = make_tarball(tmp.path(), "linux-1.2.3.tar.xz", &good_entries());
     let mut errors = Vec::new();
     for v in ["6.1.x", "6", "../6.1", "6.1.176-rc1", ""] {
-        errors.push(format!("{:#}", fetch_tarball(&tarball, &tmp.path().join("k"), Some(v)).unwrap_err()));
+        errors.push(format!(
+            "{:#}",
+            fetch_tarball(&tarball, &tmp.path().join("k"), Some(v)).unwrap_err()
+        ));
     }
-    for from in ["http://example.com/x.tar", "git:https://example.com/linux.git", "git:#v1", "tarball:", "Debian"] {
+    for from in [
+        "http://example.com/x.tar",
+        "git:https://example.com/linux.git",
+        "git:#v1",
+        "tarball:",
+        "Debian",
+    ] {
         errors.push(format!("{:#}", from.parse::<Source>().unwrap_err()));
     }
     insta::assert_snapshot!(errors.join("\n"));
@@ -334,10 +454,18 @@ fn bad_version_and_unknown_scheme_are_clear_errors() {
 fn sources_parse() {
     assert_eq!("debian".parse::<Source>().unwrap(), Source::Debian);
     assert_eq!(
-        "git:https://git.kernel.org/a/linux.git#v6.1.176".parse::<Source>().unwrap(),
-        Source::Git { url: "https://git.kernel.org/a/linux.git".into(), reference: "v6.1.176".into() }
+        "git:https://git.kernel.org/a/linux.git#v6.1.176"
+            .parse::<Source>()
+            .unwrap(),
+        Source::Git {
+            url: "https://git.kernel.org/a/linux.git".into(),
+            reference: "v6.1.176".into()
+        }
     );
-    assert_eq!("tarball:/x/linux.tar.xz".parse::<Source>().unwrap(), Source::Tarball("/x/linux.tar.xz".into()));
+    assert_eq!(
+        "tarball:/x/linux.tar.xz".parse::<Source>().unwrap(),
+        Source::Tarball("/x/linux.tar.xz".into())
+    );
 }
 
 const FAKE_DSC: &str = "-----BEGIN PGP SIGNED MESSAGE-----
@@ -385,8 +513,19 @@ fn newest_debian_61_is_chosen() {
                    Package: linux\nVersion: 6.1.38-4~deb12u1\n\nPackage: linux-signed\nVersion: 6.1.200-1\n\n\
                    Package: linux\nVersion: 6.12.9-1~bpo12+1\n";
     let versions = debian::parse_showsrc(showsrc);
-    assert_eq!(versions, ["6.1.99-1", "6.1.176-1", "6.1.38-4~deb12u1", "6.12.9-1~bpo12+1"]);
-    assert_eq!(debian::newest_in_series(&versions, "6.1").unwrap(), "6.1.176-1");
+    assert_eq!(
+        versions,
+        [
+            "6.1.99-1",
+            "6.1.176-1",
+            "6.1.38-4~deb12u1",
+            "6.12.9-1~bpo12+1"
+        ]
+    );
+    assert_eq!(
+        debian::newest_in_series(&versions, "6.1").unwrap(),
+        "6.1.176-1"
+    );
     assert_eq!(debian::upstream_of("1:6.1.176-1"), "6.1.176");
 }
 
@@ -396,15 +535,25 @@ fn git_source_clones_one_ref_shallow_and_tags_it() {
     let upstream = tmp.path().join("upstream");
     fs::create_dir_all(upstream.join("scripts")).unwrap();
     git(&upstream, &["init", "-q"]);
-    fs::write(upstream.join("Makefile"), "VERSION = 1\nPATCHLEVEL = 2\nSUBLEVEL = 3\n").unwrap();
+    fs::write(
+        upstream.join("Makefile"),
+        "VERSION = 1\nPATCHLEVEL = 2\nSUBLEVEL = 3\n",
+    )
+    .unwrap();
     git(&upstream, &["add", "-A"]);
     git(&upstream, &["commit", "-q", "-m", "old"]);
     fs::write(upstream.join("scripts/run.sh"), "#!/bin/sh\n").unwrap();
-    fs::set_permissions(upstream.join("scripts/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        upstream.join("scripts/run.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     git(&upstream, &["add", "-A"]);
     git(&upstream, &["commit", "-q", "-m", "Linux 1.2.3"]);
     git(&upstream, &["branch", "stable"]);
-    let want_tree = git(&upstream, &["rev-parse", "HEAD^{tree}"]).trim().to_string();
+    let want_tree = git(&upstream, &["rev-parse", "HEAD^{tree}"])
+        .trim()
+        .to_string();
     let url = format!("file://{}", upstream.display());
 
     // A branch: the version comes from the Makefile, the tag is created.
@@ -418,8 +567,14 @@ fn git_source_clones_one_ref_shallow_and_tags_it() {
     let fetched = tree::fetch(&req).unwrap();
     assert_eq!(fetched.version, "1.2.3");
     assert_eq!(fetched.tree.to_string(), want_tree);
-    assert_eq!(tree::tag_tree(&dest, "1.2.3").unwrap().to_string(), want_tree);
-    assert_eq!(git(&dest, &["rev-parse", "--is-shallow-repository"]).trim(), "true");
+    assert_eq!(
+        tree::tag_tree(&dest, "1.2.3").unwrap().to_string(),
+        want_tree
+    );
+    assert_eq!(
+        git(&dest, &["rev-parse", "--is-shallow-repository"]).trim(),
+        "true"
+    );
     assert_eq!(git(&dest, &["rev-list", "--count", "HEAD"]).trim(), "1");
     assert_eq!(git(&dest, &["status", "--porcelain"]), "");
     let again = tree::fetch(&req).unwrap();
@@ -434,6 +589,9 @@ fn git_source_clones_one_ref_shallow_and_tags_it() {
         progress: false,
     })
     .unwrap_err();
-    assert!(format!("{err:#}").contains("git clone of `v9.9.9`"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("git clone of `v9.9.9`"),
+        "{err:#}"
+    );
     assert!(!dest2.exists());
 }

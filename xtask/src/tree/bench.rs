@@ -77,7 +77,10 @@ pub fn bench_import() -> Result<ExitCode> {
         eprintln!("round {round}/{ROUNDS}: tar x ...");
         let cpu = cpu_time(libc::RUSAGE_CHILDREN);
         let start = Instant::now();
-        cmd!(sh, "tar -xf {path} -C {tar_dir}").quiet().run().context("running tar x")?;
+        cmd!(sh, "tar -xf {path} -C {tar_dir}")
+            .quiet()
+            .run()
+            .context("running tar x")?;
         tar_times.push(start.elapsed());
         tar_cpu.push(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu));
         fs::remove_dir_all(&tar_dir)?;
@@ -104,7 +107,9 @@ pub fn bench_import() -> Result<ExitCode> {
         sync(&sh);
         last = Some(imported);
     }
-    let Some(imported) = last else { bail!("no rounds ran") };
+    let Some(imported) = last else {
+        bail!("no rounds ran")
+    };
     let best_tar = tar_times.iter().min().copied().unwrap_or_default();
     let best_import = import_times.iter().min().copied().unwrap_or_default();
     let ratio = best_import.as_secs_f64() / best_tar.as_secs_f64().max(1e-9);
@@ -128,9 +133,22 @@ pub fn bench_import() -> Result<ExitCode> {
         tree: imported.tree.to_string(),
         pack_compression: level,
     };
-    let list = |v: &[f64]| v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ");
-    println!("bench import: {} ({} entries, tree {})", name_of(&tarball.path), report.files, report.tree);
-    println!("  {:<20} {:>9}  {:<16} {}", "step", "best wall", "wall per round", "cpu (user+sys) per round");
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "bench import: {} ({} entries, tree {})",
+        name_of(&tarball.path),
+        report.files,
+        report.tree
+    );
+    println!(
+        "  {:<20} {:>9}  {:<16} cpu (user+sys) per round",
+        "step", "best wall", "wall per round"
+    );
     println!(
         "  {:<20} {:>8.2}s  {:<16} {}",
         "tar x (baseline)",
@@ -152,14 +170,17 @@ pub fn bench_import() -> Result<ExitCode> {
         if report.goal_met { "met" } else { "NOT met" }
     );
     let json = crate::util::target_dir().join("bench").join("import.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
+    fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
     println!("  results: {}", json.display());
     fs::remove_dir_all(&work).ok();
     Ok(ExitCode::SUCCESS)
 }
 
 fn name_of(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Flush dirty pages between runs so one run's writeback does not slow
@@ -171,10 +192,17 @@ fn sync(sh: &Shell) {
 /// The import must be a clean checkout, or its time means nothing.
 fn check_clean(sh: &Shell, repo: &Path) -> Result<()> {
     let _cd = sh.push_dir(repo);
-    let status = cmd!(sh, "git status --porcelain").quiet().read().context("running git status")?;
+    let status = cmd!(sh, "git status --porcelain")
+        .quiet()
+        .read()
+        .context("running git status")?;
     if !status.is_empty() {
         let sample: Vec<&str> = status.lines().take(10).collect();
-        bail!("the imported tree at {} is not clean:\n{}", repo.display(), sample.join("\n"));
+        bail!(
+            "the imported tree at {} is not clean:\n{}",
+            repo.display(),
+            sample.join("\n")
+        );
     }
     Ok(())
 }

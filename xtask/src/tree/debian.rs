@@ -30,15 +30,21 @@ impl Apt {
         }
         let list = root.join("etc/sources.list");
         if fs::read_to_string(&list).ok().as_deref() != Some(SOURCES_LIST) {
-            fs::write(&list, SOURCES_LIST).with_context(|| format!("writing {}", list.display()))?;
+            fs::write(&list, SOURCES_LIST)
+                .with_context(|| format!("writing {}", list.display()))?;
         }
-        Ok(Apt { root: root.to_path_buf() })
+        Ok(Apt {
+            root: root.to_path_buf(),
+        })
     }
 
     fn options(&self) -> Vec<String> {
         let r = &self.root;
         [
-            format!("Dir::Etc::sourcelist={}", r.join("etc/sources.list").display()),
+            format!(
+                "Dir::Etc::sourcelist={}",
+                r.join("etc/sources.list").display()
+            ),
             "Dir::Etc::sourceparts=-".to_string(),
             format!("Dir::State::Lists={}", r.join("lists").display()),
             format!("Dir::Cache={}", r.join("cache").display()),
@@ -71,7 +77,9 @@ impl Apt {
     }
 
     fn lists_fresh(&self) -> bool {
-        let Ok(dir) = fs::read_dir(self.root.join("lists")) else { return false };
+        let Ok(dir) = fs::read_dir(self.root.join("lists")) else {
+            return false;
+        };
         dir.flatten().any(|e| {
             e.file_name().to_string_lossy().contains("Sources")
                 && e.metadata()
@@ -103,8 +111,18 @@ impl Apt {
     pub fn download(&self, sh: &Shell, debver: &str, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let _cd = sh.push_dir(dir);
-        let bar = super::spinner(&format!("downloading linux {debver} sources from deb.debian.org"));
-        self.run(sh, &["apt-get".into(), "source".into(), "--download-only".into(), format!("linux={debver}")])?;
+        let bar = super::spinner(&format!(
+            "downloading linux {debver} sources from deb.debian.org"
+        ));
+        self.run(
+            sh,
+            &[
+                "apt-get".into(),
+                "source".into(),
+                "--download-only".into(),
+                format!("linux={debver}"),
+            ],
+        )?;
         bar.finish_and_clear();
         Ok(())
     }
@@ -139,7 +157,9 @@ pub fn upstream_of(debver: &str) -> &str {
 }
 
 fn numeric_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// The newest version whose upstream part is `series` (e.g. "6.1") or
@@ -176,9 +196,14 @@ pub fn dsc_sha256(text: &str) -> Vec<DscFile> {
                 break;
             }
             let mut parts = line.split_whitespace();
-            if let (Some(sum), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next()) {
+            if let (Some(sum), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
+            {
                 if let Ok(size) = size.parse() {
-                    files.push(DscFile { sha256: sum.to_ascii_lowercase(), size, name: name.to_string() });
+                    files.push(DscFile {
+                        sha256: sum.to_ascii_lowercase(),
+                        size,
+                        name: name.to_string(),
+                    });
                 }
             }
         }
@@ -201,7 +226,9 @@ pub fn sha256_file(path: &Path, bar: &indicatif::ProgressBar) -> Result<String> 
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -215,16 +242,29 @@ pub fn sha256_file(path: &Path, bar: &indicatif::ProgressBar) -> Result<String> 
 /// the .dsc's Checksums-Sha256.
 pub fn verify_against_dsc(dsc: &Path, file: &Path, progress: bool) -> Result<()> {
     let text = fs::read_to_string(dsc).with_context(|| format!("reading {}", dsc.display()))?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let Some(entry) = dsc_sha256(&text).into_iter().find(|f| f.name == name) else {
-        bail!("{} has no Checksums-Sha256 entry for `{name}`", dsc.display());
+        bail!(
+            "{} has no Checksums-Sha256 entry for `{name}`",
+            dsc.display()
+        );
     };
-    let size = fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
+    let size = fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
     let bar = super::progress_bar(progress, size, "verify sha256");
     let found = sha256_file(file, &bar)?;
     bar.finish_and_clear();
     if found != entry.sha256 {
-        return Err(ChecksumMismatch { file: name, expected: entry.sha256, found }.into());
+        return Err(ChecksumMismatch {
+            file: name,
+            expected: entry.sha256,
+            found,
+        }
+        .into());
     }
     Ok(())
 }
@@ -253,7 +293,10 @@ fn cached_dsc(dir: &Path, upstream: &str) -> Option<(PathBuf, String)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let debver = name.strip_prefix("linux_")?.strip_suffix(".dsc")?.to_string();
+            let debver = name
+                .strip_prefix("linux_")?
+                .strip_suffix(".dsc")?
+                .to_string();
             name.starts_with(&prefix).then(|| (e.path(), debver))
         })
         .collect();
@@ -267,27 +310,49 @@ pub fn ensure_tarball(root: &Path, upstream: &str, progress: bool) -> Result<Tar
     let downloads = root.join("downloads");
     let sh = Shell::new()?;
     let (dsc, debver) = match cached_dsc(&downloads, upstream) {
-        Some(found) if orig_of(&found.0).map(|o| downloads.join(o.name).is_file()).unwrap_or(false) => found,
+        Some(found)
+            if orig_of(&found.0)
+                .map(|o| downloads.join(o.name).is_file())
+                .unwrap_or(false) =>
+        {
+            found
+        }
         _ => {
             let apt = Apt::new(root)?;
             apt.update_if_stale(&sh)?;
             let versions = apt.source_versions(&sh)?;
-            let Some(debver) = versions.iter().filter(|v| upstream_of(v) == upstream).max_by_key(|v| numeric_key(v)) else {
+            let Some(debver) = versions
+                .iter()
+                .filter(|v| upstream_of(v) == upstream)
+                .max_by_key(|v| numeric_key(v))
+            else {
                 bail!(
                     "Debian bookworm main does not offer linux {upstream} (it offers {}); \
                      use --from git:<url>#<ref> or --from tarball:<path>",
-                    if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+                    if versions.is_empty() {
+                        "none".to_string()
+                    } else {
+                        versions.join(", ")
+                    }
                 );
             };
             apt.download(&sh, debver, &downloads)?;
-            cached_dsc(&downloads, upstream)
-                .with_context(|| format!("apt-get source did not leave a linux_{upstream}-*.dsc in {}", downloads.display()))?
+            cached_dsc(&downloads, upstream).with_context(|| {
+                format!(
+                    "apt-get source did not leave a linux_{upstream}-*.dsc in {}",
+                    downloads.display()
+                )
+            })?
         }
     };
     let orig = orig_of(&dsc)?;
     let path = downloads.join(&orig.name);
     verify_against_dsc(&dsc, &path, progress)?;
-    Ok(Tarball { path, debver, sha256: orig.sha256 })
+    Ok(Tarball {
+        path,
+        debver,
+        sha256: orig.sha256,
+    })
 }
 
 /// The newest 6.1.y that Debian bookworm main offers (refreshing the
@@ -297,7 +362,11 @@ pub fn newest_upstream(root: &Path) -> Result<String> {
     let apt = Apt::new(root)?;
     apt.update_if_stale(&sh)?;
     let versions = apt.source_versions(&sh)?;
-    let newest = newest_in_series(&versions, "6.1")
-        .with_context(|| format!("Debian bookworm main offers no linux 6.1.y (found: {})", versions.join(", ")))?;
+    let newest = newest_in_series(&versions, "6.1").with_context(|| {
+        format!(
+            "Debian bookworm main offers no linux 6.1.y (found: {})",
+            versions.join(", ")
+        )
+    })?;
     Ok(upstream_of(newest).to_string())
 }

@@ -32,8 +32,11 @@ pub struct UnsafeEntry {
 }
 
 fn unsafe_entry(entry: &[u8], reason: impl Into<String>) -> anyhow::Error {
-    UnsafeEntry { entry: String::from_utf8_lossy(entry).into_owned(), reason: reason.into() }
-        .into()
+    UnsafeEntry {
+        entry: String::from_utf8_lossy(entry).into_owned(),
+        reason: reason.into(),
+    }
+    .into()
 }
 
 /// What to import and how.
@@ -80,9 +83,12 @@ impl<R: Read> Read for Counting<R> {
 
 /// Opens a .tar.xz / .tar.gz / .tar, recognised by its magic bytes.
 fn open_decoded(path: &Path, count: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
-    let mut file = File::open(path).with_context(|| format!("opening tarball {}", path.display()))?;
+    let mut file =
+        File::open(path).with_context(|| format!("opening tarball {}", path.display()))?;
     let mut magic = [0u8; 6];
-    let n = file.read(&mut magic).with_context(|| format!("reading {}", path.display()))?;
+    let n = file
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
     drop(file);
     let file = File::open(path).with_context(|| format!("opening tarball {}", path.display()))?;
     let reader = BufReader::with_capacity(1 << 20, Counting { inner: file, count });
@@ -96,9 +102,23 @@ fn open_decoded(path: &Path, count: Arc<AtomicU64>) -> Result<Box<dyn Read + Sen
 }
 
 enum DiskJob {
-    File { idx: usize, path: PathBuf, data: Arc<Vec<u8>>, exec: bool },
-    Symlink { idx: usize, path: PathBuf, target: Vec<u8> },
-    Copy { idx: usize, path: PathBuf, from: PathBuf, exec: bool },
+    File {
+        idx: usize,
+        path: PathBuf,
+        data: Arc<Vec<u8>>,
+        exec: bool,
+    },
+    Symlink {
+        idx: usize,
+        path: PathBuf,
+        target: Vec<u8>,
+    },
+    Copy {
+        idx: usize,
+        path: PathBuf,
+        from: PathBuf,
+        exec: bool,
+    },
 }
 
 struct PackJob {
@@ -121,12 +141,16 @@ struct Entry {
 
 /// Splits an archive path into the top-level directory and the rest,
 /// refusing anything that could land outside the tree.
-fn split_path<'p>(raw: &'p [u8]) -> Result<(&'p [u8], Vec<&'p [u8]>)> {
+fn split_path(raw: &[u8]) -> Result<(&[u8], Vec<&[u8]>)> {
     if raw.first() == Some(&b'/') {
         return Err(unsafe_entry(raw, "absolute path"));
     }
-    let mut parts = raw.split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".");
-    let top = parts.next().ok_or_else(|| unsafe_entry(raw, "empty path"))?;
+    let mut parts = raw
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".");
+    let top = parts
+        .next()
+        .ok_or_else(|| unsafe_entry(raw, "empty path"))?;
     let rest: Vec<&[u8]> = parts.collect();
     for part in std::iter::once(&top).chain(rest.iter()) {
         if *part == b".." {
@@ -142,8 +166,21 @@ fn split_path<'p>(raw: &'p [u8]) -> Result<(&'p [u8], Vec<&'p [u8]>)> {
 /// Resolves `target` of the symlink at `link` (both relative to the tree
 /// root) through the other symlinks of the tree; errors when it leaves
 /// the tree at any point.
-fn check_symlink(links: &HashMap<Vec<u8>, Vec<u8>>, shown: &[u8], link: &[u8], target: &[u8]) -> Result<()> {
-    let escape = || unsafe_entry(shown, format!("symlink target `{}` points outside the tree", String::from_utf8_lossy(target)));
+fn check_symlink(
+    links: &HashMap<Vec<u8>, Vec<u8>>,
+    shown: &[u8],
+    link: &[u8],
+    target: &[u8],
+) -> Result<()> {
+    let escape = || {
+        unsafe_entry(
+            shown,
+            format!(
+                "symlink target `{}` points outside the tree",
+                String::from_utf8_lossy(target)
+            ),
+        )
+    };
     if target.first() == Some(&b'/') {
         return Err(escape());
     }
@@ -190,7 +227,10 @@ fn version_from_top(top: &[u8]) -> Option<String> {
 /// Imports `req.tarball` as described in the module docs.
 pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     if !req.tarball.is_file() {
-        bail!("tarball {} does not exist (or is not a file)", req.tarball.display());
+        bail!(
+            "tarball {} does not exist (or is not a file)",
+            req.tarball.display()
+        );
     }
     let parent = super::dest_parent(req.dest)?;
     let tmp = tempfile::Builder::new()
@@ -226,7 +266,9 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     let stream_result = (|| -> Result<()> {
         let mut nodes: HashMap<Vec<u8>, Node> = HashMap::new();
         let mut made_dirs: HashSet<Vec<u8>> = HashSet::new();
-        let iter = archive.entries().with_context(|| format!("reading {}", req.tarball.display()))?;
+        let iter = archive
+            .entries()
+            .with_context(|| format!("reading {}", req.tarball.display()))?;
         for (n, item) in iter.enumerate() {
             let mut item = item.with_context(|| format!("reading {}", req.tarball.display()))?;
             let kind = item.header().entry_type();
@@ -241,7 +283,10 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                 Some(t) => {
                     return Err(unsafe_entry(
                         &raw,
-                        format!("not under the top-level directory `{}/`", String::from_utf8_lossy(t)),
+                        format!(
+                            "not under the top-level directory `{}/`",
+                            String::from_utf8_lossy(t)
+                        ),
                     ))
                 }
             }
@@ -249,7 +294,10 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                 if kind.is_dir() {
                     continue;
                 }
-                return Err(unsafe_entry(&raw, "the top level of the archive must be one directory"));
+                return Err(unsafe_entry(
+                    &raw,
+                    "the top level of the archive must be one directory",
+                ));
             }
             let rel = rest.join(&b'/');
             // Nothing may be written through a symlink, nor replace an entry.
@@ -257,10 +305,22 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                 let ancestor = rest[..depth].join(&b'/');
                 match nodes.get(&ancestor) {
                     Some(Node::Symlink) => {
-                        return Err(unsafe_entry(&raw, format!("goes through the symlink `{}`", String::from_utf8_lossy(&ancestor))))
+                        return Err(unsafe_entry(
+                            &raw,
+                            format!(
+                                "goes through the symlink `{}`",
+                                String::from_utf8_lossy(&ancestor)
+                            ),
+                        ))
                     }
                     Some(Node::File { .. }) => {
-                        return Err(unsafe_entry(&raw, format!("`{}` is a file, not a directory", String::from_utf8_lossy(&ancestor))))
+                        return Err(unsafe_entry(
+                            &raw,
+                            format!(
+                                "`{}` is a file, not a directory",
+                                String::from_utf8_lossy(&ancestor)
+                            ),
+                        ))
                     }
                     _ => {}
                 }
@@ -277,7 +337,8 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                     let parent = parent.join(&b'/');
                     if !made_dirs.contains(&parent) {
                         let dir = work.join(OsStr::from_bytes(&parent));
-                        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                        fs::create_dir_all(&dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
                         for depth in 1..rest.len() {
                             let d = rest[..depth].join(&b'/');
                             nodes.entry(d.clone()).or_insert(Node::Dir);
@@ -289,19 +350,38 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
             let idx = entries.len();
             let send_err = || anyhow!("an import worker stopped early");
             if kind.is_dir() {
-                fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+                fs::create_dir_all(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
                 nodes.insert(rel.clone(), Node::Dir);
                 made_dirs.insert(rel);
             } else if kind.is_file() || kind == tar::EntryType::Continuous {
                 let exec = item.header().mode().unwrap_or(0o644) & 0o111 != 0;
                 let mut data = Vec::with_capacity(item.size() as usize);
-                item.read_to_end(&mut data)
-                    .with_context(|| format!("reading `{}` from {}", String::from_utf8_lossy(&raw), req.tarball.display()))?;
+                item.read_to_end(&mut data).with_context(|| {
+                    format!(
+                        "reading `{}` from {}",
+                        String::from_utf8_lossy(&raw),
+                        req.tarball.display()
+                    )
+                })?;
                 let data = Arc::new(data);
-                entries.push(Entry { path: rel.clone(), mode: if exec { MODE_EXEC } else { MODE_FILE }, same_as: None });
+                entries.push(Entry {
+                    path: rel.clone(),
+                    mode: if exec { MODE_EXEC } else { MODE_FILE },
+                    same_as: None,
+                });
                 nodes.insert(rel, Node::File { idx });
-                disk_tx.send(DiskJob::File { idx, path: dest, data: data.clone(), exec }).map_err(|_| send_err())?;
-                pack_tx.send(PackJob { idx, data }).map_err(|_| send_err())?;
+                disk_tx
+                    .send(DiskJob::File {
+                        idx,
+                        path: dest,
+                        data: data.clone(),
+                        exec,
+                    })
+                    .map_err(|_| send_err())?;
+                pack_tx
+                    .send(PackJob { idx, data })
+                    .map_err(|_| send_err())?;
             } else if kind.is_symlink() {
                 let target = item
                     .link_name_bytes()
@@ -309,17 +389,38 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                     .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?;
                 check_symlink(&links, &raw, &rel, &target)?;
                 links.insert(rel.clone(), target.clone());
-                entries.push(Entry { path: rel.clone(), mode: MODE_LINK, same_as: None });
+                entries.push(Entry {
+                    path: rel.clone(),
+                    mode: MODE_LINK,
+                    same_as: None,
+                });
                 nodes.insert(rel, Node::Symlink);
-                disk_tx.send(DiskJob::Symlink { idx, path: dest, target: target.clone() }).map_err(|_| send_err())?;
-                pack_tx.send(PackJob { idx, data: Arc::new(target) }).map_err(|_| send_err())?;
+                disk_tx
+                    .send(DiskJob::Symlink {
+                        idx,
+                        path: dest,
+                        target: target.clone(),
+                    })
+                    .map_err(|_| send_err())?;
+                pack_tx
+                    .send(PackJob {
+                        idx,
+                        data: Arc::new(target),
+                    })
+                    .map_err(|_| send_err())?;
             } else if kind.is_hard_link() {
                 let target = item
                     .link_name_bytes()
                     .map(|t| t.into_owned())
                     .ok_or_else(|| unsafe_entry(&raw, "hard link without a target"))?;
                 let outside = || {
-                    unsafe_entry(&raw, format!("hard link target `{}` points outside the tree", String::from_utf8_lossy(&target)))
+                    unsafe_entry(
+                        &raw,
+                        format!(
+                            "hard link target `{}` points outside the tree",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    )
                 };
                 let (ttop, trest) = split_path(&target).map_err(|_| outside())?;
                 if Some(ttop) != top_dir.as_deref() || trest.is_empty() {
@@ -329,17 +430,34 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
                 let Some(Node::File { idx: tidx }) = nodes.get(&trel) else {
                     return Err(unsafe_entry(
                         &raw,
-                        format!("hard link target `{}` is not a regular file earlier in the archive", String::from_utf8_lossy(&target)),
+                        format!(
+                            "hard link target `{}` is not a regular file earlier in the archive",
+                            String::from_utf8_lossy(&target)
+                        ),
                     ));
                 };
                 let tidx = *tidx;
                 let mode = entries[tidx].mode;
-                entries.push(Entry { path: rel.clone(), mode, same_as: Some(tidx) });
+                entries.push(Entry {
+                    path: rel.clone(),
+                    mode,
+                    same_as: Some(tidx),
+                });
                 nodes.insert(rel, Node::File { idx });
                 let from = work.join(OsStr::from_bytes(&trel));
-                disk_tx.send(DiskJob::Copy { idx, path: dest, from, exec: mode == MODE_EXEC }).map_err(|_| send_err())?;
+                disk_tx
+                    .send(DiskJob::Copy {
+                        idx,
+                        path: dest,
+                        from,
+                        exec: mode == MODE_EXEC,
+                    })
+                    .map_err(|_| send_err())?;
             } else {
-                return Err(unsafe_entry(&raw, format!("unsupported entry type {kind:?}")));
+                return Err(unsafe_entry(
+                    &raw,
+                    format!("unsupported entry type {kind:?}"),
+                ));
             }
             if n % 256 == 0 {
                 bar.set_position(count.load(Ordering::Relaxed));
@@ -349,8 +467,12 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     })();
     drop(disk_tx);
     drop(pack_tx);
-    let disk_result = disk.join().map_err(|_| anyhow!("the import disk thread panicked"))?;
-    let pack_result = packer.join().map_err(|_| anyhow!("the import pack thread panicked"))?;
+    let disk_result = disk
+        .join()
+        .map_err(|_| anyhow!("the import disk thread panicked"))?;
+    let pack_result = packer
+        .join()
+        .map_err(|_| anyhow!("the import pack thread panicked"))?;
     // The first real error wins: a refused entry, else a worker's failure
     // (which makes the stream fail too, less helpfully).
     let stream_error = match stream_result {
@@ -385,19 +507,29 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
 
     let oid_of = |i: usize| -> Result<RawOid> {
         let j = entries[i].same_as.unwrap_or(i);
-        blob_ids.get(&j).copied().ok_or_else(|| anyhow!("internal error: no blob for entry {j}"))
+        blob_ids
+            .get(&j)
+            .copied()
+            .ok_or_else(|| anyhow!("internal error: no blob for entry {j}"))
     };
     let mut with_ids = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         with_ids.push((entry.path.as_slice(), entry.mode, oid_of(i)?));
     }
     let tree = pack::write_trees(&mut pack, with_ids.iter().copied())?;
-    let commit = pack.add(Kind::Commit, commit_text(&tree, &version, &req.origin, req.tarball)?.as_bytes())?;
+    let commit = pack.add(
+        Kind::Commit,
+        commit_text(&tree, &version, &req.origin, req.tarball)?.as_bytes(),
+    )?;
     pack.finish()?;
 
     let mut index_entries = Vec::with_capacity(with_ids.len());
     for (i, (path, mode, oid)) in with_ids.iter().enumerate() {
-        let stat = stats.get(i).copied().flatten().ok_or_else(|| anyhow!("internal error: no stat for entry {i}"))?;
+        let stat = stats
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("internal error: no stat for entry {i}"))?;
         index_entries.push((*path, *mode, *oid, stat));
     }
     pack::write_index(&git_dir, &mut index_entries)?;
@@ -414,24 +546,46 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     }
     let branch = {
         let head = repo.find_reference("HEAD")?;
-        head.symbolic_target().ok().flatten().unwrap_or("refs/heads/master").to_string()
+        head.symbolic_target()
+            .ok()
+            .flatten()
+            .unwrap_or("refs/heads/master")
+            .to_string()
     };
     repo.reference(&branch, commit, false, "xtask tree fetch: import")?;
-    repo.reference(&format!("refs/tags/v{version}"), commit, false, "xtask tree fetch: import")?;
+    repo.reference(
+        &format!("refs/tags/v{version}"),
+        commit,
+        false,
+        "xtask tree fetch: import",
+    )?;
     drop(repo);
 
     let files = entries.len();
-    let meta = super::Meta { version: version.clone(), source: req.source.clone(), tree: tree.to_string() };
+    let meta = super::Meta {
+        version: version.clone(),
+        source: req.source.clone(),
+        tree: tree.to_string(),
+    };
     meta.write(&git_dir)?;
     super::move_into_place(tmp, req.dest)?;
-    Ok(Imported { path: req.dest.to_path_buf(), version, commit, tree, files })
+    Ok(Imported {
+        path: req.dest.to_path_buf(),
+        version,
+        commit,
+        tree,
+        files,
+    })
 }
 
 fn commit_text(tree: &RawOid, version: &str, origin: &str, tarball: &Path) -> Result<String> {
     // Fixed identity and date: the same tarball gives the same commit id on
     // every machine.
     let who = "xtask tree fetch <xtask@localhost> 0 +0000";
-    let name = tarball.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = tarball
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut text = String::new();
     use std::fmt::Write as _;
     writeln!(text, "tree {}", hex::encode(tree))?;
@@ -455,33 +609,51 @@ fn disk_worker(rx: Receiver<DiskJob>) -> Result<Vec<Option<Stat>>> {
     };
     for job in rx {
         match job {
-            DiskJob::File { idx, path, data, exec } => {
+            DiskJob::File {
+                idx,
+                path,
+                data,
+                exec,
+            } => {
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(if exec { 0o755 } else { 0o644 })
                     .open(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(&data).with_context(|| format!("writing {}", path.display()))?;
-                let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+                file.write_all(&data)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                let meta = file
+                    .metadata()
+                    .with_context(|| format!("stat {}", path.display()))?;
                 put(idx, Stat::from_metadata(&meta));
             }
             DiskJob::Symlink { idx, path, target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                     .with_context(|| format!("creating symlink {}", path.display()))?;
-                let meta = fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+                let meta = fs::symlink_metadata(&path)
+                    .with_context(|| format!("stat {}", path.display()))?;
                 put(idx, Stat::from_metadata(&meta));
             }
-            DiskJob::Copy { idx, path, from, exec } => {
-                let data = fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            DiskJob::Copy {
+                idx,
+                path,
+                from,
+                exec,
+            } => {
+                let data =
+                    fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(if exec { 0o755 } else { 0o644 })
                     .open(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(&data).with_context(|| format!("writing {}", path.display()))?;
-                let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+                file.write_all(&data)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                let meta = file
+                    .metadata()
+                    .with_context(|| format!("stat {}", path.display()))?;
                 put(idx, Stat::from_metadata(&meta));
             }
         }
@@ -489,7 +661,11 @@ fn disk_worker(rx: Receiver<DiskJob>) -> Result<Vec<Option<Stat>>> {
     Ok(stats)
 }
 
-fn pack_worker(git_dir: &Path, level: u32, rx: Receiver<PackJob>) -> Result<(PackWriter, HashMap<usize, RawOid>)> {
+fn pack_worker(
+    git_dir: &Path,
+    level: u32,
+    rx: Receiver<PackJob>,
+) -> Result<(PackWriter, HashMap<usize, RawOid>)> {
     let mut pack = PackWriter::create(git_dir, level)?;
     let mut ids = HashMap::new();
     for job in rx {
@@ -502,7 +678,9 @@ fn pack_worker(git_dir: &Path, level: u32, rx: Receiver<PackJob>) -> Result<(Pac
 /// The version named by a tarball's top-level directory (`linux-6.1.176/`).
 pub fn peek_version(tarball: &Path) -> Result<String> {
     let mut archive = tar::Archive::new(open_decoded(tarball, Arc::new(AtomicU64::new(0)))?);
-    let entries = archive.entries().with_context(|| format!("reading {}", tarball.display()))?;
+    let entries = archive
+        .entries()
+        .with_context(|| format!("reading {}", tarball.display()))?;
     for item in entries {
         let item = item.with_context(|| format!("reading {}", tarball.display()))?;
         let kind = item.header().entry_type();

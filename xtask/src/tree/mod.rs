@@ -49,7 +49,12 @@ pub fn run(cmd: TreeCmd) -> Result<ExitCode> {
     match cmd {
         TreeCmd::Fetch { version, from, dir } => {
             let source: Source = from.parse()?;
-            let fetched = fetch(&FetchRequest { source, version, dir, progress: true })?;
+            let fetched = fetch(&FetchRequest {
+                source,
+                version,
+                dir,
+                progress: true,
+            })?;
             eprintln!(
                 "{} linux {} ({})",
                 if fetched.reused { "reused" } else { "imported" },
@@ -58,7 +63,8 @@ pub fn run(cmd: TreeCmd) -> Result<ExitCode> {
             );
             eprintln!("commit {}", fetched.commit);
             eprintln!("tree {}", fetched.tree);
-            println!("{}", fetched.path.display());
+            let path = fetched.path.canonicalize().unwrap_or(fetched.path);
+            println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -87,7 +93,9 @@ impl FromStr for Source {
             }
         } else if let Some(path) = s.strip_prefix("tarball:") {
             if path.is_empty() {
-                bail!("bad --from `{s}`: tarball: needs a path, as in tarball:linux-6.1.176.tar.xz");
+                bail!(
+                    "bad --from `{s}`: tarball: needs a path, as in tarball:linux-6.1.176.tar.xz"
+                );
             }
             Ok(Source::Tarball(PathBuf::from(path)))
         } else {
@@ -110,7 +118,9 @@ impl fmt::Display for Source {
 pub fn validate_version(version: &str) -> Result<()> {
     let parts: Vec<&str> = version.split('.').collect();
     let ok = (2..=3).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()));
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
         bail!("bad version `{version}`: expected MAJOR.MINOR[.PATCH], e.g. 6.1.176");
     }
@@ -162,12 +172,15 @@ impl Meta {
 
 /// The tree id of tag `v<version>` in the repository at `repo`.
 pub fn tag_tree(repo: &Path, version: &str) -> Result<git2::Oid> {
-    let git = git2::Repository::open(repo).with_context(|| format!("{} is not a git repository", repo.display()))?;
+    let git = git2::Repository::open(repo)
+        .with_context(|| format!("{} is not a git repository", repo.display()))?;
     let tag = format!("refs/tags/v{version}");
     let object = git
         .revparse_single(&tag)
         .with_context(|| format!("{} has no tag v{version}", repo.display()))?;
-    let tree = object.peel_to_tree().with_context(|| format!("tag v{version} in {} is not a commit", repo.display()))?;
+    let tree = object
+        .peel_to_tree()
+        .with_context(|| format!("tag v{version} in {} is not a commit", repo.display()))?;
     Ok(tree.id())
 }
 
@@ -183,9 +196,14 @@ fn default_dest(version: &str) -> PathBuf {
 /// The series' pinned base: `[base].version` and `[base].trees.debian-orig`
 /// of patches/guest_memfd/series.toml, when that file exists.
 fn pinned_base() -> Result<Option<(String, Option<String>)>> {
-    let path = crate::util::patches_dir().join("guest_memfd").join("series.toml");
-    let Ok(text) = fs::read_to_string(&path) else { return Ok(None) };
-    let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let path = crate::util::patches_dir()
+        .join("guest_memfd")
+        .join("series.toml");
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let base = value.get("base");
     let version = base
         .and_then(|b| b.get("version"))
@@ -220,18 +238,24 @@ pub(crate) fn dest_parent(dest: &Path) -> Result<PathBuf> {
 /// or be an empty directory).
 pub(crate) fn move_into_place(tmp: tempfile::TempDir, dest: &Path) -> Result<()> {
     if dest.exists() && !is_empty_dir(dest) {
-        bail!("{} appeared while importing; refusing to overwrite it", dest.display());
+        bail!(
+            "{} appeared while importing; refusing to overwrite it",
+            dest.display()
+        );
     }
     let path = tmp.keep();
     if let Err(err) = fs::rename(&path, dest) {
         let _ = fs::remove_dir_all(&path);
-        return Err(err).with_context(|| format!("moving the new repository to {}", dest.display()));
+        return Err(err)
+            .with_context(|| format!("moving the new repository to {}", dest.display()));
     }
     Ok(())
 }
 
 fn is_empty_dir(path: &Path) -> bool {
-    fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false)
+    fs::read_dir(path)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
 }
 
 pub(crate) fn progress_bar(enabled: bool, total: u64, message: &str) -> ProgressBar {
@@ -257,33 +281,56 @@ pub(crate) fn spinner(message: &str) -> ProgressBar {
 }
 
 /// An existing directory at the destination: ours (reusable) or refused.
-fn check_existing(dest: &Path, version: &str, source: &str, expected_tree: Option<&str>) -> Result<Option<Fetched>> {
+fn check_existing(
+    dest: &Path,
+    version: &str,
+    source: &str,
+    expected_tree: Option<&str>,
+) -> Result<Option<Fetched>> {
     if !dest.exists() || is_empty_dir(dest) {
         return Ok(None);
     }
     let refuse = |why: String| {
-        anyhow!("{} exists and {why}; refusing to touch it (remove it or pass another --dir)", dest.display())
+        anyhow!(
+            "{} exists and {why}; refusing to touch it (remove it or pass another --dir)",
+            dest.display()
+        )
     };
     let repo = git2::Repository::open(dest)
         .map_err(|_| refuse("is not a repository made by `cargo xtask tree fetch`".into()))?;
     let meta = Meta::read(repo.path())
         .ok_or_else(|| refuse("is not a repository made by `cargo xtask tree fetch`".into()))?;
     if meta.version != version {
-        return Err(refuse(format!("holds linux {}, not {version}", meta.version)));
+        return Err(refuse(format!(
+            "holds linux {}, not {version}",
+            meta.version
+        )));
     }
     if meta.source != source {
-        return Err(refuse(format!("holds linux {version} from {}, not from {source}", meta.source)));
+        return Err(refuse(format!(
+            "holds linux {version} from {}, not from {source}",
+            meta.source
+        )));
     }
     let tree = tag_tree(dest, version).map_err(|e| refuse(format!("is damaged ({e:#})")))?;
     if tree.to_string() != meta.tree {
-        return Err(refuse(format!("has tag v{version} on tree {tree}, but the import recorded {}", meta.tree)));
+        return Err(refuse(format!(
+            "has tag v{version} on tree {tree}, but the import recorded {}",
+            meta.tree
+        )));
     }
     if let Some(expected) = expected_tree {
         if meta.tree != expected {
-            return Err(refuse(format!("has tree {} but series.toml expects {expected}", meta.tree)));
+            return Err(refuse(format!(
+                "has tree {} but series.toml expects {expected}",
+                meta.tree
+            )));
         }
     }
-    let commit = repo.revparse_single(&format!("refs/tags/v{version}"))?.peel_to_commit()?.id();
+    let commit = repo
+        .revparse_single(&format!("refs/tags/v{version}"))?
+        .peel_to_commit()?
+        .id();
     Ok(Some(Fetched {
         path: dest.to_path_buf(),
         version: version.to_string(),
@@ -326,7 +373,11 @@ fn fetch_debian(req: &FetchRequest) -> Result<Fetched> {
     let origin = format!(
         "Debian linux {} orig tarball {} (sha256 {})",
         tarball.debver,
-        tarball.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        tarball
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         tarball.sha256
     );
     let imported = import_tarball(&ImportRequest {
@@ -373,14 +424,19 @@ fn fetched_from(imported: Imported, source: String) -> Fetched {
 
 fn fetch_tarball(req: &FetchRequest, path: &Path) -> Result<Fetched> {
     if !path.is_file() {
-        bail!("tarball {} does not exist (or is not a file)", path.display());
+        bail!(
+            "tarball {} does not exist (or is not a file)",
+            path.display()
+        );
     }
     let version = match &req.version {
         Some(v) => v.clone(),
         None => import::peek_version(path)?,
     };
     let dest = req.dir.clone().unwrap_or_else(|| default_dest(&version));
-    let canonical = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("resolving {}", path.display()))?;
     let source = Source::Tarball(canonical).to_string();
     if let Some(found) = check_existing(&dest, &version, &source, None)? {
         return Ok(found);
@@ -400,31 +456,50 @@ fn fetch_tarball(req: &FetchRequest, path: &Path) -> Result<Fetched> {
 
 /// `v6.1.176` or `6.1.176` as a ref name gives the version 6.1.176.
 fn version_from_ref(reference: &str) -> Option<String> {
-    let v = reference.rsplit('/').next()?.strip_prefix('v').unwrap_or(reference);
+    let v = reference
+        .rsplit('/')
+        .next()?
+        .strip_prefix('v')
+        .unwrap_or(reference);
     validate_version(v).ok().map(|_| v.to_string())
 }
 
 /// VERSION.PATCHLEVEL.SUBLEVEL from a kernel Makefile.
 fn version_from_makefile(tree: &Path) -> Result<String> {
     let path = tree.join("Makefile");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {} to find the version", path.display()))?;
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("reading {} to find the version", path.display()))?;
     let field = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim_start().strip_prefix('=')))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|r| r.trim_start().strip_prefix('='))
+            })
             .map(|v| v.trim().to_string())
     };
     match (field("VERSION"), field("PATCHLEVEL"), field("SUBLEVEL")) {
         (Some(v), Some(p), Some(s)) => {
-            let version = if s.is_empty() || s == "0" { format!("{v}.{p}") } else { format!("{v}.{p}.{s}") };
+            let version = if s.is_empty() || s == "0" {
+                format!("{v}.{p}")
+            } else {
+                format!("{v}.{p}.{s}")
+            };
             validate_version(&version).with_context(|| format!("in {}", path.display()))?;
             Ok(version)
         }
-        _ => bail!("{} has no VERSION/PATCHLEVEL/SUBLEVEL; pass --version", path.display()),
+        _ => bail!(
+            "{} has no VERSION/PATCHLEVEL/SUBLEVEL; pass --version",
+            path.display()
+        ),
     }
 }
 
 fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> {
-    let source = Source::Git { url: url.to_string(), reference: reference.to_string() }.to_string();
+    let source = Source::Git {
+        url: url.to_string(),
+        reference: reference.to_string(),
+    }
+    .to_string();
     let known = req.version.clone().or_else(|| version_from_ref(reference));
     if let Some(version) = &known {
         let dest = req.dir.clone().unwrap_or_else(|| default_dest(version));
@@ -448,12 +523,19 @@ fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> 
         .with_context(|| format!("creating a temporary directory in {}", parent_of.display()))?;
     let work = tmp.path().join("repo");
     let sh = Shell::new()?;
-    let bar = if req.progress { spinner(&format!("git clone --depth 1 {url} ({reference})")) } else { ProgressBar::hidden() };
-    let out = cmd!(sh, "git clone --quiet --depth 1 --branch {reference} {url} {work}")
-        .quiet()
-        .ignore_status()
-        .output()
-        .context("running git clone (is git installed?)")?;
+    let bar = if req.progress {
+        spinner(&format!("git clone --depth 1 {url} ({reference})"))
+    } else {
+        ProgressBar::hidden()
+    };
+    let out = cmd!(
+        sh,
+        "git clone --quiet --depth 1 --branch {reference} {url} {work}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .context("running git clone (is git installed?)")?;
     bar.finish_and_clear();
     if !out.status.success() {
         bail!(
@@ -470,7 +552,8 @@ fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> 
     if let Some(found) = check_existing(&dest, &version, &source, None)? {
         return Ok(found);
     }
-    let repo = git2::Repository::open(&work).with_context(|| format!("opening the clone in {}", work.display()))?;
+    let repo = git2::Repository::open(&work)
+        .with_context(|| format!("opening the clone in {}", work.display()))?;
     let head = repo.head()?.peel_to_commit()?;
     let tag = format!("refs/tags/v{version}");
     match repo.revparse_single(&tag) {
@@ -486,14 +569,29 @@ fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> 
     }
     let tree = head.tree_id();
     let commit = head.id();
-    Meta { version: version.clone(), source: source.clone(), tree: tree.to_string() }.write(repo.path())?;
+    Meta {
+        version: version.clone(),
+        source: source.clone(),
+        tree: tree.to_string(),
+    }
+    .write(repo.path())?;
     drop(head);
     drop(repo);
     if dest.exists() && !is_empty_dir(&dest) {
-        bail!("{} appeared while cloning; refusing to overwrite it", dest.display());
+        bail!(
+            "{} appeared while cloning; refusing to overwrite it",
+            dest.display()
+        );
     }
     fs::rename(&work, &dest).with_context(|| format!("moving the clone to {}", dest.display()))?;
-    Ok(Fetched { path: dest, version, source, commit, tree, reused: false })
+    Ok(Fetched {
+        path: dest,
+        version,
+        source,
+        commit,
+        tree,
+        reused: false,
+    })
 }
 
 /// The version `ensure_default_tree` uses: series.toml's `[base].version`,
@@ -509,6 +607,11 @@ pub fn default_version() -> Result<String> {
 /// pinned version fetched (from cache when present) under target/kernel/.
 pub fn ensure_default_tree() -> Result<PathBuf> {
     let version = default_version()?;
-    let fetched = fetch(&FetchRequest { source: Source::Debian, version: Some(version), dir: None, progress: true })?;
+    let fetched = fetch(&FetchRequest {
+        source: Source::Debian,
+        version: Some(version),
+        dir: None,
+        progress: true,
+    })?;
     Ok(fetched.path)
 }

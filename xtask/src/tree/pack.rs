@@ -123,8 +123,14 @@ impl PackWriter {
         }
         let mut crc = flate2::Crc::new();
         crc.update(&self.scratch);
-        self.out.write_all(&self.scratch).context("writing pack data")?;
-        self.objects.push(PackedObject { oid, offset: self.offset, crc: crc.sum() });
+        self.out
+            .write_all(&self.scratch)
+            .context("writing pack data")?;
+        self.objects.push(PackedObject {
+            oid,
+            offset: self.offset,
+            crc: crc.sum(),
+        });
         self.offset += self.scratch.len() as u64;
         Ok(oid)
     }
@@ -159,7 +165,9 @@ impl PackWriter {
 
         let name = format!("pack-{}", hex::encode(pack_sum));
         let idx = build_idx(&mut self.objects, &pack_sum);
-        let idx_tmp = self.pack_dir.join(format!("tmp-xtask-{}.idx", std::process::id()));
+        let idx_tmp = self
+            .pack_dir
+            .join(format!("tmp-xtask-{}.idx", std::process::id()));
         fs::write(&idx_tmp, idx).with_context(|| format!("writing {}", idx_tmp.display()))?;
         let pack_path = self.pack_dir.join(format!("{name}.pack"));
         fs::rename(&self.tmp_path, &pack_path)
@@ -172,7 +180,7 @@ impl PackWriter {
 }
 
 fn build_idx(objects: &mut [PackedObject], pack_sum: &RawOid) -> Vec<u8> {
-    objects.sort_unstable_by(|a, b| a.oid.cmp(&b.oid));
+    objects.sort_unstable_by_key(|o| o.oid);
     let mut idx = Vec::with_capacity(8 + 1024 + objects.len() * 28 + 40);
     idx.extend_from_slice(b"\xfftOc\0\0\0\x02");
     let mut fanout = [0u32; 256];
@@ -253,7 +261,10 @@ fn write_dir(pack: &mut PackWriter, dir: &Dir) -> Result<Option<RawOid>> {
     let mut items: Vec<(Vec<u8>, &[u8], u32, RawOid)> = Vec::new();
     for (name, mode, oid) in &dir.files {
         if dir.dirs.contains_key(name) {
-            bail!("`{}` is both a file and a directory", String::from_utf8_lossy(name));
+            bail!(
+                "`{}` is both a file and a directory",
+                String::from_utf8_lossy(name)
+            );
         }
         items.push((name.clone(), name, *mode, *oid));
     }
