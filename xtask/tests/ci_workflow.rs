@@ -1,0 +1,55 @@
+//! The nested-virt workflow in ci/ must stay in step with the data it
+//! names: every config set's fragments exist in kconfigs/, and the mutant
+//! matrix is exactly the set of patches/mutants/*.patch.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn workflow() -> Yaml {
+    let text = std::fs::read_to_string(root().join("ci/nested-virt.yml")).unwrap();
+    YamlLoader::load_from_str(&text).unwrap().remove(0)
+}
+
+fn matrix(job: &str, key: &str) -> Vec<String> {
+    let doc = workflow();
+    let list = &doc["jobs"][job]["strategy"]["matrix"][key];
+    let items = list.as_vec().unwrap_or_else(|| panic!("jobs.{job}.strategy.matrix.{key} is not a list"));
+    items.iter().map(|y| y.as_str().expect("matrix entries are strings").to_string()).collect()
+}
+
+fn stems(dir: &str, ext: &str) -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(root().join(dir)) else {
+        return BTreeSet::new();
+    };
+    entries
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == ext).then(|| p.file_stem()?.to_str().map(str::to_string)).flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn config_matrix_names_existing_fragments() {
+    let fragments = stems("kconfigs", "config");
+    let sets = matrix("selftests", "config");
+    assert!(!sets.is_empty());
+    for set in sets {
+        for name in set.split(',') {
+            assert!(fragments.contains(name), "matrix config set {set:?} names {name:?}, not in kconfigs/: {fragments:?}");
+        }
+    }
+}
+
+#[test]
+fn mutant_matrix_matches_patches_mutants() {
+    let files = stems("patches/mutants", "patch");
+    let listed: BTreeSet<String> = matrix("mutants", "mutant").into_iter().collect();
+    assert_eq!(listed, files, "ci/nested-virt.yml mutants matrix vs patches/mutants/*.patch");
+}
