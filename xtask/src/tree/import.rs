@@ -599,6 +599,20 @@ fn commit_text(tree: &RawOid, version: &str, origin: &str, tarball: &Path) -> Re
     Ok(text)
 }
 
+/// Create `path` (it must not exist) with `data` and the regular or
+/// executable mode; returns its stat data for the index.
+fn write_new_file(path: &Path, data: &[u8], exec: bool) -> Result<Stat> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if exec { 0o755 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(data).with_context(|| format!("writing {}", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+    Ok(Stat::from_metadata(&meta))
+}
+
 fn disk_worker(rx: Receiver<DiskJob>) -> Result<Vec<Option<Stat>>> {
     let mut stats: Vec<Option<Stat>> = Vec::new();
     let mut put = |idx: usize, stat: Stat| {
@@ -614,20 +628,7 @@ fn disk_worker(rx: Receiver<DiskJob>) -> Result<Vec<Option<Stat>>> {
                 path,
                 data,
                 exec,
-            } => {
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(if exec { 0o755 } else { 0o644 })
-                    .open(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(&data)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                let meta = file
-                    .metadata()
-                    .with_context(|| format!("stat {}", path.display()))?;
-                put(idx, Stat::from_metadata(&meta));
-            }
+            } => put(idx, write_new_file(&path, &data, exec)?),
             DiskJob::Symlink { idx, path, target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                     .with_context(|| format!("creating symlink {}", path.display()))?;
@@ -643,18 +644,7 @@ fn disk_worker(rx: Receiver<DiskJob>) -> Result<Vec<Option<Stat>>> {
             } => {
                 let data =
                     fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(if exec { 0o755 } else { 0o644 })
-                    .open(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                file.write_all(&data)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                let meta = file
-                    .metadata()
-                    .with_context(|| format!("stat {}", path.display()))?;
-                put(idx, Stat::from_metadata(&meta));
+                put(idx, write_new_file(&path, &data, exec)?);
             }
         }
     }
