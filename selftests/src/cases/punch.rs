@@ -96,13 +96,13 @@ fn unbound_range(tx: &Tx) -> TestResult {
 /// After punching a bound page the guest must see a fresh zero page, not
 /// stale data through an old mapping; other pages keep their contents.
 ///
-/// On its own the zero check can miss a PUNCH_HOLE that skips the MMU
-/// invalidation: the freed page is the hottest one on the allocator's
-/// per-CPU list, and the next `touch` spawns its watchdog thread, whose
-/// stack and kernel allocations typically take that page back zeroed before
-/// the guest reads it through its stale mapping.
-/// `private_page_reads_zero_after_punch` adds a check that does not depend
-/// on what happened to the freed page.
+/// The zero check only sees a PUNCH_HOLE that skips the MMU invalidation
+/// while the freed page still holds the old data: it is the hottest page on
+/// the allocator's per-CPU free list, and any allocation before the guest's
+/// read (a thread's stack faults, a pipe buffer) hands it out again zeroed,
+/// so nothing may run between the punch and the next `touch` (see
+/// `guest::Watchdog`). `private_page_reads_zero_after_punch` adds a check
+/// that does not depend on what became of the freed page.
 fn bound_range_guest_sees_zero(tx: &Tx) -> TestResult {
     let limit = tx.inner_limit(Duration::from_secs(10));
     let mut g = Guest::new(tx, FILE_PAGES, FILE_PAGES)?;
