@@ -7,8 +7,6 @@
 //! - slot 1 (`DATA_SLOT`): GPA 0x10000.., backed by guest_memfd; DS points at
 //!   it (selector 0x1000, base 0x10000), BX selects the byte.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -104,62 +102,100 @@ fn install_kick_handler() {
     }
 }
 
-/// One KVM_RUN that gives up after `limit`: a watchdog thread starts kicking
-/// this thread with SIGUSR1 once the limit passes, so a livelocked KVM_RUN
-/// returns EINTR and we report `Exit::TimedOut`.
-pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
-    install_kick_handler();
-    let expired = AtomicBool::new(false);
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    // SAFETY: pthread_self has no arguments.
-    let me = unsafe { libc::pthread_self() };
-    std::thread::scope(|s| {
-        let expired = &expired;
-        s.spawn(move || {
-            if stop_rx.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
-                return;
-            }
-            expired.store(true, Ordering::SeqCst);
-            loop {
-                // SAFETY: `me` is alive: it waits for this thread at scope end.
-                unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
-                if stop_rx.recv_timeout(Duration::from_millis(10))
-                    != Err(mpsc::RecvTimeoutError::Timeout)
-                {
-                    return;
-                }
-            }
-        });
-        let exit = loop {
-            match vcpu.run() {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    break Exit::Io {
-                        port,
-                        value: data.first().copied().unwrap_or(0),
-                    };
-                }
-                Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
-                    break Exit::MemoryFault { flags, gpa, size };
-                }
-                // Interrupted: by the watchdog after the limit (a KVM_RUN
-                // that never exits on its own), or spuriously (retry).
-                Ok(VcpuExit::Intr) => {
-                    if expired.load(Ordering::SeqCst) {
-                        break Exit::TimedOut;
-                    }
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    if expired.load(Ordering::SeqCst) {
-                        break Exit::TimedOut;
-                    }
-                }
-                Err(e) => break Exit::Other(format!("KVM_RUN failed: {}", ename(&e))),
-                Ok(other) => break Exit::Other(describe_exit(&other)),
-            }
+/// Kicks the calling thread with SIGUSR1 once `limit` has passed, and every
+/// 10 ms after that, until dropped: a POSIX timer aimed at this thread
+/// (SIGEV_THREAD_ID). Arming it spawns nothing and touches no new memory, so
+/// no page freed by the host just before a KVM_RUN (a punched guest_memfd
+/// page) is handed back out, zeroed, before the guest reads it: a watchdog
+/// thread per KVM_RUN did exactly that (its stack faults took the hottest
+/// free page) and hid stale guest mappings of punched pages.
+struct Watchdog {
+    timer: libc::timer_t,
+    deadline: Instant,
+}
+
+impl Watchdog {
+    fn arm(limit: Duration) -> std::io::Result<Watchdog> {
+        install_kick_handler();
+        // SAFETY: gettid has no arguments.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::c_int;
+        // SAFETY: plain C struct; the fields that matter are set below.
+        let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+        ev.sigev_notify = libc::SIGEV_THREAD_ID;
+        ev.sigev_signo = libc::SIGUSR1;
+        ev.sigev_notify_thread_id = tid;
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: `ev` and `timer` are valid for the call.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ts = |d: Duration| libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
         };
-        drop(stop_tx);
-        exit
-    })
+        let spec = libc::itimerspec {
+            // A zero it_value would disarm the timer.
+            it_value: ts(limit.max(Duration::from_nanos(1))),
+            it_interval: ts(Duration::from_millis(10)),
+        };
+        let deadline = Instant::now() + limit;
+        // SAFETY: `timer` was just created; `spec` is valid.
+        if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: `timer` was just created and is not used again.
+            unsafe { libc::timer_delete(timer) };
+            return Err(e);
+        }
+        Ok(Watchdog { timer, deadline })
+    }
+
+    fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // SAFETY: the timer is ours and deleted once.
+        unsafe { libc::timer_delete(self.timer) };
+    }
+}
+
+/// One KVM_RUN that gives up after `limit`: a [`Watchdog`] timer starts
+/// kicking this thread with SIGUSR1 once the limit passes, so a livelocked
+/// KVM_RUN returns EINTR and we report `Exit::TimedOut`.
+pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
+    let dog = match Watchdog::arm(limit) {
+        Ok(d) => d,
+        Err(e) => return Exit::Other(format!("cannot arm the KVM_RUN watchdog timer: {e}")),
+    };
+    loop {
+        match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                break Exit::Io {
+                    port,
+                    value: data.first().copied().unwrap_or(0),
+                };
+            }
+            Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
+                break Exit::MemoryFault { flags, gpa, size };
+            }
+            // Interrupted: by the watchdog after the limit (a KVM_RUN that
+            // never exits on its own), or spuriously (retry).
+            Ok(VcpuExit::Intr) => {
+                if dog.expired() {
+                    break Exit::TimedOut;
+                }
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                if dog.expired() {
+                    break Exit::TimedOut;
+                }
+            }
+            Err(e) => break Exit::Other(format!("KVM_RUN failed: {}", ename(&e))),
+            Ok(other) => break Exit::Other(describe_exit(&other)),
+        }
+    }
 }
 
 fn describe_exit(e: &VcpuExit) -> String {
