@@ -416,16 +416,6 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     Ok(result)
 }
 
-/// The first `n` entries of a list, and how many more there are (the full
-/// list is in mutants.json).
-fn brief(list: &[String], n: usize) -> String {
-    let mut text = list.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
-    if list.len() > n {
-        text.push_str(&format!(" (+{} more)", list.len() - n));
-    }
-    text
-}
-
 /// The mutants to run: one name, or every patches/mutants/*.patch.
 pub fn mutant_names(args: &TestArgs) -> Result<Vec<String>> {
     let dir = util::patches_dir().join("mutants");
@@ -562,7 +552,7 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
         match r {
             Ok(by) if *k => {
                 killed += 1;
-                println!("{name:<w$}  {:<9}  {}", "KILLED", brief(by, 3));
+                println!("{name:<w$}  {:<9}  {}", "KILLED", results::brief(by, 3));
             }
             Ok(_) => println!("{name:<w$}  {:<9}  every case passed: a selftest is missing", "SURVIVED"),
             Err(e) => println!("{name:<w$}  {:<9}  {e}", "ERROR"),

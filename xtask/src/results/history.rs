@@ -72,6 +72,16 @@ impl MutantsReport {
     }
 }
 
+/// The first `n` entries of a list, and how many more there are (the full
+/// list stays in mutants.json).
+pub fn brief(list: &[String], n: usize) -> String {
+    let mut text = list.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if list.len() > n {
+        text.push_str(&format!(" (+{} more)", list.len() - n));
+    }
+    text
+}
+
 fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -200,7 +210,7 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
     if let Some(m) = newest_mutants {
         let _ = writeln!(out, "- mutants killed: {}/{} (run {})", m.killed(), m.rows.len(), m.run_id);
         for r in &m.rows {
-            let _ = writeln!(out, "  {}: {} {}", r.name, r.verdict, r.detail.join(", "));
+            let _ = writeln!(out, "  {}: {} {}", r.name, r.verdict, brief(&r.detail, 2));
         }
     }
     Some(out.trim_end().to_string())
@@ -275,6 +285,7 @@ mod tests {
         assert!(text.contains("against v1: passed 1 -> 2, failed 1 -> 0, skipped 1 -> 1"), "{text}");
         assert!(text.contains("mutants killed: 1/2"), "{text}");
         assert!(text.contains("m2: survived"), "{text}");
+        assert_eq!(brief(&["a".into(), "b".into(), "c".into()], 2), "a, b (+1 more)");
         assert!(std::fs::read_to_string(dir.join("summary.md")).unwrap().contains("| m1 | killed | b |"));
     }
 

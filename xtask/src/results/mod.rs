@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 pub mod history;
-pub use history::{MutantRow, MutantsReport, SeriesTag};
+pub use history::{brief, MutantRow, MutantsReport, SeriesTag};
 
 // ---------------------------------------------------------------- KTAP
 
