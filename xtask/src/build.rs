@@ -57,6 +57,10 @@ pub struct BuildPlan {
     pub dir: PathBuf,
     pub jobs: usize,
     pub ccache: bool,
+    /// `--each-patch`: a requested option whose symbol the tree does not
+    /// define yet (an earlier patch than the one adding it) is noted, not
+    /// fatal. Options the tree defines must still survive.
+    pub allow_undefined: bool,
 }
 
 /// The result of a successful build.
@@ -107,7 +111,7 @@ pub fn plan(tree: &Path, fragments: &[String], jobs: Option<usize>, want_ccache:
     let dir = build_dir(&tree, fragments);
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let ccache = want_ccache && which("ccache").is_some();
-    Ok(BuildPlan { tree, fragments: fragments.to_vec(), dir, jobs, ccache })
+    Ok(BuildPlan { tree, fragments: fragments.to_vec(), dir, jobs, ccache, allow_undefined: false })
 }
 
 pub fn check_tree(tree: &Path) -> Result<PathBuf> {
@@ -216,6 +220,15 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
     let mut dropped = kconfig::check_survivors(&merged, &dot);
     if !dropped.is_empty() {
         kconfig::explain_dropped(&plan.tree, &mut dropped, &dot)?;
+    }
+    if plan.allow_undefined {
+        let (later, rest): (Vec<_>, Vec<_>) = dropped.into_iter().partition(|d| d.undefined_in_tree);
+        for d in &later {
+            println!("config: {}={} not defined at this commit yet (noted, not fatal with --each-patch)", d.request.option, d.request.value);
+        }
+        dropped = rest;
+    }
+    if !dropped.is_empty() {
         let mut msg = format!(
             "{} of {} requested options did not survive olddefconfig in {}:\n",
             dropped.len(),
@@ -431,7 +444,8 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     // default flow and the mutants: walking the series rebuilds only the
     // files each patch touches, and a `test` afterwards finds the tip built.
     let scratch = scratch_worktree(&tree, "series", &commits[0].0)?;
-    let plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
+    let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
+    plan.allow_undefined = true;
     let wsh = Shell::new()?;
     wsh.change_dir(&scratch);
     let total = commits.len();

@@ -163,6 +163,9 @@ pub struct Dropped {
     pub got: Option<String>,
     /// Why, when it can be told from the tree's Kconfig files.
     pub reason: Option<String>,
+    /// The tree's Kconfig files do not define the symbol at all (a series
+    /// patch that adds it may not be applied yet).
+    pub undefined_in_tree: bool,
 }
 
 impl fmt::Display for Dropped {
@@ -195,7 +198,7 @@ pub fn check_survivors(merged: &Merged, dotconfig: &BTreeMap<String, String>) ->
             (Some(g), want) => unquote(g) == unquote(want),
         };
         if !ok {
-            dropped.push(Dropped { request: req.clone(), got, reason: None });
+            dropped.push(Dropped { request: req.clone(), got, reason: None, undefined_in_tree: false });
         }
     }
     dropped
@@ -353,6 +356,7 @@ pub fn explain_dropped(tree: &Path, dropped: &mut [Dropped], dotconfig: &BTreeMa
     let info = scan_kconfig(tree, &symbols)?;
     for d in dropped.iter_mut() {
         let sym = d.request.option.trim_start_matches("CONFIG_");
+        d.undefined_in_tree = info.get(sym).is_none_or(|i| i.defined_in.is_empty());
         d.reason = Some(describe(sym, info.get(sym), dotconfig));
     }
     Ok(())

@@ -99,6 +99,9 @@ fn explain_names_unmet_dependency_missing_symbol_and_select_only() {
     assert!(h.contains("only selected by SELECTOR"), "{h}");
     let nope = dropped[2].to_string();
     assert!(nope.contains("not defined in any Kconfig file"), "{nope}");
+    // Only the symbol the tree lacks may be deferred by --each-patch.
+    let undefined: Vec<bool> = dropped.iter().map(|d| d.undefined_in_tree).collect();
+    assert_eq!(undefined, [false, false, true]);
 }
 
 #[test]
