@@ -221,8 +221,10 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
     if !dropped.is_empty() {
         kconfig::explain_dropped(&plan.tree, &mut dropped, &dot)?;
     }
+    let mut deferred = 0;
     if plan.allow_undefined {
         let (later, rest): (Vec<_>, Vec<_>) = dropped.into_iter().partition(|d| d.undefined_in_tree);
+        deferred = later.len();
         for d in &later {
             println!("config: {}={} not defined at this commit yet (noted, not fatal with --each-patch)", d.request.option, d.request.value);
         }
@@ -241,7 +243,14 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
         msg.push_str("fix the fragment (or the tree) and run again; nothing was built");
         bail!(msg);
     }
-    println!("config: all {} requested options survived", merged.requests.len());
+    if deferred == 0 {
+        println!("config: all {} requested options survived", merged.requests.len());
+    } else {
+        println!(
+            "config: all {} requested options this commit defines survived ({deferred} not defined yet)",
+            merged.requests.len() - deferred
+        );
+    }
     Ok(())
 }
 
