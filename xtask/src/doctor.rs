@@ -151,6 +151,10 @@ pub fn install_commands(findings: &[Finding]) -> Vec<Vec<String>> {
             _ => {}
         }
     }
+    // Debian's python3 may come without pip; pip itself then comes from apt.
+    if !pip.is_empty() && !apt.contains(&"python3-pip") {
+        apt.push("python3-pip");
+    }
     let mut cmds = Vec::new();
     if !apt.is_empty() {
         cmds.push(vec!["apt-get".to_string(), "update".to_string()]);
@@ -162,7 +166,12 @@ pub fn install_commands(findings: &[Finding]) -> Vec<Vec<String>> {
         cmds.push(c);
     }
     if !pip.is_empty() {
-        let mut c: Vec<String> = ["python3", "-m", "pip", "install"].iter().map(|s| s.to_string()).collect();
+        // --break-system-packages: Debian 12 marks its python3 "externally
+        // managed" and refuses plain pip installs; virtme-ng is not packaged.
+        let mut c: Vec<String> = ["python3", "-m", "pip", "install", "--break-system-packages"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         c.extend(pip.iter().map(|s| s.to_string()));
         cmds.push(c);
     }
@@ -337,8 +346,9 @@ mod tests {
         fake_bin(dir.path(), "busybox");
         let findings = check(&[Stage::Boot], &OsString::from(dir.path()));
         let cmds = install_commands(&findings);
-        assert_eq!(cmds.len(), 1);
-        assert_eq!(shell_line(&cmds[0]), "python3 -m pip install virtme-ng");
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(shell_line(&cmds[1]), "apt-get install -y --no-install-recommends python3-pip");
+        assert_eq!(shell_line(&cmds[2]), "python3 -m pip install --break-system-packages virtme-ng");
     }
 
     #[test]
