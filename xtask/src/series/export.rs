@@ -168,27 +168,30 @@ pub fn resolve_range<'r>(
     let tip = find(&format!("refs/heads/{branch}")).with_context(|| {
         format!("no branch {branch} (run `cargo xtask apply` first or pass --range BASE..BRANCH)")
     })?;
-    let mut commit = tip.clone();
+    match base_below(repo, toml, tip.id())? {
+        Some(id) if id == tip.id() => bail!("branch {branch} is the base itself: nothing to export"),
+        Some(id) => Ok((repo.find_commit(id)?, tip)),
+        None => bail!(
+            "no commit below {branch} has a base tree listed in series.toml ([base].trees); pass --range BASE..{branch}"
+        ),
+    }
+}
+
+/// The nearest first-parent ancestor of `tip` (`tip` included) whose tree is
+/// one of series.toml's base trees, if any.
+pub(crate) fn base_below(repo: &Repository, toml: &super::SeriesToml, tip: Oid) -> Result<Option<Oid>> {
+    let mut commit = repo.find_commit(tip)?;
     for _ in 0..10_000 {
-        if toml
-            .base
-            .trees
-            .values()
-            .any(|t| *t == commit.tree_id().to_string())
-        {
-            if commit.id() == tip.id() {
-                bail!("branch {branch} is the base itself: nothing to export");
-            }
-            return Ok((commit, tip));
+        let tree = commit.tree_id().to_string();
+        if toml.base.trees.values().any(|t| *t == tree) {
+            return Ok(Some(commit.id()));
         }
         if commit.parent_count() == 0 {
             break;
         }
         commit = commit.parent(0)?;
     }
-    bail!(
-        "no commit below {branch} has a base tree listed in series.toml ([base].trees); pass --range BASE..{branch}"
-    )
+    Ok(None)
 }
 
 /// Commits of `base..tip`, oldest first; refuses merges.

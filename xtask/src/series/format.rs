@@ -153,25 +153,12 @@ fn previous_range(
 }
 
 fn walk_to_base(repo: &Repository, toml: &super::SeriesToml, tip: Oid) -> Result<Oid> {
-    let mut commit = repo.find_commit(tip)?;
-    for _ in 0..10_000 {
-        if toml
-            .base
-            .trees
-            .values()
-            .any(|t| *t == commit.tree_id().to_string())
-        {
-            return Ok(commit.id());
-        }
-        if commit.parent_count() == 0 {
-            break;
-        }
-        commit = commit.parent(0)?;
-    }
-    bail!(
-        "no commit below {} has a base tree listed in series.toml; pass --compare-to BASE..TIP",
-        short(tip)
-    )
+    super::export::base_below(repo, toml, tip)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no commit below {} has a base tree listed in series.toml; pass --compare-to BASE..TIP",
+            short(tip)
+        )
+    })
 }
 
 /// Subject and blurb from the cover letter template, if any.
