@@ -575,7 +575,9 @@ pub fn delete_branch_if_exists(tree: &Path, branch: &str) -> Result<()> {
 pub fn bench_build() -> Result<ExitCode> {
     let tree = match std::env::var_os("XTASK_TREE") {
         Some(t) => PathBuf::from(t),
-        None => crate::tree::ensure_default_tree().context("set XTASK_TREE=/path/to/linux or fetch the default tree")?,
+        // The default config needs the series (gmem.config names options it
+        // adds): bench what `cargo xtask test` builds, the series checkout.
+        None => default_series_checkout().context("set XTASK_TREE=/path/to/linux, or make the default series checkout work")?,
     };
     let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
     let fragments = kconfig::fragment_list(&spec)?;
