@@ -422,18 +422,10 @@ impl Guest {
 
     /// Runs the guest program on byte `offset` of the data slot, storing `value`.
     pub fn touch(&mut self, offset: u16, value: u8, limit: Duration) -> Result<Touch, TouchError> {
-        let mut regs = self
-            .vcpu
-            .get_regs()
-            .map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
-        regs.rip = CODE_GPA;
-        regs.rflags = 2;
-        regs.rbx = offset as u64;
-        regs.rcx = value as u64;
-        regs.rax = 0;
-        self.vcpu
-            .set_regs(&regs)
-            .map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))?;
+        self.enter_at(CODE_GPA, offset, |regs| {
+            regs.rcx = value as u64;
+            regs.rax = 0;
+        })?;
         let start = Instant::now();
         let found = self.expect_port(PORT_FOUND, 1, limit)?;
         let left = limit
@@ -453,13 +445,25 @@ impl Guest {
 
     /// Points the vCPU at the endless load loop on byte `offset`.
     pub fn start_loop(&mut self, offset: u16) -> Result<(), TouchError> {
+        self.enter_at(LOOP_GPA, offset, |_| {})
+    }
+
+    /// Points the vCPU at guest code `rip` with the data byte `offset` in
+    /// RBX; `extra` sets the entry point's other registers.
+    fn enter_at(
+        &mut self,
+        rip: u64,
+        offset: u16,
+        extra: impl FnOnce(&mut kvm_bindings::kvm_regs),
+    ) -> Result<(), TouchError> {
         let mut regs = self
             .vcpu
             .get_regs()
             .map_err(|e| TouchError::Unexpected(format!("KVM_GET_REGS: {}", ename(&e))))?;
-        regs.rip = LOOP_GPA;
+        regs.rip = rip;
         regs.rflags = 2;
         regs.rbx = offset as u64;
+        extra(&mut regs);
         self.vcpu
             .set_regs(&regs)
             .map_err(|e| TouchError::Unexpected(format!("KVM_SET_REGS: {}", ename(&e))))

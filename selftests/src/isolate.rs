@@ -381,6 +381,27 @@ pub(crate) fn test_fork_lock() -> std::sync::MutexGuard<'static, ()> {
     FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Test fixture: writes to a fresh PROT_NONE page, so the calling (forked)
+/// process dies of SIGSEGV, without a core dump.
+#[cfg(test)]
+pub(crate) fn fault_on_prot_none_page() {
+    // SAFETY: a fresh anonymous mapping with no access rights; the write
+    // faults, which is the point of the callers.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        std::ptr::write_volatile(p as *mut u8, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,21 +481,7 @@ mod tests {
         let _g = serial();
         let r = run_isolated(T, |rep| {
             rep.diag("touching a PROT_NONE page");
-            // SAFETY: a fresh anonymous mapping with no access rights; the
-            // write faults, which is the point of this test (no core dump).
-            unsafe {
-                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_NONE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                assert_ne!(p, libc::MAP_FAILED);
-                std::ptr::write_volatile(p as *mut u8, 1);
-            }
+            fault_on_prot_none_page();
             End::Pass
         });
         match &r.outcome {

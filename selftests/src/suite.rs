@@ -216,19 +216,7 @@ mod tests {
         }
     }
     fn segfaults(_: &Tx) -> TestResult {
-        // SAFETY: a PROT_NONE page; the write faults on purpose (no core dump).
-        unsafe {
-            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            std::ptr::write_volatile(p as *mut u8, 1);
-        }
+        crate::isolate::fault_on_prot_none_page();
         Ok(())
     }
 
