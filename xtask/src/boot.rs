@@ -47,22 +47,37 @@ pub struct AccelChoice {
 /// `--accel auto|kvm|tcg`.
 pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
     match request {
-        "tcg" => Ok(AccelChoice { accel: Accel::Tcg, reason: "requested with --accel tcg".into() }),
+        "tcg" => Ok(AccelChoice {
+            accel: Accel::Tcg,
+            reason: "requested with --accel tcg".into(),
+        }),
         "kvm" => {
             if let Err(e) = dev_kvm_usable() {
                 bail!("--accel kvm: {e}; use --accel tcg or auto");
             }
-            Ok(AccelChoice { accel: Accel::Kvm, reason: "requested with --accel kvm (not probed)".into() })
+            Ok(AccelChoice {
+                accel: Accel::Kvm,
+                reason: "requested with --accel kvm (not probed)".into(),
+            })
         }
         "auto" => {
             if let Err(e) = dev_kvm_usable() {
-                return Ok(AccelChoice { accel: Accel::Tcg, reason: format!("auto: {e}") });
+                return Ok(AccelChoice {
+                    accel: Accel::Tcg,
+                    reason: format!("auto: {e}"),
+                });
             }
             let probe = probe_kvm(image)?;
             Ok(if probe.boots {
-                AccelChoice { accel: Accel::Kvm, reason: format!("auto: {}", probe.detail) }
+                AccelChoice {
+                    accel: Accel::Kvm,
+                    reason: format!("auto: {}", probe.detail),
+                }
             } else {
-                AccelChoice { accel: Accel::Tcg, reason: format!("auto: /dev/kvm cannot boot a kernel ({})", probe.detail) }
+                AccelChoice {
+                    accel: Accel::Tcg,
+                    reason: format!("auto: /dev/kvm cannot boot a kernel ({})", probe.detail),
+                }
             })
         }
         other => bail!("--accel `{other}`: expected auto, kvm or tcg"),
@@ -70,7 +85,11 @@ pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
 }
 
 fn dev_kvm_usable() -> Result<(), String> {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("/dev/kvm is not usable ({e})")),
     }
@@ -88,33 +107,73 @@ pub struct KvmProbe {
 /// host's KVM can boot a stock kernel. The answer is cached for this host
 /// boot in target/xtask-kvm-probe.json.
 pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let cache = util::target_dir().join("xtask-kvm-probe.json");
     if let Ok(text) = std::fs::read_to_string(&cache) {
         if let Ok(p) = serde_json::from_str::<KvmProbe>(&text) {
             if p.boot_id == boot_id && !boot_id.is_empty() {
-                return Ok(KvmProbe { detail: format!("{} (probe cached for this host boot in {})", p.detail, cache.display()), ..p });
+                return Ok(KvmProbe {
+                    detail: format!(
+                        "{} (probe cached for this host boot in {})",
+                        p.detail,
+                        cache.display()
+                    ),
+                    ..p
+                });
             }
         }
     }
     let timeout = Duration::from_secs(30);
-    eprintln!("accel: probing whether /dev/kvm boots a kernel (qemu -accel kvm, up to {}s)...", timeout.as_secs());
+    eprintln!(
+        "accel: probing whether /dev/kvm boots a kernel (qemu -accel kvm, up to {}s)...",
+        timeout.as_secs()
+    );
     let mut command = Command::new("qemu-system-x86_64");
     command
-        .args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults", "-no-reboot"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel"])
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-reboot",
+        ])
+        .args([
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-kernel",
+        ])
         .arg(image)
-        .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 loglevel=7"])
+        .args([
+            "-append",
+            "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 loglevel=7",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = command.spawn().context("starting qemu-system-x86_64 for the KVM probe (is QEMU installed?)")?;
+    let mut child = command
+        .spawn()
+        .context("starting qemu-system-x86_64 for the KVM probe (is QEMU installed?)")?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = Vec::new();
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
-        .into_iter()
-        .flatten()
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
     {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
@@ -133,8 +192,18 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
                 if line.contains("Linux version") {
                     seen_linux = true;
                 }
-                if line.contains("VFS: Unable to mount root") || line.contains("Run /init") || line.contains("Freeing unused kernel") || line.contains("No working init found") {
-                    break (true, format!("a kernel booted to its root mount under -accel kvm in {:.1}s", start.elapsed().as_secs_f64()));
+                if line.contains("VFS: Unable to mount root")
+                    || line.contains("Run /init")
+                    || line.contains("Freeing unused kernel")
+                    || line.contains("No working init found")
+                {
+                    break (
+                        true,
+                        format!(
+                            "a kernel booted to its root mount under -accel kvm in {:.1}s",
+                            start.elapsed().as_secs_f64()
+                        ),
+                    );
                 }
                 if !line.trim().is_empty() {
                     last = line;
@@ -172,7 +241,11 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
     for r in readers {
         let _ = r.join();
     }
-    let probe = KvmProbe { boots: verdict.0, detail: verdict.1, boot_id };
+    let probe = KvmProbe {
+        boots: verdict.0,
+        detail: verdict.1,
+        boot_id,
+    };
     if let Ok(text) = serde_json::to_string_pretty(&probe) {
         std::fs::create_dir_all(util::target_dir()).ok();
         std::fs::write(&cache, text).ok();
@@ -237,7 +310,10 @@ pub fn default_append() -> Vec<String> {
 
 /// Single-quote a word for sh.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=+:,@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=+:,@%".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -302,19 +378,44 @@ pub enum Killed {
 /// Run a command (vng) with boot and whole-run deadlines; stdout and stderr
 /// are saved to `<run_dir>/stdout.log`, `console.log` and interleaved into
 /// `guest.log`; `echo_ktap` prints KTAP lines as they come.
-pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout: Duration, run_timeout: Duration, echo: bool) -> Result<GuestRun> {
+pub fn run_guest(
+    program: &str,
+    args: &[OsString],
+    run_dir: &Path,
+    boot_timeout: Duration,
+    run_timeout: Duration,
+    echo: bool,
+) -> Result<GuestRun> {
     // vng stays in our process group so that Ctrl-C reaches it and its
     // QEMU; on a timeout the harness kills the whole process tree itself.
     let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = command.spawn().with_context(|| format!("starting {program} (is virtme-ng installed? `pip install virtme-ng`)"))?;
+    let mut child = command.spawn().with_context(|| {
+        format!("starting {program} (is virtme-ng installed? `pip install virtme-ng`)")
+    })?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
     for (is_console, stream) in [
-        (false, child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)),
-        (true, child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)),
+        (
+            false,
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        (
+            true,
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
     ] {
         let Some(stream) = stream else { continue };
         let tx = tx.clone();
@@ -326,7 +427,9 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
                 match r.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
                         if tx.send((is_console, line)).is_err() {
                             break;
                         }
@@ -336,7 +439,10 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
         }));
     }
     drop(tx);
-    let open = |name: &str| std::fs::File::create(run_dir.join(name)).with_context(|| format!("creating {}", run_dir.join(name).display()));
+    let open = |name: &str| {
+        std::fs::File::create(run_dir.join(name))
+            .with_context(|| format!("creating {}", run_dir.join(name).display()))
+    };
     let mut f_out = open("stdout.log")?;
     let mut f_con = open("console.log")?;
     let mut f_all = open("guest.log")?;
@@ -366,7 +472,15 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
                 if first_ktap.is_none() && trimmed == "KTAP version 1" {
                     first_ktap = Some(t);
                 }
-                if echo && is_console && !line.trim_start().starts_with('[') && (trimmed.starts_with("ok ") || trimmed.starts_with("not ok ") || trimmed.starts_with('#') || trimmed.starts_with("KTAP") || trimmed.starts_with("1..")) {
+                if echo
+                    && is_console
+                    && !line.trim_start().starts_with('[')
+                    && (trimmed.starts_with("ok ")
+                        || trimmed.starts_with("not ok ")
+                        || trimmed.starts_with('#')
+                        || trimmed.starts_with("KTAP")
+                        || trimmed.starts_with("1.."))
+                {
                     println!("  | {line}");
                 }
                 if is_console {
@@ -393,7 +507,15 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
     for r in readers {
         let _ = r.join();
     }
-    Ok(GuestRun { exit: status.code(), stdout, console, first_ktap_s: first_ktap, up_s: up, duration: start.elapsed(), killed })
+    Ok(GuestRun {
+        exit: status.code(),
+        stdout,
+        console,
+        first_ktap_s: first_ktap,
+        up_s: up,
+        duration: start.elapsed(),
+        killed,
+    })
 }
 
 /// SIGTERM, then SIGKILL, to `pid` and all its descendants (vng, its
@@ -401,9 +523,16 @@ pub fn run_guest(program: &str, args: &[OsString], run_dir: &Path, boot_timeout:
 fn kill_tree(pid: u32) {
     let Ok(sh) = Shell::new() else { return };
     for signal in ["-TERM", "-KILL"] {
-        let mut pids: Vec<String> = descendants(pid).into_iter().map(|p| p.to_string()).collect();
+        let mut pids: Vec<String> = descendants(pid)
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
         pids.push(pid.to_string());
-        let _ = cmd!(sh, "kill {signal} {pids...}").quiet().ignore_status().ignore_stderr().run();
+        let _ = cmd!(sh, "kill {signal} {pids...}")
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
+            .run();
         std::thread::sleep(Duration::from_secs(2));
     }
 }
@@ -413,12 +542,22 @@ pub fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of: Vec<(u32, u32)> = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.filter_map(|e| e.ok()) {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
             // The command name may hold spaces and parentheses: fields
             // after the last ')' are "state ppid ...".
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+            {
                 parent_of.push((pid, ppid));
             }
         }
@@ -446,9 +585,17 @@ pub fn bench_boot() -> Result<ExitCode> {
     let dir = util::target_dir().join("results").join("bench-boot");
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
-    let mut accels = vec![AccelChoice { accel: Accel::Tcg, reason: "always measured".into() }];
+    let mut accels = vec![AccelChoice {
+        accel: Accel::Tcg,
+        reason: "always measured".into(),
+    }];
     let kvm = choose_accel("auto", &image)?;
-    println!("kernel {}\naccel probe: {} ({})", image.display(), kvm.accel.name(), kvm.reason);
+    println!(
+        "kernel {}\naccel probe: {} ({})",
+        image.display(),
+        kvm.accel.name(),
+        kvm.reason
+    );
     if kvm.accel == Accel::Kvm {
         accels.push(kvm);
     }
@@ -463,18 +610,49 @@ pub fn bench_boot() -> Result<ExitCode> {
             exec: "true".into(),
             append: default_append(),
         };
-        let base = run_guest("vng", &vng_args(&spec), &dir, Duration::from_secs(600), Duration::from_secs(600), false)?;
+        let base = run_guest(
+            "vng",
+            &vng_args(&spec),
+            &dir,
+            Duration::from_secs(600),
+            Duration::from_secs(600),
+            false,
+        )?;
         // Measured: a KTAP header printed by the guest as the first thing.
         let script = dir.join("ktap.sh");
         std::fs::write(&script, "#!/bin/sh\necho 'KTAP version 1'\necho '1..0'\n")?;
-        let spec = VngSpec { exec: format!("sh {}", sh_quote(&script.display().to_string())), ..spec };
-        let run = run_guest("vng", &vng_args(&spec), &dir, Duration::from_secs(600), Duration::from_secs(600), false)?;
-        let first = run.first_ktap_s.context("the guest never printed its KTAP header; see target/results/bench-boot/guest.log")?;
-        rows.push((choice.accel.name(), first, base.duration.as_secs_f64(), run.duration.as_secs_f64()));
+        let spec = VngSpec {
+            exec: format!("sh {}", sh_quote(&script.display().to_string())),
+            ..spec
+        };
+        let run = run_guest(
+            "vng",
+            &vng_args(&spec),
+            &dir,
+            Duration::from_secs(600),
+            Duration::from_secs(600),
+            false,
+        )?;
+        let first = run.first_ktap_s.context(
+            "the guest never printed its KTAP header; see target/results/bench-boot/guest.log",
+        )?;
+        rows.push((
+            choice.accel.name(),
+            first,
+            base.duration.as_secs_f64(),
+            run.duration.as_secs_f64(),
+        ));
     }
-    println!("\n{:<6} {:>18} {:>20} {:>10} {:>8}", "accel", "first KTAP line", "baseline (`true`)", "ratio", "goal");
+    println!(
+        "\n{:<6} {:>18} {:>20} {:>10} {:>8}",
+        "accel", "first KTAP line", "baseline (`true`)", "ratio", "goal"
+    );
     for (a, first, base, _) in &rows {
-        println!("{a:<6} {first:>17.1}s {base:>19.1}s {:>10.3} {:>8}", first / base.max(0.001), if *a == "tcg" { "<= 25s" } else { "" });
+        println!(
+            "{a:<6} {first:>17.1}s {base:>19.1}s {:>10.3} {:>8}",
+            first / base.max(0.001),
+            if *a == "tcg" { "<= 25s" } else { "" }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -487,8 +665,12 @@ pub fn newest_image() -> Option<PathBuf> {
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name() == "bzImage" && e.path().ends_with("arch/x86/boot/bzImage"))
-        .filter_map(|e| e.metadata().ok().and_then(|m| m.modified().ok()).map(|t| (t, e.into_path())))
+        .filter_map(|e| {
+            e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| (t, e.into_path()))
+        })
         .max_by_key(|(t, _)| *t)
         .map(|(_, p)| p)
 }
-

@@ -81,7 +81,9 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     if args.each_patch {
         let tree = match &args.tree {
             Some(t) => t.clone(),
-            None => crate::tree::ensure_default_tree().context("no --tree given and the default tree is not available; pass --tree /path/to/linux")?,
+            None => crate::tree::ensure_default_tree().context(
+                "no --tree given and the default tree is not available; pass --tree /path/to/linux",
+            )?,
         };
         return each_patch(&args, &tree, &fragments);
     }
@@ -98,7 +100,10 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     let built = make_bzimage(&plan)?;
     println!(
         "kernel {} built in {}: {}",
-        built.kernel_release.as_deref().unwrap_or("(unknown release)"),
+        built
+            .kernel_release
+            .as_deref()
+            .unwrap_or("(unknown release)"),
         fmt_duration(built.duration),
         built.image.display()
     );
@@ -106,12 +111,28 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
 }
 
 /// Check the tree and pick the build directory.
-pub fn plan(tree: &Path, fragments: &[String], jobs: Option<usize>, want_ccache: bool) -> Result<BuildPlan> {
+pub fn plan(
+    tree: &Path,
+    fragments: &[String],
+    jobs: Option<usize>,
+    want_ccache: bool,
+) -> Result<BuildPlan> {
     let tree = check_tree(tree)?;
     let dir = build_dir(&tree, fragments);
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let ccache = want_ccache && which("ccache").is_some();
-    Ok(BuildPlan { tree, fragments: fragments.to_vec(), dir, jobs, ccache, allow_undefined: false })
+    Ok(BuildPlan {
+        tree,
+        fragments: fragments.to_vec(),
+        dir,
+        jobs,
+        ccache,
+        allow_undefined: false,
+    })
 }
 
 pub fn check_tree(tree: &Path) -> Result<PathBuf> {
@@ -138,18 +159,26 @@ pub fn check_tree(tree: &Path) -> Result<PathBuf> {
 
 /// `target/kbuild/<tree-name>-<8 hex of sha256(path)>/<frag+frag>`.
 pub fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
-    util::kernel_dir().join("kbuild").join(tree_id(tree)).join(fragments.join("+"))
+    util::kernel_dir()
+        .join("kbuild")
+        .join(tree_id(tree))
+        .join(fragments.join("+"))
 }
 
 pub fn tree_id(tree: &Path) -> String {
     let digest = Sha256::digest(tree.as_os_str().as_encoded_bytes());
-    let name = tree.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
+    let name = tree
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tree".into());
     format!("{name}-{}", &hex::encode(digest)[..8])
 }
 
 pub fn which(prog: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 fn make_vars(plan: &BuildPlan) -> Vec<String> {
@@ -163,7 +192,8 @@ fn make_vars(plan: &BuildPlan) -> Vec<String> {
 /// Merge the fragments, generate the config, replace `.config` only when it
 /// changed, then check that every requested option survived.
 pub fn configure(plan: &BuildPlan) -> Result<()> {
-    std::fs::create_dir_all(&plan.dir).with_context(|| format!("creating {}", plan.dir.display()))?;
+    std::fs::create_dir_all(&plan.dir)
+        .with_context(|| format!("creating {}", plan.dir.display()))?;
     let frags = kconfig::load_fragments(&util::kconfigs_dir(), &plan.fragments)?;
     let merged = kconfig::merge(&frags);
     for (old, new) in &merged.overrides {
@@ -173,7 +203,8 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
         );
     }
     let merged_path = plan.dir.join("xtask-merged.config");
-    std::fs::write(&merged_path, merged.render()).with_context(|| format!("writing {}", merged_path.display()))?;
+    std::fs::write(&merged_path, merged.render())
+        .with_context(|| format!("writing {}", merged_path.display()))?;
 
     let sh = Shell::new()?;
     sh.change_dir(&plan.tree);
@@ -183,12 +214,20 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
     let kconfig_config = format!("KCONFIG_CONFIG={new_name}");
     let log = plan.dir.join("config.log");
     let vars2 = vars.clone();
-    let out = cmd!(sh, "make {vars2...} {kconfig_config} {allconfig} allnoconfig")
-        .quiet()
-        .ignore_status()
-        .output()?;
+    let out = cmd!(
+        sh,
+        "make {vars2...} {kconfig_config} {allconfig} allnoconfig"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
     let out2 = if out.status.success() {
-        Some(cmd!(sh, "make {vars...} {kconfig_config} olddefconfig").quiet().ignore_status().output()?)
+        Some(
+            cmd!(sh, "make {vars...} {kconfig_config} olddefconfig")
+                .quiet()
+                .ignore_status()
+                .output()?,
+        )
     } else {
         None
     };
@@ -206,15 +245,26 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
         );
     }
     let new_path = plan.dir.join(new_name);
-    let new_text = std::fs::read_to_string(&new_path).with_context(|| format!("reading {}", new_path.display()))?;
+    let new_text = std::fs::read_to_string(&new_path)
+        .with_context(|| format!("reading {}", new_path.display()))?;
     let cur_path = plan.dir.join(".config");
     let old_text = std::fs::read_to_string(&cur_path).unwrap_or_default();
     if strip_header(&old_text) != strip_header(&new_text) {
-        std::fs::rename(&new_path, &cur_path).with_context(|| format!("replacing {}", cur_path.display()))?;
-        println!("config: {} written ({} fragments: {})", cur_path.display(), plan.fragments.len(), plan.fragments.join(", "));
+        std::fs::rename(&new_path, &cur_path)
+            .with_context(|| format!("replacing {}", cur_path.display()))?;
+        println!(
+            "config: {} written ({} fragments: {})",
+            cur_path.display(),
+            plan.fragments.len(),
+            plan.fragments.join(", ")
+        );
     } else {
         std::fs::remove_file(&new_path).ok();
-        println!("config: {} unchanged ({})", cur_path.display(), plan.fragments.join(", "));
+        println!(
+            "config: {} unchanged ({})",
+            cur_path.display(),
+            plan.fragments.join(", ")
+        );
     }
     let dot = kconfig::parse_dotconfig(&new_text);
     let mut dropped = kconfig::check_survivors(&merged, &dot);
@@ -223,10 +273,14 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
     }
     let mut deferred = 0;
     if plan.allow_undefined {
-        let (later, rest): (Vec<_>, Vec<_>) = dropped.into_iter().partition(|d| d.undefined_in_tree);
+        let (later, rest): (Vec<_>, Vec<_>) =
+            dropped.into_iter().partition(|d| d.undefined_in_tree);
         deferred = later.len();
         for d in &later {
-            println!("config: {}={} not defined at this commit yet (noted, not fatal with --each-patch)", d.request.option, d.request.value);
+            println!(
+                "config: {}={} not defined at this commit yet (noted, not fatal with --each-patch)",
+                d.request.option, d.request.value
+            );
         }
         dropped = rest;
     }
@@ -244,7 +298,10 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
         bail!(msg);
     }
     if deferred == 0 {
-        println!("config: all {} requested options survived", merged.requests.len());
+        println!(
+            "config: all {} requested options survived",
+            merged.requests.len()
+        );
     } else {
         println!(
             "config: all {} requested options this commit defines survived ({deferred} not defined yet)",
@@ -256,7 +313,10 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
 
 /// The auto-generated header of a .config carries no option; compare the rest.
 fn strip_header(text: &str) -> String {
-    text.lines().filter(|l| !l.starts_with("# Linux/") && !l.starts_with("# Compiler:")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .filter(|l| !l.starts_with("# Linux/") && !l.starts_with("# Compiler:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn tail_lines(text: &str, n: usize) -> String {
@@ -282,7 +342,12 @@ pub fn classify_make_line(line: &str) -> Option<(&str, &str)> {
     let mut it = t.splitn(2, char::is_whitespace);
     let verb = it.next()?;
     let what = it.next()?.trim();
-    if verb.is_empty() || what.is_empty() || !verb.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+    if verb.is_empty()
+        || what.is_empty()
+        || !verb
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
         return None;
     }
     Some((verb, what))
@@ -296,18 +361,23 @@ pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
 
 pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> {
     let log_path = plan.dir.join("build.log");
-    let mut log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let sh = Shell::new()?;
     sh.change_dir(src);
     let vars = make_vars(plan);
     let jobs = format!("-j{}", plan.jobs);
     let mut command: Command = cmd!(sh, "make {vars...} {jobs} {target}").into();
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let expected = std::fs::read_to_string(plan.dir.join("xtask-objects")).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let expected = std::fs::read_to_string(plan.dir.join("xtask-objects"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     let pb = match expected {
         Some(n) if n > 0 => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/~{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/~{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         _ => ProgressBar::new_spinner().with_style(
             ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} objects {msg}")
@@ -317,7 +387,9 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
     pb.enable_steady_tick(Duration::from_millis(250));
     pb.set_message(format!("make {target} ({})", plan.dir.display()));
     let start = Instant::now();
-    let mut child = command.spawn().context("starting make (is it installed?)")?;
+    let mut child = command
+        .spawn()
+        .context("starting make (is it installed?)")?;
     let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -353,10 +425,15 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
                 // No terminal (CI logs): a plain line every 200 objects.
                 if !tty && compiled % 200 == 0 {
                     let of = expected.map(|n| format!("/~{n}")).unwrap_or_default();
-                    println!("  make {target}: {compiled}{of} objects compiled, {}", fmt_duration(start.elapsed()));
+                    println!(
+                        "  make {target}: {compiled}{of} objects compiled, {}",
+                        fmt_duration(start.elapsed())
+                    );
                 }
             }
-            let short = what.strip_prefix(&format!("{}/", plan.dir.display())).unwrap_or(what);
+            let short = what
+                .strip_prefix(&format!("{}/", plan.dir.display()))
+                .unwrap_or(what);
             pb.set_message(format!("{verb} {short}"));
         } else if is_err && (line.contains("error") || line.contains("Error")) {
             problems.push(line);
@@ -384,14 +461,27 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
     }
     let image = plan.dir.join("arch/x86/boot/bzImage");
     if target == "bzImage" && !image.is_file() {
-        bail!("make succeeded but {} is missing (see {})", image.display(), log_path.display());
+        bail!(
+            "make succeeded but {} is missing (see {})",
+            image.display(),
+            log_path.display()
+        );
     }
     if compiled > 0 {
         let n = count_objects(&plan.dir);
         std::fs::write(plan.dir.join("xtask-objects"), format!("{n}\n")).ok();
     }
-    let kernel_release = std::fs::read_to_string(plan.dir.join("include/config/kernel.release")).ok().map(|s| s.trim().to_string());
-    Ok(Built { image, dir: plan.dir.clone(), duration, compiled, log: log_path, kernel_release })
+    let kernel_release = std::fs::read_to_string(plan.dir.join("include/config/kernel.release"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    Ok(Built {
+        image,
+        dir: plan.dir.clone(),
+        duration,
+        compiled,
+        log: log_path,
+        kernel_release,
+    })
 }
 
 /// Number of `.o` files in a build directory.
@@ -436,7 +526,11 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
         branch: Some(branch),
     })
     .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
-    println!("each-patch: series applied on branch {} ({} patches)", applied.branch, applied.commits.len());
+    println!(
+        "each-patch: series applied on branch {} ({} patches)",
+        applied.branch,
+        applied.commits.len()
+    );
     Ok(applied
         .commits
         .into_iter()
@@ -447,7 +541,9 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
 /// `--each-patch`: one scratch worktree and one build directory, every
 /// commit checked out and built in order; the first failure is reported.
 fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<ExitCode> {
-    let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
+    let tree = tree
+        .canonicalize()
+        .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
     let commits = each_patch_commits(args, &tree)?;
     // The same scratch worktree (and so the same build directory) as the
     // default flow and the mutants: walking the series rebuilds only the
@@ -461,14 +557,23 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     let mut rows: Vec<(usize, String, String, String)> = Vec::new();
     let mut broken: Option<(usize, String, String)> = None;
     for (i, (commit, subject)) in commits.iter().enumerate() {
-        println!("[{}/{total}] {} {subject}", i + 1, &commit[..12.min(commit.len())]);
+        println!(
+            "[{}/{total}] {} {subject}",
+            i + 1,
+            &commit[..12.min(commit.len())]
+        );
         cmd!(wsh, "git checkout --quiet --force --detach {commit}")
             .quiet()
             .run()
             .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
         let result = configure(&plan).and_then(|_| make_bzimage(&plan));
         match result {
-            Ok(b) => rows.push((i + 1, commit.clone(), subject.clone(), format!("ok ({})", fmt_duration(b.duration)))),
+            Ok(b) => rows.push((
+                i + 1,
+                commit.clone(),
+                subject.clone(),
+                format!("ok ({})", fmt_duration(b.duration)),
+            )),
             Err(e) => {
                 rows.push((i + 1, commit.clone(), subject.clone(), "FAILED".into()));
                 broken = Some((i + 1, subject.clone(), format!("{e:#}")));
@@ -480,8 +585,17 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     for (n, c, s, st) in &rows {
         println!("{n:>3}  {:<12}  {st:<16}  {s}", &c[..12.min(c.len())]);
     }
-    for (n, c, s) in commits.iter().enumerate().skip(rows.len()).map(|(i, (c, s))| (i + 1, c, s)) {
-        println!("{n:>3}  {:<12}  {:<16}  {s}", &c[..12.min(c.len())], "not built");
+    for (n, c, s) in commits
+        .iter()
+        .enumerate()
+        .skip(rows.len())
+        .map(|(i, (c, s))| (i + 1, c, s))
+    {
+        println!(
+            "{n:>3}  {:<12}  {:<16}  {s}",
+            &c[..12.min(c.len())],
+            "not built"
+        );
     }
     match broken {
         Some((n, subject, err)) => {
@@ -500,9 +614,12 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
 /// patches/, so it is never stale), checked out in a scratch worktree. The
 /// user's checkout and branches are left alone.
 pub fn default_series_checkout() -> Result<PathBuf> {
-    let tree = crate::tree::ensure_default_tree()
-        .context("no --tree given and the default tree is not available; pass --tree /path/to/linux")?;
-    let tree = tree.canonicalize().with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
+    let tree = crate::tree::ensure_default_tree().context(
+        "no --tree given and the default tree is not available; pass --tree /path/to/linux",
+    )?;
+    let tree = tree
+        .canonicalize()
+        .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
     let branch = "guest_memfd/xtask".to_string();
     delete_branch_if_exists(&tree, &branch)?;
     let applied = crate::series::apply(&crate::series::ApplyRequest {
@@ -559,11 +676,20 @@ pub fn delete_branch_if_exists(tree: &Path, branch: &str) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(tree);
     let refname = format!("refs/heads/{branch}");
-    if cmd!(sh, "git show-ref --verify --quiet {refname}").quiet().run().is_ok() {
+    if cmd!(sh, "git show-ref --verify --quiet {refname}")
+        .quiet()
+        .run()
+        .is_ok()
+    {
         cmd!(sh, "git branch -D {branch}")
             .quiet()
             .run()
-            .with_context(|| format!("deleting the old harness branch {branch} in {}", tree.display()))?;
+            .with_context(|| {
+                format!(
+                    "deleting the old harness branch {branch} in {}",
+                    tree.display()
+                )
+            })?;
     }
     Ok(())
 }
@@ -577,36 +703,79 @@ pub fn bench_build() -> Result<ExitCode> {
         Some(t) => PathBuf::from(t),
         // The default config needs the series (gmem.config names options it
         // adds): bench what `cargo xtask test` builds, the series checkout.
-        None => default_series_checkout().context("set XTASK_TREE=/path/to/linux, or make the default series checkout work")?,
+        None => default_series_checkout()
+            .context("set XTASK_TREE=/path/to/linux, or make the default series checkout work")?,
     };
     let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
     let fragments = kconfig::fragment_list(&spec)?;
     let mut p = plan(&tree, &fragments, None, false)?;
-    p.dir = util::kernel_dir().join("kbuild").join("bench").join(fragments.join("+"));
+    p.dir = util::kernel_dir()
+        .join("kbuild")
+        .join("bench")
+        .join(fragments.join("+"));
     if p.dir.exists() {
-        std::fs::remove_dir_all(&p.dir).with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
+        std::fs::remove_dir_all(&p.dir)
+            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
     }
-    println!("bench build: tree {}, config {}, -j{}, ccache off, fresh {}", p.tree.display(), fragments.join("+"), p.jobs, p.dir.display());
+    println!(
+        "bench build: tree {}, config {}, -j{}, ccache off, fresh {}",
+        p.tree.display(),
+        fragments.join("+"),
+        p.jobs,
+        p.dir.display()
+    );
     configure(&p)?;
     let cold = make_bzimage(&p)?;
     let objects = count_objects(&p.dir);
-    println!("cold build: {} ({} objects)", fmt_duration(cold.duration), objects);
+    println!(
+        "cold build: {} ({} objects)",
+        fmt_duration(cold.duration),
+        objects
+    );
     let noop = make_bzimage(&p)?;
     println!("no-op rebuild: {}", fmt_duration(noop.duration));
     let file = p.tree.join("virt/kvm/kvm_main.c");
-    let f = std::fs::File::options().append(true).open(&file).with_context(|| format!("opening {}", file.display()))?;
+    let f = std::fs::File::options()
+        .append(true)
+        .open(&file)
+        .with_context(|| format!("opening {}", file.display()))?;
     let old = f.metadata()?.modified()?;
     f.set_modified(std::time::SystemTime::now())?;
     let touched = make_bzimage(&p);
     // Put the mtime back so the user's tree looks untouched.
     f.set_modified(old).ok();
     let touched = touched?;
-    println!("rebuild after touching virt/kvm/kvm_main.c: {} ({} objects compiled)", fmt_duration(touched.duration), touched.compiled);
+    println!(
+        "rebuild after touching virt/kvm/kvm_main.c: {} ({} objects compiled)",
+        fmt_duration(touched.duration),
+        touched.compiled
+    );
     let c = cold.duration.as_secs_f64().max(0.001);
-    println!("\n{:<34} {:>10} {:>12} {:>10}", "step", "time", "vs cold", "goal");
-    println!("{:<34} {:>10} {:>12} {:>10}", "cold build", fmt_duration(cold.duration), "1.000", "<= 15m");
-    println!("{:<34} {:>10} {:>12.4} {:>10}", "no-op rebuild", fmt_duration(noop.duration), noop.duration.as_secs_f64() / c, "<= 20s");
-    println!("{:<34} {:>10} {:>12.4} {:>10}", "touch virt/kvm/kvm_main.c", fmt_duration(touched.duration), touched.duration.as_secs_f64() / c, "");
+    println!(
+        "\n{:<34} {:>10} {:>12} {:>10}",
+        "step", "time", "vs cold", "goal"
+    );
+    println!(
+        "{:<34} {:>10} {:>12} {:>10}",
+        "cold build",
+        fmt_duration(cold.duration),
+        "1.000",
+        "<= 15m"
+    );
+    println!(
+        "{:<34} {:>10} {:>12.4} {:>10}",
+        "no-op rebuild",
+        fmt_duration(noop.duration),
+        noop.duration.as_secs_f64() / c,
+        "<= 20s"
+    );
+    println!(
+        "{:<34} {:>10} {:>12.4} {:>10}",
+        "touch virt/kvm/kvm_main.c",
+        fmt_duration(touched.duration),
+        touched.duration.as_secs_f64() / c,
+        ""
+    );
     println!("objects: {objects}");
     Ok(ExitCode::SUCCESS)
 }

@@ -58,22 +58,88 @@ pub struct Requirement {
 }
 
 const fn req(what: &'static str, probe: Probe, install: Installer, stage: Stage) -> Requirement {
-    Requirement { what, probe, install, stage, optional: false }
+    Requirement {
+        what,
+        probe,
+        install,
+        stage,
+        optional: false,
+    }
 }
 
 pub const REQUIREMENTS: &[Requirement] = &[
-    req("git", Probe::Program("git"), Installer::Apt("git"), Stage::Tree),
-    req("apt-get (Debian source packages)", Probe::Program("apt-get"), Installer::Apt("apt"), Stage::Tree),
-    req("xz", Probe::Program("xz"), Installer::Apt("xz-utils"), Stage::Tree),
-    req("perl (checkpatch.pl)", Probe::Program("perl"), Installer::Apt("perl"), Stage::Tree),
-    req("gcc", Probe::Program("gcc"), Installer::Apt("gcc"), Stage::Build),
-    req("make", Probe::Program("make"), Installer::Apt("make"), Stage::Build),
-    req("flex", Probe::Program("flex"), Installer::Apt("flex"), Stage::Build),
-    req("bison", Probe::Program("bison"), Installer::Apt("bison"), Stage::Build),
-    req("bc", Probe::Program("bc"), Installer::Apt("bc"), Stage::Build),
-    req("cpio", Probe::Program("cpio"), Installer::Apt("cpio"), Stage::Build),
-    req("libelf headers", Probe::Header("gelf.h"), Installer::Apt("libelf-dev"), Stage::Build),
-    req("libssl headers", Probe::Header("openssl/ssl.h"), Installer::Apt("libssl-dev"), Stage::Build),
+    req(
+        "git",
+        Probe::Program("git"),
+        Installer::Apt("git"),
+        Stage::Tree,
+    ),
+    req(
+        "apt-get (Debian source packages)",
+        Probe::Program("apt-get"),
+        Installer::Apt("apt"),
+        Stage::Tree,
+    ),
+    req(
+        "xz",
+        Probe::Program("xz"),
+        Installer::Apt("xz-utils"),
+        Stage::Tree,
+    ),
+    req(
+        "perl (checkpatch.pl)",
+        Probe::Program("perl"),
+        Installer::Apt("perl"),
+        Stage::Tree,
+    ),
+    req(
+        "gcc",
+        Probe::Program("gcc"),
+        Installer::Apt("gcc"),
+        Stage::Build,
+    ),
+    req(
+        "make",
+        Probe::Program("make"),
+        Installer::Apt("make"),
+        Stage::Build,
+    ),
+    req(
+        "flex",
+        Probe::Program("flex"),
+        Installer::Apt("flex"),
+        Stage::Build,
+    ),
+    req(
+        "bison",
+        Probe::Program("bison"),
+        Installer::Apt("bison"),
+        Stage::Build,
+    ),
+    req(
+        "bc",
+        Probe::Program("bc"),
+        Installer::Apt("bc"),
+        Stage::Build,
+    ),
+    req(
+        "cpio",
+        Probe::Program("cpio"),
+        Installer::Apt("cpio"),
+        Stage::Build,
+    ),
+    req(
+        "libelf headers",
+        Probe::Header("gelf.h"),
+        Installer::Apt("libelf-dev"),
+        Stage::Build,
+    ),
+    req(
+        "libssl headers",
+        Probe::Header("openssl/ssl.h"),
+        Installer::Apt("libssl-dev"),
+        Stage::Build,
+    ),
     Requirement {
         what: "ccache",
         probe: Probe::Program("ccache"),
@@ -81,9 +147,24 @@ pub const REQUIREMENTS: &[Requirement] = &[
         stage: Stage::Build,
         optional: true,
     },
-    req("qemu-system-x86_64", Probe::Program("qemu-system-x86_64"), Installer::Apt("qemu-system-x86"), Stage::Boot),
-    req("virtme-ng (vng)", Probe::Program("vng"), Installer::Pip("virtme-ng"), Stage::Boot),
-    req("busybox (virtme-ng init helpers)", Probe::Program("busybox"), Installer::Apt("busybox-static"), Stage::Boot),
+    req(
+        "qemu-system-x86_64",
+        Probe::Program("qemu-system-x86_64"),
+        Installer::Apt("qemu-system-x86"),
+        Stage::Boot,
+    ),
+    req(
+        "virtme-ng (vng)",
+        Probe::Program("vng"),
+        Installer::Pip("virtme-ng"),
+        Stage::Boot,
+    ),
+    req(
+        "busybox (virtme-ng init helpers)",
+        Probe::Program("busybox"),
+        Installer::Apt("busybox-static"),
+        Stage::Boot,
+    ),
 ];
 
 /// Outcome of checking one requirement.
@@ -97,12 +178,14 @@ pub struct Finding {
 /// Look a program up on the given PATH value, like `command -v`.
 pub fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path).map(|dir| dir.join(name)).find(|candidate| {
-        candidate
-            .metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// Whether `gcc` (looked up on `path`) can include `header`.
@@ -207,7 +290,10 @@ pub fn report(findings: &[Finding]) -> String {
     for f in findings {
         let (mark, detail) = match (&f.found, f.req.optional) {
             (Some(p), _) => ("ok     ", p.clone()),
-            (None, true) => ("warn   ", "missing (optional: builds are slower without it)".to_string()),
+            (None, true) => (
+                "warn   ",
+                "missing (optional: builds are slower without it)".to_string(),
+            ),
             (None, false) => ("MISSING", "not found".to_string()),
         };
         let _ = writeln!(out, "  {mark} {:width$}  {detail}", f.req.what);
@@ -216,7 +302,10 @@ pub fn report(findings: &[Finding]) -> String {
 }
 
 fn missing_required(findings: &[Finding]) -> Vec<&Finding> {
-    findings.iter().filter(|f| f.found.is_none() && !f.req.optional).collect()
+    findings
+        .iter()
+        .filter(|f| f.found.is_none() && !f.req.optional)
+        .collect()
 }
 
 fn shell_line(cmd: &[String]) -> String {
@@ -233,7 +322,10 @@ pub fn preflight(stages: &[Stage]) -> anyhow::Result<()> {
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|f| f.req.what).collect();
-    let cmds: Vec<String> = install_commands(&findings).iter().map(|c| shell_line(c)).collect();
+    let cmds: Vec<String> = install_commands(&findings)
+        .iter()
+        .map(|c| shell_line(c))
+        .collect();
     bail!(
         "missing host tools: {}\n{}\ninstall them with:\n  {}\n(or run `cargo xtask doctor --install` as root)",
         names.join(", "),
@@ -263,7 +355,11 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             println!("  {}", shell_line(c));
         }
         println!("or: cargo xtask doctor --install");
-        return Ok(if missing_required(&findings).is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if missing_required(&findings).is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     if !nix_is_root() {
         bail!("`doctor --install` needs root (apt-get install); run it with sudo, or run the commands above yourself");
@@ -281,9 +377,15 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     }
     findings = check(&stages, &path);
     print!("{}", report(&findings));
-    let still: Vec<&str> = missing_required(&findings).iter().map(|f| f.req.what).collect();
+    let still: Vec<&str> = missing_required(&findings)
+        .iter()
+        .map(|f| f.req.what)
+        .collect();
     if !still.is_empty() {
-        bail!("still missing after installing: {} (is the pip scripts directory on PATH?)", still.join(", "));
+        bail!(
+            "still missing after installing: {} (is the pip scripts directory on PATH?)",
+            still.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -311,13 +413,26 @@ mod tests {
         fake_bin(dir.path(), "busybox");
         let path = OsString::from(dir.path());
         let findings = check(&[Stage::Boot], &path);
-        let qemu = findings.iter().find(|f| f.req.what == "qemu-system-x86_64").unwrap();
+        let qemu = findings
+            .iter()
+            .find(|f| f.req.what == "qemu-system-x86_64")
+            .unwrap();
         assert!(qemu.found.is_none());
-        let vng = findings.iter().find(|f| f.req.what == "virtme-ng (vng)").unwrap();
+        let vng = findings
+            .iter()
+            .find(|f| f.req.what == "virtme-ng (vng)")
+            .unwrap();
         assert!(vng.found.is_some());
         let cmds = install_commands(&findings);
-        assert_eq!(shell_line(&cmds[1]), "apt-get install -y --no-install-recommends qemu-system-x86");
-        assert_eq!(cmds.len(), 2, "no pip command when vng is present: {cmds:?}");
+        assert_eq!(
+            shell_line(&cmds[1]),
+            "apt-get install -y --no-install-recommends qemu-system-x86"
+        );
+        assert_eq!(
+            cmds.len(),
+            2,
+            "no pip command when vng is present: {cmds:?}"
+        );
         assert!(report(&findings).contains("MISSING qemu-system-x86_64"));
     }
 
@@ -347,8 +462,14 @@ mod tests {
         let findings = check(&[Stage::Boot], &OsString::from(dir.path()));
         let cmds = install_commands(&findings);
         assert_eq!(cmds.len(), 3);
-        assert_eq!(shell_line(&cmds[1]), "apt-get install -y --no-install-recommends python3-pip");
-        assert_eq!(shell_line(&cmds[2]), "python3 -m pip install --break-system-packages virtme-ng");
+        assert_eq!(
+            shell_line(&cmds[1]),
+            "apt-get install -y --no-install-recommends python3-pip"
+        );
+        assert_eq!(
+            shell_line(&cmds[2]),
+            "python3 -m pip install --break-system-packages virtme-ng"
+        );
     }
 
     #[test]
@@ -356,7 +477,17 @@ mod tests {
         // A PATH with nothing on it: every boot tool is missing.
         let dir = tempfile::tempdir().unwrap();
         let findings = check(&[Stage::Boot], &OsString::from(dir.path()));
-        let missing: Vec<&str> = missing_required(&findings).iter().map(|f| f.req.what).collect();
-        assert_eq!(missing, ["qemu-system-x86_64", "virtme-ng (vng)", "busybox (virtme-ng init helpers)"]);
+        let missing: Vec<&str> = missing_required(&findings)
+            .iter()
+            .map(|f| f.req.what)
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                "qemu-system-x86_64",
+                "virtme-ng (vng)",
+                "busybox (virtme-ng init helpers)"
+            ]
+        );
     }
 }

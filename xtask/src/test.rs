@@ -94,14 +94,24 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     if args.mutant.is_some() || args.mutants.is_some() {
         return run_mutants(&args);
     }
-    let result = if args.host { run_host(&args)? } else { run_boot(&args, None, default_series_tag(&args, None))? };
-    Ok(if result.outcome.is_pass() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let result = if args.host {
+        run_host(&args)?
+    } else {
+        run_boot(&args, None, default_series_tag(&args, None))?
+    };
+    Ok(if result.outcome.is_pass() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Build (or find) the selftests binary.
 pub fn selftests_binary(args: &TestArgs) -> Result<PathBuf> {
     if let Some(p) = &args.selftests {
-        let p = p.canonicalize().with_context(|| format!("--selftests {} does not exist", p.display()))?;
+        let p = p
+            .canonicalize()
+            .with_context(|| format!("--selftests {} does not exist", p.display()))?;
         return Ok(p);
     }
     let sh = Shell::new()?;
@@ -109,9 +119,13 @@ pub fn selftests_binary(args: &TestArgs) -> Result<PathBuf> {
     let profile = if args.release { "release" } else { "debug" };
     eprintln!("selftests: cargo build -p selftests ({profile})");
     if args.release {
-        cmd!(sh, "cargo build -p selftests --release").run().context("building the selftests")?;
+        cmd!(sh, "cargo build -p selftests --release")
+            .run()
+            .context("building the selftests")?;
     } else {
-        cmd!(sh, "cargo build -p selftests").run().context("building the selftests")?;
+        cmd!(sh, "cargo build -p selftests")
+            .run()
+            .context("building the selftests")?;
     }
     let bin = util::target_dir().join(profile).join("gmem-selftests");
     if !bin.is_file() {
@@ -137,7 +151,9 @@ fn selftest_args(args: &TestArgs) -> Vec<String> {
 fn new_run_dir(tag: &str) -> Result<(String, PathBuf)> {
     let now = time::OffsetDateTime::now_utc();
     let stamp = now
-        .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .format(&time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
         .unwrap_or_else(|_| "run".into());
     let root = util::target_dir().join("results");
     let mut id = format!("{stamp}-{tag}");
@@ -160,7 +176,12 @@ fn finish(result: &RunResult, dir: &Path, guest_log_name: &str) -> Result<()> {
     std::fs::write(dir.join("summary.md"), result.summary_markdown())
         .with_context(|| format!("writing {}", dir.join("summary.md").display()))?;
     println!("\n{}", result.summary());
-    println!("files: {}, {}, {}", json.display(), junit.display(), dir.join(guest_log_name).display());
+    println!(
+        "files: {}, {}, {}",
+        json.display(),
+        junit.display(),
+        dir.join(guest_log_name).display()
+    );
     Ok(())
 }
 
@@ -168,11 +189,17 @@ fn finish(result: &RunResult, dir: &Path, guest_log_name: &str) -> Result<()> {
 ///
 /// `series` names what the kernel was built from when the caller knows it
 /// (the default flow and mutants); it is recorded in results.json.
-pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<SeriesTag>) -> Result<RunResult> {
+pub fn run_boot(
+    args: &TestArgs,
+    tree_override: Option<&Path>,
+    series: Option<SeriesTag>,
+) -> Result<RunResult> {
     let fragments = kconfig::fragment_list(&args.config)?;
     let (image, release) = match &args.kernel {
         Some(k) => {
-            let k = k.canonicalize().with_context(|| format!("--kernel {} does not exist", k.display()))?;
+            let k = k
+                .canonicalize()
+                .with_context(|| format!("--kernel {} does not exist", k.display()))?;
             (k, None)
         }
         None => {
@@ -183,7 +210,12 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<Se
             let plan = build::plan(&tree, &fragments, None, true)?;
             build::configure(&plan)?;
             let built = build::make_bzimage(&plan)?;
-            println!("kernel: {} ({} objects compiled, {})", built.image.display(), built.compiled, build::fmt_duration(built.duration));
+            println!(
+                "kernel: {} ({} objects compiled, {})",
+                built.image.display(),
+                built.compiled,
+                build::fmt_duration(built.duration)
+            );
             (built.image, built.kernel_release)
         }
     };
@@ -205,7 +237,11 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<Se
     };
     let choice: AccelChoice = boot::choose_accel(&args.accel, &image)?;
     println!("accel: {} — {}", choice.accel.name(), choice.reason);
-    let tag = config_label.split(' ').next().unwrap_or("kernel").to_string();
+    let tag = config_label
+        .split(' ')
+        .next()
+        .unwrap_or("kernel")
+        .to_string();
     let (run_id, dir) = new_run_dir(&format!("{tag}-{}", choice.accel.name()))?;
     let script = dir.join("guest.sh");
     let text = match (&args.exec, &bin) {
@@ -234,13 +270,20 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<Se
         Accel::Kvm => 60,
     }));
     let run_timeout = Duration::from_secs(args.timeout.unwrap_or(900));
-    println!("boot: {} (boot timeout {}s, run timeout {}s)", shell_words(&command), boot_timeout.as_secs(), run_timeout.as_secs());
+    println!(
+        "boot: {} (boot timeout {}s, run timeout {}s)",
+        shell_words(&command),
+        boot_timeout.as_secs(),
+        run_timeout.as_secs()
+    );
     let start = Instant::now();
     let guest = boot::run_guest("vng", &vng_args, &dir, boot_timeout, run_timeout, true)?;
 
     // The kernel log: dmesg from the guest when it got that far (complete
     // and in order with the kmsg markers), else the console capture.
-    let dmesg = std::fs::read_to_string(dir.join("guest-dmesg.log")).ok().filter(|s| !s.trim().is_empty());
+    let dmesg = std::fs::read_to_string(dir.join("guest-dmesg.log"))
+        .ok()
+        .filter(|s| !s.trim().is_empty());
     let kernel_log = dmesg.clone().unwrap_or_else(|| guest.console.clone());
     let mut splats = results::scan_splats(&kernel_log);
     if dmesg.is_some() {
@@ -257,22 +300,44 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<Se
     let ktap_text = std::fs::read_to_string(dir.join("ktap.log"))
         .ok()
         .filter(|t| !t.trim().is_empty())
-        .or_else(|| guest.stdout.contains("KTAP version 1").then(|| guest.stdout.clone()))
+        .or_else(|| {
+            guest
+                .stdout
+                .contains("KTAP version 1")
+                .then(|| guest.stdout.clone())
+        })
         .unwrap_or_else(|| guest.console.clone());
     let ktap = if args.exec.is_some() {
-        results::Ktap { version_seen: true, ..Default::default() }
+        results::Ktap {
+            version_seen: true,
+            ..Default::default()
+        }
     } else {
         results::parse_ktap(&ktap_text)
     };
     // The exit status the guest script recorded; vng's own status is only
     // meaningful when virtio-serial script I/O worked.
-    let exit_file = std::fs::read_to_string(dir.join("exit-code")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let exit_file = std::fs::read_to_string(dir.join("exit-code"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
     let guest_exit = exit_file;
-    let read_num = |n: &str| std::fs::read_to_string(dir.join(n)).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let read_num = |n: &str| {
+        std::fs::read_to_string(dir.join(n))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
     let taint_before = read_num("taint-before");
     let taint_after = read_num("taint-after");
-    let kernel = std::fs::read_to_string(dir.join("guest-uname")).ok().map(|s| s.trim().to_string()).or(release);
-    let panic_line = guest.console.lines().map(results::strip_kmsg_prefix).find(|l| l.starts_with("Kernel panic - not syncing")).map(str::to_string);
+    let kernel = std::fs::read_to_string(dir.join("guest-uname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .or(release);
+    let panic_line = guest
+        .console
+        .lines()
+        .map(results::strip_kmsg_prefix)
+        .find(|l| l.starts_with("Kernel panic - not syncing"))
+        .map(str::to_string);
     let last_console = |n: usize| {
         let lines: Vec<&str> = guest.console.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
@@ -347,7 +412,11 @@ pub fn run_boot(args: &TestArgs, tree_override: Option<&Path>, series: Option<Se
 }
 
 fn shell_words(words: &[String]) -> String {
-    words.iter().map(|w| boot::sh_quote(w)).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .map(|w| boot::sh_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `--host`: the same binary against the running kernel. New kernel log
@@ -365,13 +434,25 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         }
     }
     let dmesg_before = cmd!(sh, "dmesg").quiet().ignore_stderr().read().ok();
-    let taint = || std::fs::read_to_string("/proc/sys/kernel/tainted").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let taint = || {
+        std::fs::read_to_string("/proc/sys/kernel/tainted")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
     let taint_before = taint();
     let start = Instant::now();
-    let mut argv: Vec<std::ffi::OsString> = selftest_args(args).into_iter().map(Into::into).collect();
+    let mut argv: Vec<std::ffi::OsString> =
+        selftest_args(args).into_iter().map(Into::into).collect();
     argv.shrink_to_fit();
     let timeout = Duration::from_secs(args.timeout.unwrap_or(900));
-    let guest = boot::run_guest(&bin.display().to_string(), &argv, &dir, timeout, timeout, true)?;
+    let guest = boot::run_guest(
+        &bin.display().to_string(),
+        &argv,
+        &dir,
+        timeout,
+        timeout,
+        true,
+    )?;
     let taint_after = taint();
     let dmesg_after = cmd!(sh, "dmesg").quiet().ignore_stderr().read().ok();
     let new_log = match (&dmesg_before, &dmesg_after) {
@@ -389,7 +470,10 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     let splats = results::scan_splats(&new_log);
     let ktap = results::parse_ktap(&guest.stdout);
     let outcome = match guest.killed {
-        Some(_) => Outcome::Hang(format!("the selftests did not finish within {}s and were killed", timeout.as_secs())),
+        Some(_) => Outcome::Hang(format!(
+            "the selftests did not finish within {}s and were killed",
+            timeout.as_secs()
+        )),
         None => results::verdict(&ktap, &splats, taint_before, taint_after, guest.exit),
     };
     let kernel = cmd!(sh, "uname -r").quiet().read().ok();
@@ -401,7 +485,9 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         config: "(running kernel)".into(),
         accel: "host".into(),
         accel_reason: "--host: no guest, the running kernel".into(),
-        command: std::iter::once(bin.display().to_string()).chain(selftest_args(args)).collect(),
+        command: std::iter::once(bin.display().to_string())
+            .chain(selftest_args(args))
+            .collect(),
         guest_exit: guest.exit,
         boot_to_first_ktap_s: None,
         duration_s: start.elapsed().as_secs_f64(),
@@ -422,21 +508,36 @@ pub fn mutant_names(args: &TestArgs) -> Result<Vec<String>> {
     let mut all: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".patch")).map(str::to_string))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".patch"))
+                        .map(str::to_string)
+                })
                 .collect()
         })
         .unwrap_or_default();
     all.sort();
     if let Some(name) = &args.mutant {
         if !all.contains(name) {
-            bail!("no mutant `{name}`: {} does not exist (available: {})", dir.join(format!("{name}.patch")).display(), if all.is_empty() { "none".into() } else { all.join(", ") });
+            bail!(
+                "no mutant `{name}`: {} does not exist (available: {})",
+                dir.join(format!("{name}.patch")).display(),
+                if all.is_empty() {
+                    "none".into()
+                } else {
+                    all.join(", ")
+                }
+            );
         }
         return Ok(vec![name.clone()]);
     }
     match args.mutants.as_deref() {
         Some("all") if all.is_empty() => bail!("--mutants all: no patches in {}", dir.display()),
         Some("all") => Ok(all),
-        Some(other) => bail!("--mutants `{other}`: only `all` is accepted (use --mutant NAME for one)"),
+        Some(other) => {
+            bail!("--mutants `{other}`: only `all` is accepted (use --mutant NAME for one)")
+        }
         None => Ok(Vec::new()),
     }
 }
@@ -446,13 +547,20 @@ pub fn mutant_names(args: &TestArgs) -> Result<Vec<String>> {
 pub fn series_tag(mutant: Option<&str>) -> Option<SeriesTag> {
     let dir = util::patches_dir().join("guest_memfd");
     let toml = crate::series::model::SeriesToml::load(&dir.join("series.toml")).ok()?;
-    Some(SeriesTag { name: toml.name, version: toml.version, base: toml.base.version, mutant: mutant.map(Into::into) })
+    Some(SeriesTag {
+        name: toml.name,
+        version: toml.version,
+        base: toml.base.version,
+        mutant: mutant.map(Into::into),
+    })
 }
 
 /// Runs that build the default series checkout (no --tree, no --kernel)
 /// know what they test; others do not claim a series.
 fn default_series_tag(args: &TestArgs, mutant: Option<&str>) -> Option<SeriesTag> {
-    (args.tree.is_none() && args.kernel.is_none() && args.exec.is_none()).then(|| series_tag(mutant)).flatten()
+    (args.tree.is_none() && args.kernel.is_none() && args.exec.is_none())
+        .then(|| series_tag(mutant))
+        .flatten()
 }
 
 fn series_version() -> u64 {
@@ -468,7 +576,13 @@ fn series_version() -> u64 {
 /// Which cases killed a mutant (failed, no result, or splat during them),
 /// plus run-level reasons.
 pub fn killers(result: &RunResult) -> Vec<String> {
-    let mut v: Vec<String> = result.ktap.cases.iter().filter(|c| c.status.is_failure()).map(|c| c.name.clone()).collect();
+    let mut v: Vec<String> = result
+        .ktap
+        .cases
+        .iter()
+        .filter(|c| c.status.is_failure())
+        .map(|c| c.name.clone())
+        .collect();
     for s in &result.splats {
         let who = match &s.test {
             Some(t) => format!("{t} (splat: {})", s.title),
@@ -498,13 +612,16 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
     let names = mutant_names(args)?;
     let tree = match &args.tree {
         Some(t) => t.clone(),
-        None => crate::tree::ensure_default_tree().context("no --tree given and the default tree is not available")?,
+        None => crate::tree::ensure_default_tree()
+            .context("no --tree given and the default tree is not available")?,
     };
     let version = series_version();
     let mut rows: Vec<(String, Result<Vec<String>, String>, bool)> = Vec::new();
     for name in &names {
         println!("\n=== mutant {name}");
-        let patch = util::patches_dir().join("mutants").join(format!("{name}.patch"));
+        let patch = util::patches_dir()
+            .join("mutants")
+            .join(format!("{name}.patch"));
         let branch = format!("guest_memfd/v{version}-mutant-{name}");
         if let Err(e) = build::delete_branch_if_exists(&tree, &branch) {
             rows.push((name.clone(), Err(format!("{e:#}")), false));
@@ -536,7 +653,10 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        println!("mutant {name}: applied on branch {branch}, building {}", src.display());
+        println!(
+            "mutant {name}: applied on branch {branch}, building {}",
+            src.display()
+        );
         match run_boot(args, Some(&src), series_tag(Some(name))) {
             Ok(r) => {
                 let killed = !r.outcome.is_pass();
@@ -554,12 +674,18 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
                 killed += 1;
                 println!("{name:<w$}  {:<9}  {}", "KILLED", results::brief(by, 3));
             }
-            Ok(_) => println!("{name:<w$}  {:<9}  every case passed: a selftest is missing", "SURVIVED"),
+            Ok(_) => println!(
+                "{name:<w$}  {:<9}  every case passed: a selftest is missing",
+                "SURVIVED"
+            ),
             Err(e) => println!("{name:<w$}  {:<9}  {e}", "ERROR"),
         }
     }
     let total = rows.len();
-    println!("\nmutation score: {killed}/{total} ({:.0}%)", 100.0 * killed as f64 / total.max(1) as f64);
+    println!(
+        "\nmutation score: {killed}/{total} ({:.0}%)",
+        100.0 * killed as f64 / total.max(1) as f64
+    );
     if let Some(series) = series_tag(None) {
         let report = MutantsReport {
             run_id: String::new(),
@@ -572,7 +698,12 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
                         Ok(_) => ("survived", vec![]),
                         Err(e) => ("error", vec![e.clone()]),
                     };
-                    MutantRow { name: name.clone(), verdict: verdict.into(), detail, run_id: None }
+                    MutantRow {
+                        name: name.clone(),
+                        verdict: verdict.into(),
+                        detail,
+                        run_id: None,
+                    }
                 })
                 .collect(),
         };
@@ -580,7 +711,11 @@ fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
         let path = MutantsReport { run_id, ..report }.write(&dir)?;
         println!("files: {}", path.display());
     }
-    Ok(if killed == total { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if killed == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `cargo xtask bench selftests`: the suite on the host, per-area times from
@@ -629,11 +764,20 @@ pub fn bench_selftests() -> Result<ExitCode> {
         }
     }
     let (p, f, s, m) = ktap.count();
-    println!("selftests on the host ({}): {p} pass, {f} fail, {s} skip, {m} no result", bin.display());
-    println!("\n{:<16} {:>6} {:>10} {:>10}", "area", "cases", "ms", "share");
+    println!(
+        "selftests on the host ({}): {p} pass, {f} fail, {s} skip, {m} no result",
+        bin.display()
+    );
+    println!(
+        "\n{:<16} {:>6} {:>10} {:>10}",
+        "area", "cases", "ms", "share"
+    );
     let sum: u64 = areas.iter().map(|a| a.1).sum();
     for (area, ms, n) in &areas {
-        println!("{area:<16} {n:>6} {ms:>10} {:>9.1}%", 100.0 * *ms as f64 / sum.max(1) as f64);
+        println!(
+            "{area:<16} {n:>6} {ms:>10} {:>9.1}%",
+            100.0 * *ms as f64 / sum.max(1) as f64
+        );
     }
     println!(
         "\nwhole suite {:.3}s; baseline `--list` {:.3}s; ratio {:.1}",

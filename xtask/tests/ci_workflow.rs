@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn workflow() -> Yaml {
@@ -19,8 +22,13 @@ fn workflow() -> Yaml {
 fn matrix(job: &str, key: &str) -> Vec<String> {
     let doc = workflow();
     let list = &doc["jobs"][job]["strategy"]["matrix"][key];
-    let items = list.as_vec().unwrap_or_else(|| panic!("jobs.{job}.strategy.matrix.{key} is not a list"));
-    items.iter().map(|y| y.as_str().expect("matrix entries are strings").to_string()).collect()
+    let items = list
+        .as_vec()
+        .unwrap_or_else(|| panic!("jobs.{job}.strategy.matrix.{key} is not a list"));
+    items
+        .iter()
+        .map(|y| y.as_str().expect("matrix entries are strings").to_string())
+        .collect()
 }
 
 fn stems(dir: &str, ext: &str) -> BTreeSet<String> {
@@ -30,7 +38,9 @@ fn stems(dir: &str, ext: &str) -> BTreeSet<String> {
     entries
         .filter_map(|e| {
             let p = e.unwrap().path();
-            (p.extension()? == ext).then(|| p.file_stem()?.to_str().map(str::to_string)).flatten()
+            (p.extension()? == ext)
+                .then(|| p.file_stem()?.to_str().map(str::to_string))
+                .flatten()
         })
         .collect()
 }
@@ -42,7 +52,10 @@ fn config_matrix_names_existing_fragments() {
     assert!(!sets.is_empty());
     for set in sets {
         for name in set.split(',') {
-            assert!(fragments.contains(name), "matrix config set {set:?} names {name:?}, not in kconfigs/: {fragments:?}");
+            assert!(
+                fragments.contains(name),
+                "matrix config set {set:?} names {name:?}, not in kconfigs/: {fragments:?}"
+            );
         }
     }
 }
@@ -51,5 +64,8 @@ fn config_matrix_names_existing_fragments() {
 fn mutant_matrix_matches_patches_mutants() {
     let files = stems("patches/mutants", "patch");
     let listed: BTreeSet<String> = matrix("mutants", "mutant").into_iter().collect();
-    assert_eq!(listed, files, "ci/nested-virt.yml mutants matrix vs patches/mutants/*.patch");
+    assert_eq!(
+        listed, files,
+        "ci/nested-virt.yml mutants matrix vs patches/mutants/*.patch"
+    );
 }

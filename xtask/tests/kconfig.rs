@@ -5,7 +5,9 @@ use std::path::Path;
 use xtask::kconfig::{self, Fragment};
 
 fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kconfig").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kconfig")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -16,7 +18,11 @@ fn frag(name: &str) -> Fragment {
 #[test]
 fn parse_reads_assignments_and_not_set_lines() {
     let a = frag("a");
-    let got: Vec<(String, String)> = a.assignments.iter().map(|x| (x.option.clone(), x.value.clone())).collect();
+    let got: Vec<(String, String)> = a
+        .assignments
+        .iter()
+        .map(|x| (x.option.clone(), x.value.clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -32,19 +38,27 @@ fn parse_reads_assignments_and_not_set_lines() {
 
 #[test]
 fn parse_rejects_garbage_naming_file_and_line() {
-    let err = Fragment::parse("bad", &fixture("bad.config")).unwrap_err().to_string();
+    let err = Fragment::parse("bad", &fixture("bad.config"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad:2"), "{err}");
     assert!(err.contains("this is not a config line"), "{err}");
     let err = Fragment::parse("x", "FOO=y\n").unwrap_err().to_string();
     assert!(err.contains("not a CONFIG_ option"), "{err}");
-    let err = Fragment::parse("x", "CONFIG_FOO=\n").unwrap_err().to_string();
+    let err = Fragment::parse("x", "CONFIG_FOO=\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("has no value"), "{err}");
 }
 
 #[test]
 fn merge_later_fragment_wins_and_keeps_first_order() {
     let merged = kconfig::merge(&[frag("a"), frag("b")]);
-    let got: Vec<String> = merged.requests.iter().map(|x| format!("{}={} ({})", x.option, x.value, x.source)).collect();
+    let got: Vec<String> = merged
+        .requests
+        .iter()
+        .map(|x| format!("{}={} ({})", x.option, x.value, x.source))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -76,7 +90,10 @@ fn survivor_check_reports_only_dropped_options() {
 
 #[test]
 fn survivor_check_accepts_absent_for_n_and_flags_absent_for_y() {
-    let merged = kconfig::merge(&[Fragment::parse("f", "# CONFIG_GONE is not set\nCONFIG_NEW=y\n").unwrap()]);
+    let merged =
+        kconfig::merge(&[
+            Fragment::parse("f", "# CONFIG_GONE is not set\nCONFIG_NEW=y\n").unwrap(),
+        ]);
     let dot = kconfig::parse_dotconfig("CONFIG_OTHER=y\n");
     let dropped = kconfig::check_survivors(&merged, &dot);
     assert_eq!(dropped.len(), 1);
@@ -87,7 +104,8 @@ fn survivor_check_accepts_absent_for_n_and_flags_absent_for_y() {
 #[test]
 fn explain_names_unmet_dependency_missing_symbol_and_select_only() {
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kconfig/tree");
-    let merged = kconfig::merge(&[Fragment::parse("f", "CONFIG_D=y\nCONFIG_H=y\nCONFIG_NOPE=y\n").unwrap()]);
+    let merged =
+        kconfig::merge(&[Fragment::parse("f", "CONFIG_D=y\nCONFIG_H=y\nCONFIG_NOPE=y\n").unwrap()]);
     let dot = kconfig::parse_dotconfig("# CONFIG_D is not set\nCONFIG_F=y\n");
     let mut dropped = kconfig::check_survivors(&merged, &dot);
     assert_eq!(dropped.len(), 3);
@@ -114,9 +132,15 @@ fn help_text_is_not_parsed_as_kconfig() {
 
 #[test]
 fn fragment_list_puts_base_first_once() {
-    assert_eq!(kconfig::fragment_list("gmem,debug").unwrap(), vec!["base", "gmem", "debug"]);
+    assert_eq!(
+        kconfig::fragment_list("gmem,debug").unwrap(),
+        vec!["base", "gmem", "debug"]
+    );
     assert_eq!(kconfig::fragment_list("base").unwrap(), vec!["base"]);
-    assert_eq!(kconfig::fragment_list("debug,base,gmem.config,debug").unwrap(), vec!["base", "debug", "gmem"]);
+    assert_eq!(
+        kconfig::fragment_list("debug,base,gmem.config,debug").unwrap(),
+        vec!["base", "debug", "gmem"]
+    );
     assert!(kconfig::fragment_list("../etc/passwd").is_err());
 }
 
@@ -129,9 +153,22 @@ fn project_fragments_parse_and_base_has_kvm() {
     }
     let frags = kconfig::load_fragments(&dir, &names).unwrap();
     let base = &frags[names.iter().position(|n| n == "base").unwrap()];
-    for opt in ["CONFIG_KVM", "CONFIG_KVM_AMD", "CONFIG_KVM_INTEL", "CONFIG_9P_FS", "CONFIG_VIRTIO_CONSOLE"] {
-        assert!(base.assignments.iter().any(|a| a.option == opt && a.value == "y"), "{opt} not in base.config");
+    for opt in [
+        "CONFIG_KVM",
+        "CONFIG_KVM_AMD",
+        "CONFIG_KVM_INTEL",
+        "CONFIG_9P_FS",
+        "CONFIG_VIRTIO_CONSOLE",
+    ] {
+        assert!(
+            base.assignments
+                .iter()
+                .any(|a| a.option == opt && a.value == "y"),
+            "{opt} not in base.config"
+        );
     }
-    let err = kconfig::load_fragments(&dir, &["nonexistent".to_string()]).unwrap_err().to_string();
+    let err = kconfig::load_fragments(&dir, &["nonexistent".to_string()])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("available:") && err.contains("gmem"), "{err}");
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use xtask::results::{parse_ktap, Status};
 
 fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ktap").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ktap")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -26,7 +28,10 @@ fn pass_skip_fail_with_reasons_diagnostics_and_times() {
     assert_eq!(k.cases[2].status, Status::Fail);
     assert_eq!(
         k.cases[2].diagnostics,
-        vec!["bind.gpa_overlap_eexist@default: expected EEXIST, got EINVAL", "at selftests/src/bind.rs:88"]
+        vec![
+            "bind.gpa_overlap_eexist@default: expected EEXIST, got EINVAL",
+            "at selftests/src/bind.rs:88"
+        ]
     );
     assert_eq!(k.cases[2].duration_ms, Some(12));
     assert_eq!(k.cases[3].duration_ms, Some(250));
@@ -44,7 +49,10 @@ fn nested_subtests_attach_to_their_parent() {
     assert_eq!(parent.subtests.len(), 3);
     assert_eq!(parent.subtests[1].name, "memslots.closed_fd_ebadf");
     assert_eq!(parent.subtests[1].status, Status::Fail);
-    assert_eq!(parent.subtests[2].status, Status::Skip("needs KVM_CAP_GUEST_MEMFD".into()));
+    assert_eq!(
+        parent.subtests[2].status,
+        Status::Skip("needs KVM_CAP_GUEST_MEMFD".into())
+    );
     assert_eq!(k.cases[1].status, Status::Pass);
     assert!(k.cases[1].subtests.is_empty());
 }
@@ -52,7 +60,10 @@ fn nested_subtests_attach_to_their_parent() {
 #[test]
 fn bail_out_records_reason_and_missing_results() {
     let k = parse_ktap(&fixture("bail-out.ktap"));
-    assert_eq!(k.bail_out.as_deref(), Some("/dev/kvm: No such file or directory"));
+    assert_eq!(
+        k.bail_out.as_deref(),
+        Some("/dev/kvm: No such file or directory")
+    );
     assert_eq!(k.cases.len(), 2);
     assert!(matches!(&k.cases[1].status, Status::Missing(r) if r.contains("bailed out")));
 }
@@ -61,7 +72,11 @@ fn bail_out_records_reason_and_missing_results() {
 fn missing_plan_is_a_problem_but_plan_at_end_is_fine() {
     let k = parse_ktap(&fixture("no-plan.ktap"));
     assert_eq!(k.cases.len(), 2);
-    assert!(k.problems.iter().any(|p| p.contains("no test plan")), "{:?}", k.problems);
+    assert!(
+        k.problems.iter().any(|p| p.contains("no test plan")),
+        "{:?}",
+        k.problems
+    );
     let k = parse_ktap(&fixture("plan-at-end.ktap"));
     assert_eq!(k.plan, Some(2));
     assert!(k.problems.is_empty(), "{:?}", k.problems);
@@ -72,7 +87,14 @@ fn kernel_lines_interleaved_are_noise_not_results() {
     let k = parse_ktap(&fixture("interleaved.ktap"));
     assert!(k.problems.is_empty(), "{:?}", k.problems);
     let names: Vec<&str> = k.cases.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, vec!["create.basic", "vcpu.run_private@sw_protected", "punch.invalidate@sw_protected"]);
+    assert_eq!(
+        names,
+        vec![
+            "create.basic",
+            "vcpu.run_private@sw_protected",
+            "punch.invalidate@sw_protected"
+        ]
+    );
     assert_eq!(k.cases[1].status, Status::Pass);
     assert_eq!(k.cases[1].duration_ms, Some(801));
     assert_eq!(k.cases[2].status, Status::Fail);
@@ -83,12 +105,22 @@ fn kernel_lines_interleaved_are_noise_not_results() {
 #[test]
 fn truncated_stream_names_the_case_that_was_running() {
     let k = parse_ktap(&fixture("truncated.ktap"));
-    assert!(k.problems.iter().any(|p| p == "truncated: 2 of 4 results"), "{:?}", k.problems);
+    assert!(
+        k.problems.iter().any(|p| p == "truncated: 2 of 4 results"),
+        "{:?}",
+        k.problems
+    );
     assert_eq!(k.cases.len(), 3);
     let last = &k.cases[2];
-    assert_eq!(last.name, "regression.punch_unbound_no_livelock@sw_protected");
+    assert_eq!(
+        last.name,
+        "regression.punch_unbound_no_livelock@sw_protected"
+    );
     assert!(matches!(&last.status, Status::Missing(r) if r.contains("truncated")));
-    assert_eq!(k.running_at_end.as_deref(), Some("regression.punch_unbound_no_livelock@sw_protected"));
+    assert_eq!(
+        k.running_at_end.as_deref(),
+        Some("regression.punch_unbound_no_livelock@sw_protected")
+    );
 }
 
 #[test]
@@ -101,7 +133,9 @@ fn no_header_at_all() {
 
 #[test]
 fn todo_and_unknown_directives() {
-    let k = parse_ktap("KTAP version 1\n1..3\nok 1 a.b # TODO later\nnot ok 2 a.c # some note\nok 3 - a.d\n");
+    let k = parse_ktap(
+        "KTAP version 1\n1..3\nok 1 a.b # TODO later\nnot ok 2 a.c # some note\nok 3 - a.d\n",
+    );
     assert_eq!(k.cases[0].status, Status::Skip("TODO later".into()));
     assert_eq!(k.cases[1].status, Status::Fail);
     assert_eq!(k.cases[2].name, "a.d");

@@ -16,15 +16,30 @@ fn a_splat_fails_a_run_whose_tests_all_passed() {
     let k = parse_ktap(KTAP);
     let s = scan_splats(LOG);
     let v = verdict(&k, &s, Some(0), Some(512), Some(0));
-    let Outcome::Failed(reasons) = v else { panic!("expected failure, got {v:?}") };
-    assert!(reasons.iter().any(|r| r.contains("kernel splat") && r.contains("kvm_destroy_vm") && r.contains("in a.one")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("taint changed 0 -> 512") && r.contains("W (warning")), "{reasons:?}");
+    let Outcome::Failed(reasons) = v else {
+        panic!("expected failure, got {v:?}")
+    };
+    assert!(
+        reasons.iter().any(|r| r.contains("kernel splat")
+            && r.contains("kvm_destroy_vm")
+            && r.contains("in a.one")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("taint changed 0 -> 512") && r.contains("W (warning")),
+        "{reasons:?}"
+    );
 }
 
 #[test]
 fn nonzero_exit_without_failed_case_fails() {
     let k = parse_ktap(KTAP);
-    assert!(matches!(verdict(&k, &[], None, None, Some(2)), Outcome::Failed(_)));
+    assert!(matches!(
+        verdict(&k, &[], None, None, Some(2)),
+        Outcome::Failed(_)
+    ));
 }
 
 #[test]
@@ -54,14 +69,18 @@ fn junit_marks_the_case_with_the_splat_failed() {
     let xml = r.junit().to_string().unwrap();
     assert!(xml.contains("tests=\"2\""), "{xml}");
     assert!(xml.contains("failures=\"1\""), "{xml}");
-    assert!(xml.contains("kernel splat: WARNING: CPU: 0 PID: 9 at virt/kvm/kvm_main.c:1335"), "{xml}");
+    assert!(
+        xml.contains("kernel splat: WARNING: CPU: 0 PID: 9 at virt/kvm/kvm_main.c:1335"),
+        "{xml}"
+    );
     assert!(xml.contains("skipped"), "{xml}");
     let summary = r.summary();
     assert!(summary.contains("SPLAT"), "{summary}");
     assert!(summary.contains("accel      tcg (test)"), "{summary}");
     let dir = tempfile::tempdir().unwrap();
     let json = r.write_json(dir.path()).unwrap();
-    let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let back: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert_eq!(back["outcome"]["kind"], "failed");
     assert_eq!(back["ktap"]["cases"][1]["status"], "skip");
     assert_eq!(back["ktap"]["cases"][1]["reason"], "no SW_PROTECTED VMs");
@@ -95,19 +114,36 @@ fn result_with(ktap: &str, log: &str, outcome: Option<Outcome>) -> RunResult {
 #[test]
 fn mutant_killers_name_failed_cases_splats_and_hangs() {
     use xtask::test::killers;
-    let failed = result_with("KTAP version 1\n1..2\nok 1 a.one\nnot ok 2 bind.gpa_overlap_eexist@sw_protected\n", "", None);
-    assert_eq!(killers(&failed), vec!["bind.gpa_overlap_eexist@sw_protected"]);
+    let failed = result_with(
+        "KTAP version 1\n1..2\nok 1 a.one\nnot ok 2 bind.gpa_overlap_eexist@sw_protected\n",
+        "",
+        None,
+    );
+    assert_eq!(
+        killers(&failed),
+        vec!["bind.gpa_overlap_eexist@sw_protected"]
+    );
     let splat = result_with(KTAP, LOG, None);
     let k = killers(&splat);
     assert_eq!(k.len(), 1, "{k:?}");
-    assert!(k[0].starts_with("a.one (splat: WARNING: CPU: 0 PID: 9 at virt/kvm/kvm_main.c:1335"), "{k:?}");
+    assert!(
+        k[0].starts_with("a.one (splat: WARNING: CPU: 0 PID: 9 at virt/kvm/kvm_main.c:1335"),
+        "{k:?}"
+    );
     let hang = result_with(
         "KTAP version 1\n1..2\nok 1 a.one\n",
         "",
-        Some(Outcome::Hang("the run did not finish within 900s; QEMU was killed while `regression.x` was running".into())),
+        Some(Outcome::Hang(
+            "the run did not finish within 900s; QEMU was killed while `regression.x` was running"
+                .into(),
+        )),
     );
     let k = killers(&hang);
-    assert!(k.iter().any(|x| x.starts_with("hang:") && x.contains("regression.x")), "{k:?}");
+    assert!(
+        k.iter()
+            .any(|x| x.starts_with("hang:") && x.contains("regression.x")),
+        "{k:?}"
+    );
     let survived = result_with(KTAP, "", None);
     assert!(killers(&survived).is_empty());
 }

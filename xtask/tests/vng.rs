@@ -17,7 +17,11 @@ fn spec(accel: Accel) -> VngSpec {
 }
 
 fn render(accel: Accel) -> String {
-    vng_args(&spec(accel)).iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join("\n")
+    vng_args(&spec(accel))
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -38,7 +42,12 @@ fn guest_script_quotes_arguments() {
     let s = guest_script(
         &PathBuf::from("/w/target/results/run 1"),
         &PathBuf::from("/w/target/debug/gmem-selftests"),
-        &["--filter".into(), "bind.it's".into(), "--timeout".into(), "30".into()],
+        &[
+            "--filter".into(),
+            "bind.it's".into(),
+            "--timeout".into(),
+            "30".into(),
+        ],
     );
     insta::assert_snapshot!(s);
 }

@@ -65,9 +65,20 @@ impl MutantsReport {
             self.series.name, self.series.version, self.series.base
         );
         for r in &self.rows {
-            let _ = writeln!(out, "| {} | {} | {} |", r.name, r.verdict, md_cell(&r.detail.join(", ")));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                r.name,
+                r.verdict,
+                md_cell(&r.detail.join(", "))
+            );
         }
-        let _ = writeln!(out, "\nmutation score: {}/{}", self.killed(), self.rows.len());
+        let _ = writeln!(
+            out,
+            "\nmutation score: {}/{}",
+            self.killed(),
+            self.rows.len()
+        );
         out
     }
 }
@@ -91,18 +102,45 @@ impl RunResult {
     pub fn summary_markdown(&self) -> String {
         let (p, f, s, m) = self.ktap.count();
         let mut out = String::new();
-        let _ = writeln!(out, "### gmem-selftests: {}\n", md_cell(&self.outcome.headline()));
+        let _ = writeln!(
+            out,
+            "### gmem-selftests: {}\n",
+            md_cell(&self.outcome.headline())
+        );
         let _ = writeln!(out, "| | |\n| --- | --- |");
-        let _ = writeln!(out, "| kernel | {} |", self.kernel.as_deref().unwrap_or("(unknown)"));
+        let _ = writeln!(
+            out,
+            "| kernel | {} |",
+            self.kernel.as_deref().unwrap_or("(unknown)")
+        );
         let _ = writeln!(out, "| config | {} |", md_cell(&self.config));
-        let _ = writeln!(out, "| accel | {} ({}) |", self.accel, md_cell(&self.accel_reason));
+        let _ = writeln!(
+            out,
+            "| accel | {} ({}) |",
+            self.accel,
+            md_cell(&self.accel_reason)
+        );
         if let Some(t) = &self.series {
-            let mutant = t.mutant.as_deref().map(|m| format!(" + mutant {m}")).unwrap_or_default();
-            let _ = writeln!(out, "| series | {} v{} on {}{mutant} |", t.name, t.version, t.base);
+            let mutant = t
+                .mutant
+                .as_deref()
+                .map(|m| format!(" + mutant {m}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| series | {} v{} on {}{mutant} |",
+                t.name, t.version, t.base
+            );
         }
-        let _ = writeln!(out, "| counts | {p} passed, {f} failed, {s} skipped, {m} without result |");
+        let _ = writeln!(
+            out,
+            "| counts | {p} passed, {f} failed, {s} skipped, {m} without result |"
+        );
         let _ = writeln!(out, "| splats | {} |", self.splats.len());
-        let _ = writeln!(out, "\n| case | status | ms | detail |\n| --- | --- | --- | --- |");
+        let _ = writeln!(
+            out,
+            "\n| case | status | ms | detail |\n| --- | --- | --- | --- |"
+        );
         for c in &self.ktap.cases {
             let (status, detail) = match &c.status {
                 Status::Pass => ("PASS", String::new()),
@@ -110,12 +148,25 @@ impl RunResult {
                 Status::Skip(r) => ("SKIP", r.clone()),
                 Status::Missing(r) => ("NO RESULT", r.clone()),
             };
-            let ms = c.duration_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
-            let _ = writeln!(out, "| {} | {status} | {ms} | {} |", c.name, md_cell(&detail));
+            let ms = c
+                .duration_ms
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "| {} | {status} | {ms} | {} |",
+                c.name,
+                md_cell(&detail)
+            );
         }
         for sp in &self.splats {
             let where_ = sp.test.clone().unwrap_or_else(|| sp.phase.clone());
-            let _ = writeln!(out, "\nsplat in {}: `{}`", md_cell(&where_), sp.title.replace('`', "'"));
+            let _ = writeln!(
+                out,
+                "\nsplat in {}: `{}`",
+                md_cell(&where_),
+                sp.title.replace('`', "'")
+            );
         }
         out
     }
@@ -152,11 +203,21 @@ fn load_all(root: &Path) -> (Vec<RunResult>, Vec<MutantsReport>) {
 }
 
 /// The newest booted run of `name` v`version` on `base` per config set.
-fn newest_per_config<'a>(runs: &'a [RunResult], name: &str, version: u32, base: &str) -> BTreeMap<&'a str, &'a RunResult> {
+fn newest_per_config<'a>(
+    runs: &'a [RunResult],
+    name: &str,
+    version: u32,
+    base: &str,
+) -> BTreeMap<&'a str, &'a RunResult> {
     let mut out = BTreeMap::new();
     for r in runs {
         let Some(t) = &r.series else { continue };
-        if r.mode == "vng" && t.name == name && t.version == version && t.base == base && t.mutant.is_none() {
+        if r.mode == "vng"
+            && t.name == name
+            && t.version == version
+            && t.base == base
+            && t.mutant.is_none()
+        {
             out.insert(r.config.as_str(), r); // sorted by run id: the last one wins
         }
     }
@@ -177,7 +238,11 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
     if current.is_empty() {
         return None;
     }
-    let previous = if version > 1 { newest_per_config(&runs, name, version - 1, base) } else { BTreeMap::new() };
+    let previous = if version > 1 {
+        newest_per_config(&runs, name, version - 1, base)
+    } else {
+        BTreeMap::new()
+    };
     let mut out = String::from("Tested:\n");
     for (config, r) in &current {
         let (p, f, s) = counts(r);
@@ -208,7 +273,13 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
         .filter(|m| m.series.name == name && m.series.version == version && m.series.base == base)
         .last();
     if let Some(m) = newest_mutants {
-        let _ = writeln!(out, "- mutants killed: {}/{} (run {})", m.killed(), m.rows.len(), m.run_id);
+        let _ = writeln!(
+            out,
+            "- mutants killed: {}/{} (run {})",
+            m.killed(),
+            m.rows.len(),
+            m.run_id
+        );
         for r in &m.rows {
             let _ = writeln!(out, "  {}: {} {}", r.name, r.verdict, brief(&r.detail, 2));
         }
@@ -239,7 +310,12 @@ mod tests {
             ktap: parse_ktap(ktap),
             splats: vec![],
             outcome: Outcome::Passed,
-            series: Some(SeriesTag { name: "guest_memfd".into(), version, base: "6.1.176".into(), mutant: mutant.map(Into::into) }),
+            series: Some(SeriesTag {
+                name: "guest_memfd".into(),
+                version,
+                base: "6.1.176".into(),
+                mutant: mutant.map(Into::into),
+            }),
         }
     }
 
@@ -255,38 +331,85 @@ mod tests {
     #[test]
     fn no_results_for_the_version_means_no_section() {
         let tmp = tempfile::tempdir().unwrap();
-        save(tmp.path(), &run("20261101-000000-a", 1, "base+gmem", TWO_PASS, None));
-        assert_eq!(tested_section(tmp.path(), "guest_memfd", 2, "6.1.176"), None);
-        assert_eq!(tested_section(tmp.path(), "guest_memfd", 1, "6.1.177"), None);
+        save(
+            tmp.path(),
+            &run("20261101-000000-a", 1, "base+gmem", TWO_PASS, None),
+        );
+        assert_eq!(
+            tested_section(tmp.path(), "guest_memfd", 2, "6.1.176"),
+            None
+        );
+        assert_eq!(
+            tested_section(tmp.path(), "guest_memfd", 1, "6.1.177"),
+            None
+        );
     }
 
     #[test]
     fn newest_run_per_config_with_change_against_previous_version_and_mutants() {
         let tmp = tempfile::tempdir().unwrap();
-        save(tmp.path(), &run("20261101-000000-a", 1, "base+gmem", ONE_FAIL, None));
-        save(tmp.path(), &run("20261102-000000-a", 2, "base+gmem", ONE_FAIL, None));
-        save(tmp.path(), &run("20261103-000000-a", 2, "base+gmem", TWO_PASS, None));
+        save(
+            tmp.path(),
+            &run("20261101-000000-a", 1, "base+gmem", ONE_FAIL, None),
+        );
+        save(
+            tmp.path(),
+            &run("20261102-000000-a", 2, "base+gmem", ONE_FAIL, None),
+        );
+        save(
+            tmp.path(),
+            &run("20261103-000000-a", 2, "base+gmem", TWO_PASS, None),
+        );
         // A mutant's run is not a result of the series itself.
-        save(tmp.path(), &run("20261104-000000-a", 2, "base+gmem", ONE_FAIL, Some("m1")));
+        save(
+            tmp.path(),
+            &run("20261104-000000-a", 2, "base+gmem", ONE_FAIL, Some("m1")),
+        );
         let report = MutantsReport {
             run_id: "20261104-000000-mutants".into(),
-            series: SeriesTag { name: "guest_memfd".into(), version: 2, base: "6.1.176".into(), mutant: None },
+            series: SeriesTag {
+                name: "guest_memfd".into(),
+                version: 2,
+                base: "6.1.176".into(),
+                mutant: None,
+            },
             rows: vec![
-                MutantRow { name: "m1".into(), verdict: "killed".into(), detail: vec!["b".into()], run_id: None },
-                MutantRow { name: "m2".into(), verdict: "survived".into(), detail: vec![], run_id: None },
+                MutantRow {
+                    name: "m1".into(),
+                    verdict: "killed".into(),
+                    detail: vec!["b".into()],
+                    run_id: None,
+                },
+                MutantRow {
+                    name: "m2".into(),
+                    verdict: "survived".into(),
+                    detail: vec![],
+                    run_id: None,
+                },
             ],
         };
         let dir = tmp.path().join(&report.run_id);
         std::fs::create_dir_all(&dir).unwrap();
         report.write(&dir).unwrap();
         let text = tested_section(tmp.path(), "guest_memfd", 2, "6.1.176").unwrap();
-        assert!(text.contains("accel tcg: 2 passed, 0 failed, 1 skipped"), "{text}");
+        assert!(
+            text.contains("accel tcg: 2 passed, 0 failed, 1 skipped"),
+            "{text}"
+        );
         assert!(text.contains("(run 20261103-000000-a)"), "{text}");
-        assert!(text.contains("against v1: passed 1 -> 2, failed 1 -> 0, skipped 1 -> 1"), "{text}");
+        assert!(
+            text.contains("against v1: passed 1 -> 2, failed 1 -> 0, skipped 1 -> 1"),
+            "{text}"
+        );
         assert!(text.contains("mutants killed: 1/2"), "{text}");
         assert!(text.contains("m2: survived"), "{text}");
-        assert_eq!(brief(&["a".into(), "b".into(), "c".into()], 2), "a, b (+1 more)");
-        assert!(std::fs::read_to_string(dir.join("summary.md")).unwrap().contains("| m1 | killed | b |"));
+        assert_eq!(
+            brief(&["a".into(), "b".into(), "c".into()], 2),
+            "a, b (+1 more)"
+        );
+        assert!(std::fs::read_to_string(dir.join("summary.md"))
+            .unwrap()
+            .contains("| m1 | killed | b |"));
     }
 
     #[test]
@@ -296,6 +419,9 @@ mod tests {
         let md = r.summary_markdown();
         assert!(md.contains("| b | FAIL |"), "{md}");
         assert!(md.contains("auto: a\\|b"), "{md}");
-        assert!(md.contains("| series | guest_memfd v1 on 6.1.176 |"), "{md}");
+        assert!(
+            md.contains("| series | guest_memfd v1 on 6.1.176 |"),
+            "{md}"
+        );
     }
 }

@@ -88,7 +88,10 @@ fn re(cell: &'static OnceLock<Regex>, pat: &str) -> &'static Regex {
 
 fn result_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    re(&R, r"^(not ok|ok)\s+(\d+)(?:\s+-)?(?:\s+([^#]*?))?\s*(?:#\s*(.*))?$")
+    re(
+        &R,
+        r"^(not ok|ok)\s+(\d+)(?:\s+-)?(?:\s+([^#]*?))?\s*(?:#\s*(.*))?$",
+    )
 }
 
 /// A kernel console line (`[   1.234567] ...`), possibly glued to the end
@@ -105,7 +108,9 @@ fn clean_lines(text: &str) -> (Vec<String>, Vec<String>) {
     for raw in text.lines() {
         let raw = raw.trim_end_matches('\r');
         match kmsg_re().find(raw) {
-            Some(m) if m.start() == 0 || raw[..m.start()].trim().is_empty() => noise.push(raw.to_string()),
+            Some(m) if m.start() == 0 || raw[..m.start()].trim().is_empty() => {
+                noise.push(raw.to_string())
+            }
             Some(m) => {
                 out.push(raw[..m.start()].trim_end().to_string());
                 noise.push(raw[m.start()..].to_string());
@@ -123,14 +128,19 @@ pub fn parse_ktap(text: &str) -> Ktap {
     let mut k = Ktap::default();
     let mut pos = 0;
     // Skip anything before the header.
-    while pos < lines.len() && lines[pos].trim() != "KTAP version 1" && lines[pos].trim() != "TAP version 13" && lines[pos].trim() != "TAP version 14" {
+    while pos < lines.len()
+        && lines[pos].trim() != "KTAP version 1"
+        && lines[pos].trim() != "TAP version 13"
+        && lines[pos].trim() != "TAP version 14"
+    {
         if !lines[pos].trim().is_empty() {
             noise.push(lines[pos].clone());
         }
         pos += 1;
     }
     if pos == lines.len() {
-        k.problems.push("no KTAP header (`KTAP version 1`) in the output".into());
+        k.problems
+            .push("no KTAP header (`KTAP version 1`) in the output".into());
         k.noise = noise;
         return k;
     }
@@ -141,7 +151,8 @@ pub fn parse_ktap(text: &str) -> Ktap {
     k.plan = block.plan;
     k.noise = noise;
     if k.plan.is_none() && k.bail_out.is_none() {
-        k.problems.push("no test plan (`1..N`) in the output".into());
+        k.problems
+            .push("no test plan (`1..N`) in the output".into());
     }
     if let Some(plan) = k.plan {
         let have = k.cases.len();
@@ -151,7 +162,8 @@ pub fn parse_ktap(text: &str) -> Ktap {
                 None => "stream truncated".to_string(),
             };
             if k.bail_out.is_none() {
-                k.problems.push(format!("truncated: {have} of {plan} results"));
+                k.problems
+                    .push(format!("truncated: {have} of {plan} results"));
             }
             // Name the case that was running when the stream ended: the
             // last diagnostics after the last result usually say it.
@@ -166,12 +178,14 @@ pub fn parse_ktap(text: &str) -> Ktap {
                 subtests: Vec::new(),
             });
         } else if have > plan {
-            k.problems.push(format!("{have} results but the plan said 1..{plan}"));
+            k.problems
+                .push(format!("{have} results but the plan said 1..{plan}"));
         }
     }
     for (i, c) in k.cases.iter().enumerate() {
         if c.number != i + 1 && !matches!(c.status, Status::Missing(_)) {
-            k.problems.push(format!("result {} is numbered {}", i + 1, c.number));
+            k.problems
+                .push(format!("result {} is numbered {}", i + 1, c.number));
             break;
         }
     }
@@ -189,8 +203,19 @@ fn indent_of(line: &str) -> usize {
     line.len() - line.trim_start().len()
 }
 
-fn parse_block(lines: &[String], pos: &mut usize, indent: usize, noise: &mut Vec<String>, k: &mut Ktap) -> Block {
-    let mut b = Block { plan: None, cases: Vec::new(), trailing_diags: Vec::new(), trailing_diag_name: None };
+fn parse_block(
+    lines: &[String],
+    pos: &mut usize,
+    indent: usize,
+    noise: &mut Vec<String>,
+    k: &mut Ktap,
+) -> Block {
+    let mut b = Block {
+        plan: None,
+        cases: Vec::new(),
+        trailing_diags: Vec::new(),
+        trailing_diag_name: None,
+    };
     let mut diags: Vec<String> = Vec::new();
     let mut pending_sub: Vec<Case> = Vec::new();
     let mut durations: Vec<(String, u64)> = Vec::new();
@@ -230,7 +255,9 @@ fn parse_block(lines: &[String], pos: &mut usize, indent: usize, noise: &mut Vec
             let d = d.trim();
             if let Some(rest) = d.strip_prefix("time ") {
                 let mut it = rest.split_whitespace();
-                if let (Some(name), Some(ms)) = (it.next(), it.next().and_then(|m| m.parse::<u64>().ok())) {
+                if let (Some(name), Some(ms)) =
+                    (it.next(), it.next().and_then(|m| m.parse::<u64>().ok()))
+                {
                     durations.push((name.to_string(), ms));
                     if let Some(c) = b.cases.iter_mut().rev().find(|c| c.name == name) {
                         c.duration_ms = Some(ms);
@@ -239,7 +266,10 @@ fn parse_block(lines: &[String], pos: &mut usize, indent: usize, noise: &mut Vec
                 }
             }
             if let Some(rest) = d.strip_prefix("totals:") {
-                let nums: Vec<usize> = rest.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+                let nums: Vec<usize> = rest
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
                 if nums.len() == 3 && indent == 0 {
                     k.totals = Some((nums[0], nums[1], nums[2]));
                 }
@@ -254,15 +284,26 @@ fn parse_block(lines: &[String], pos: &mut usize, indent: usize, noise: &mut Vec
         if let Some(caps) = result_re().captures(t) {
             let ok = &caps[1] == "ok";
             let number = caps[2].parse().unwrap_or(0);
-            let name = caps.get(3).map(|m| m.as_str().trim().to_string()).unwrap_or_default();
+            let name = caps
+                .get(3)
+                .map(|m| m.as_str().trim().to_string())
+                .unwrap_or_default();
             let directive = caps.get(4).map(|m| m.as_str().trim().to_string());
             let status = match directive {
-                Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => Status::Skip(d[4..].trim().to_string()),
-                Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("todo") => Status::Skip(format!("TODO {}", d[4..].trim())),
+                Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => {
+                    Status::Skip(d[4..].trim().to_string())
+                }
+                Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("todo") => {
+                    Status::Skip(format!("TODO {}", d[4..].trim()))
+                }
                 _ if ok => Status::Pass,
                 _ => Status::Fail,
             };
-            let duration_ms = durations.iter().rev().find(|(n, _)| *n == name).map(|(_, ms)| *ms);
+            let duration_ms = durations
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, ms)| *ms);
             b.cases.push(Case {
                 number,
                 name,
@@ -327,7 +368,10 @@ pub struct Splat {
 /// Strip `[    1.234567] ` and `<4>` prefixes from a kernel log line.
 pub fn strip_kmsg_prefix(line: &str) -> &str {
     static R: OnceLock<Regex> = OnceLock::new();
-    let r = re(&R, r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*[TC]\d+\]\s?)?");
+    let r = re(
+        &R,
+        r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*[TC]\d+\]\s?)?",
+    );
     let end = r.find(line).map(|m| m.end()).unwrap_or(0);
     &line[end..]
 }
@@ -389,7 +433,9 @@ pub fn classify_splat(msg: &str) -> Option<SplatKind> {
     if msg.starts_with("INFO: task ") && msg.contains(" blocked for more than ") {
         return Some(SplatKind::HungTask);
     }
-    if msg.starts_with("Watchdog detected hard LOCKUP") || msg.starts_with("NMI watchdog: Watchdog detected hard LOCKUP") {
+    if msg.starts_with("Watchdog detected hard LOCKUP")
+        || msg.starts_with("NMI watchdog: Watchdog detected hard LOCKUP")
+    {
         return Some(SplatKind::SoftLockup);
     }
     if msg.starts_with("Kernel panic - not syncing") {
@@ -448,12 +494,22 @@ pub fn scan_splats(log: &str) -> Vec<Splat> {
             let mut j = i + 1;
             while j < lines.len() && excerpt.len() < 60 {
                 let m = strip_kmsg_prefix(lines[j]);
-                if marker(m).is_some() || classify_splat(m).is_some_and(|k| !matches!((kind, k), (SplatKind::GeneralProtectionFault, SplatKind::Kasan))) {
+                if marker(m).is_some()
+                    || classify_splat(m).is_some_and(|k| {
+                        !matches!(
+                            (kind, k),
+                            (SplatKind::GeneralProtectionFault, SplatKind::Kasan)
+                        )
+                    })
+                {
                     break;
                 }
                 excerpt.push(m.to_string());
                 j += 1;
-                if m.starts_with("---[ end trace") || m.starts_with("---[ end Kernel panic") || m.starts_with("=========") && excerpt.len() > 2 {
+                if m.starts_with("---[ end trace")
+                    || m.starts_with("---[ end Kernel panic")
+                    || m.starts_with("=========") && excerpt.len() > 2
+                {
                     break;
                 }
             }
@@ -462,7 +518,11 @@ pub fn scan_splats(log: &str) -> Vec<Splat> {
                 title: msg.to_string(),
                 line: i + 1,
                 test: running.clone(),
-                phase: if running.is_some() { "test".into() } else { phase.clone() },
+                phase: if running.is_some() {
+                    "test".into()
+                } else {
+                    phase.clone()
+                },
                 excerpt,
             });
         }
@@ -569,11 +629,26 @@ pub struct RunResult {
 /// Work out the verdict from everything collected. Any failure, missing
 /// result, splat or taint change fails the run; a problem in the KTAP stream
 /// (truncated, no plan, bail out) fails it too.
-pub fn verdict(ktap: &Ktap, splats: &[Splat], taint_before: Option<u64>, taint_after: Option<u64>, guest_exit: Option<i32>) -> Outcome {
+pub fn verdict(
+    ktap: &Ktap,
+    splats: &[Splat],
+    taint_before: Option<u64>,
+    taint_after: Option<u64>,
+    guest_exit: Option<i32>,
+) -> Outcome {
     let mut reasons = Vec::new();
-    let failed: Vec<&str> = ktap.cases.iter().filter(|c| c.status.is_failure()).map(|c| c.name.as_str()).collect();
+    let failed: Vec<&str> = ktap
+        .cases
+        .iter()
+        .filter(|c| c.status.is_failure())
+        .map(|c| c.name.as_str())
+        .collect();
     if !failed.is_empty() {
-        reasons.push(format!("{} case(s) failed: {}", failed.len(), failed.join(", ")));
+        reasons.push(format!(
+            "{} case(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        ));
     }
     if let Some(b) = &ktap.bail_out {
         reasons.push(format!("Bail out! {b}"));
@@ -584,18 +659,33 @@ pub fn verdict(ktap: &Ktap, splats: &[Splat], taint_before: Option<u64>, taint_a
     if !splats.is_empty() {
         let names: Vec<String> = splats
             .iter()
-            .map(|s| format!("{} in {}", s.title, s.test.clone().unwrap_or_else(|| s.phase.clone())))
+            .map(|s| {
+                format!(
+                    "{} in {}",
+                    s.title,
+                    s.test.clone().unwrap_or_else(|| s.phase.clone())
+                )
+            })
             .collect();
-        reasons.push(format!("{} kernel splat(s): {}", splats.len(), names.join(" | ")));
+        reasons.push(format!(
+            "{} kernel splat(s): {}",
+            splats.len(),
+            names.join(" | ")
+        ));
     }
     if let (Some(b), Some(a)) = (taint_before, taint_after) {
         if a != b {
-            reasons.push(format!("kernel taint changed {b} -> {a}: {}", decode_taint(a & !b)));
+            reasons.push(format!(
+                "kernel taint changed {b} -> {a}: {}",
+                decode_taint(a & !b)
+            ));
         }
     }
     if let Some(code) = guest_exit {
         if code != 0 && failed.is_empty() && reasons.is_empty() {
-            reasons.push(format!("selftests exited with status {code} without a failing case"));
+            reasons.push(format!(
+                "selftests exited with status {code} without a failing case"
+            ));
         }
     }
     if reasons.is_empty() {
@@ -616,7 +706,12 @@ impl RunResult {
     pub fn junit(&self) -> quick_junit::Report {
         use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
         let mut report = Report::new("gmem-selftests");
-        let mut suite = TestSuite::new(format!("gmem-selftests ({}, {}, {})", self.kernel.as_deref().unwrap_or("?"), self.config, self.accel));
+        let mut suite = TestSuite::new(format!(
+            "gmem-selftests ({}, {}, {})",
+            self.kernel.as_deref().unwrap_or("?"),
+            self.config,
+            self.accel
+        ));
         for c in &self.ktap.cases {
             let status = match &c.status {
                 Status::Pass => TestCaseStatus::success(),
@@ -639,11 +734,21 @@ impl RunResult {
                 }
             };
             // A splat during a passing case turns it into a failure.
-            let splats: Vec<&Splat> = self.splats.iter().filter(|s| s.test.as_deref() == Some(c.name.as_str())).collect();
+            let splats: Vec<&Splat> = self
+                .splats
+                .iter()
+                .filter(|s| s.test.as_deref() == Some(c.name.as_str()))
+                .collect();
             let status = if !splats.is_empty() && !c.status.is_failure() {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 s.set_message(format!("kernel splat: {}", splats[0].title));
-                s.set_description(splats.iter().flat_map(|s| s.excerpt.clone()).collect::<Vec<_>>().join("\n"));
+                s.set_description(
+                    splats
+                        .iter()
+                        .flat_map(|s| s.excerpt.clone())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                );
                 s
             } else {
                 status
@@ -654,11 +759,28 @@ impl RunResult {
             }
             suite.add_test_case(tc);
         }
-        let outside: Vec<&Splat> = self.splats.iter().filter(|s| s.test.is_none() || !self.ktap.cases.iter().any(|c| Some(&c.name) == s.test.as_ref())).collect();
+        let outside: Vec<&Splat> = self
+            .splats
+            .iter()
+            .filter(|s| {
+                s.test.is_none()
+                    || !self
+                        .ktap
+                        .cases
+                        .iter()
+                        .any(|c| Some(&c.name) == s.test.as_ref())
+            })
+            .collect();
         if !outside.is_empty() {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
             s.set_message(format!("kernel splat outside a test: {}", outside[0].title));
-            s.set_description(outside.iter().flat_map(|s| s.excerpt.clone()).collect::<Vec<_>>().join("\n"));
+            s.set_description(
+                outside
+                    .iter()
+                    .flat_map(|s| s.excerpt.clone())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
             suite.add_test_case(TestCase::new("kernel-log", s));
         }
         match &self.outcome {
@@ -685,36 +807,65 @@ impl RunResult {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("run        {}\n", self.run_id));
-        out.push_str(&format!("kernel     {}\n", self.kernel.as_deref().unwrap_or("(unknown)")));
+        out.push_str(&format!(
+            "kernel     {}\n",
+            self.kernel.as_deref().unwrap_or("(unknown)")
+        ));
         out.push_str(&format!("config     {}\n", self.config));
-        out.push_str(&format!("accel      {} ({})\n", self.accel, self.accel_reason));
+        out.push_str(&format!(
+            "accel      {} ({})\n",
+            self.accel, self.accel_reason
+        ));
         if let Some(b) = self.boot_to_first_ktap_s {
             out.push_str(&format!("boot       first KTAP line after {b:.1}s\n"));
         }
         out.push_str(&format!("duration   {:.1}s\n", self.duration_s));
         if let (Some(b), Some(a)) = (self.taint_before, self.taint_after) {
-            out.push_str(&format!("taint      before {b}, after {a} ({})\n", decode_taint(a)));
+            out.push_str(&format!(
+                "taint      before {b}, after {a} ({})\n",
+                decode_taint(a)
+            ));
         }
         if !self.ktap.cases.is_empty() {
-            let w = self.ktap.cases.iter().map(|c| c.name.len()).max().unwrap_or(4).max(4);
-            out.push_str(&format!("\n{:<w$}  {:<9}  {:>8}  detail\n", "case", "status", "ms"));
+            let w = self
+                .ktap
+                .cases
+                .iter()
+                .map(|c| c.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            out.push_str(&format!(
+                "\n{:<w$}  {:<9}  {:>8}  detail\n",
+                "case", "status", "ms"
+            ));
             for c in &self.ktap.cases {
-                let splat = self.splats.iter().find(|s| s.test.as_deref() == Some(c.name.as_str()));
+                let splat = self
+                    .splats
+                    .iter()
+                    .find(|s| s.test.as_deref() == Some(c.name.as_str()));
                 let (label, detail) = match (&c.status, splat) {
                     (st, Some(s)) if !st.is_failure() => ("SPLAT", s.title.clone()),
                     (Status::Skip(r), _) => ("SKIP", r.clone()),
                     (Status::Missing(r), _) => ("NO RESULT", r.clone()),
                     (Status::Fail, s) => (
                         "FAIL",
-                        s.map(|s| s.title.clone()).or_else(|| c.diagnostics.last().cloned()).unwrap_or_default(),
+                        s.map(|s| s.title.clone())
+                            .or_else(|| c.diagnostics.last().cloned())
+                            .unwrap_or_default(),
                     ),
                     (Status::Pass, _) => ("PASS", String::new()),
                 };
-                let ms = c.duration_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+                let ms = c
+                    .duration_ms
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into());
                 out.push_str(&format!("{:<w$}  {label:<9}  {ms:>8}  {detail}\n", c.name));
             }
             let (p, f, s, m) = self.ktap.count();
-            out.push_str(&format!("\n{p} passed, {f} failed, {s} skipped, {m} without result\n"));
+            out.push_str(&format!(
+                "\n{p} passed, {f} failed, {s} skipped, {m} without result\n"
+            ));
         }
         for s in &self.splats {
             out.push_str(&format!(

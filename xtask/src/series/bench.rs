@@ -260,6 +260,9 @@ pub fn run() -> Result<ExitCode> {
         if ratio <= 1.0 { "met" } else { "NOT met" }
     );
     println!("both produced tree {ours_tree}");
-    eprintln!("removing the scratch clones in {} (a minute on a busy disk)...", scratch.path().display());
+    eprintln!(
+        "removing the scratch clones in {} (a minute on a busy disk)...",
+        scratch.path().display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -179,7 +179,11 @@ pub fn resolve_range<'r>(
 
 /// The nearest first-parent ancestor of `tip` (`tip` included) whose tree is
 /// one of series.toml's base trees, if any.
-pub(crate) fn base_below(repo: &Repository, toml: &super::SeriesToml, tip: Oid) -> Result<Option<Oid>> {
+pub(crate) fn base_below(
+    repo: &Repository,
+    toml: &super::SeriesToml,
+    tip: Oid,
+) -> Result<Option<Oid>> {
     let mut commit = repo.find_commit(tip)?;
     for _ in 0..10_000 {
         let tree = commit.tree_id().to_string();

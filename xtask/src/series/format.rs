@@ -349,7 +349,12 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     }
     middle.push_str(&changelog);
     let tested = req.results_dir.as_deref().and_then(|dir| {
-        crate::results::history::tested_section(dir, series.name(), version, &series.toml.base.version)
+        crate::results::history::tested_section(
+            dir,
+            series.name(),
+            version,
+            &series.toml.base.version,
+        )
     });
     if let Some(tested) = tested {
         middle.push_str(&tested);

@@ -608,8 +608,11 @@ fn write_new_file(path: &Path, data: &[u8], exec: bool) -> Result<Stat> {
         .mode(if exec { 0o755 } else { 0o644 })
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(data).with_context(|| format!("writing {}", path.display()))?;
-    let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+    file.write_all(data)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
     Ok(Stat::from_metadata(&meta))
 }
 
