@@ -423,7 +423,7 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
                 compiled += 1;
                 pb.inc(1);
                 // No terminal (CI logs): a plain line every 200 objects.
-                if !tty && compiled % 200 == 0 {
+                if !tty && compiled.is_multiple_of(200) {
                     let of = expected.map(|n| format!("/~{n}")).unwrap_or_default();
                     println!(
                         "  make {target}: {compiled}{of} objects compiled, {}",

@@ -270,8 +270,8 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
     }
     let newest_mutants = mutants
         .iter()
-        .filter(|m| m.series.name == name && m.series.version == version && m.series.base == base)
-        .last();
+        .rev()
+        .find(|m| m.series.name == name && m.series.version == version && m.series.base == base);
     if let Some(m) = newest_mutants {
         let _ = writeln!(
             out,
