@@ -619,8 +619,10 @@ fn redact_mail(text: &str, fx: &Fixture) -> String {
         .join("\n")
 }
 
-#[test]
-fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
+/// The fixture series as v2 (patch 2 reworded, a changelog entry, a cover
+/// letter template) with v1 applied as a branch, formatted into
+/// `outgoing/`; returns the fixture, the output directory and the report.
+fn format_v2() -> (Fixture, PathBuf, xtask::series::format::FormatReport) {
     let fx = Fixture::new(false);
     write(&fx.tree.join("scripts/checkpatch.pl"), FAKE_CHECKPATCH);
     commit_as(
@@ -667,6 +669,12 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
         results_dir: None,
     };
     let report = format_series(&fx.series(), &fx.tree, &req).unwrap();
+    (fx, out, report)
+}
+
+#[test]
+fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
+    let (fx, out, report) = format_v2();
     let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
     assert_eq!(names.len(), 4, "{names:?}");
     let cover =
@@ -718,6 +726,66 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
         .collect();
     insta::assert_snapshot!("format_v2_subjects", subjects.join("\n\n"));
     insta::assert_snapshot!("format_v2_report", redact_mail(&report.to_string(), &fx));
+}
+
+/// What `series format` writes must go through `git send-email` as is.
+/// Ignored by default because Debian ships send-email separately
+/// (git-email); `.ci/run` runs it:
+/// `cargo test -p xtask --test series -- --ignored git_send_email`.
+#[test]
+#[ignore = "needs git send-email"]
+fn formatted_series_passes_git_send_email_dry_run() {
+    let (fx, out, _) = format_v2();
+    let output = Command::new("git")
+        .current_dir(&fx.tree)
+        .args([
+            "send-email",
+            "--dry-run",
+            "--confirm=never",
+            "--from=Sean Developer <sean@example.org>",
+            // Never used by --dry-run; set so no local MTA is looked for.
+            "--smtp-server=/bin/false",
+        ])
+        .arg(&out)
+        .output()
+        .expect("running git send-email");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "git send-email --dry-run failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.matches("Result: OK").count(),
+        4,
+        "{stdout}\n{stderr}"
+    );
+    // Threaded: the three patches reply to the cover letter.
+    let cover_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .expect("a Message-ID for the cover letter");
+    assert_eq!(
+        stdout.matches(&format!("In-Reply-To: {cover_id}")).count(),
+        3,
+        "{stdout}"
+    );
+    for k in 0..=3 {
+        assert!(
+            stdout.contains(&format!("Subject: [RFC PATCH v2 {k}/3] ")),
+            "no [RFC PATCH v2 {k}/3] subject:\n{stdout}"
+        );
+    }
+    // Every mail goes to the list and to the --to address.
+    let to_both = stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("Sendmail: ")
+                && l.contains(" kvm@vger.kernel.org ")
+                && l.contains(" pbonzini@example.org ")
+        })
+        .count();
+    assert_eq!(to_both, 4, "{stdout}");
 }
 
 #[test]
