@@ -258,6 +258,38 @@ fn second_fetch_reuses_the_repository() {
     );
 }
 
+#[test]
+fn import_removes_scratch_left_by_a_dead_run_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = make_tarball(tmp.path(), "linux-1.2.3.tar.xz", &good_entries());
+    // pid 999999999 is above any pid_max; this test's own pid is alive.
+    let dead = tmp.path().join(".xtask-import-999999999-k3Jq");
+    let alive = tmp
+        .path()
+        .join(format!(".xtask-import-{}-zz", std::process::id()));
+    let unrelated = tmp.path().join(".xtask-import-notapid");
+    for dir in [&dead, &alive, &unrelated] {
+        fs::create_dir_all(dir.join(".git/objects")).unwrap();
+    }
+    fetch_tarball(&tarball, &tmp.path().join("kernel"), None).unwrap();
+    assert!(!dead.exists(), "a dead run's scratch directory was kept");
+    assert!(
+        alive.exists(),
+        "a running import's scratch directory was removed"
+    );
+    assert!(unrelated.exists(), "a directory without a pid was removed");
+    let left: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".xtask-import-"))
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "the import left its own scratch behind: {left:?}"
+    );
+}
+
 /// Imports `entries` and returns the error text; checks nothing was left.
 fn import_error(entries: &[E]) -> String {
     let tmp = tempfile::tempdir().unwrap();

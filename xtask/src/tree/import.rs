@@ -233,10 +233,7 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
         );
     }
     let parent = super::dest_parent(req.dest)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".xtask-import-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let tmp = super::scratch_dir(&parent, "import")?;
     let work = tmp.path().to_path_buf();
     let repo = git2::Repository::init(&work).context("git init")?;
     let git_dir = repo.path().to_path_buf();

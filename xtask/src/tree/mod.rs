@@ -15,6 +15,7 @@ pub mod pack;
 
 use std::fmt;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -232,6 +233,45 @@ pub(crate) fn dest_parent(dest: &Path) -> Result<PathBuf> {
     };
     fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     Ok(parent)
+}
+
+/// A scratch directory `.xtask-<what>-<pid>-XXXX` in `parent`, removed
+/// when dropped. An import killed half-way (Ctrl-C, OOM) cannot clean up
+/// after itself and leaves up to 2.6 GB behind, so this first removes the
+/// scratch directories of `what` whose process is gone.
+pub(crate) fn scratch_dir(parent: &Path, what: &str) -> Result<tempfile::TempDir> {
+    let prefix = format!(".xtask-{what}-");
+    if let Ok(entries) = fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid <= 0 || process_alive(pid) {
+                continue;
+            }
+            let path = entry.path();
+            eprintln!(
+                "removing {} (left by an interrupted run, process {pid})",
+                path.display()
+            );
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Renames a finished temporary directory to `dest` (which must not exist,
@@ -518,10 +558,7 @@ fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> 
             k
         }
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".xtask-clone-")
-        .tempdir_in(&parent_of)
-        .with_context(|| format!("creating a temporary directory in {}", parent_of.display()))?;
+    let tmp = scratch_dir(&parent_of, "clone")?;
     let work = tmp.path().join("repo");
     let sh = Shell::new()?;
     let bar = if req.progress {
