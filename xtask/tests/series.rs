@@ -608,6 +608,20 @@ while (my $line = <$fh>) {
 exit $bad;
 "#;
 
+/// Names people by the files a patch touches, like the real script, and
+/// also addresses the mails already carry (in other case) to be skipped.
+const FAKE_GET_MAINTAINER: &str = r#"#!/usr/bin/perl
+my $file = $ARGV[-1];
+open(my $fh, '<', $file) or die "cannot open $file";
+my %files;
+while (my $line = <$fh>) { $files{$1} = 1 if $line =~ m{^\+\+\+ b/(\S+)}; }
+print "Paolo Bonzini <PBONZINI\@example.org>\n";
+print "Sean C. Developer <sean.gmem\@example.org>\n" if $files{'virt/kvm/guest_memfd.c'};
+print "J\x{c3}\x{b6}rg R\x{c3}\x{b6}del <joro.uapi\@example.org>\n" if grep { m{^include/uapi/} } keys %files;
+print "kvm\@vger.kernel.org\n";
+print "linux-kernel\@vger.kernel.org\n";
+"#;
+
 fn redact_mail(text: &str, fx: &Fixture) -> String {
     let version = git(&fx.tree, &["version"])
         .trim_start_matches("git version ")
@@ -622,9 +636,13 @@ fn redact_mail(text: &str, fx: &Fixture) -> String {
 /// The fixture series as v2 (patch 2 reworded, a changelog entry, a cover
 /// letter template) with v1 applied as a branch, formatted into
 /// `outgoing/`; returns the fixture, the output directory and the report.
-fn format_v2() -> (Fixture, PathBuf, xtask::series::format::FormatReport) {
+fn format_v2(auto_cc: bool) -> (Fixture, PathBuf, xtask::series::format::FormatReport) {
     let fx = Fixture::new(false);
     write(&fx.tree.join("scripts/checkpatch.pl"), FAKE_CHECKPATCH);
+    write(
+        &fx.tree.join("scripts/get_maintainer.pl"),
+        FAKE_GET_MAINTAINER,
+    );
     commit_as(
         &fx.tree,
         ("Upstream Maintainer", "maint@kernel.example"),
@@ -667,6 +685,7 @@ fn format_v2() -> (Fixture, PathBuf, xtask::series::format::FormatReport) {
         checkpatch: true,
         from: Some("Sean Developer <sean@example.org>".into()),
         results_dir: None,
+        auto_cc,
     };
     let report = format_series(&fx.series(), &fx.tree, &req).unwrap();
     (fx, out, report)
@@ -674,7 +693,7 @@ fn format_v2() -> (Fixture, PathBuf, xtask::series::format::FormatReport) {
 
 #[test]
 fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
-    let (fx, out, report) = format_v2();
+    let (fx, out, report) = format_v2(false);
     let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
     assert_eq!(names.len(), 4, "{names:?}");
     let cover =
@@ -728,6 +747,64 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
     insta::assert_snapshot!("format_v2_report", redact_mail(&report.to_string(), &fx));
 }
 
+/// The To/Cc headers of every mail in `out`, unfolded one address a line.
+fn recipients(out: &Path) -> String {
+    Fixture::dir_bytes(out)
+        .into_iter()
+        .map(|(name, bytes)| {
+            let text = String::from_utf8(bytes).unwrap();
+            let head = text.split("\n\n").next().unwrap().to_string();
+            let mut lines = Vec::new();
+            let mut keep = false;
+            for line in head.lines() {
+                if line.starts_with("To:") || line.starts_with("Cc:") {
+                    keep = true;
+                } else if !line.starts_with([' ', '\t']) {
+                    keep = false;
+                }
+                if keep {
+                    lines.push(line.to_string());
+                }
+            }
+            format!("{name}\n{}", lines.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[test]
+fn format_auto_cc_adds_whom_get_maintainer_names_once() {
+    let (fx, out, report) = format_v2(true);
+    insta::assert_snapshot!("format_v2_auto_cc_recipients", recipients(&out));
+    let text = redact_mail(&report.to_string(), &fx);
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("auto-cc"))
+        .take(5)
+        .collect();
+    insta::assert_snapshot!("format_v2_auto_cc_report", section.join("\n"));
+}
+
+#[test]
+fn format_auto_cc_without_the_script_is_a_clear_error_and_writes_nothing() {
+    let fx = Fixture::new(false);
+    let out = fx.tmp.path().join("v1");
+    let req = FormatRequest {
+        out: Some(out.clone()),
+        auto_cc: true,
+        ..Default::default()
+    };
+    let err = format!(
+        "{:#}",
+        format_series(&fx.series(), &fx.tree, &req).unwrap_err()
+    );
+    assert!(
+        err.contains("--auto-cc needs") && err.contains("scripts/get_maintainer.pl"),
+        "{err}"
+    );
+    assert!(!out.exists(), "{} was written", out.display());
+}
+
 /// What `series format` writes must go through `git send-email` as is.
 /// Ignored by default because Debian ships send-email separately
 /// (git-email); `.ci/run` runs it:
@@ -735,7 +812,7 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
 #[test]
 #[ignore = "needs git send-email"]
 fn formatted_series_passes_git_send_email_dry_run() {
-    let (fx, out, _) = format_v2();
+    let (fx, out, _) = format_v2(true);
     let output = Command::new("git")
         .current_dir(&fx.tree)
         .args([
@@ -786,6 +863,15 @@ fn formatted_series_passes_git_send_email_dry_run() {
         })
         .count();
     assert_eq!(to_both, 4, "{stdout}");
+    // The --auto-cc additions are read by send-email too: the cover letter
+    // and the patch that touches each path.
+    for who in ["sean.gmem@example.org", "joro.uapi@example.org"] {
+        let mails = stdout
+            .lines()
+            .filter(|l| l.starts_with("Sendmail: ") && l.contains(&format!(" {who}")))
+            .count();
+        assert_eq!(mails, 2, "{who} in Sendmail lines:\n{stdout}");
+    }
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub struct FormatRequest {
     /// `target/results/`: the Tested: section comes from the newest runs of
     /// this series version found there (see `results::history`).
     pub results_dir: Option<PathBuf>,
+    /// Add to each patch's Cc what `scripts/get_maintainer.pl` names for
+    /// it, and to the cover letter's Cc all of them.
+    pub auto_cc: bool,
 }
 
 #[derive(Debug)]
@@ -59,6 +62,8 @@ pub struct FormatReport {
     pub range_diff: Option<String>,
     pub checkpatch: Option<Checkpatch>,
     pub notes: Vec<String>,
+    /// With `auto_cc`: per mail, the addresses get_maintainer.pl added.
+    pub auto_cc: Option<Vec<(String, Vec<String>)>>,
 }
 
 impl fmt::Display for FormatReport {
@@ -72,6 +77,16 @@ impl fmt::Display for FormatReport {
         match &self.range_diff {
             Some(what) => writeln!(f, "range-diff against {what} included in the cover letter")?,
             None => writeln!(f, "no previous version known: no range-diff")?,
+        }
+        if let Some(added) = &self.auto_cc {
+            writeln!(f, "auto-cc (scripts/get_maintainer.pl):")?;
+            for (file, addrs) in added {
+                if addrs.is_empty() {
+                    writeln!(f, "  {file}: nobody new")?;
+                } else {
+                    writeln!(f, "  {file}: +{}", addrs.join(", "))?;
+                }
+            }
         }
         if let Some(cp) = &self.checkpatch {
             writeln!(f, "{}", checkpatch::table(cp))?;
@@ -365,7 +380,7 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     if !cover.contains("*** SUBJECT HERE ***") || !cover.contains("*** BLURB HERE ***") {
         bail!("unexpected cover letter from git format-patch (no SUBJECT/BLURB placeholders)");
     }
-    let mut cover = cover.replacen("*** SUBJECT HERE ***", &encode_subject(&subject), 1);
+    let mut cover = cover.replacen("*** SUBJECT HERE ***", &mail::encode_word(&subject), 1);
     cover = if middle.is_empty() {
         cover.replacen("*** BLURB HERE ***\n\n", "", 1)
     } else {
@@ -410,6 +425,11 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         }
         files.push((name, subject));
     }
+    let auto_cc = if req.auto_cc {
+        Some(auto_cc(tree, &cover_path, &patch_files)?)
+    } else {
+        None
+    };
     let checkpatch = if req.checkpatch {
         Some(checkpatch::run(tree, &patch_files)?)
     } else {
@@ -426,7 +446,70 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         range_diff: previous.map(|(_, what)| what),
         checkpatch,
         notes,
+        auto_cc,
     })
+}
+
+/// Runs the tree's `scripts/get_maintainer.pl` on each patch and adds the
+/// people and lists it names to that patch's Cc (unless already in its To
+/// or Cc); the cover letter gets every address added anywhere.
+fn auto_cc(tree: &Path, cover: &Path, patches: &[PathBuf]) -> Result<Vec<(String, Vec<String>)>> {
+    let script = tree.join("scripts/get_maintainer.pl");
+    if !script.is_file() {
+        bail!(
+            "--auto-cc needs {}, which {} does not have; drop --auto-cc or pass --tree with a kernel tree",
+            script.display(),
+            tree.display()
+        );
+    }
+    let name_of = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut report = Vec::new();
+    let mut everyone: Vec<String> = Vec::new();
+    for patch in patches {
+        let output = std::process::Command::new("perl")
+            .arg(&script)
+            .args(["--no-rolestats", "--nogit", "--nogit-fallback"])
+            .arg(patch)
+            .current_dir(tree)
+            .output()
+            .with_context(|| format!("running perl {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} failed on {} ({}): {}",
+                script.display(),
+                name_of(patch),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let named: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains('@'))
+            .map(str::to_string)
+            .collect();
+        let text = std::fs::read_to_string(patch)
+            .with_context(|| format!("reading {}", patch.display()))?;
+        let (text, added) = mail::add_cc(&text, &named)
+            .with_context(|| format!("adding Cc to {}", name_of(patch)))?;
+        std::fs::write(patch, text).with_context(|| format!("writing {}", patch.display()))?;
+        for a in &added {
+            if !everyone.contains(a) {
+                everyone.push(a.clone());
+            }
+        }
+        report.push((name_of(patch), added));
+    }
+    let text =
+        std::fs::read_to_string(cover).with_context(|| format!("reading {}", cover.display()))?;
+    let (text, added) = mail::add_cc(&text, &everyone).context("adding Cc to the cover letter")?;
+    std::fs::write(cover, text).with_context(|| format!("writing {}", cover.display()))?;
+    report.insert(0, (name_of(cover), added));
+    Ok(report)
 }
 
 /// Who sends the series: `--from`, else git config, else the first author.
@@ -455,24 +538,4 @@ fn sender(repo: &Repository, series: &Series, from: Option<&str>) -> Result<(Str
     }
     let first = mail::parse_patch_file(&series.patches[0])?;
     Ok((first.author_name, first.author_email))
-}
-
-/// RFC 2047-encode a subject when it is not plain ASCII (format-patch does
-/// the same for the subjects it writes).
-fn encode_subject(subject: &str) -> String {
-    if subject.is_ascii() {
-        return subject.to_string();
-    }
-    let mut out = String::from("=?UTF-8?q?");
-    for b in subject.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'*' | b'+' | b'-' | b'/' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('_'),
-            _ => out.push_str(&format!("={b:02X}")),
-        }
-    }
-    out.push_str("?=");
-    out
 }

@@ -460,6 +460,126 @@ fn split_git_paths(rest: &str) -> Option<(String, String)> {
     Some((a[..idx].to_string(), a[idx + 3..].to_string()))
 }
 
+/// RFC 2047-encodes `text` as one UTF-8 "Q" word when it is not plain
+/// ASCII (format-patch does the same for subjects and author names).
+pub fn encode_word(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_string();
+    }
+    let mut out = String::from("=?UTF-8?q?");
+    for b in text.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'*' | b'+' | b'-' | b'/' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('_'),
+            _ => out.push_str(&format!("={b:02X}")),
+        }
+    }
+    out.push_str("?=");
+    out
+}
+
+/// The addresses (lower-cased) of the header `name` in `headers`, with its
+/// folded continuation lines.
+fn header_addrs(headers: &[&str], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < headers.len() {
+        let line = headers[i];
+        i += 1;
+        let Some(value) = line
+            .split_once(':')
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+        else {
+            continue;
+        };
+        let mut value = value.to_string();
+        while i < headers.len() && headers[i].starts_with([' ', '\t']) {
+            value.push_str(headers[i]);
+            i += 1;
+        }
+        out.extend(parse_addrs(&value));
+    }
+    out
+}
+
+fn parse_addrs(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(list) = mailparse::addrparse(value) {
+        for item in list.iter() {
+            match item {
+                mailparse::MailAddr::Single(s) => out.push(s.addr.to_lowercase()),
+                mailparse::MailAddr::Group(g) => {
+                    out.extend(g.addrs.iter().map(|s| s.addr.to_lowercase()))
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Adds `addrs` ("Name <addr>" or "addr") to the Cc header of the mail
+/// `text`, skipping any already in its To or Cc (by address, ignoring
+/// case); creates the Cc header after To when there is none; names that
+/// are not ASCII are RFC 2047-encoded. Returns the new text and what was
+/// added (as given).
+pub fn add_cc(text: &str, addrs: &[String]) -> Result<(String, Vec<String>)> {
+    let Some(end) = text.find("\n\n") else {
+        bail!("no end of the mail headers (blank line)");
+    };
+    let headers: Vec<&str> = text[..end].split('\n').collect();
+    let mut known = header_addrs(&headers, "To");
+    known.extend(header_addrs(&headers, "Cc"));
+    let mut added = Vec::new();
+    let mut written = Vec::new();
+    for entry in addrs {
+        let list = match mailparse::addrparse(entry) {
+            Ok(list) => list,
+            Err(_) => bail!("{entry:?} is not a mail address"),
+        };
+        let Some(mailparse::MailAddr::Single(info)) = list.first() else {
+            bail!("{entry:?} is not a single mail address");
+        };
+        let addr = info.addr.to_lowercase();
+        if !addr.contains('@') || known.contains(&addr) {
+            continue;
+        }
+        known.push(addr);
+        written.push(match &info.display_name {
+            Some(name) if !name.is_ascii() => format!("{} <{}>", encode_word(name), info.addr),
+            _ => entry.clone(),
+        });
+        added.push(entry.clone());
+    }
+    if added.is_empty() {
+        return Ok((text.to_string(), added));
+    }
+    let folded = written.join(",\n    ");
+    let is = |line: &str, name: &str| {
+        line.split_once(':')
+            .is_some_and(|(key, _)| key.eq_ignore_ascii_case(name))
+    };
+    // The last line of the Cc header (else of To, else of all headers).
+    let block_end = |name: &str| {
+        let start = headers.iter().position(|l| is(l, name))?;
+        let mut last = start;
+        while last + 1 < headers.len() && headers[last + 1].starts_with([' ', '\t']) {
+            last += 1;
+        }
+        Some(last)
+    };
+    let mut lines: Vec<String> = headers.iter().map(|l| l.to_string()).collect();
+    if let Some(last) = block_end("Cc") {
+        lines[last].push_str(&format!(",\n    {folded}"));
+    } else {
+        let at = block_end("To").unwrap_or(lines.len() - 1);
+        lines.insert(at + 1, format!("Cc: {folded}"));
+    }
+    Ok((format!("{}{}", lines.join("\n"), &text[end..]), added))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +627,41 @@ mod tests {
         assert_eq!(parsed.message, "x: y\n\nBody\n");
         assert_eq!(parsed.signature.as_deref(), Some("2.47.3\n"));
         assert_eq!(parsed.files, vec!["f".to_string()]);
+    }
+
+    #[test]
+    fn add_cc_appends_to_a_folded_cc_and_skips_known_addresses() {
+        let mail = "From x\nSubject: s\nTo: a@x.org\nCc: B <b@x.org>,\n    c@x.org\n\nbody\nCc: not@header.org\n";
+        let (text, added) = add_cc(
+            mail,
+            &[
+                "A <A@X.ORG>".into(),
+                "c@x.org".into(),
+                "\"D. E\" <d@x.org>".into(),
+                "Zoë <z@x.org>".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(added, ["\"D. E\" <d@x.org>", "Zoë <z@x.org>"]);
+        assert_eq!(
+            text,
+            "From x\nSubject: s\nTo: a@x.org\nCc: B <b@x.org>,\n    c@x.org,\n    \"D. E\" <d@x.org>,\n    =?UTF-8?q?Zo=C3=AB?= <z@x.org>\n\nbody\nCc: not@header.org\n"
+        );
+    }
+
+    #[test]
+    fn add_cc_creates_the_header_after_to_and_leaves_a_mail_alone_when_nothing_is_new() {
+        let mail = "Subject: s\nTo: a@x.org,\n    b@x.org\nDate: d\n\nbody\n";
+        let (text, added) = add_cc(mail, &["n@x.org".into()]).unwrap();
+        assert_eq!(added, ["n@x.org"]);
+        assert_eq!(
+            text,
+            "Subject: s\nTo: a@x.org,\n    b@x.org\nCc: n@x.org\nDate: d\n\nbody\n"
+        );
+        let (same, none) = add_cc(mail, &["B@x.org".into()]).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(same, mail);
+        assert!(add_cc("Subject: no body", &["n@x.org".into()]).is_err());
+        assert!(add_cc(mail, &["not an address".into()]).is_err());
     }
 }

@@ -89,6 +89,10 @@ pub enum SeriesCmd {
         /// user.name/user.email).
         #[arg(long)]
         from: Option<String>,
+        /// Cc each patch to what the tree's scripts/get_maintainer.pl names
+        /// for it (and the cover letter to all of them).
+        #[arg(long)]
+        auto_cc: bool,
     },
 }
 
@@ -203,6 +207,7 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
             compare_to,
             no_checkpatch,
             from,
+            auto_cc,
         } => {
             let tree = default_tree(tree)?;
             let series = load_series(&series)?;
@@ -215,6 +220,7 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
                 checkpatch: !no_checkpatch,
                 from,
                 results_dir: Some(crate::util::target_dir().join("results")),
+                auto_cc,
             };
             let report = format::format_series(&series, &tree, &req)?;
             println!("{report}");
