@@ -11,7 +11,12 @@ pub enum BenchCmd {
     /// Apply a generated 30-patch series with git2 vs `git am` on a copy.
     Apply,
     /// Tree import vs plain `tar x` of the same tarball.
-    Import,
+    Import {
+        /// Where both sides write (default: /dev/shm when it is a tmpfs
+        /// with 4 GB free, else target/bench/).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Kernel build: cold, no-op, after touching virt/kvm/kvm_main.c.
     Build,
     /// Boot to the first KTAP line under TCG (and KVM where it works).
@@ -23,7 +28,7 @@ pub enum BenchCmd {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Apply => crate::series::bench_apply(),
-        BenchCmd::Import => crate::tree::bench_import(),
+        BenchCmd::Import { dir } => crate::tree::bench_import(dir.as_deref()),
         BenchCmd::Build => crate::build::bench_build(),
         BenchCmd::Boot => crate::boot::bench_boot(),
         BenchCmd::Selftests => crate::test::bench_selftests(),

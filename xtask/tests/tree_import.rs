@@ -290,6 +290,35 @@ fn import_removes_scratch_left_by_a_dead_run_only() {
     );
 }
 
+#[test]
+fn truncated_or_corrupt_tarball_is_a_clear_error_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = make_tarball(tmp.path(), "linux-1.2.3.tar.xz", &good_entries());
+    let bytes = fs::read(&good).unwrap();
+    let cut = tmp.path().join("cut/linux-1.2.3.tar.xz");
+    fs::create_dir_all(cut.parent().unwrap()).unwrap();
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    let bad = tmp.path().join("bad/linux-1.2.3.tar.xz");
+    fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    fs::write(&bad, &flipped).unwrap();
+    for tarball in [&cut, &bad] {
+        let out = tarball.parent().unwrap();
+        let dest = out.join("kernel");
+        let err = format!("{:#}", fetch_tarball(tarball, &dest, None).unwrap_err());
+        assert!(err.contains("linux-1.2.3.tar.xz"), "{err}");
+        assert!(!dest.exists(), "{} was left", dest.display());
+        let left: Vec<_> = fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "linux-1.2.3.tar.xz")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
 /// Imports `entries` and returns the error text; checks nothing was left.
 fn import_error(entries: &[E]) -> String {
     let tmp = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! the same tarball, measured in the same run.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use super::{debian, import_tarball, kernel_dir, ImportRequest};
 
 /// Goal from issue #2: the import may take at most this many times `tar x`.
 const GOAL_RATIO: f64 = 1.5;
-/// Rounds of each side; the outputs of all of them stay on disk until the
-/// end (about 4 GB per round for 6.1).
+/// Rounds of each side. On a disk filesystem the outputs of all of them
+/// stay until the end (about 4 GB per round for 6.1).
 const ROUNDS: usize = 3;
 
 #[derive(Clone, Copy)]
@@ -27,6 +27,9 @@ enum Side {
 #[derive(Serialize)]
 struct Report {
     tarball: String,
+    /// Where both sides wrote, and its filesystem.
+    dir: String,
+    filesystem: String,
     rounds: usize,
     tar_x_seconds: Vec<f64>,
     import_seconds: Vec<f64>,
@@ -60,15 +63,92 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 100.0).round() / 100.0
 }
 
-pub fn bench_import() -> Result<ExitCode> {
+/// Where the rounds run: a filesystem and whether outputs can be removed
+/// right after each step.
+struct Workspace {
+    dir: PathBuf,
+    fs: String,
+    remove_each: bool,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const EXT4_MAGIC: i64 = 0xEF53;
+/// A round's outputs on tmpfs: the tree (1.3 GB) and the repository
+/// (2.6 GB), one at a time.
+const TMPFS_NEEDED: u64 = 4 << 30;
+
+fn statfs(path: &Path) -> Option<(i64, u64)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs writes only the struct it is given.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_type as i64, st.f_bavail as u64 * st.f_bsize as u64))
+}
+
+fn fs_name(magic: i64) -> String {
+    match magic {
+        TMPFS_MAGIC => "tmpfs".into(),
+        EXT4_MAGIC => "ext4".into(),
+        other => format!("fs type {other:#x}"),
+    }
+}
+
+/// `--dir` when given; else /dev/shm when it is a tmpfs with room (on a
+/// disk filesystem the state left by earlier runs swings both sides by
+/// seconds, see below); else target/bench/import.
+fn workspace(dir: Option<&Path>) -> Result<Workspace> {
+    let (base, tmp) = match dir {
+        Some(d) => {
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            (d.to_path_buf(), true)
+        }
+        None => match statfs(Path::new("/dev/shm")) {
+            Some((TMPFS_MAGIC, free)) if free >= TMPFS_NEEDED => (PathBuf::from("/dev/shm"), true),
+            _ => (crate::util::target_dir().join("bench"), false),
+        },
+    };
+    let magic = statfs(&base).map_or(0, |(m, _)| m);
+    let (dir, holder) = if tmp {
+        let t = tempfile::Builder::new()
+            .prefix("xtask-bench-import-")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a directory in {}", base.display()))?;
+        (t.path().to_path_buf(), Some(t))
+    } else {
+        let work = base.join("import");
+        if work.exists() {
+            fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+        }
+        fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        (work, None)
+    };
+    Ok(Workspace {
+        dir,
+        fs: fs_name(magic),
+        // After 80,000 files are deleted from ext4, its inode allocator
+        // skips the recently deleted inodes for minutes, and that work
+        // lands on whatever creates files next (measured here: a `tar x`
+        // right after removing the previous round's trees took 25-41 s
+        // instead of 8 s). tmpfs has no such memory.
+        remove_each: magic == TMPFS_MAGIC,
+        _tmp: holder,
+    })
+}
+
+pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
     let level = super::import_compression()?;
     let version = super::default_version()?;
     let tarball = debian::ensure_tarball(&kernel_dir().join("apt"), &version, true)?;
-    let work = crate::util::target_dir().join("bench").join("import");
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    }
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let space = workspace(dir)?;
+    let work = space.dir.clone();
+    eprintln!(
+        "bench import: rounds run in {} ({})",
+        work.display(),
+        space.fs
+    );
     let sh = Shell::new()?;
     // Both sides read the tarball from the page cache.
     fs::read(&tarball.path).with_context(|| format!("reading {}", tarball.path.display()))?;
@@ -102,6 +182,9 @@ pub fn bench_import() -> Result<ExitCode> {
                         .context("running tar x")?;
                     tar_times.push(start.elapsed());
                     tar_cpu.push(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu));
+                    if space.remove_each {
+                        fs::remove_dir_all(&tar_dir)?;
+                    }
                 }
                 Side::Import => {
                     let dest = work.join(format!("repo-{round}"));
@@ -121,16 +204,15 @@ pub fn bench_import() -> Result<ExitCode> {
                     import_times.push(start.elapsed());
                     import_cpu.push(cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu));
                     check_clean(&sh, &dest)?;
+                    if space.remove_each {
+                        fs::remove_dir_all(&dest)?;
+                    }
                     last = Some(imported);
                 }
             }
         }
     }
-    // Removed only now: after 80,000 files are deleted, ext4's inode
-    // allocator skips the recently deleted inodes for a while, and that
-    // work lands on whatever creates files next (measured here: a `tar x`
-    // right after removing the previous round's trees took 25-41 s
-    // instead of 8 s).
+    // Elsewhere than tmpfs, removed only now (see `workspace`).
     eprintln!("removing {} ...", work.display());
     fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     let Some(imported) = last else {
@@ -144,6 +226,8 @@ pub fn bench_import() -> Result<ExitCode> {
     let cpu_ratio = best_import_cpu.as_secs_f64() / best_tar_cpu.as_secs_f64().max(1e-9);
     let report = Report {
         tarball: tarball.path.display().to_string(),
+        dir: work.display().to_string(),
+        filesystem: space.fs.clone(),
         rounds: ROUNDS,
         tar_x_seconds: tar_times.iter().copied().map(secs).collect(),
         import_seconds: import_times.iter().copied().map(secs).collect(),
@@ -166,10 +250,11 @@ pub fn bench_import() -> Result<ExitCode> {
             .join(", ")
     };
     println!(
-        "bench import: {} ({} entries, tree {})",
+        "bench import: {} ({} entries, tree {}), on {}",
         name_of(&tarball.path),
         report.files,
-        report.tree
+        report.tree,
+        report.filesystem
     );
     println!(
         "  {:<20} {:>9}  {:<16} cpu (user+sys) per round",

@@ -1,8 +1,9 @@
 //! Importing a source tarball into a fresh git repository in one pass:
-//! the tar stream is decoded once; every entry is checked before anything
-//! is written, written to the work tree by one thread and hashed and packed
-//! by another. Trees, the commit, the tag and an index with stat data
-//! follow, so the result is a clean checkout without a second read.
+//! the tarball is decompressed by one thread ([`DecodedStream`]); the tar
+//! stream is parsed and every entry checked before anything is written;
+//! each file is then written to the work tree by one thread and hashed and
+//! packed by another. Trees, the commit, the tag and an index with stat
+//! data follow, so the result is a clean checkout without a second read.
 //!
 //! Everything happens in a temporary directory next to the destination,
 //! renamed into place at the very end.
@@ -15,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
 
@@ -98,6 +99,94 @@ fn open_decoded(path: &Path, count: Arc<AtomicU64>) -> Result<Box<dyn Read + Sen
         Ok(Box::new(flate2::read::GzDecoder::new(reader)))
     } else {
         Ok(Box::new(reader))
+    }
+}
+
+/// Decompressed bytes handed from the decoder thread to the tar reader.
+const DECODED_CHUNK: usize = 1 << 20;
+
+/// Reads what a decoder thread decompresses, so that decompression (the
+/// longest part of an import) runs next to the tar parsing and the path
+/// checks instead of before them, as `tar x` runs `xz` in a process of its
+/// own. Buffers go back to the decoder to be reused.
+struct DecodedStream {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    empties: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl DecodedStream {
+    fn spawn(mut inner: Box<dyn Read + Send>) -> Result<Self> {
+        let (chunk_tx, chunks) = sync_channel::<io::Result<Vec<u8>>>(8);
+        let (empties, empty_rx) = sync_channel::<Vec<u8>>(8);
+        thread::Builder::new()
+            .name("import-decode".into())
+            .spawn(move || loop {
+                let mut buf = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(DECODED_CHUNK));
+                buf.resize(DECODED_CHUNK, 0);
+                let mut filled = 0;
+                let result = loop {
+                    match inner.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == buf.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(filled);
+                let last = filled == 0 || result.is_err();
+                let message = match result {
+                    Ok(()) => Ok(buf),
+                    Err(e) => Err(e),
+                };
+                // The reader hung up (an entry was refused): stop decoding.
+                if chunk_tx.send(message).is_err() || last {
+                    return;
+                }
+            })
+            .context("spawning a thread")?;
+        Ok(DecodedStream {
+            chunks,
+            empties,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+impl Read for DecodedStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let next = match self.chunks.recv() {
+                Ok(chunk) => chunk?,
+                Err(_) => {
+                    return Err(io::Error::other("the decompression thread stopped early"));
+                }
+            };
+            if next.is_empty() {
+                self.done = true;
+            }
+            let old = std::mem::replace(&mut self.current, next);
+            let _ = self.empties.try_send(old);
+            self.pos = 0;
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -241,10 +330,13 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     let total = fs::metadata(req.tarball)?.len();
     let count = Arc::new(AtomicU64::new(0));
     let bar = super::progress_bar(req.progress, total, "extract + import");
-    let mut archive = tar::Archive::new(open_decoded(req.tarball, count.clone())?);
+    let mut archive = tar::Archive::new(DecodedStream::spawn(open_decoded(
+        req.tarball,
+        count.clone(),
+    )?)?);
 
-    let (disk_tx, disk_rx) = sync_channel::<DiskJob>(256);
-    let (pack_tx, pack_rx) = sync_channel::<PackJob>(256);
+    let (disk_tx, disk_rx) = sync_channel::<DiskJob>(64);
+    let (pack_tx, pack_rx) = sync_channel::<PackJob>(64);
     let disk = thread::Builder::new()
         .name("import-disk".into())
         .spawn(move || disk_worker(disk_rx))
