@@ -1,5 +1,5 @@
 //! Importing a source tarball into a fresh git repository in one pass:
-//! the tarball is decompressed by one thread ([`DecodedStream`]); the tar
+//! the tarball is decompressed by one thread (`DecodedStream`); the tar
 //! stream is parsed and every entry checked before anything is written;
 //! each file is then written to the work tree by one thread and hashed and
 //! packed by another. Trees, the commit, the tag and an index with stat
