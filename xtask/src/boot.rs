@@ -610,14 +610,11 @@ pub fn bench_boot() -> Result<ExitCode> {
             exec: "true".into(),
             append: default_append(),
         };
-        let base = run_guest(
-            "vng",
-            &vng_args(&spec),
-            &dir,
-            Duration::from_secs(600),
-            Duration::from_secs(600),
-            false,
-        )?;
+        let boot = |spec: &VngSpec| {
+            let timeout = Duration::from_secs(600);
+            run_guest("vng", &vng_args(spec), &dir, timeout, timeout, false)
+        };
+        let base = boot(&spec)?;
         // Measured: a KTAP header printed by the guest as the first thing.
         let script = dir.join("ktap.sh");
         std::fs::write(&script, "#!/bin/sh\necho 'KTAP version 1'\necho '1..0'\n")?;
@@ -625,14 +622,7 @@ pub fn bench_boot() -> Result<ExitCode> {
             exec: format!("sh {}", sh_quote(&script.display().to_string())),
             ..spec
         };
-        let run = run_guest(
-            "vng",
-            &vng_args(&spec),
-            &dir,
-            Duration::from_secs(600),
-            Duration::from_secs(600),
-            false,
-        )?;
+        let run = boot(&spec)?;
         let first = run.first_ktap_s.context(
             "the guest never printed its KTAP header; see target/results/bench-boot/guest.log",
         )?;

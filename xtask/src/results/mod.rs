@@ -740,16 +740,7 @@ impl RunResult {
                 .filter(|s| s.test.as_deref() == Some(c.name.as_str()))
                 .collect();
             let status = if !splats.is_empty() && !c.status.is_failure() {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(format!("kernel splat: {}", splats[0].title));
-                s.set_description(
-                    splats
-                        .iter()
-                        .flat_map(|s| s.excerpt.clone())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                );
-                s
+                splat_failure("kernel splat", &splats)
             } else {
                 status
             };
@@ -772,15 +763,7 @@ impl RunResult {
             })
             .collect();
         if !outside.is_empty() {
-            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            s.set_message(format!("kernel splat outside a test: {}", outside[0].title));
-            s.set_description(
-                outside
-                    .iter()
-                    .flat_map(|s| s.excerpt.clone())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            );
+            let s = splat_failure("kernel splat outside a test", &outside);
             suite.add_test_case(TestCase::new("kernel-log", s));
         }
         match &self.outcome {
@@ -879,4 +862,19 @@ impl RunResult {
         out.push_str(&format!("\nresult: {}\n", self.outcome.headline()));
         out
     }
+}
+
+/// A JUnit failure for `splats` (at least one): the first one's title as
+/// the message, every excerpt as the description.
+fn splat_failure(what: &str, splats: &[&Splat]) -> quick_junit::TestCaseStatus {
+    let mut s = quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
+    s.set_message(format!("{what}: {}", splats[0].title));
+    s.set_description(
+        splats
+            .iter()
+            .flat_map(|s| s.excerpt.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    s
 }
