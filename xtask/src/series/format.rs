@@ -266,6 +266,9 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         }
     }
     let repo = open_repo(tree)?;
+    if req.auto_cc {
+        get_maintainer(tree)?;
+    }
     for file in &series.patches {
         mail::parse_patch_file(file)?;
     }
@@ -450,10 +453,8 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     })
 }
 
-/// Runs the tree's `scripts/get_maintainer.pl` on each patch and adds the
-/// people and lists it names to that patch's Cc (unless already in its To
-/// or Cc); the cover letter gets every address added anywhere.
-fn auto_cc(tree: &Path, cover: &Path, patches: &[PathBuf]) -> Result<Vec<(String, Vec<String>)>> {
+/// The tree's `scripts/get_maintainer.pl`, or an error saying what to do.
+fn get_maintainer(tree: &Path) -> Result<PathBuf> {
     let script = tree.join("scripts/get_maintainer.pl");
     if !script.is_file() {
         bail!(
@@ -462,6 +463,14 @@ fn auto_cc(tree: &Path, cover: &Path, patches: &[PathBuf]) -> Result<Vec<(String
             tree.display()
         );
     }
+    Ok(script)
+}
+
+/// Runs the tree's `scripts/get_maintainer.pl` on each patch and adds the
+/// people and lists it names to that patch's Cc (unless already in its To
+/// or Cc); the cover letter gets every address added anywhere.
+fn auto_cc(tree: &Path, cover: &Path, patches: &[PathBuf]) -> Result<Vec<(String, Vec<String>)>> {
+    let script = get_maintainer(tree)?;
     let name_of = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())

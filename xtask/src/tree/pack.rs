@@ -208,9 +208,9 @@ impl PackWriter {
             .create_new(true)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        // In pieces of 1 MiB: measured on ext4, one 128 MiB write costs
-        // about three times the kernel time of the same bytes in 1 MiB
-        // writes (the page cache then takes smaller folios).
+        // In pieces of 1 MiB: measured on ext4 (6.18 host), 1.25 GiB in
+        // 128 MiB writes took 1.07 s of kernel time, in 1 MiB writes 0.27 s
+        // (dd); the import's pack writes showed the same.
         let pieces = std::iter::once(&header[..])
             .chain(self.buf.chunks(WRITE_PIECE))
             .chain(std::iter::once(&pack_sum[..]));
