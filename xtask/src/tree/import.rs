@@ -327,6 +327,7 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     let repo = git2::Repository::init(&work).context("git init")?;
     let git_dir = repo.path().to_path_buf();
 
+    let started = std::time::Instant::now();
     let total = fs::metadata(req.tarball)?.len();
     let count = Arc::new(AtomicU64::new(0));
     let bar = super::progress_bar(req.progress, total, "extract + import");
@@ -658,6 +659,13 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     };
     meta.write(&git_dir)?;
     super::move_into_place(tmp, req.dest)?;
+    if req.progress {
+        eprintln!(
+            "imported {files} files into {} in {:.1} s",
+            req.dest.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(Imported {
         path: req.dest.to_path_buf(),
         version,

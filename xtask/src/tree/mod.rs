@@ -15,7 +15,7 @@ pub mod pack;
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -302,6 +302,11 @@ pub(crate) fn progress_bar(enabled: bool, total: u64, message: &str) -> Progress
     if !enabled {
         return ProgressBar::hidden();
     }
+    if !io::stderr().is_terminal() {
+        // CI logs: indicatif draws nothing there; one line per step.
+        eprintln!("{message} ({} MB) ...", total >> 20);
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
         "{msg:>18} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -314,6 +319,10 @@ pub(crate) fn progress_bar(enabled: bool, total: u64, message: &str) -> Progress
 }
 
 pub(crate) fn spinner(message: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        eprintln!("{message} ...");
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new_spinner();
     bar.set_message(message.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
