@@ -266,9 +266,12 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         }
     }
     let repo = open_repo(tree)?;
-    if req.auto_cc {
-        get_maintainer(tree)?;
-    }
+    // Before any work, so a missing script leaves nothing half-done.
+    let maintainer_script = if req.auto_cc {
+        Some(get_maintainer(tree)?)
+    } else {
+        None
+    };
     for file in &series.patches {
         mail::parse_patch_file(file)?;
     }
@@ -428,10 +431,9 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         }
         files.push((name, subject));
     }
-    let auto_cc = if req.auto_cc {
-        Some(auto_cc(tree, &cover_path, &patch_files)?)
-    } else {
-        None
+    let auto_cc = match &maintainer_script {
+        Some(script) => Some(auto_cc(script, tree, &cover_path, &patch_files)?),
+        None => None,
     };
     let checkpatch = if req.checkpatch {
         Some(checkpatch::run(tree, &patch_files)?)
@@ -469,23 +471,34 @@ fn get_maintainer(tree: &Path) -> Result<PathBuf> {
 /// Runs the tree's `scripts/get_maintainer.pl` on each patch and adds the
 /// people and lists it names to that patch's Cc (unless already in its To
 /// or Cc); the cover letter gets every address added anywhere.
-fn auto_cc(tree: &Path, cover: &Path, patches: &[PathBuf]) -> Result<Vec<(String, Vec<String>)>> {
-    let script = get_maintainer(tree)?;
+fn auto_cc(
+    script: &Path,
+    tree: &Path,
+    cover: &Path,
+    patches: &[PathBuf],
+) -> Result<Vec<(String, Vec<String>)>> {
     let name_of = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
+    // get_maintainer.pl runs from the tree's top (it reads MAINTAINERS
+    // there), so the patches are passed by absolute path.
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(tree);
     let mut report = Vec::new();
     let mut everyone: Vec<String> = Vec::new();
     for patch in patches {
-        let output = std::process::Command::new("perl")
-            .arg(&script)
-            .args(["--no-rolestats", "--nogit", "--nogit-fallback"])
-            .arg(patch)
-            .current_dir(tree)
-            .output()
-            .with_context(|| format!("running perl {}", script.display()))?;
+        let abs =
+            std::path::absolute(patch).with_context(|| format!("resolving {}", patch.display()))?;
+        let output = xshell::cmd!(
+            sh,
+            "perl {script} --no-rolestats --nogit --nogit-fallback {abs}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("running perl {}", script.display()))?;
         if !output.status.success() {
             bail!(
                 "{} failed on {} ({}): {}",
