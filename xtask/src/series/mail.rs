@@ -480,29 +480,35 @@ pub fn encode_word(text: &str) -> String {
     out
 }
 
-/// The addresses (lower-cased) of the header `name` in `headers`, with its
-/// folded continuation lines.
-fn header_addrs(headers: &[&str], name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < headers.len() {
-        let line = headers[i];
-        i += 1;
-        let Some(value) = line
+/// The lines (first, last) of every `name:` header in `headers`, folded
+/// continuation lines included.
+fn header_spans(headers: &[&str], name: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    for (start, line) in headers.iter().enumerate() {
+        let named = line
             .split_once(':')
-            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-        else {
-            continue;
-        };
-        let mut value = value.to_string();
-        while i < headers.len() && headers[i].starts_with([' ', '\t']) {
-            value.push_str(headers[i]);
-            i += 1;
+            .is_some_and(|(key, _)| key.eq_ignore_ascii_case(name));
+        if named {
+            let mut last = start;
+            while last + 1 < headers.len() && headers[last + 1].starts_with([' ', '\t']) {
+                last += 1;
+            }
+            spans.push((start, last));
         }
-        out.extend(parse_addrs(&value));
     }
-    out
+    spans
+}
+
+/// The addresses (lower-cased) of every `name:` header in `headers`.
+fn header_addrs(headers: &[&str], name: &str) -> Vec<String> {
+    header_spans(headers, name)
+        .into_iter()
+        .flat_map(|(first, last)| {
+            let value = headers[first..=last].concat();
+            let value = value.split_once(':').map_or("", |(_, v)| v).to_string();
+            parse_addrs(&value)
+        })
+        .collect()
 }
 
 fn parse_addrs(value: &str) -> Vec<String> {
@@ -557,19 +563,8 @@ pub fn add_cc(text: &str, addrs: &[String]) -> Result<(String, Vec<String>)> {
         return Ok((text.to_string(), added));
     }
     let folded = written.join(",\n    ");
-    let is = |line: &str, name: &str| {
-        line.split_once(':')
-            .is_some_and(|(key, _)| key.eq_ignore_ascii_case(name))
-    };
     // The last line of the Cc header (else of To, else of all headers).
-    let block_end = |name: &str| {
-        let start = headers.iter().position(|l| is(l, name))?;
-        let mut last = start;
-        while last + 1 < headers.len() && headers[last + 1].starts_with([' ', '\t']) {
-            last += 1;
-        }
-        Some(last)
-    };
+    let block_end = |name: &str| header_spans(&headers, name).first().map(|&(_, last)| last);
     let mut lines: Vec<String> = headers.iter().map(|l| l.to_string()).collect();
     if let Some(last) = block_end("Cc") {
         lines[last].push_str(&format!(",\n    {folded}"));
