@@ -136,6 +136,9 @@ struct Fixture {
     base_tree: String,
 }
 
+const SEAN_FROM: &str = "Sean Developer <sean@example.org>";
+/// 2026-11-25 12:00:00 UTC, for reproducible Message-IDs.
+const MESSAGE_ID_TIME: i64 = 1_795_608_000;
 const JOERG: (&str, &str) = ("J\u{f6}rg R\u{f6}del", "joro@example.org");
 const SEAN: (&str, &str) = ("Sean Developer", "sean@example.org");
 
@@ -304,10 +307,24 @@ impl Fixture {
         }
     }
 
+    /// The mails `series format` wrote to `dir` (its `*.patch` files).
+    fn mail_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut all = Fixture::dir_bytes(dir);
+        all.retain(|name, _| name.ends_with(".patch"));
+        all
+    }
+
     fn dir_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                out.insert(
+                    format!("{}/", entry.file_name().to_string_lossy()),
+                    Vec::new(),
+                );
+                continue;
+            }
             out.insert(
                 entry.file_name().to_string_lossy().into_owned(),
                 std::fs::read(entry.path()).unwrap(),
@@ -684,6 +701,8 @@ fn format_v2(auto_cc: bool) -> (Fixture, PathBuf, xtask::series::format::FormatR
         compare_to: None,
         checkpatch: true,
         from: Some("Sean Developer <sean@example.org>".into()),
+        signoff: false,
+        message_id_time: Some(MESSAGE_ID_TIME),
         results_dir: None,
         auto_cc,
     };
@@ -695,7 +714,10 @@ fn format_v2(auto_cc: bool) -> (Fixture, PathBuf, xtask::series::format::FormatR
 fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
     let (fx, out, report) = format_v2(false);
     let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(
+        names.contains(&".series-format".to_string()) && names.contains(&"series.mbx".to_string())
+    );
     let cover =
         String::from_utf8(std::fs::read(out.join("v2-0000-cover-letter.patch")).unwrap()).unwrap();
     assert!(cover.contains("Range-diff against v1:"), "{cover}");
@@ -726,7 +748,7 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
         "format_v2_cover_letter",
         redact_date(&redact_mail(&head, &fx))
     );
-    let subjects: Vec<String> = Fixture::dir_bytes(&out)
+    let subjects: Vec<String> = Fixture::mail_bytes(&out)
         .into_iter()
         .map(|(name, bytes)| {
             let text = String::from_utf8(bytes).unwrap();
@@ -749,7 +771,7 @@ fn format_writes_a_v2_series_with_cover_letter_and_range_diff() {
 
 /// The To/Cc headers of every mail in `out`, unfolded one address a line.
 fn recipients(out: &Path) -> String {
-    Fixture::dir_bytes(out)
+    Fixture::mail_bytes(out)
         .into_iter()
         .map(|(name, bytes)| {
             let text = String::from_utf8(bytes).unwrap();
@@ -792,6 +814,7 @@ fn format_auto_cc_without_the_script_is_a_clear_error_and_writes_nothing() {
     let req = FormatRequest {
         out: Some(out.clone()),
         auto_cc: true,
+        from: Some(SEAN_FROM.into()),
         ..Default::default()
     };
     let err = format!(
@@ -823,7 +846,8 @@ fn formatted_series_passes_git_send_email_dry_run() {
             // Never used by --dry-run; set so no local MTA is looked for.
             "--smtp-server=/bin/false",
         ])
-        .arg(&out)
+        // The mails, as the README says: DIR/*.patch (not series.mbx).
+        .args(Fixture::mail_bytes(&out).keys().map(|name| out.join(name)))
         .output()
         .expect("running git send-email");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -881,6 +905,7 @@ fn format_without_checkpatch_script_reports_a_skip() {
     let req = FormatRequest {
         out: Some(out.clone()),
         checkpatch: true,
+        from: Some(SEAN_FROM.into()),
         ..Default::default()
     };
     let report = format_series(&fx.series(), &fx.tree, &req).unwrap();
@@ -899,8 +924,15 @@ fn format_without_checkpatch_script_reports_a_skip() {
         patch1.contains("Subject: [RFC PATCH 1/3] KVM: Add the guest_memfd capability numbers\n"),
         "{patch1}"
     );
+    // Sent by Sean; Jörg stays the author in an in-body From: line.
     assert!(
-        patch1.contains("From: =?UTF-8?q?J=C3=B6rg=20R=C3=B6del?= <joro@example.org>\n"),
+        patch1.contains("\nFrom: Sean Developer <sean@example.org>\n"),
+        "{patch1}"
+    );
+    assert!(
+        patch1.contains(
+            "\n\nFrom: J\u{f6}rg R\u{f6}del <joro@example.org>\n\nReserve the upstream numbers"
+        ),
         "{patch1}"
     );
 }
@@ -1093,4 +1125,685 @@ fn bad_input_mail_without_headers() {
         "Just some notes, not a patch.\n",
     );
     insta::assert_snapshot!(assert_refused(&fx));
+}
+
+// ------------------------------------------- format: output, identity, threads
+
+const PLACEHOLDER: &str = "Seed maintainers <seed@example.invalid>";
+const ANN: &str = "Ann Sender <ann@example.org>";
+
+impl Fixture {
+    /// Patch 3 authored and signed off by the placeholder identity that
+    /// series.toml declares (as the real series is).
+    fn with_placeholder(self) -> Fixture {
+        let p3 = self.patch(3);
+        let text = std::fs::read_to_string(&p3).unwrap();
+        let text = text
+            .replace(
+                "From: Sean Developer <sean@example.org>",
+                &format!("From: {PLACEHOLDER}"),
+            )
+            .replace(
+                "Signed-off-by: Sean Developer <sean@example.org>",
+                &format!("Signed-off-by: {PLACEHOLDER}"),
+            );
+        std::fs::write(&p3, text).unwrap();
+        let toml_path = self.series_dir.join("series.toml");
+        let toml = std::fs::read_to_string(&toml_path).unwrap().replace(
+            "cc = [\"linux-kernel@vger.kernel.org\"]\n",
+            &format!(
+                "cc = [\"linux-kernel@vger.kernel.org\"]\nplaceholder-author = \"{PLACEHOLDER}\"\n"
+            ),
+        );
+        std::fs::write(&toml_path, toml).unwrap();
+        self
+    }
+
+    fn format(
+        &self,
+        out: &Path,
+        tweak: impl FnOnce(&mut FormatRequest),
+    ) -> anyhow::Result<xtask::series::format::FormatReport> {
+        let mut req = FormatRequest {
+            out: Some(out.to_path_buf()),
+            from: Some(ANN.into()),
+            message_id_time: Some(MESSAGE_ID_TIME),
+            ..Default::default()
+        };
+        tweak(&mut req);
+        format_series(&self.series(), &self.tree, &req)
+    }
+
+    /// Every file below `dir` (relative path -> bytes), `.git` included.
+    fn all_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for entry in walkdir::WalkDir::new(dir) {
+            let entry = entry.unwrap();
+            if entry.file_type().is_file() {
+                let rel = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                out.insert(rel, std::fs::read(entry.path()).unwrap());
+            }
+        }
+        out
+    }
+}
+
+/// The headers of a mail, one per line (folded lines joined).
+fn mail_header(text: &str, name: &str) -> Option<String> {
+    let head = text.split("\n\n").next().unwrap();
+    let mut found: Option<String> = None;
+    for line in head.lines() {
+        if let Some(f) = found.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                f.push_str(line);
+                continue;
+            }
+            break;
+        }
+        if let Some((key, value)) = line.split_once(": ") {
+            if key.eq_ignore_ascii_case(name) {
+                found = Some(value.to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn format_refuses_an_existing_regular_file_and_leaves_it_in_place() {
+    let fx = Fixture::new(false);
+    let file = fx.tmp.path().join("mails");
+    write(&file, "my notes\n");
+    let err = fx.err(fx.format(&file, |_| {}));
+    assert!(
+        err.contains("is an existing file, not a directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "my notes\n");
+    let names: Vec<String> = std::fs::read_dir(fx.tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "hidden files left behind: {names:?}");
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn format_refuses_a_git_work_tree_and_touches_nothing_in_it() {
+    let fx = Fixture::new(false);
+    // The kernel tree itself, with uncommitted work.
+    write(&fx.tree.join("virt/kvm/wip.c"), "/* uncommitted */\n");
+    let before = Fixture::all_files(&fx.tree);
+    let err = fx.err(fx.format(&fx.tree, |_| {}));
+    assert!(err.contains("is a git repository"), "{err}");
+    assert_eq!(Fixture::all_files(&fx.tree), before);
+    insta::assert_snapshot!(err);
+    // A bare repository too.
+    let bare = fx.tmp.path().join("bare.git");
+    git(
+        fx.tmp.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    let err = fx.err(fx.format(&bare, |_| {}));
+    assert!(err.contains("is a git repository"), "{err}");
+}
+
+#[test]
+fn format_refuses_a_non_empty_directory_it_did_not_write() {
+    let fx = Fixture::new(false);
+    let out = fx.tmp.path().join("outgoing");
+    write(&out.join("notes.txt"), "keep me\n");
+    write(&out.join("sub/keep.c"), "int keep;\n");
+    let before = Fixture::all_files(&out);
+    let err = fx.err(fx.format(&out, |_| {}));
+    assert_eq!(Fixture::all_files(&out), before);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn format_into_its_own_directory_replaces_only_its_own_files() {
+    let fx = Fixture::new(false);
+    let out = fx.tmp.path().join("outgoing");
+    // An empty directory is fine.
+    std::fs::create_dir_all(&out).unwrap();
+    fx.format(&out, |_| {}).unwrap();
+    let first: Vec<String> = Fixture::mail_bytes(&out).into_keys().collect();
+    assert_eq!(first.len(), 4, "{first:?}");
+    let marker = std::fs::read_to_string(out.join(".series-format")).unwrap();
+    for name in first.iter().chain([&"series.mbx".to_string()]) {
+        assert!(
+            marker.lines().any(|l| l == name),
+            "{name} not in the marker:\n{marker}"
+        );
+    }
+    // The user adds files of their own; a v2 run replaces the v1 mails.
+    write(&out.join("notes.txt"), "keep me\n");
+    write(&out.join("sub/keep.c"), "int keep;\n");
+    fx.format(&out, |r| r.reroll = Some(2)).unwrap();
+    let names: Vec<String> = Fixture::dir_bytes(&out).into_keys().collect();
+    insta::assert_snapshot!(names.join("\n"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "keep me\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sub/keep.c")).unwrap(),
+        "int keep;\n"
+    );
+    // No staging directory is left, in the output or next to it.
+    let hidden: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .chain(std::fs::read_dir(fx.tmp.path()).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".series-format")
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+    // A file of the user's that has the name of a mail is never replaced.
+    std::fs::remove_file(out.join("v2-0001-KVM-Add-the-guest_memfd-capability-numbers.patch"))
+        .unwrap();
+    write(
+        &out.join("0001-KVM-Add-the-guest_memfd-capability-numbers.patch"),
+        "mine\n",
+    );
+    let before = Fixture::all_files(&out);
+    let err = fx.err(fx.format(&out, |_| {}));
+    assert!(
+        err.contains("did not write it") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(Fixture::all_files(&out), before);
+}
+
+#[test]
+fn format_out_dot_writes_into_the_current_directory() {
+    let fx = Fixture::new(false);
+    let cwd = fx.tmp.path().join("here");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .current_dir(&cwd)
+            .args(["series", "format", "--no-checkpatch", "--series"])
+            .arg(&fx.series_dir)
+            .arg("--tree")
+            .arg(&fx.tree)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--out", ".", "--from", ANN]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(Fixture::mail_bytes(&cwd).len(), 4);
+    assert!(cwd.join("series.mbx").is_file());
+    // And again: the directory is its own now.
+    let output = run(&["--out", ".", "--from", ANN]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn format_without_a_sender_identity_refuses_before_writing() {
+    let fx = Fixture::new(false).with_placeholder();
+    let out = fx.tmp.path().join("outgoing");
+    let err = fx.err(fx.format(&out, |r| r.from = None));
+    assert!(err.contains("pass --from"), "{err}");
+    let err = fx.err(fx.format(&out, |r| r.from = Some(PLACEHOLDER.into())));
+    assert!(err.contains("is the placeholder identity"), "{err}");
+    assert!(!out.exists());
+    // Through the CLI, with no git identity anywhere.
+    let home = fx.tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["series", "format", "--no-checkpatch", "--series"])
+        .arg(&fx.series_dir)
+        .arg("--tree")
+        .arg(&fx.tree)
+        .arg("--out")
+        .arg(&out)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    insta::assert_snapshot!("no_sender_identity", stderr.trim());
+    assert!(!out.exists());
+    // git config of the tree names the sender.
+    git(&fx.tree, &["config", "user.name", "Tree Owner"]);
+    git(&fx.tree, &["config", "user.email", "owner@example.org"]);
+    let found = xtask::series::identity::from_git_config(&[&fx.tree]).unwrap();
+    assert_eq!(found.to_string(), "Tree Owner <owner@example.org>");
+}
+
+#[test]
+fn format_makes_the_sender_the_author_of_placeholder_patches() {
+    let fx = Fixture::new(false).with_placeholder();
+    let out = fx.tmp.path().join("outgoing");
+    fx.format(&out, |_| {}).unwrap();
+    let mails = Fixture::mail_bytes(&out);
+    let text = |prefix: &str| {
+        let (_, bytes) = mails.iter().find(|(n, _)| n.starts_with(prefix)).unwrap();
+        String::from_utf8(bytes.clone()).unwrap()
+    };
+    // Every mail is from the sender.
+    for (name, bytes) in &mails {
+        let mail = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(mail_header(&mail, "From").as_deref(), Some(ANN), "{name}");
+    }
+    // The placeholder's patch: the sender is its author and signs it off.
+    let p3 = text("0003-");
+    let body = p3.split("\n\n").nth(1).unwrap();
+    assert!(!body.starts_with("From: "), "an in-body From: in\n{p3}");
+    assert!(
+        p3.contains(&format!("\nSigned-off-by: {ANN}\n---\n")),
+        "{p3}"
+    );
+    // Real authors stay, in an in-body From: line.
+    let p2 = text("0002-");
+    assert!(
+        p2.contains("\n\nFrom: Sean Developer <sean@example.org>\n\n"),
+        "{p2}"
+    );
+    assert!(
+        p2.contains("\nSigned-off-by: Sean Developer <sean@example.org>\n---\n"),
+        "{p2}"
+    );
+    // The shortlog names the sender for patch 3.
+    let cover = text("0000-");
+    assert!(cover.contains("Ann Sender (1):"), "{cover}");
+    for (name, bytes) in Fixture::dir_bytes(&out) {
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        assert!(
+            !text.contains("seed@example.invalid") && !text.contains("seed maintainers"),
+            "{name} names the placeholder"
+        );
+    }
+    // git am of the mails: patch 3 is the sender's, 2 is Sean's.
+    let check = fx.tmp.path().join("check");
+    git(
+        fx.tmp.path(),
+        &["clone", "-q", fx.tree.to_str().unwrap(), "check"],
+    );
+    let patches: Vec<String> = mails
+        .keys()
+        .filter(|n| !n.starts_with("0000-"))
+        .map(|n| out.join(n).display().to_string())
+        .collect();
+    let mut args = vec!["am", "-q"];
+    args.extend(patches.iter().map(String::as_str));
+    git(&check, &args);
+    insta::assert_snapshot!(git(
+        &check,
+        &[
+            "log",
+            "--reverse",
+            "--format=%an <%ae>%n%b--",
+            "origin/master..HEAD"
+        ]
+    ));
+}
+
+#[test]
+fn format_signoff_adds_the_senders_signoff_to_every_patch() {
+    let fx = Fixture::new(false).with_placeholder();
+    let out = fx.tmp.path().join("outgoing");
+    fx.format(&out, |r| r.signoff = true).unwrap();
+    for (name, bytes) in Fixture::mail_bytes(&out) {
+        if name.starts_with("0000-") {
+            continue;
+        }
+        let text = String::from_utf8(bytes).unwrap();
+        let message = text.split("\n---\n").next().unwrap();
+        assert_eq!(
+            message.matches(&format!("Signed-off-by: {ANN}")).count(),
+            1,
+            "{name}:\n{message}"
+        );
+        assert!(
+            message.ends_with(&format!("Signed-off-by: {ANN}")),
+            "{name}:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn format_refuses_a_mail_that_would_still_name_the_placeholder() {
+    let fx = Fixture::new(false).with_placeholder();
+    let p2 = fx.patch(2);
+    let text = std::fs::read_to_string(&p2).unwrap().replace(
+        "Signed-off-by: Sean Developer <sean@example.org>",
+        &format!("Reviewed-by: {PLACEHOLDER}\nSigned-off-by: Sean Developer <sean@example.org>"),
+    );
+    std::fs::write(&p2, text).unwrap();
+    let out = fx.tmp.path().join("outgoing");
+    let err = fx.err(fx.format(&out, |_| {}));
+    assert!(!out.exists(), "{err}");
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn format_threads_the_patches_to_the_cover_letter() {
+    let fx = Fixture::new(false);
+    let v1 = fx.tmp.path().join("v1");
+    let v2 = fx.tmp.path().join("v2");
+    let r1 = fx.format(&v1, |_| {}).unwrap();
+    let r2 = fx.format(&v2, |r| r.reroll = Some(2)).unwrap();
+    let ids = |out: &Path| -> Vec<(String, Option<String>, Option<String>)> {
+        Fixture::mail_bytes(out)
+            .into_values()
+            .map(|b| {
+                let text = String::from_utf8(b).unwrap();
+                (
+                    mail_header(&text, "Message-ID").unwrap(),
+                    mail_header(&text, "In-Reply-To"),
+                    mail_header(&text, "References"),
+                )
+            })
+            .collect()
+    };
+    let t1 = ids(&v1);
+    let cover = &t1[0].0;
+    assert_eq!(t1[0].1, None);
+    for (id, reply, refs) in &t1[1..] {
+        assert_ne!(id, cover);
+        assert_eq!(reply.as_ref(), Some(cover));
+        assert_eq!(refs.as_ref(), Some(cover));
+    }
+    let mut all: Vec<&String> = t1.iter().map(|t| &t.0).collect();
+    let t2 = ids(&v2);
+    all.extend(t2.iter().map(|t| &t.0));
+    let distinct: std::collections::BTreeSet<&&String> = all.iter().collect();
+    assert_eq!(distinct.len(), 8, "ids repeat across versions: {all:?}");
+    assert_eq!(
+        r1.message_ids
+            .iter()
+            .map(|i| format!("<{i}>"))
+            .collect::<Vec<_>>(),
+        t1.iter().map(|t| t.0.clone()).collect::<Vec<_>>()
+    );
+    insta::assert_snapshot!(r2.message_ids.join("\n"));
+    // series.mbx holds every mail, in order, and nothing else.
+    let mbx = std::fs::read_to_string(v2.join("series.mbx")).unwrap();
+    let mails: Vec<String> = Fixture::mail_bytes(&v2)
+        .into_values()
+        .map(|b| String::from_utf8(b).unwrap())
+        .collect();
+    let mut joined = String::new();
+    for m in &mails {
+        joined.push_str(m);
+        if !joined.ends_with("\n\n") {
+            joined.push('\n');
+        }
+    }
+    assert_eq!(mbx, joined);
+}
+
+// ------------------------------------------------------------------ b4
+
+/// `b4` with no user config, offline, its cache in `cache`.
+fn b4(dir: &Path, cache: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new("b4")
+        .current_dir(dir)
+        .arg("--offline-mode")
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("XDG_CACHE_HOME", cache)
+        .env("XDG_DATA_HOME", cache)
+        .env("GIT_COMMITTER_NAME", "b4 Check")
+        .env("GIT_COMMITTER_EMAIL", "check@example.org")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("cannot run b4 ({err}); install it: python3 -m pip install --break-system-packages b4")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// What a b4 round trip checks a formatted series against.
+struct Expected<'a> {
+    /// How b4 prints the subject prefix, up to the ` k/M]`: `[PATCH v2`,
+    /// `[PATCH RFC v2` (b4 moves RFC after PATCH).
+    prefix: &'a str,
+    subjects: Vec<String>,
+    version: u32,
+    base: String,
+    tip_tree: String,
+}
+
+/// `b4 am -m`, `git am` of its output, `b4 shazam -m` and `b4 shazam -H -m`
+/// of `out/series.mbx` in `repo`, a clean checkout of the base (left on a
+/// branch per step). Returns what b4 printed.
+fn b4_round_trip(repo: &Path, out: &Path, want: &Expected<'_>) -> String {
+    let mbx = out.join("series.mbx");
+    let mbx = mbx.to_str().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let amdir = scratch.path().join("am");
+    let cache = scratch.path().join("cache");
+    let run_git = |args: &[&str]| git_env(repo, args, &[("GIT_COMMITTER_NAME", "b4 Check")]);
+    let mut printed = String::new();
+
+    let (ok, text) = b4(
+        repo,
+        &cache,
+        &["am", "-m", mbx, "-o", amdir.to_str().unwrap()],
+    );
+    printed.push_str(&format!("$ b4 am -m series.mbx\n{text}\n"));
+    assert!(ok, "b4 am failed:\n{text}");
+    let total = want.subjects.len();
+    assert!(text.contains(&format!("Total patches: {total}")), "{text}");
+    for (k, subject) in want.subjects.iter().enumerate() {
+        let line = format!("{} {}/{total}] {subject}", want.prefix, k + 1);
+        assert!(
+            text.contains(&line),
+            "b4 am does not list {line:?}:\n{text}"
+        );
+    }
+    let am_mbx: Vec<PathBuf> = std::fs::read_dir(&amdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mbx"))
+        .collect();
+    assert_eq!(am_mbx.len(), 1, "{am_mbx:?}");
+    let am_name = am_mbx[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    if want.version > 1 {
+        assert!(
+            am_name.starts_with(&format!("v{}_", want.version)),
+            "{am_name}"
+        );
+    } else {
+        assert!(!am_name.starts_with('v'), "{am_name}");
+    }
+    let cover = std::fs::read_to_string(am_mbx[0].with_extension("cover")).unwrap();
+    assert!(
+        cover.contains(&format!("base-commit: {}", want.base)),
+        "{cover}"
+    );
+
+    // git am of b4's output on a clean checkout of the base.
+    run_git(&["checkout", "-q", "-b", "check-b4-am", &want.base]);
+    run_git(&["am", "-q", am_mbx[0].to_str().unwrap()]);
+    assert_eq!(
+        run_git(&["rev-parse", "HEAD^{tree}"]),
+        want.tip_tree,
+        "git am of b4 am's output"
+    );
+    assert_eq!(
+        run_git(&["rev-list", "--count", &format!("{}..HEAD", want.base)]),
+        total.to_string()
+    );
+
+    // b4 shazam: applied to the current HEAD (the base).
+    run_git(&["checkout", "-q", "-b", "check-b4-shazam", &want.base]);
+    let (ok, text) = b4(repo, &cache, &["shazam", "-m", mbx]);
+    printed.push_str(&format!("$ b4 shazam -m series.mbx\n{text}\n"));
+    assert!(ok, "b4 shazam failed:\n{text}");
+    assert_eq!(
+        run_git(&["rev-parse", "HEAD^{tree}"]),
+        want.tip_tree,
+        "b4 shazam"
+    );
+
+    // b4 shazam -H: b4 finds the base itself (base-commit:) and applies
+    // the series there, into FETCH_HEAD.
+    let (ok, text) = b4(repo, &cache, &["shazam", "-H", "-m", mbx]);
+    printed.push_str(&format!("$ b4 shazam -H -m series.mbx\n{text}\n"));
+    assert!(ok, "b4 shazam -H failed:\n{text}");
+    assert!(
+        text.contains(&format!("Base: {}", want.base)),
+        "b4 did not use the base-commit:\n{text}"
+    );
+    assert_eq!(
+        run_git(&["rev-parse", "FETCH_HEAD^{tree}"]),
+        want.tip_tree,
+        "b4 shazam -H"
+    );
+    printed
+}
+
+/// The formatted fixture series, `--reroll 2`, through b4. Ignored by
+/// default (needs b4 from PyPI); `.ci/run` installs b4 and runs it:
+/// `cargo test -p xtask --test series -- --ignored b4_round_trip`.
+#[test]
+#[ignore = "needs b4"]
+fn b4_round_trip_of_the_formatted_fixture_series() {
+    let fx = Fixture::new(false).with_placeholder();
+    let expected = apply_series(
+        &fx.series(),
+        &fx.tree,
+        &[],
+        Some("expected"),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    let out = fx.tmp.path().join("outgoing");
+    fx.format(&out, |r| r.reroll = Some(2)).unwrap();
+    let want = Expected {
+        prefix: "[PATCH RFC v2",
+        subjects: expected.commits.iter().map(|c| c.subject.clone()).collect(),
+        version: 2,
+        base: expected.base.clone(),
+        tip_tree: git(&fx.tree, &["rev-parse", "expected^{tree}"]),
+    };
+    let printed = b4_round_trip(&fx.tree, &out, &want);
+    println!("{printed}");
+}
+
+/// The real series on the fetched 6.1.176 tree, `--reroll 2`, with the
+/// tree's checkpatch, through b4. Ignored by default: it needs b4 and the
+/// tree under $XTASK_KERNEL_DIR/kernel (`cargo xtask tree fetch`), and
+/// `.ci/run` runs it after the main job has fetched the tree. The tree is
+/// only read: the work happens in a `git clone --shared` of it.
+#[test]
+#[ignore = "needs b4 and the fetched 6.1.176 tree"]
+fn b4_round_trip_of_the_formatted_real_series() {
+    let series = Series::load(&xtask::util::patches_dir().join("guest_memfd")).unwrap();
+    let fetched = xtask::util::kernel_dir()
+        .join("kernel")
+        .join(format!("linux-{}", series.toml.base.version));
+    assert!(
+        fetched.join(".git").exists(),
+        "no fetched tree at {} (run `cargo xtask tree fetch`)",
+        fetched.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let clone = tmp.path().join("linux");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--shared",
+            "--no-checkout",
+            fetched.to_str().unwrap(),
+            "linux",
+        ],
+    );
+    let tag = format!("v{}", series.toml.base.version);
+    git(&clone, &["checkout", "-q", "-B", "base", &tag]);
+    let expected = apply_series(
+        &series,
+        &clone,
+        &[],
+        Some("expected"),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    let out = tmp.path().join("outgoing");
+    let req = FormatRequest {
+        reroll: Some(2),
+        out: Some(out.clone()),
+        checkpatch: true,
+        from: Some(ANN.into()),
+        ..Default::default()
+    };
+    let report = format_series(&series, &clone, &req).unwrap();
+    println!("{report}");
+    match &report.checkpatch {
+        Some(xtask::series::checkpatch::Checkpatch::Ran(rows)) => {
+            assert_eq!(
+                rows.len(),
+                series.patches.len() + 1,
+                "cover letter + patches"
+            );
+            assert!(rows[0].patch.ends_with("0000-cover-letter.patch"));
+        }
+        other => panic!("checkpatch did not run: {other:?}"),
+    }
+    if let Some(p) = &series.toml.placeholder_author {
+        let email = p
+            .split('<')
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('>')
+            .to_lowercase();
+        for (name, bytes) in Fixture::dir_bytes(&out) {
+            assert!(
+                !String::from_utf8_lossy(&bytes)
+                    .to_lowercase()
+                    .contains(&email),
+                "{name} names the placeholder"
+            );
+        }
+    }
+    let want = Expected {
+        prefix: &format!(
+            "[PATCH{} v2",
+            if series.toml.subject_prefix.contains("RFC") {
+                " RFC"
+            } else {
+                ""
+            }
+        ),
+        subjects: expected.commits.iter().map(|c| c.subject.clone()).collect(),
+        version: 2,
+        base: expected.base.clone(),
+        tip_tree: git(&clone, &["rev-parse", "expected^{tree}"]),
+    };
+    let printed = b4_round_trip(&clone, &out, &want);
+    println!("{printed}");
 }

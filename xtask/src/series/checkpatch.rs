@@ -24,8 +24,12 @@ pub enum Checkpatch {
     Ran(Vec<PatchReport>),
 }
 
-/// Run checkpatch from `tree` on each patch.
-pub fn run(tree: &Path, patches: &[PathBuf]) -> Result<Checkpatch> {
+/// Message types not checked on a cover letter: its `change-id:` line is
+/// b4's series trailer, which checkpatch takes for a Gerrit Change-Id.
+pub const COVER_IGNORE: &str = "GERRIT_CHANGE_ID";
+
+/// Run checkpatch from `tree` on the cover letter (if any) and each patch.
+pub fn run(tree: &Path, cover: Option<&Path>, patches: &[PathBuf]) -> Result<Checkpatch> {
     let script = tree.join("scripts/checkpatch.pl");
     if !script.is_file() {
         return Ok(Checkpatch::Skipped(format!(
@@ -48,7 +52,17 @@ pub fn run(tree: &Path, patches: &[PathBuf]) -> Result<Checkpatch> {
     sh.change_dir(tree);
     let line_re = Regex::new(r"^(.*?):(\d+): (ERROR|WARNING|CHECK): (.*)$").expect("static regex");
     let mut reports = Vec::new();
-    for patch in patches {
+    let files = cover
+        .map(|c| (c.to_path_buf(), true))
+        .into_iter()
+        .chain(patches.iter().map(|p| (p.clone(), false)));
+    for (patch, is_cover) in files {
+        let patch = &patch;
+        let ignore: Vec<&str> = if is_cover {
+            vec!["--ignore", COVER_IGNORE]
+        } else {
+            Vec::new()
+        };
         let name = patch
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -57,7 +71,7 @@ pub fn run(tree: &Path, patches: &[PathBuf]) -> Result<Checkpatch> {
             std::path::absolute(patch).with_context(|| format!("resolving {}", patch.display()))?;
         let output = xshell::cmd!(
             sh,
-            "perl {script} --strict --terse --no-summary --showfile {abs}"
+            "perl {script} --strict --terse --no-summary --showfile {ignore...} {abs}"
         )
         .quiet()
         .ignore_status()

@@ -311,6 +311,7 @@ pub fn swap_dir(staged: &Path, target: &Path) -> Result<()> {
 /// The whole `series export`.
 pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<ExportReport> {
     let toml = SeriesToml::load(&series_dir.join(SERIES_TOML))?;
+    model::check_name(series_dir, &toml)?;
     let (cover, existing) = model::list_patch_files(series_dir)?;
     let style = infer_style(&existing);
     let repo = open_repo(tree)?;

@@ -18,7 +18,19 @@
 //!
 //! v1 is not marked in subjects (`[PATCH 1/3]`, the kernel convention);
 //! from v2 on subjects read `[PATCH v2 1/3]`. Each patch is then checked by
-//! the tree's `scripts/checkpatch.pl --strict` and the counts printed.
+//! the tree's `scripts/checkpatch.pl --strict` and the counts printed (the
+//! cover letter too, without the Gerrit Change-Id check that b4's
+//! `change-id:` trailer trips).
+//!
+//! Every mail is From: the sender (`--from`, which the CLI defaults to git
+//! config); commits by series.toml's placeholder identity become the
+//! sender's (see [`super::identity`]), a patch by anyone else keeps its
+//! author in an in-body `From:` line, and no mail may name the
+//! placeholder. The patches are threaded to the cover letter
+//! (`Message-ID`, `In-Reply-To`, `References`) and all mails are also
+//! written as one `series.mbx` for `b4 am -m`. The output directory is
+//! checked before any work and only ever holds what `series format` wrote
+//! (see [`super::outdir`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,9 +41,11 @@ use regex::Regex;
 
 use super::apply::{commit_patch, open_repo, short, verify_base};
 use super::checkpatch::{self, Checkpatch};
-use super::export::{format_patch, infer_style, swap_dir, PatchStyle};
+use super::export::{format_patch, infer_style, PatchStyle};
+use super::identity::{find_placeholder, rewrite_range, Ident, Rewrite};
 use super::mail;
 use super::model::Series;
+use super::outdir::OutDir;
 
 #[derive(Debug, Clone, Default)]
 pub struct FormatRequest {
@@ -44,9 +58,14 @@ pub struct FormatRequest {
     /// Previous version: a series directory, a `BASE..TIP` range or a ref.
     pub compare_to: Option<String>,
     pub checkpatch: bool,
-    /// Sender of the cover letter, "Name <email>" (default: user.name and
-    /// user.email from git config, else the author of the first patch).
+    /// The sender, "Name <email>": the From: of every mail, and the author
+    /// of the patches series.toml's placeholder identity authored. Required
+    /// (the CLI fills it from git config); see [`super::identity`].
     pub from: Option<String>,
+    /// Add the sender's Signed-off-by to every patch.
+    pub signoff: bool,
+    /// Seconds since the epoch that go into the Message-IDs (default: now).
+    pub message_id_time: Option<i64>,
     /// `target/results/`: the Tested: section comes from the newest runs of
     /// this series version found there (see `results::history`).
     pub results_dir: Option<PathBuf>,
@@ -64,6 +83,9 @@ pub struct FormatReport {
     pub notes: Vec<String>,
     /// With `auto_cc`: per mail, the addresses get_maintainer.pl added.
     pub auto_cc: Option<Vec<(String, Vec<String>)>>,
+    pub sender: Ident,
+    /// Message-ID of each mail (without brackets), cover letter first.
+    pub message_ids: Vec<String>,
 }
 
 impl fmt::Display for FormatReport {
@@ -91,12 +113,18 @@ impl fmt::Display for FormatReport {
         if let Some(cp) = &self.checkpatch {
             writeln!(f, "{}", checkpatch::table(cp))?;
         }
+        writeln!(
+            f,
+            "from {}; threaded to the cover letter <{}>",
+            self.sender,
+            self.message_ids.first().map_or("", String::as_str)
+        )?;
+        let out = self.out.display();
         write!(
             f,
-            "wrote {} mails to {}; nothing was sent. Review, then: git send-email {}",
+            "wrote {} mails and {MBOX} to {out}; nothing was sent. Review, then: \
+             git send-email {out}/*.patch (b4: b4 am -m {out}/{MBOX})",
             self.files.len(),
-            self.out.display(),
-            self.out.display()
         )
     }
 }
@@ -119,13 +147,13 @@ fn build_in_memory(repo: &Repository, base: Oid, patches: &[PathBuf]) -> Result<
     Ok(tip.id())
 }
 
-/// The previous version as a `BASE..TIP` range in `repo`, and what it was.
+/// The previous version as base and tip commits in `repo`, and what it was.
 fn previous_range(
     repo: &Repository,
     series: &Series,
     version: u32,
     compare_to: Option<&str>,
-) -> Result<Option<(String, String)>> {
+) -> Result<Option<(Oid, Oid, String)>> {
     match compare_to {
         Some(spec) if Path::new(spec).join("series.toml").is_file() => {
             let prev = Series::load(Path::new(spec))?;
@@ -133,11 +161,24 @@ fn previous_range(
                 .with_context(|| format!("base of the previous version {spec}"))?;
             let tip = build_in_memory(repo, base.id(), &prev.patches)?;
             Ok(Some((
-                format!("{}..{}", base.id(), tip),
+                base.id(),
+                tip,
                 format!("{spec} (v{})", prev.toml.version),
             )))
         }
-        Some(spec) if spec.contains("..") => Ok(Some((spec.to_string(), spec.to_string()))),
+        Some(spec) if spec.contains("..") => {
+            let range = repo.revparse(spec).map_err(|err| {
+                anyhow::anyhow!("--compare-to {spec:?}: not a range: {}", err.message())
+            })?;
+            let (Some(from), Some(to)) = (range.from(), range.to()) else {
+                bail!("--compare-to {spec:?}: not a BASE..TIP range");
+            };
+            Ok(Some((
+                from.peel_to_commit()?.id(),
+                to.peel_to_commit()?.id(),
+                spec.to_string(),
+            )))
+        }
         Some(spec) => {
             let tip = repo
                 .revparse_single(spec)
@@ -150,7 +191,7 @@ fn previous_range(
                 })?
                 .id();
             let base = walk_to_base(repo, &series.toml, tip)?;
-            Ok(Some((format!("{base}..{tip}"), spec.to_string())))
+            Ok(Some((base, tip, spec.to_string())))
         }
         None if version > 1 => {
             let branch = format!("{}/v{}", series.name(), version - 1);
@@ -158,7 +199,7 @@ fn previous_range(
                 Ok(obj) => {
                     let tip = obj.peel_to_commit()?.id();
                     let base = walk_to_base(repo, &series.toml, tip)?;
-                    Ok(Some((format!("{base}..{tip}"), format!("branch {branch}"))))
+                    Ok(Some((base, tip, format!("branch {branch}"))))
                 }
                 Err(_) => Ok(None),
             }
@@ -265,6 +306,40 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
             bail!("{addr:?} is not a mail address");
         }
     }
+    // Before any work: where the mails go, and who sends them.
+    let out_path = req.out.clone().unwrap_or_else(|| {
+        crate::util::target_dir()
+            .join("series")
+            .join(format!("{}-v{version}", series.name()))
+    });
+    let out = OutDir::check(&out_path)?;
+    let placeholder = series
+        .toml
+        .placeholder_author
+        .as_deref()
+        .map(|p| Ident::parse(p, "series.toml placeholder-author"))
+        .transpose()?;
+    let Some(from) = req.from.as_deref() else {
+        bail!(
+            "no sender identity: set `git config user.name` and `git config user.email` (in the \
+             kernel tree or in this project) or pass --from \"Name <address>\""
+        );
+    };
+    let sender = Ident::parse(from, "--from")?;
+    if let Some(p) = &placeholder {
+        if p.same(&sender.name, &sender.email) {
+            bail!(
+                "the sender {sender} is the placeholder identity series.toml declares \
+                 (placeholder-author), which nobody can post under; set your own `git config \
+                 user.name`/`user.email` or pass --from \"Name <address>\""
+            );
+        }
+    }
+    let rewrite = Rewrite {
+        sender: &sender,
+        placeholder: placeholder.as_ref(),
+        signoff: req.signoff,
+    };
     let repo = open_repo(tree)?;
     // Before any work, so a missing script leaves nothing half-done.
     let maintainer_script = if req.auto_cc {
@@ -277,27 +352,18 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     }
     let base = verify_base(&repo, series)?;
     let tip = build_in_memory(&repo, base.id(), &series.patches)?;
+    let tip = rewrite_range(&repo, base.id(), tip, &rewrite)?;
     let mut notes = Vec::new();
-    let previous = previous_range(&repo, series, version, req.compare_to.as_deref())?;
+    let previous = match previous_range(&repo, series, version, req.compare_to.as_deref())? {
+        Some((prev_base, prev_tip, what)) => {
+            // The same rewrite, so the range-diff shows only real changes.
+            let prev_tip = rewrite_range(&repo, prev_base, prev_tip, &rewrite)?;
+            Some((format!("{prev_base}..{prev_tip}"), what))
+        }
+        None => None,
+    };
 
-    let out = req.out.clone().unwrap_or_else(|| {
-        crate::util::target_dir()
-            .join("series")
-            .join(format!("{}-v{version}", series.name()))
-    });
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let out_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "series".into());
-    let staged = tempfile::Builder::new()
-        .prefix(&format!(".{out_name}.tmp-"))
-        .tempdir_in(parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let staged = out.stage()?;
 
     let existing = infer_style(&series.patches);
     let style = PatchStyle {
@@ -310,6 +376,7 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     let mut args = vec![
         "--cover-letter".to_string(),
         format!("--base={}", base.id()),
+        format!("--from={sender}"),
     ];
     if version > 1 {
         args.push(format!("--reroll-count={version}"));
@@ -323,7 +390,6 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     if let Some((range, _)) = &previous {
         args.push(format!("--range-diff={range}"));
     }
-    let (from_name, from_email) = sender(&repo, series, req.from.as_deref())?;
     format_patch(
         tree,
         base.id(),
@@ -331,7 +397,7 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         staged.path(),
         &style,
         &args,
-        Some((&from_name, &from_email)),
+        Some((&sender.name, &sender.email)),
     )?;
 
     // Complete the cover letter.
@@ -435,24 +501,86 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         Some(script) => Some(auto_cc(script, tree, &cover_path, &patch_files)?),
         None => None,
     };
+
+    // Thread the patches to the cover letter, as `git format-patch
+    // --thread` does, with ids of this run: the change-id, the version and
+    // the patch number make them distinct across versions, the time across
+    // runs.
+    let stamp = message_id_stamp(req.message_id_time)?;
+    let cover_id = message_id(&series.toml.change_id, version, 0, &stamp, &sender);
+    let mut mails = Vec::new();
+    let mut message_ids = Vec::new();
+    for (k, file) in written.iter().enumerate() {
+        let id = message_id(&series.toml.change_id, version, k, &stamp, &sender);
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let parent = (k > 0).then_some(cover_id.as_str());
+        let text = mail::add_thread_headers(&text, &id, parent)
+            .with_context(|| format!("threading {}", file.display()))?;
+        std::fs::write(file, &text).with_context(|| format!("writing {}", file.display()))?;
+        mails.push(text);
+        message_ids.push(id);
+    }
+    if let Some(p) = &placeholder {
+        for (file, text) in written.iter().zip(&mails) {
+            if let Some((line, what)) = find_placeholder(text, p) {
+                bail!(
+                    "{} line {line} still names the placeholder identity {p}: {what:?}; name a \
+                     real person there in the patch files (nothing was written to {})",
+                    file.file_name()
+                        .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+                    out.path().display()
+                );
+            }
+        }
+    }
+    std::fs::write(staged.path().join(MBOX), mail::mbox(&mails))
+        .with_context(|| format!("writing {MBOX}"))?;
+
     let checkpatch = if req.checkpatch {
-        Some(checkpatch::run(tree, &patch_files)?)
+        let result = checkpatch::run(tree, Some(&cover_path), &patch_files)?;
+        if matches!(result, Checkpatch::Ran(_)) {
+            notes.push(format!(
+                "checkpatch ran on the cover letter with --ignore {}: its change-id: line is b4's \
+                 series trailer, not a Gerrit Change-Id",
+                checkpatch::COVER_IGNORE
+            ));
+        }
+        Some(result)
     } else {
         None
     };
-    let staged = staged.keep();
-    if let Err(err) = swap_dir(&staged, &out) {
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(err);
-    }
+    out.commit(staged)?;
     Ok(FormatReport {
-        out,
+        out: out.path().to_path_buf(),
         files,
         range_diff: previous.map(|(_, what)| what),
         checkpatch,
         notes,
         auto_cc,
+        sender,
+        message_ids,
     })
+}
+
+/// File name of the one mbox holding every mail, for `b4 am -m`.
+pub const MBOX: &str = "series.mbx";
+
+/// `YYYYMMDDHHMMSS` (UTC) of `at` seconds since the epoch, default now.
+fn message_id_stamp(at: Option<i64>) -> Result<String> {
+    let when = match at {
+        Some(secs) => time::OffsetDateTime::from_unix_timestamp(secs)
+            .context("message id time out of range")?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    Ok(when.format(time::macros::format_description!(
+        "[year][month][day][hour][minute][second]"
+    ))?)
+}
+
+/// `<change-id>-v<N>-<k>-<stamp>@<sender's domain>` (without the brackets).
+fn message_id(change_id: &str, version: u32, k: usize, stamp: &str, sender: &Ident) -> String {
+    format!("{change_id}-v{version}-{k}-{stamp}@{}", sender.domain())
 }
 
 /// The tree's `scripts/get_maintainer.pl`, or an error saying what to do.
@@ -532,32 +660,4 @@ fn auto_cc(
     std::fs::write(cover, text).with_context(|| format!("writing {}", cover.display()))?;
     report.insert(0, (name_of(cover), added));
     Ok(report)
-}
-
-/// Who sends the series: `--from`, else git config, else the first author.
-fn sender(repo: &Repository, series: &Series, from: Option<&str>) -> Result<(String, String)> {
-    if let Some(from) = from {
-        if let Ok(list) = mailparse::addrparse(from) {
-            if let Some(mailparse::MailAddr::Single(info)) = list.first() {
-                if info.addr.contains('@') {
-                    let name = info
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| info.addr.clone());
-                    return Ok((name, info.addr.clone()));
-                }
-            }
-        }
-        bail!("--from {from:?} is not \"Name <address>\"");
-    }
-    if let Ok(config) = repo.config() {
-        if let (Ok(name), Ok(email)) = (
-            config.get_string("user.name"),
-            config.get_string("user.email"),
-        ) {
-            return Ok((name, email));
-        }
-    }
-    let first = mail::parse_patch_file(&series.patches[0])?;
-    Ok((first.author_name, first.author_email))
 }

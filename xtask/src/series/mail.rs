@@ -575,6 +575,53 @@ pub fn add_cc(text: &str, addrs: &[String]) -> Result<(String, Vec<String>)> {
     Ok((format!("{}{}", lines.join("\n"), &text[end..]), added))
 }
 
+/// Adds `Message-ID: <id>` and, with `parent`, `In-Reply-To:` and
+/// `References:` after the `Subject:` header of the mail `text` (where
+/// `git format-patch --thread` puts them). Refuses a mail that has a
+/// Message-ID already.
+pub fn add_thread_headers(text: &str, id: &str, parent: Option<&str>) -> Result<String> {
+    let Some(end) = text.find("\n\n") else {
+        bail!("no end of the mail headers (blank line)");
+    };
+    let headers: Vec<&str> = text[..end].split('\n').collect();
+    if !header_spans(&headers, "Message-ID").is_empty() {
+        bail!("the mail has a Message-ID already");
+    }
+    let Some(&(_, last)) = header_spans(&headers, "Subject").first() else {
+        bail!("the mail has no Subject: header");
+    };
+    let mut lines: Vec<String> = headers.iter().map(|l| l.to_string()).collect();
+    let mut new = vec![format!("Message-ID: <{id}>")];
+    if let Some(parent) = parent {
+        new.push(format!("In-Reply-To: <{parent}>"));
+        new.push(format!("References: <{parent}>"));
+    }
+    lines.splice(last + 1..last + 1, new);
+    Ok(format!("{}{}", lines.join("\n"), &text[end..]))
+}
+
+/// One mbox of `mails` (each starting with its `From <sha> ...` line), in
+/// order: body lines that start with `From ` (after any `>`) get one more
+/// `>` (mboxrd quoting), and every mail ends with a blank line.
+pub fn mbox(mails: &[String]) -> String {
+    let mut out = String::new();
+    for mail in mails {
+        for (i, line) in mail.split_inclusive('\n').enumerate() {
+            if i > 0 && line.trim_start_matches('>').starts_with("From ") {
+                out.push('>');
+            }
+            out.push_str(line);
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,6 +688,29 @@ mod tests {
         assert_eq!(
             text,
             "From x\nSubject: s\nTo: a@x.org\nCc: B <b@x.org>,\n    c@x.org,\n    \"D. E\" <d@x.org>,\n    =?UTF-8?q?Zo=C3=AB?= <z@x.org>\n\nbody\nCc: not@header.org\n"
+        );
+    }
+
+    #[test]
+    fn thread_headers_follow_the_folded_subject() {
+        let mail = "From 1 Mon Sep 17 00:00:00 2001\nFrom: a@x.org\nSubject: [PATCH 1/2] a long\n subject\nTo: b@x.org\n\nbody\nSubject: no\n";
+        let text = add_thread_headers(mail, "p1@x.org", Some("c@x.org")).unwrap();
+        assert_eq!(
+            text,
+            "From 1 Mon Sep 17 00:00:00 2001\nFrom: a@x.org\nSubject: [PATCH 1/2] a long\n subject\nMessage-ID: <p1@x.org>\nIn-Reply-To: <c@x.org>\nReferences: <c@x.org>\nTo: b@x.org\n\nbody\nSubject: no\n"
+        );
+        assert!(add_thread_headers(&text, "again@x.org", None).is_err());
+    }
+
+    #[test]
+    fn mbox_quotes_from_lines_and_separates_mails() {
+        let mails = [
+            "From 1 Mon\nSubject: a\n\nFrom the start\n>From quoted\n".to_string(),
+            "From 2 Mon\nSubject: b\n\nbody\n\n".to_string(),
+        ];
+        assert_eq!(
+            mbox(&mails),
+            "From 1 Mon\nSubject: a\n\n>From the start\n>>From quoted\n\nFrom 2 Mon\nSubject: b\n\nbody\n\n"
         );
     }
 

@@ -11,8 +11,10 @@ pub mod bench;
 pub mod checkpatch;
 pub mod export;
 pub mod format;
+pub mod identity;
 pub mod mail;
 pub mod model;
+pub mod outdir;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,10 +87,14 @@ pub enum SeriesCmd {
         /// Skip scripts/checkpatch.pl.
         #[arg(long)]
         no_checkpatch: bool,
-        /// Sender of the cover letter, "Name <email>" (default: git config
-        /// user.name/user.email).
+        /// Sender, "Name <email>": From: of every mail, and author of the
+        /// patches by series.toml's placeholder-author (default: git config
+        /// user.name/user.email of the tree, else of this project).
         #[arg(long)]
         from: Option<String>,
+        /// Add the sender's Signed-off-by to every patch.
+        #[arg(long)]
+        signoff: bool,
         /// Cc each patch to what the tree's scripts/get_maintainer.pl names
         /// for it (and the cover letter to all of them).
         #[arg(long)]
@@ -207,10 +213,15 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
             compare_to,
             no_checkpatch,
             from,
+            signoff,
             auto_cc,
         } => {
             let tree = default_tree(tree)?;
             let series = load_series(&series)?;
+            let project = crate::util::project_root();
+            let from = from.or_else(|| {
+                identity::from_git_config(&[&tree, &project]).map(|who| who.to_string())
+            });
             let req = format::FormatRequest {
                 reroll,
                 to,
@@ -219,6 +230,8 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
                 compare_to,
                 checkpatch: !no_checkpatch,
                 from,
+                signoff,
+                message_id_time: None,
                 results_dir: Some(crate::util::target_dir().join("results")),
                 auto_cc,
             };

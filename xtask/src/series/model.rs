@@ -29,6 +29,9 @@
 //! subject-prefix = "PATCH"         # "RFC PATCH" etc. (default "PATCH")
 //! to = ["kvm@vger.kernel.org"]     # default recipients of `series format`
 //! cc = ["linux-kernel@vger.kernel.org"]
+//! # who the patch files are authored and signed off by when no real person
+//! # is; `series format` replaces it by the sender (optional)
+//! placeholder-author = "Seed maintainers <maintainers@example.invalid>"
 //!
 //! [base]
 //! version = "6.1.176"              # upstream version; `apply` uses tag v<version> if present
@@ -70,6 +73,10 @@ pub struct SeriesToml {
     pub to: Vec<String>,
     #[serde(default)]
     pub cc: Vec<String>,
+    /// "Name <address>" the patch files are authored and signed off by
+    /// when no real person is: `series format` replaces it by the sender.
+    #[serde(default)]
+    pub placeholder_author: Option<String>,
     pub base: Base,
     #[serde(default)]
     pub changelog: Vec<ChangelogEntry>,
@@ -169,6 +176,14 @@ impl SeriesToml {
         }
         if self.version == 0 {
             return Err(err("version", "must be 1 or more (the N of vN)".into()));
+        }
+        if let Some(who) = &self.placeholder_author {
+            if !is_mail_address(who) || !who.contains('<') {
+                return Err(err(
+                    "placeholder-author",
+                    format!("{who:?} is not \"Name <address>\""),
+                ));
+            }
         }
         let change_id_re =
             Regex::new(r"^[0-9]{8}-[A-Za-z0-9][A-Za-z0-9_.-]*$").expect("static regex");
@@ -301,20 +316,8 @@ impl Series {
     /// a `name` that does not match the directory.
     pub fn load(dir: &Path) -> Result<Series> {
         let toml = SeriesToml::load(&dir.join(SERIES_TOML))?;
+        check_name(dir, &toml)?;
         let (cover, patches) = list_patch_files(dir)?;
-        if let Some(dir_name) = dir.file_name().and_then(|n| n.to_str()) {
-            if dir_name != toml.name {
-                return Err(FieldError {
-                    file: dir.join(SERIES_TOML),
-                    field: "name".into(),
-                    message: format!(
-                        "{:?} does not match the directory name {dir_name:?}; rename one of them",
-                        toml.name
-                    ),
-                }
-                .into());
-            }
-        }
         if patches.is_empty() {
             bail!(
                 "{}: no patches (expected files named 0001-<subject>.patch written by `git format-patch`)",
@@ -332,6 +335,30 @@ impl Series {
     pub fn name(&self) -> &str {
         &self.toml.name
     }
+}
+
+/// Refuses a series.toml whose `name` is not the name of its directory
+/// (resolved, so that `.` and `patches/x/` are checked too).
+pub fn check_name(dir: &Path, toml: &SeriesToml) -> Result<()> {
+    let resolved = dir
+        .canonicalize()
+        .with_context(|| format!("resolving series directory {}", dir.display()))?;
+    let dir_name = resolved
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if dir_name != toml.name {
+        return Err(FieldError {
+            file: dir.join(SERIES_TOML),
+            field: "name".into(),
+            message: format!(
+                "{:?} does not match the directory name {dir_name:?}; rename one of them",
+                toml.name
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The patch files of a series directory (cover letter apart), in order.
