@@ -1807,3 +1807,252 @@ fn b4_round_trip_of_the_formatted_real_series() {
     let printed = b4_round_trip(&clone, &out, &want);
     println!("{printed}");
 }
+
+// ------------------------------------------------ apply: the user's repository
+
+impl Fixture {
+    fn apply_with(&self, opts: ApplyOptions) -> anyhow::Result<xtask::series::Applied> {
+        apply_series(&self.series(), &self.tree, &[], None, &opts)
+    }
+
+    /// HEAD (detached or not), refs and the git dir's operation state files.
+    fn repo_state(&self) -> String {
+        let git_dir = self.tree.join(".git");
+        let ops: Vec<&str> = [
+            "rebase-merge",
+            "rebase-apply",
+            "MERGE_HEAD",
+            "CHERRY_PICK_HEAD",
+            "REVERT_HEAD",
+            "BISECT_START",
+        ]
+        .into_iter()
+        .filter(|f| git_dir.join(f).exists())
+        .collect();
+        format!(
+            "HEAD {}\n{}\nops {ops:?}",
+            std::fs::read_to_string(git_dir.join("HEAD"))
+                .unwrap()
+                .trim(),
+            git(
+                &self.tree,
+                &["for-each-ref", "--format=%(refname) %(objectname)"]
+            )
+        )
+    }
+
+    /// Branches `one` and `two` off the base, changing the same line.
+    fn two_conflicting_branches(&self) {
+        for (branch, name) in [("one", "One"), ("two", "Two")] {
+            git(&self.tree, &["switch", "-q", "-c", branch, "master"]);
+            write(
+                &self.tree.join("Makefile"),
+                &MAKEFILE.replace("Curry Ramen", name),
+            );
+            commit_as(
+                &self.tree,
+                SEAN,
+                "2026-11-24T10:00:00+00:00",
+                &format!("Name {name}"),
+            );
+        }
+        git(&self.tree, &["switch", "-q", "one"]);
+    }
+}
+
+/// `git` that may fail (a conflict is the point).
+fn git_may_fail(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).args(args);
+    cmd.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "T")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "T")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap();
+}
+
+#[test]
+fn apply_refuses_a_repository_in_the_middle_of_an_operation() {
+    let fx = Fixture::new(false);
+    fx.two_conflicting_branches();
+    let checkout = || ApplyOptions {
+        checkout: true,
+        ..Default::default()
+    };
+    let mut messages = Vec::new();
+    let mut refuse = |what: &str, abort: &[&str]| {
+        let before = fx.repo_state();
+        assert!(
+            before.contains("ops [\""),
+            "{what}: no operation in progress: {before}"
+        );
+        let err = fx.err(fx.apply_with(checkout()));
+        assert_eq!(fx.repo_state(), before, "{what}: the repository changed");
+        messages.push(format!("{what}: {err}"));
+        git(&fx.tree, abort);
+        git(&fx.tree, &["switch", "-q", "one"]);
+    };
+    // A rebase stopped at `edit`, as in `git rebase -i`.
+    git_may_fail(
+        &fx.tree,
+        &["rebase", "-q", "-i", "master"],
+        &[("GIT_SEQUENCE_EDITOR", "sed -i 1s/^pick/edit/")],
+    );
+    refuse("rebase", &["rebase", "--abort"]);
+    git_may_fail(&fx.tree, &["merge", "-q", "two"], &[]);
+    refuse("merge", &["merge", "--abort"]);
+    git_may_fail(&fx.tree, &["cherry-pick", "two"], &[]);
+    refuse("cherry-pick", &["cherry-pick", "--abort"]);
+    let patch = git(
+        &fx.tree,
+        &[
+            "format-patch",
+            "-1",
+            "two",
+            "-o",
+            fx.tmp.path().to_str().unwrap(),
+        ],
+    );
+    git_may_fail(&fx.tree, &["am", &patch], &[]);
+    refuse("am", &["am", "--abort"]);
+    write(
+        &fx.tree.join("Makefile"),
+        &MAKEFILE.replace("Curry Ramen", "Three"),
+    );
+    commit_as(&fx.tree, SEAN, "2026-11-24T11:00:00+00:00", "Name Three");
+    git_may_fail(&fx.tree, &["revert", "--no-edit", "one~1"], &[]);
+    git_may_fail(&fx.tree, &["revert", "--no-edit", "HEAD~1"], &[]);
+    refuse("revert", &["revert", "--abort"]);
+    git(&fx.tree, &["bisect", "start", "one", "master"]);
+    refuse("bisect", &["bisect", "reset"]);
+    // Afterwards, it applies.
+    fx.apply_with(checkout()).unwrap();
+    insta::assert_snapshot!(messages.join("\n"));
+}
+
+#[test]
+fn apply_force_never_replaces_a_branch_checked_out_in_any_worktree() {
+    let fx = Fixture::new(false);
+    fx.apply().unwrap();
+    let force = || ApplyOptions {
+        force: true,
+        ..Default::default()
+    };
+    // In a linked worktree.
+    let wt = fx.tmp.path().join("wt");
+    git(
+        &fx.tree,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            wt.to_str().unwrap(),
+            "guest_memfd/v1",
+        ],
+    );
+    let before = fx.repo_state();
+    let err = fx.err(fx.apply_with(force()));
+    assert_eq!(fx.repo_state(), before);
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    insta::assert_snapshot!("branch_in_a_linked_worktree", err);
+    // From the linked worktree, the branch of the main one.
+    git(&fx.tree, &["worktree", "remove", wt.to_str().unwrap()]);
+    git(&fx.tree, &["switch", "-q", "guest_memfd/v1"]);
+    git(
+        &fx.tree,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            wt.to_str().unwrap(),
+            "master",
+        ],
+    );
+    let err = fx.err(apply_series(&fx.series(), &wt, &[], None, &force()));
+    assert!(
+        err.contains("is checked out in") && err.contains("[TMP]/linux"),
+        "{err}"
+    );
+    // Being rebased in a worktree counts too.
+    git(&fx.tree, &["switch", "-q", "master"]);
+    git(&wt, &["switch", "-q", "guest_memfd/v1"]);
+    git_may_fail(
+        &wt,
+        &["rebase", "-q", "-i", "master"],
+        &[("GIT_SEQUENCE_EDITOR", "sed -i 1s/^pick/edit/")],
+    );
+    let err = fx.err(fx.apply_with(force()));
+    assert!(err.contains("is being rebased in [TMP]/wt"), "{err}");
+}
+
+#[test]
+fn apply_to_a_bare_repository_refuses_checkout_before_anything() {
+    let fx = Fixture::new(false);
+    let bare = fx.tmp.path().join("bare.git");
+    git(
+        fx.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            fx.tree.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let refs = || {
+        git(
+            &bare,
+            &["for-each-ref", "--format=%(refname) %(objectname)"],
+        )
+    };
+    let before = refs();
+    let opts = ApplyOptions {
+        checkout: true,
+        ..Default::default()
+    };
+    let err = fx.err(apply_series(&fx.series(), &bare, &[], None, &opts));
+    assert_eq!(refs(), before);
+    insta::assert_snapshot!(err);
+    // Without --checkout: the branch, and no `git switch` hint.
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["apply", "--series"])
+        .arg(&fx.series_dir)
+        .arg("--tree")
+        .arg(&bare)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("a bare repository: no checkout") && !stdout.contains("switch"),
+        "{stdout}"
+    );
+    assert_ne!(refs(), before);
+}
+
+#[test]
+fn apply_checkout_names_the_untracked_file_in_the_way() {
+    let fx = Fixture::new(false);
+    // Patch 3 creates virt/kvm/guest_memfd.c.
+    write(
+        &fx.tree.join("virt/kvm/guest_memfd.c"),
+        "/* my own draft */\n",
+    );
+    let before = fx.tree_state();
+    let err = fx.err(fx.apply_with(ApplyOptions {
+        checkout: true,
+        ..Default::default()
+    }));
+    assert_eq!(fx.tree_state(), before, "a branch or file changed");
+    insta::assert_snapshot!(err);
+}

@@ -145,6 +145,20 @@ pub fn ensure_clean(repo: &Repository) -> Result<()> {
         .filter(|s| !s.status().is_ignored() && s.status() != git2::Status::CURRENT)
         .map(|s| s.path().unwrap_or("?").to_string())
         .collect();
+    let conflicted: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.status().is_conflicted())
+        .map(|s| s.path().unwrap_or("?").to_string())
+        .collect();
+    if !conflicted.is_empty() {
+        bail!(
+            "the index of {} has unresolved conflicts ({}); resolve them and commit, or drop \
+             them (`git -C {} reset --merge`), then run again",
+            workdir_name(repo),
+            conflicted.join(", "),
+            workdir_name(repo)
+        );
+    }
     if !dirty.is_empty() {
         let shown: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
         let more = if dirty.len() > 10 {
@@ -320,6 +334,14 @@ pub fn apply_series(
     opts: &ApplyOptions,
 ) -> Result<Applied> {
     let repo = open_repo(tree)?;
+    if opts.checkout && repo.is_bare() {
+        bail!(
+            "{} is a bare repository: it has no work tree to check a branch out in; drop \
+             --checkout (the branch is created all the same)",
+            workdir_name(&repo)
+        );
+    }
+    ensure_no_operation(&repo)?;
     let mut patches = Vec::new();
     for file in &series.patches {
         patches.push((mail::parse_patch_file(file)?, false));
@@ -364,10 +386,11 @@ pub fn apply_series(
                 workdir_name(&repo)
             );
         }
-        if existing.is_head() {
+        if let Some((how, worktree)) = branch_in_use(&repo, &branch)? {
             bail!(
-                "branch {branch} is checked out in {}; switch away before replacing it",
-                workdir_name(&repo)
+                "branch {branch} is {how} in {}; --force never replaces such a branch: switch \
+                 that work tree to another branch first, or pass --branch NAME",
+                worktree.display()
             );
         }
     }
@@ -416,6 +439,10 @@ pub fn apply_series(
         });
     }
 
+    if opts.checkout {
+        // Before the branch exists, so a refused checkout leaves nothing.
+        check_checkout(&repo, &tip.tree()?, &branch)?;
+    }
     repo.branch(&branch, &tip, opts.force)
         .with_context(|| format!("creating branch {branch} at {}", short(tip.id())))?;
     if opts.checkout {
@@ -425,6 +452,7 @@ pub fn apply_series(
         branch,
         base: base.id().to_string(),
         commits: applied,
+        bare: repo.is_bare(),
     })
 }
 
@@ -434,10 +462,18 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Check out `branch` (safe checkout: refuses to overwrite local changes).
+/// Check out `branch` (safe checkout: refuses to overwrite local changes
+/// or untracked files, naming them).
 pub fn checkout_branch(repo: &Repository, branch: &str) -> Result<()> {
+    if repo.is_bare() {
+        bail!(
+            "{} is a bare repository: nothing can be checked out",
+            workdir_name(repo)
+        );
+    }
     let refname = format!("refs/heads/{branch}");
     let obj = repo.revparse_single(&refname)?;
+    check_checkout(repo, &obj.peel_to_tree()?, branch)?;
     let mut co = git2::build::CheckoutBuilder::new();
     co.safe();
     repo.checkout_tree(&obj, Some(&mut co)).with_context(|| {
@@ -445,4 +481,126 @@ pub fn checkout_branch(repo: &Repository, branch: &str) -> Result<()> {
     })?;
     repo.set_head(&refname)?;
     Ok(())
+}
+
+/// Refuses, naming the files, a checkout of `tree` that would overwrite
+/// an untracked file: one at a path `tree` adds (or in the way of its
+/// directories). Tracked files are known clean ([`ensure_clean`]).
+fn check_checkout(repo: &Repository, tree: &git2::Tree<'_>, branch: &str) -> Result<()> {
+    let Some(workdir) = repo.workdir() else {
+        return Ok(());
+    };
+    let head = repo.head().ok().and_then(|h| h.peel_to_tree().ok());
+    let diff = repo.diff_tree_to_tree(head.as_ref(), Some(tree), None)?;
+    let mut in_the_way = Vec::new();
+    for delta in diff.deltas() {
+        if delta.status() != git2::Delta::Added {
+            continue;
+        }
+        let Some(path) = delta.new_file().path() else {
+            continue;
+        };
+        let target = workdir.join(path);
+        let blocked = target.symlink_metadata().is_ok()
+            || path.ancestors().skip(1).any(|a| {
+                !a.as_os_str().is_empty()
+                    && workdir
+                        .join(a)
+                        .symlink_metadata()
+                        .is_ok_and(|m| !m.is_dir())
+            });
+        if blocked {
+            in_the_way.push(path.display().to_string());
+        }
+    }
+    if !in_the_way.is_empty() {
+        bail!(
+            "checking out {branch} would overwrite untracked {} in {}: {}; move {} away and run \
+             again (nothing was changed)",
+            if in_the_way.len() == 1 {
+                "file"
+            } else {
+                "files"
+            },
+            workdir_name(repo),
+            in_the_way.join(", "),
+            if in_the_way.len() == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(())
+}
+
+/// Refuse a repository in the middle of a rebase, am, merge, cherry-pick,
+/// revert or bisect: a new HEAD would be taken over by that operation.
+pub fn ensure_no_operation(repo: &Repository) -> Result<()> {
+    use git2::RepositoryState as S;
+    let dir = workdir_name(repo);
+    let (what, finish) = match repo.state() {
+        S::Clean => return Ok(()),
+        S::Rebase | S::RebaseInteractive | S::RebaseMerge => (
+            "a rebase",
+            format!("`git -C {dir} rebase --continue` or `git -C {dir} rebase --abort`"),
+        ),
+        S::ApplyMailbox => (
+            "a git am",
+            format!("`git -C {dir} am --continue` or `git -C {dir} am --abort`"),
+        ),
+        S::ApplyMailboxOrRebase => (
+            "a git am or rebase",
+            format!("`git -C {dir} am --abort` or `git -C {dir} rebase --abort`"),
+        ),
+        S::Merge => (
+            "a merge",
+            format!("`git -C {dir} merge --continue` or `git -C {dir} merge --abort`"),
+        ),
+        S::CherryPick | S::CherryPickSequence => (
+            "a cherry-pick",
+            format!("`git -C {dir} cherry-pick --continue` or `git -C {dir} cherry-pick --abort`"),
+        ),
+        S::Revert | S::RevertSequence => (
+            "a revert",
+            format!("`git -C {dir} revert --continue` or `git -C {dir} revert --abort`"),
+        ),
+        S::Bisect => ("a bisect", format!("`git -C {dir} bisect reset`")),
+    };
+    bail!("{what} is in progress in {dir}; finish it or abort it first ({finish}), then run again")
+}
+
+/// Where `branch` is in use: checked out, being rebased or bisected in the
+/// main work tree or any linked worktree of the repository.
+pub fn branch_in_use(repo: &Repository, branch: &str) -> Result<Option<(&'static str, PathBuf)>> {
+    let refname = format!("refs/heads/{branch}");
+    let main = if repo.is_worktree() {
+        Repository::open(repo.commondir()).context("opening the main repository")?
+    } else {
+        Repository::open(repo.path()).context("reopening the repository")?
+    };
+    let mut trees: Vec<(PathBuf, PathBuf)> = vec![(
+        main.workdir().unwrap_or(main.path()).to_path_buf(),
+        main.path().to_path_buf(),
+    )];
+    for name in main.worktrees()?.iter().flatten().flatten() {
+        let Ok(wt) = main.find_worktree(name) else {
+            continue;
+        };
+        if let Ok(wt_repo) = Repository::open_from_worktree(&wt) {
+            trees.push((wt.path().to_path_buf(), wt_repo.path().to_path_buf()));
+        }
+    }
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    for (worktree, gitdir) in trees {
+        if read(gitdir.join("HEAD")).trim() == format!("ref: {refname}") {
+            return Ok(Some(("checked out", worktree)));
+        }
+        for state in ["rebase-merge", "rebase-apply"] {
+            if read(gitdir.join(state).join("head-name")).trim() == refname {
+                return Ok(Some(("being rebased", worktree)));
+            }
+        }
+        let bisect = read(gitdir.join("BISECT_START"));
+        if bisect.trim() == branch || bisect.trim() == refname {
+            return Ok(Some(("being bisected", worktree)));
+        }
+    }
+    Ok(None)
 }

@@ -155,6 +155,8 @@ pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         },
         if args.checkout {
             "checked out".to_string()
+        } else if applied.bare {
+            "a bare repository: no checkout".to_string()
         } else {
             format!(
                 "your checkout is unchanged (git -C {} switch {})",
@@ -266,6 +268,8 @@ pub struct Applied {
     /// Commit id of the base and of each applied patch, in order.
     pub base: String,
     pub commits: Vec<AppliedPatch>,
+    /// The repository is bare (the branch exists, nothing is checked out).
+    pub bare: bool,
 }
 
 #[derive(Debug, Clone)]
