@@ -2056,3 +2056,173 @@ fn apply_checkout_names_the_untracked_file_in_the_way() {
     assert_eq!(fx.tree_state(), before, "a branch or file changed");
     insta::assert_snapshot!(err);
 }
+
+// ------------------------------------------------------- patches git am takes
+
+#[test]
+fn paths_with_spaces_and_quoted_paths_apply_and_export_back() {
+    let fx = Fixture::new(false);
+    add_patch_from(
+        &fx,
+        |dir| {
+            write(&dir.join("virt/kvm/my file.c"), "int spaced;\n");
+            write(&dir.join("virt/kvm/na\u{ef}ve.c"), "int naive;\n");
+            write(&dir.join("virt/kvm/tab\there.c"), "int tab;\n");
+            // And a change to an existing file whose name needs no quoting.
+            write(
+                &dir.join("virt/kvm/Kconfig"),
+                &format!("{KCONFIG}\nconfig KVM_PRIVATE_MEM\n\tbool\n\nconfig X\n\tbool\n"),
+            );
+        },
+        "KVM: Add files with awkward names",
+        &[],
+    );
+    // The whole series again, numbered [PATCH k/4] as one run writes it.
+    for p in fx.series().patches {
+        std::fs::remove_file(p).unwrap();
+    }
+    git(
+        &fx.author,
+        &[
+            "format-patch",
+            "-q",
+            "--abbrev=12",
+            "-o",
+            fx.series_dir.to_str().unwrap(),
+            "origin/master..HEAD",
+        ],
+    );
+    let p4 = std::fs::read_to_string(fx.patch(4)).unwrap();
+    assert!(
+        p4.contains("diff --git a/virt/kvm/my file.c b/virt/kvm/my file.c"),
+        "{p4}"
+    );
+    assert!(p4.contains("\"a/virt/kvm/na\\303\\257ve.c\""), "{p4}");
+    let before = Fixture::dir_bytes(&fx.series_dir);
+    fx.apply().unwrap();
+    assert_eq!(
+        git(&fx.tree, &["rev-parse", "guest_memfd/v1^{tree}"]),
+        git(&fx.author, &["rev-parse", "HEAD^{tree}"])
+    );
+    let report = export(&fx.series_dir, &fx.tree, None).unwrap();
+    assert_eq!(Fixture::dir_bytes(&fx.series_dir), before, "{report}");
+}
+
+/// A copy of patch `n` with `edit` applied to its text.
+fn edit_patch(fx: &Fixture, n: usize, edit: impl FnOnce(String) -> String) {
+    let p = fx.patch(n);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, edit(text)).unwrap();
+}
+
+#[test]
+fn in_body_from_in_rfc2047_is_decoded() {
+    let fx = Fixture::new(false);
+    edit_patch(&fx, 2, |t| {
+        t.replacen(
+            "\n\nSigned-off-by: Sean",
+            "\n\nFrom: =?iso-8859-1?q?J=F6rg_M=FCller?= <jm@example.org>\n\nSigned-off-by: Sean",
+            1,
+        )
+    });
+    // The in-body From: must open the body: move it there.
+    edit_patch(&fx, 2, |t| {
+        let (head, body) = t.split_once("\n\n").unwrap();
+        let body = body.replacen(
+            "From: =?iso-8859-1?q?J=F6rg_M=FCller?= <jm@example.org>\n\n",
+            "",
+            1,
+        );
+        format!("{head}\n\nFrom: =?iso-8859-1?q?J=F6rg_M=FCller?= <jm@example.org>\n\n{body}")
+    });
+    fx.apply().unwrap();
+    assert_eq!(
+        git(
+            &fx.tree,
+            &["log", "-1", "--format=%an <%ae>", "guest_memfd/v1~1"]
+        ),
+        "J\u{f6}rg M\u{fc}ller <jm@example.org>"
+    );
+}
+
+#[test]
+fn a_latin1_author_header_applies_and_export_says_why_it_changed() {
+    let fx = Fixture::new(false);
+    // As some mailers write it: ISO-8859-1 encoded word.
+    edit_patch(&fx, 1, |t| {
+        t.replace(
+            "From: =?UTF-8?q?J=C3=B6rg=20R=C3=B6del?= <joro@example.org>",
+            "From: =?ISO-8859-1?Q?J=F6rg_R=F6del?= <joro@example.org>",
+        )
+    });
+    fx.apply().unwrap();
+    assert_eq!(
+        git(&fx.tree, &["log", "-1", "--format=%an", "guest_memfd/v1~2"]),
+        "J\u{f6}rg R\u{f6}del"
+    );
+    let report = export(&fx.series_dir, &fx.tree, None).unwrap();
+    insta::assert_snapshot!(fx.redact(&report.to_string()));
+}
+
+#[test]
+fn a_latin1_body_is_converted_as_git_am_does() {
+    let fx = Fixture::new(false);
+    let p2 = fx.patch(2);
+    let text = std::fs::read_to_string(&p2).unwrap();
+    let text = text
+        .replacen(
+            "Subject: [PATCH 2/3] KVM: Report KVM_CAP_USER_MEMORY2\n",
+            "Subject: [PATCH 2/3] KVM: Report KVM_CAP_USER_MEMORY2\nMIME-Version: 1.0\nContent-Type: text/plain; charset=ISO-8859-1\nContent-Transfer-Encoding: 8bit\n",
+            1,
+        )
+        .replacen("\n\nSigned-off-by: Sean", "\n\nTested on a caf\u{e9} laptop.\n\nSigned-off-by: Sean", 1);
+    // To ISO-8859-1 bytes.
+    let bytes: Vec<u8> = text
+        .chars()
+        .map(|c| u8::try_from(c as u32).unwrap())
+        .collect();
+    std::fs::write(&p2, bytes).unwrap();
+    fx.apply().unwrap();
+    let body = git(&fx.tree, &["log", "-1", "--format=%B", "guest_memfd/v1~1"]);
+    assert!(body.contains("Tested on a caf\u{e9} laptop."), "{body}");
+}
+
+#[test]
+fn bad_input_patch_cut_at_a_file_boundary() {
+    let fx = Fixture::new(false);
+    // Patch 3 touches two files; drop the second one and the signature.
+    edit_patch(&fx, 3, |t| {
+        let second = t.rfind("\ndiff --git ").unwrap();
+        t[..second + 1].to_string()
+    });
+    let text = std::fs::read_to_string(fx.patch(3)).unwrap();
+    assert!(text.contains(" 2 files changed"), "{text}");
+    insta::assert_snapshot!(assert_refused(&fx));
+}
+
+#[test]
+fn bad_input_series_dot_and_export_check_the_name() {
+    let fx = Fixture::new(false);
+    let toml_path = fx.series_dir.join("series.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        toml.replace("name = \"guest_memfd\"", "name = \"gmem\""),
+    )
+    .unwrap();
+    // `--series .` from inside the series directory.
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(&fx.series_dir)
+        .args(["apply", "--series", ".", "--tree"])
+        .arg(&fx.tree)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not match the directory name \"guest_memfd\""),
+        "{stderr}"
+    );
+    let err = fx.err(export(&fx.series_dir, &fx.tree, Some("v6.1.176..master")));
+    insta::assert_snapshot!(err);
+}

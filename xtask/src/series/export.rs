@@ -113,6 +113,8 @@ pub struct ExportReport {
     pub base: String,
     pub tip: String,
     pub files: BTreeMap<String, FileChange>,
+    /// For each changed file, one line saying what changed.
+    pub reasons: BTreeMap<String, String>,
 }
 
 impl fmt::Display for ExportReport {
@@ -124,7 +126,10 @@ impl fmt::Display for ExportReport {
                 FileChange::Unchanged => "unchanged",
                 FileChange::Removed => "removed",
             };
-            writeln!(f, "{what:<9}  {name}")?;
+            match self.reasons.get(name) {
+                Some(why) => writeln!(f, "{what:<9}  {name}: {why}")?,
+                None => writeln!(f, "{what:<9}  {name}")?,
+            }
         }
         let count = |c: FileChange| self.files.values().filter(|v| **v == c).count();
         write!(
@@ -358,15 +363,20 @@ pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<Exp
         std::fs::copy(cover, staged.path().join(COVER_LETTER))?;
     }
     let mut files = BTreeMap::new();
+    let mut reasons = BTreeMap::new();
     for file in &written {
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let old = series_dir.join(&name);
+        let new_bytes = std::fs::read(file)?;
         let change = match std::fs::read(&old) {
-            Ok(bytes) if bytes == std::fs::read(file)? => FileChange::Unchanged,
-            Ok(_) => FileChange::Changed,
+            Ok(bytes) if bytes == new_bytes => FileChange::Unchanged,
+            Ok(bytes) => {
+                reasons.insert(name.clone(), why_changed(&name, &bytes, &new_bytes));
+                FileChange::Changed
+            }
             Err(_) => FileChange::New,
         };
         files.insert(name, change);
@@ -388,5 +398,55 @@ pub fn export(series_dir: &Path, tree: &Path, range: Option<&str>) -> Result<Exp
         base: short(base.id()),
         tip: short(tip.id()),
         files,
+        reasons,
     })
+}
+
+/// One line on what differs between the old and the new file of a patch:
+/// the parts of the commit, or, when the commit is the same, the headers
+/// git format-patch wrote differently (it writes UTF-8, so an author that
+/// came in another charset is re-encoded).
+fn why_changed(name: &str, old: &[u8], new: &[u8]) -> String {
+    let path = Path::new(name);
+    let (Ok(a), Ok(b)) = (mail::parse_patch(path, old), mail::parse_patch(path, new)) else {
+        return "the old file does not parse as a patch".into();
+    };
+    let mut parts = Vec::new();
+    if (&a.author_name, &a.author_email) != (&b.author_name, &b.author_email) {
+        parts.push("author");
+    }
+    if (a.time, a.offset_minutes) != (b.time, b.offset_minutes) {
+        parts.push("date");
+    }
+    if a.message != b.message {
+        parts.push("message");
+    }
+    if a.diff != b.diff {
+        parts.push("diff");
+    }
+    if !parts.is_empty() {
+        return format!("the commit's {} changed", parts.join(", "));
+    }
+    let headers = |bytes: &[u8]| -> Vec<String> {
+        let text = String::from_utf8_lossy(bytes);
+        let head = text.split("\n\n").next().unwrap_or("").replace("\n ", " ");
+        head.lines().map(str::to_string).collect()
+    };
+    let (ha, hb) = (headers(old), headers(new));
+    let mut differing: Vec<String> = ha
+        .iter()
+        .filter(|l| !hb.contains(l))
+        .chain(hb.iter().filter(|l| !ha.contains(l)))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| format!("{k}:")))
+        .filter(|k| !k.starts_with("From "))
+        .collect();
+    differing.dedup();
+    if differing.is_empty() {
+        "same commit, written differently (signature, diffstat or layout)".into()
+    } else {
+        format!(
+            "same commit; only how {} is written differs (git format-patch encodes non-ASCII text as UTF-8)",
+            differing.join(", ")
+        )
+    }
 }

@@ -153,8 +153,28 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         bail!("{p}: no diff in this mail; is it a patch written by `git format-patch`?");
     };
     let msg_end = msg_end.unwrap_or(diff_start);
-    let body_text = std::str::from_utf8(&body[..msg_end])
-        .map_err(|_| anyhow::anyhow!("{p}: commit message is not valid UTF-8"))?;
+    // The message in the mail's charset, converted to UTF-8 as `git am`
+    // does (the diff is taken byte for byte, as git am does too).
+    let charset = mail.ctype.charset.to_ascii_lowercase();
+    let decoded;
+    let body_text = if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
+        std::str::from_utf8(&body[..msg_end]).map_err(|_| {
+            anyhow::anyhow!(
+                "{p}: commit message is not valid UTF-8 (and the mail names no other charset)"
+            )
+        })?
+    } else {
+        let Some(encoding) = encoding_rs::Encoding::for_label(charset.as_bytes()) else {
+            bail!("{p}: unknown charset {charset:?} in Content-Type");
+        };
+        let (text, had_errors) = encoding.decode_without_bom_handling(&body[..msg_end]);
+        if had_errors {
+            bail!("{p}: the commit message is not valid {charset}");
+        }
+        decoded = text.into_owned();
+        decoded.as_str()
+    };
+    let diffstat = diffstat_totals(&body[msg_end..diff_start]);
     // In-body headers (`From:`/`Date:`/`Subject:` lines opening the body, as
     // `git format-patch --from` and mailing lists write them) override the
     // mail headers, as in `git am`.
@@ -162,7 +182,11 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
     let mut in_body = false;
     while let Some((line, rest)) = body_text.split_once('\n') {
         if let Some(value) = line.strip_prefix("From: ") {
-            (author_name, author_email) = parse_author(value)
+            // RFC 2047 encoded words decoded, as in a mail header.
+            let raw = format!("From: {value}");
+            let (header, _) = mailparse::parse_header(raw.as_bytes())
+                .map_err(|err| anyhow::anyhow!("{p}: bad in-body From: line {value:?}: {err}"))?;
+            (author_name, author_email) = parse_author(&header.get_value())
                 .with_context(|| format!("{p}: bad in-body From: line {value:?}"))?;
         } else if let Some(value) = line.strip_prefix("Date: ") {
             time = mailparse::dateparse(value)
@@ -188,7 +212,18 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
     if signature.is_none() && !diff.ends_with(b"\n") {
         bail!("{p}: truncated: the file ends in the middle of a line and has no `-- ` signature");
     }
-    let files = check_diff(path, diff)?;
+    let (files, added, removed) = check_diff_counted(path, diff)?;
+    let diff = for_libgit2(diff);
+    if let Some((n_files, n_added, n_removed)) = diffstat {
+        if (n_files, n_added, n_removed) != (files.len() as u64, added, removed) {
+            bail!(
+                "{p}: truncated: its diffstat says {n_files} files changed, {n_added} insertions(+), \
+                 {n_removed} deletions(-), but the diff holds {} files, {added} insertions(+), \
+                 {removed} deletions(-) (cut at a file boundary?); take the patch again from its source",
+                files.len()
+            );
+        }
+    }
     Ok(PatchMail {
         file: path.to_path_buf(),
         from_sha,
@@ -198,10 +233,61 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         offset_minutes,
         subject,
         message,
-        diff: diff.to_vec(),
+        diff,
         signature,
         files,
     })
+}
+
+/// The diff as libgit2 can read it. git writes a path with a space
+/// unquoted (`diff --git a/my file.c b/my file.c`) and ends its `---`/`+++`
+/// lines with a TAB (so that GNU patch finds where the name ends).
+/// libgit2 cannot split such a `diff --git` line (a new file then has no
+/// old path and fails to apply) and takes the TAB for part of the name, so
+/// the header is quoted and the TAB dropped; neither carries anything else.
+fn for_libgit2(diff: &[u8]) -> Vec<u8> {
+    let quote = |path: &str| format!("\"{}\"", path.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = Vec::with_capacity(diff.len());
+    for line in diff.split_inclusive(|&b| b == b'\n') {
+        if let Some(rest) = line.strip_prefix(b"diff --git ") {
+            let rest = String::from_utf8_lossy(rest);
+            if !rest.contains('"') {
+                if let Some((a, b)) = split_git_paths(&rest) {
+                    if a.contains(' ') || b.contains(' ') {
+                        let header = format!(
+                            "diff --git {} {}\n",
+                            quote(&format!("a/{a}")),
+                            quote(&format!("b/{b}"))
+                        );
+                        out.extend_from_slice(header.as_bytes());
+                        continue;
+                    }
+                }
+            }
+        }
+        let is_name = line.starts_with(b"--- ") || line.starts_with(b"+++ ");
+        match line.strip_suffix(b"\t\n") {
+            Some(name) if is_name && name.contains(&b' ') => {
+                out.extend_from_slice(name);
+                out.push(b'\n');
+            }
+            _ => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+/// The totals of a `git diff --stat` summary line (` 2 files changed,
+/// 7 insertions(+), 1 deletion(-)`) in `text`, if there is one.
+fn diffstat_totals(text: &[u8]) -> Option<(u64, u64, u64)> {
+    let re = Regex::new(
+        r"(?m)^ (\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?$",
+    )
+    .expect("static regex");
+    let text = String::from_utf8_lossy(text);
+    let caps = re.captures_iter(&text).last()?;
+    let n = |i: usize| caps.get(i).map_or(Some(0), |m| m.as_str().parse().ok());
+    Some((n(1)?, n(2)?, n(3)?))
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -301,6 +387,12 @@ pub fn stripspace(text: &str) -> String {
 
 /// Check a diff before applying it; returns the target files.
 pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
+    Ok(check_diff_counted(path, diff)?.0)
+}
+
+/// [`check_diff`], also counting the added and removed lines.
+fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<(Vec<String>, u64, u64)> {
+    let (mut added, mut removed) = (0u64, 0u64);
     let p = path.display();
     let hunk_re = Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@").expect("static regex");
     let mut files: Vec<String> = Vec::new();
@@ -341,12 +433,14 @@ pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
                             bail!("{p}: malformed hunk `{header}` of {file}: more removed lines than its header counts");
                         }
                         *old_left -= 1;
+                        removed += 1;
                     }
                     Some(b'+') => {
                         if *new_left == 0 {
                             bail!("{p}: malformed hunk `{header}` of {file}: more added lines than its header counts");
                         }
                         *new_left -= 1;
+                        added += 1;
                     }
                     Some(b'\\') => {}
                     Some(_) => bail!(
@@ -438,14 +532,40 @@ pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
     if files.is_empty() {
         bail!("{p}: the diff touches no file");
     }
-    Ok(files)
+    Ok((files, added, removed))
 }
 
-/// Split `a/X b/Y` (no quoting support beyond plain paths).
+/// Split `a/X b/Y` of a `diff --git` line; either path may be quoted
+/// the way git quotes unusual names (`"a/na\303\257ve.c"`).
 fn split_git_paths(rest: &str) -> Option<(String, String)> {
-    let rest = rest.trim_end();
+    let rest = rest.trim_end_matches('\n');
     if rest.starts_with('"') {
-        return None;
+        let (a, used) = unquote_c(rest)?;
+        let b_text = rest[used..].strip_prefix(' ')?;
+        let b = if b_text.starts_with('"') {
+            let (b, used) = unquote_c(b_text)?;
+            if used != b_text.len() {
+                return None;
+            }
+            b
+        } else {
+            b_text.to_string()
+        };
+        return Some((
+            a.strip_prefix("a/")?.to_string(),
+            b.strip_prefix("b/")?.to_string(),
+        ));
+    }
+    if rest.ends_with('"') {
+        let idx = rest.find(" \"b/")?;
+        let (b, used) = unquote_c(&rest[idx + 1..])?;
+        if used != rest.len() - idx - 1 {
+            return None;
+        }
+        return Some((
+            rest[..idx].strip_prefix("a/")?.to_string(),
+            b.strip_prefix("b/")?.to_string(),
+        ));
     }
     // Paths contain no " b/" in practice; if they do, the halves are equal.
     let a = rest.strip_prefix("a/")?;
@@ -458,6 +578,51 @@ fn split_git_paths(rest: &str) -> Option<(String, String)> {
     }
     let idx = a.find(" b/")?;
     Some((a[..idx].to_string(), a[idx + 3..].to_string()))
+}
+
+/// One C-quoted string at the start of `text` (as git writes paths with
+/// control characters, quotes, backslashes or non-ASCII bytes): its value
+/// and how many bytes of `text` it used. None if malformed or not UTF-8.
+fn unquote_c(text: &str) -> Option<(String, usize)> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Some((String::from_utf8(out).ok()?, i + 1)),
+            b'\\' => {
+                let c = *bytes.get(i + 1)?;
+                i += 2;
+                match c {
+                    b'a' => out.push(7),
+                    b'b' => out.push(8),
+                    b't' => out.push(b'\t'),
+                    b'n' => out.push(b'\n'),
+                    b'v' => out.push(11),
+                    b'f' => out.push(12),
+                    b'r' => out.push(b'\r'),
+                    b'"' | b'\\' => out.push(c),
+                    b'0'..=b'3' => {
+                        let digits = bytes.get(i..i + 2)?;
+                        if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                            return None;
+                        }
+                        out.push((c - b'0') * 64 + (digits[0] - b'0') * 8 + (digits[1] - b'0'));
+                        i += 2;
+                    }
+                    _ => return None,
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    None
 }
 
 /// RFC 2047-encodes `text` as one UTF-8 "Q" word when it is not plain
