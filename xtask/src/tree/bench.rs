@@ -281,10 +281,33 @@ pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
         if report.goal_met { "met" } else { "NOT met" }
     );
     let json = crate::util::target_dir().join("bench").join("import.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
+    write_json(&json, &report)?;
     println!("  results: {}", json.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write `value` as JSON to `path`, creating its directory (target/bench
+/// does not exist when the rounds ran in /dev/shm).
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_go_to_a_directory_that_does_not_exist_yet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let json = tmp.path().join("target/bench/import.json");
+        write_json(&json, &serde_json::json!({"ratio": 1.5})).unwrap();
+        let text = fs::read_to_string(&json).unwrap();
+        assert!(text.contains("\"ratio\": 1.5"), "{text}");
+    }
 }
 
 fn name_of(path: &Path) -> String {
