@@ -296,20 +296,6 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_go_to_a_directory_that_does_not_exist_yet() {
-        let tmp = tempfile::tempdir().unwrap();
-        let json = tmp.path().join("target/bench/import.json");
-        write_json(&json, &serde_json::json!({"ratio": 1.5})).unwrap();
-        let text = fs::read_to_string(&json).unwrap();
-        assert!(text.contains("\"ratio\": 1.5"), "{text}");
-    }
-}
-
 fn name_of(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -338,4 +324,18 @@ fn check_clean(sh: &Shell, repo: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_go_to_a_directory_that_does_not_exist_yet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let json = tmp.path().join("target/bench/import.json");
+        write_json(&json, &serde_json::json!({"ratio": 1.5})).unwrap();
+        let text = fs::read_to_string(&json).unwrap();
+        assert!(text.contains("\"ratio\": 1.5"), "{text}");
+    }
 }
