@@ -312,7 +312,17 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
             .join("series")
             .join(format!("{}-v{version}", series.name()))
     });
-    let out = OutDir::check(&out_path)?;
+    let out = OutDir::check(&out_path).map_err(|err| {
+        if req.out.is_none() {
+            err.context(format!(
+                "the default output directory {} (if an earlier xtask wrote it, without the \
+                 marker, remove it; or pass --out DIR)",
+                out_path.display()
+            ))
+        } else {
+            err
+        }
+    })?;
     let placeholder = series
         .toml
         .placeholder_author
