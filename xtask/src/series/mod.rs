@@ -218,6 +218,10 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
             signoff,
             auto_cc,
         } => {
+            // Refuse a bad --out before fetching a tree or anything else.
+            if let Some(out) = &out {
+                outdir::OutDir::check(out)?;
+            }
             let tree = default_tree(tree)?;
             let series = load_series(&series)?;
             let project = crate::util::project_root();
