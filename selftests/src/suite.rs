@@ -140,6 +140,9 @@ pub fn run_instances<W: Write>(
     for line in caps.describe() {
         k.diag(&line)?;
     }
+    for line in caps.report_lines() {
+        k.diag(&line)?;
+    }
     for n in &monitor.notes {
         k.diag(n)?;
     }
@@ -327,10 +330,10 @@ mod tests {
                 "ok 1 h.passes@default",
                 "not ok 2 h.fails@default",
                 "ok 3 h.skips_at_runtime@default # SKIP decided inside the case",
-                "ok 4 h.needs_private@default # SKIP KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
+                "ok 4 h.needs_private@default # SKIP lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
                 "not ok 5 h.spins@default",
                 "not ok 6 h.segfaults@default",
-                "ok 7 h.passes@sw_protected # SKIP no sw_protected VM: not in VM_TYPES",
+                "ok 7 h.passes@sw_protected # SKIP lacks vm_type=sw_protected: no sw_protected VM: not in VM_TYPES",
             ]
         );
         assert!(text.contains(
