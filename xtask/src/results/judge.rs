@@ -79,20 +79,37 @@ pub struct Judgement {
     pub culprits: Vec<Culprit>,
 }
 
-/// The verdict of one run.
+/// The verdict of one run: per-case verdicts first, then run-level
+/// problems, then how the run ended.
 pub fn judge(ev: &Evidence) -> Judgement {
-    let boot = ev.boot;
-    let ktap = ev.ktap;
-    let mut tally = Tally::default();
-    let mut culprits = Vec::new();
-
     // Which case was running when the kernel stopped answering: the suite's
     // `# begin` without its result, or the case a panic splat belongs to.
-    let running = ktap
+    let running = ev
+        .ktap
         .running_at_end
         .clone()
         .or_else(|| ev.splats.iter().rev().find_map(|s| s.test.clone()));
-    let died = match (&boot.killed, &boot.panic_line) {
+    let (mut tally, culprits) = if ev.exec {
+        (Tally::default(), Vec::new())
+    } else {
+        judge_cases(ev, running.as_deref())
+    };
+    let (reasons, run_level_failures) = run_problems(ev, &culprits, tally.failed);
+    let outcome = ending(ev, running.as_deref(), reasons);
+    tally.failed += run_level_failures;
+    if !outcome.is_pass() && tally.failed == 0 {
+        tally.failed += 1; // the run itself: no boot, no KTAP, a bad exit
+    }
+    Judgement {
+        outcome,
+        tally,
+        culprits,
+    }
+}
+
+/// How the kernel took a case down with it, if it did.
+fn died_during(boot: &Boot) -> Option<&'static str> {
+    match (&boot.killed, &boot.panic_line) {
         (Some(Deadline::Run(_)), _) => Some("the kernel hung during it (run timeout)"),
         (Some(Deadline::Boot(_)), _) => None,
         (None, Some(_)) => Some("the kernel panicked during it"),
@@ -100,60 +117,70 @@ pub fn judge(ev: &Evidence) -> Judgement {
             Some("the guest died during it (panic=-1 reboot)")
         }
         _ => None,
-    };
+    }
+}
 
-    if !ev.exec {
-        for c in &ktap.cases {
-            let splat = ev
-                .splats
-                .iter()
-                .find(|s| s.test.as_deref() == Some(&c.name));
-            let vm_type = c.name.rsplit_once('@').map(|(_, t)| t).unwrap_or("");
-            let failure = match (&c.status, splat) {
-                (_, Some(s)) => Some(format!("kernel splat: {}", s.title)),
-                (Status::Pass, None) => None,
-                (Status::Fail, None) => Some(
-                    c.diagnostics
-                        .iter()
-                        .rev()
-                        .find(|d| d.starts_with("FAIL"))
-                        .or(c.diagnostics.last())
-                        .cloned()
-                        .unwrap_or_else(|| "not ok".into()),
-                ),
-                (Status::Missing(_), None) => {
-                    tally.failed += 1;
-                    if let (Some(d), Some(r)) = (died, &running) {
-                        if *r == c.name {
-                            culprits.push(Culprit {
-                                case: c.name.clone(),
-                                why: d.to_string(),
-                            });
-                        }
-                    }
-                    continue;
-                }
-                (Status::Skip(reason), None) => {
-                    ev.expect.and_then(|e| e.unexpected_skip(vm_type, reason))
-                }
-            };
-            match (failure, &c.status) {
-                (Some(why), _) => {
-                    tally.failed += 1;
+/// Each case once: passed, failed (with why) or skipped.
+fn judge_cases(ev: &Evidence, running: Option<&str>) -> (Tally, Vec<Culprit>) {
+    let mut tally = Tally::default();
+    let mut culprits = Vec::new();
+    let died = died_during(ev.boot);
+    for c in &ev.ktap.cases {
+        let splat = ev
+            .splats
+            .iter()
+            .find(|s| s.test.as_deref() == Some(&c.name));
+        let vm_type = c.name.rsplit_once('@').map(|(_, t)| t).unwrap_or("");
+        let failure = match (&c.status, splat) {
+            (_, Some(s)) => Some(format!("kernel splat: {}", s.title)),
+            (Status::Pass, None) => None,
+            (Status::Fail, None) => Some(
+                c.diagnostics
+                    .iter()
+                    .rev()
+                    .find(|d| d.starts_with("FAIL"))
+                    .or(c.diagnostics.last())
+                    .cloned()
+                    .unwrap_or_else(|| "not ok".into()),
+            ),
+            // No result: a failure; its culprit only when the kernel died
+            // while it ran (the others never started).
+            (Status::Missing(_), None) => {
+                tally.failed += 1;
+                if let Some(d) = died.filter(|_| running == Some(c.name.as_str())) {
                     culprits.push(Culprit {
                         case: c.name.clone(),
-                        why,
+                        why: d.to_string(),
                     });
                 }
-                (None, Status::Skip(_)) => tally.skipped += 1,
-                (None, _) => tally.passed += 1,
+                continue;
             }
+            (Status::Skip(reason), None) => {
+                ev.expect.and_then(|e| e.unexpected_skip(vm_type, reason))
+            }
+        };
+        match (failure, &c.status) {
+            (Some(why), _) => {
+                tally.failed += 1;
+                culprits.push(Culprit {
+                    case: c.name.clone(),
+                    why,
+                });
+            }
+            (None, Status::Skip(_)) => tally.skipped += 1,
+            (None, _) => tally.passed += 1,
         }
     }
+    (tally, culprits)
+}
 
+/// What fails the run besides its cases' results, and how many of those
+/// problems no case accounts for (each one failure in the tally).
+fn run_problems(ev: &Evidence, culprits: &[Culprit], failed_cases: usize) -> (Vec<String>, usize) {
+    let ktap = ev.ktap;
     let mut reasons = Vec::new();
     let mut run_level_failures = 0;
-    if !culprits.is_empty() || tally.failed > 0 {
+    if !culprits.is_empty() || failed_cases > 0 {
         let names: Vec<&str> = ktap
             .cases
             .iter()
@@ -233,14 +260,20 @@ pub fn judge(ev: &Evidence) -> Judgement {
         }
     }
 
+    (reasons, run_level_failures)
+}
+
+/// The outcome, from how the run ended; `reasons` are the failures found so
+/// far, used when the suite ran to its end.
+fn ending(ev: &Evidence, running: Option<&str>, mut reasons: Vec<String>) -> Outcome {
+    let boot = ev.boot;
     let tail = || boot.console_tail.clone();
     let while_running = || {
         running
-            .as_ref()
             .map(|t| format!(" while `{t}` was running"))
             .unwrap_or_default()
     };
-    let outcome = match (&boot.killed, &boot.panic_line) {
+    match (&boot.killed, &boot.panic_line) {
         (Some(Deadline::Boot(s)), _) => Outcome::NoBoot(format!(
             "the guest's userspace did not start within {s}s (no output from the guest script, no KTAP header); QEMU was killed. Last console lines:\n{}",
             tail()
@@ -273,24 +306,12 @@ pub fn judge(ev: &Evidence) -> Judgement {
             if !ev.exec && code != 0 && reasons.is_empty() {
                 reasons.push(format!("selftests exited with status {code} without a failing case"));
             }
-            if !ev.exec && !ktap.version_seen {
-                reasons.push("the selftests printed no KTAP".into());
-            }
             if reasons.is_empty() {
                 Outcome::Passed
             } else {
-                Outcome::Failed(reasons.clone())
+                Outcome::Failed(reasons)
             }
         }
-    };
-    tally.failed += run_level_failures;
-    if !outcome.is_pass() && tally.failed == 0 {
-        tally.failed += 1; // the run itself: no boot, no KTAP, a bad exit
-    }
-    Judgement {
-        outcome,
-        tally,
-        culprits,
     }
 }
 

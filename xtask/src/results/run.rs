@@ -263,8 +263,13 @@ impl RunResult {
                 .filter(|c| matches!(c.status, Status::Missing(_)))
                 .count();
             let t = self.tally;
+            let missing = if m > 0 {
+                format!(" ({m} of the failed without result)")
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "\n{} passed, {} failed, {} skipped ({m} of the failed without result)\n",
+                "\n{} passed, {} failed, {} skipped{missing}\n",
                 t.passed, t.failed, t.skipped
             ));
         }

@@ -230,10 +230,11 @@ pub fn kernel_image(
 /// The expectation table a run is judged against: `--expect KIND`, or
 /// `series` for a build of the series; None (skips are not checked) for
 /// anything else or a build without the fragments the table needs.
+/// `fragments` is None when the kernel's are unknown (`--host`).
 pub fn expectation(
     args: &TestArgs,
     series: Option<&SeriesTag>,
-    fragments: &[String],
+    fragments: Option<&[String]>,
 ) -> Result<Option<KernelExpect>> {
     let name = series.map(|t| t.name.as_str()).unwrap_or("guest_memfd");
     let kind = match (&args.expect, series) {
@@ -243,7 +244,12 @@ pub fn expectation(
     };
     let path = expect::path_for(&util::patches_dir(), name);
     let all = Expectations::load(&path)?;
-    match all.for_build(kind, fragments) {
+    let found = match fragments {
+        Some(f) => all.for_build(kind, f),
+        None => all.kinds.get(kind),
+    };
+    let fragments = fragments.unwrap_or_default();
+    match found {
         Some(e) => Ok(Some(e.clone())),
         None if all.kinds.contains_key(kind) => {
             if args.expect.is_some() {
@@ -297,7 +303,7 @@ pub fn boot_image(
     let expect = if args.exec.is_some() {
         None
     } else {
-        expectation(args, series.as_ref(), fragments)?
+        expectation(args, series.as_ref(), Some(fragments))?
     };
     if let Some(e) = &expect {
         println!("expect: judged against [{}] ({})", e.kind, e.description);
@@ -362,6 +368,58 @@ pub fn boot_image(
     let start = Instant::now();
     let guest = boot::run_guest("vng", &vng_args, &dir, boot_timeout, run_timeout, true)?;
 
+    let got = read_guest_run(&dir, &guest, args.exec.is_some());
+    let kernel = got.uname.clone().or(release);
+    let judgement = judge(&Evidence {
+        boot: &got.boot,
+        ktap: &got.ktap,
+        splats: &got.splats,
+        taint_before: got.taint_before,
+        taint_after: got.taint_after,
+        expect: expect.as_ref(),
+        exec: args.exec.is_some(),
+    });
+    let mut result = RunResult {
+        run_id,
+        mode: "vng".into(),
+        kernel,
+        kernel_image: Some(image),
+        config: config_label,
+        accel: choice.accel.name().into(),
+        accel_reason: choice.reason.clone(),
+        command,
+        guest_exit: got.boot.exit,
+        boot_to_first_ktap_s: guest.first_ktap_s,
+        duration_s: start.elapsed().as_secs_f64(),
+        taint_before: got.taint_before,
+        taint_after: got.taint_after,
+        ktap: got.ktap,
+        splats: got.splats,
+        series,
+        filter: args.filter.clone(),
+        expect: expect.map(|e| e.kind),
+        ..Default::default()
+    };
+    result.set_judgement(judgement);
+    finish(&result, &dir, "guest.log")?;
+    if let Some(up) = guest.up_s {
+        println!("guest userspace up after {up:.1}s");
+    }
+    Ok(result)
+}
+
+/// What a guest run left in its run directory, read back.
+struct GuestRunFiles {
+    boot: Boot,
+    ktap: results::Ktap,
+    splats: Vec<results::Splat>,
+    taint_before: Option<u64>,
+    taint_after: Option<u64>,
+    uname: Option<String>,
+}
+
+/// Reads the guest script's files and vng's captures (`exec`: no KTAP).
+fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFiles {
     // The kernel log: dmesg from the guest when it got that far (complete
     // and in order with the kmsg markers), else the console capture.
     let dmesg = std::fs::read_to_string(dir.join("guest-dmesg.log"))
@@ -390,7 +448,7 @@ pub fn boot_image(
                 .then(|| guest.stdout.clone())
         })
         .unwrap_or_else(|| guest.console.clone());
-    let ktap = if args.exec.is_some() {
+    let ktap = if exec {
         results::Ktap {
             version_seen: true,
             ..Default::default()
@@ -410,12 +468,11 @@ pub fn boot_image(
     };
     let taint_before = read_num("taint-before");
     let taint_after = read_num("taint-after");
-    let kernel = std::fs::read_to_string(dir.join("guest-uname"))
+    let uname = std::fs::read_to_string(dir.join("guest-uname"))
         .ok()
-        .map(|s| s.trim().to_string())
-        .or(release);
+        .map(|s| s.trim().to_string());
     let console_lines: Vec<&str> = guest.console.lines().collect();
-    let boot_facts = Boot {
+    let boot = Boot {
         killed: guest.killed.as_ref().map(|k| match k {
             Killed::BootTimeout(s) => Deadline::Boot(*s),
             Killed::RunTimeout(s) => Deadline::Run(*s),
@@ -430,42 +487,14 @@ pub fn boot_image(
         vng_exit: guest.exit,
         console_tail: console_lines[console_lines.len().saturating_sub(15)..].join("\n"),
     };
-    let judgement = judge(&Evidence {
-        boot: &boot_facts,
-        ktap: &ktap,
-        splats: &splats,
-        taint_before,
-        taint_after,
-        expect: expect.as_ref(),
-        exec: args.exec.is_some(),
-    });
-    let mut result = RunResult {
-        run_id,
-        mode: "vng".into(),
-        kernel,
-        kernel_image: Some(image),
-        config: config_label,
-        accel: choice.accel.name().into(),
-        accel_reason: choice.reason.clone(),
-        command,
-        guest_exit,
-        boot_to_first_ktap_s: guest.first_ktap_s,
-        duration_s: start.elapsed().as_secs_f64(),
-        taint_before,
-        taint_after,
+    GuestRunFiles {
+        boot,
         ktap,
         splats,
-        series,
-        filter: args.filter.clone(),
-        expect: expect.map(|e| e.kind),
-        ..Default::default()
-    };
-    result.set_judgement(judgement);
-    finish(&result, &dir, "guest.log")?;
-    if let Some(up) = guest.up_s {
-        println!("guest userspace up after {up:.1}s");
+        taint_before,
+        taint_after,
+        uname,
     }
-    Ok(result)
 }
 
 fn shell_words(words: &[String]) -> String {
@@ -527,7 +556,7 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     let splats = results::scan_splats(&new_log);
     let ktap = results::parse_ktap(&guest.stdout);
     let expect = match &args.expect {
-        Some(_) => expectation(args, None, &[])?,
+        Some(_) => expectation(args, None, None)?,
         None => None,
     };
     let judgement = judge(&Evidence {
