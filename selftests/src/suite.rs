@@ -54,8 +54,10 @@ pub fn secs(d: Duration) -> String {
     }
 }
 
-/// Combines what the child reported with the kernel's health.
-pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdict, Vec<String>) {
+/// One case's result line: what the child reported combined with the
+/// kernel's health around it. (The run as a whole is judged outside the
+/// guest, by xtask's results::judge, from these lines and the kernel log.)
+pub fn case_verdict(outcome: &Outcome, health: &Health) -> (Verdict, Vec<String>) {
     let mut diags = Vec::new();
     let mut failed = match outcome {
         Outcome::Pass => false,
@@ -76,7 +78,6 @@ pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdic
             true
         }
     };
-    let _ = timeout;
     if !health.is_clean() {
         for p in &health.problems {
             diags.push(format!("FAIL: kernel: {p}"));
@@ -183,7 +184,7 @@ pub fn run_instances<W: Write>(
         for d in &iso.diags {
             k.diag(d)?;
         }
-        let (v, diags) = verdict(&iso.outcome, &health, timeout);
+        let (v, diags) = case_verdict(&iso.outcome, &health);
         for d in &diags {
             k.diag(d)?;
         }
@@ -376,24 +377,20 @@ mod tests {
     #[test]
     fn skip_is_never_a_pass_and_splats_fail() {
         let clean = Health::default();
-        let (v, _) = verdict(
-            &Outcome::Skip("no cap".into()),
-            &clean,
-            Duration::from_secs(1),
-        );
+        let (v, _) = case_verdict(&Outcome::Skip("no cap".into()), &clean);
         assert_eq!(v, Verdict::Skip("no cap".into()));
-        let (v, _) = verdict(&Outcome::Pass, &clean, Duration::from_secs(1));
+        let (v, _) = case_verdict(&Outcome::Pass, &clean);
         assert_eq!(v, Verdict::Pass);
 
         let dirty = Health {
             problems: vec!["new taint 0x200".into()],
             lines: vec!["WARNING: CPU: 0 PID: 1 at kvm_destroy_vm".into()],
         };
-        let (v, d) = verdict(&Outcome::Pass, &dirty, Duration::from_secs(1));
+        let (v, d) = case_verdict(&Outcome::Pass, &dirty);
         assert_eq!(v, Verdict::Fail);
         assert!(d.iter().any(|l| l.contains("taint 0x200")));
         assert!(d.iter().any(|l| l.starts_with("kmsg: WARNING")));
-        let (v, _) = verdict(&Outcome::Skip("x".into()), &dirty, Duration::from_secs(1));
+        let (v, _) = case_verdict(&Outcome::Skip("x".into()), &dirty);
         assert_eq!(
             v,
             Verdict::Fail,
@@ -404,20 +401,15 @@ mod tests {
     #[test]
     fn timeouts_and_crashes_fail_with_a_reason() {
         let clean = Health::default();
-        let (v, d) = verdict(
-            &Outcome::TimedOut(Duration::from_secs(60)),
-            &clean,
-            Duration::from_secs(60),
-        );
+        let (v, d) = case_verdict(&Outcome::TimedOut(Duration::from_secs(60)), &clean);
         assert_eq!(v, Verdict::Fail);
         assert_eq!(
             d,
             vec!["FAIL: timed out after 60s (case killed with SIGKILL)".to_string()]
         );
-        let (v, d) = verdict(
+        let (v, d) = case_verdict(
             &Outcome::Crashed("child died: segmentation fault, SIGSEGV (11)".into()),
             &clean,
-            Duration::from_secs(1),
         );
         assert_eq!(v, Verdict::Fail);
         assert!(d[0].contains("SIGSEGV"));
