@@ -181,6 +181,23 @@ fn a_hang_during_a_case_names_that_case() {
 }
 
 #[test]
+fn a_hang_after_the_last_result_blames_no_case() {
+    // a.one splatted and finished; the guest then hung at teardown.
+    let boot = Boot {
+        killed: Some(Deadline::Run(900)),
+        userspace_up: true,
+        ..Default::default()
+    };
+    let j = judged(&boot, KTAP, LOG, None);
+    let Outcome::Hang(d) = &j.outcome else {
+        panic!("{:?}", j.outcome)
+    };
+    assert!(!d.contains("while"), "{d}");
+    assert_eq!(j.culprits.len(), 1, "only the splat: {:?}", j.culprits);
+    assert!(j.culprits[0].why.starts_with("kernel splat"));
+}
+
+#[test]
 fn no_boot_blames_no_case() {
     let boot = Boot {
         killed: Some(Deadline::Boot(180)),

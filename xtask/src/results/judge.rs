@@ -83,12 +83,21 @@ pub struct Judgement {
 /// problems, then how the run ended.
 pub fn judge(ev: &Evidence) -> Judgement {
     // Which case was running when the kernel stopped answering: the suite's
-    // `# begin` without its result, or the case a panic splat belongs to.
-    let running = ev
-        .ktap
-        .running_at_end
-        .clone()
-        .or_else(|| ev.splats.iter().rev().find_map(|s| s.test.clone()));
+    // `# begin` without its result, or the case of the last splat when that
+    // case has no result line.
+    let finished = |name: &str| {
+        ev.ktap
+            .cases
+            .iter()
+            .any(|c| c.name == name && !matches!(c.status, Status::Missing(_)))
+    };
+    let running = ev.ktap.running_at_end.clone().or_else(|| {
+        ev.splats
+            .iter()
+            .rev()
+            .find_map(|s| s.test.clone())
+            .filter(|t| !finished(t))
+    });
     let (mut tally, culprits) = if ev.exec {
         (Tally::default(), Vec::new())
     } else {
