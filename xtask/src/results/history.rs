@@ -178,7 +178,8 @@ fn md_cell(text: &str) -> String {
 impl RunResult {
     /// The summary as Markdown (CI appends it to the job summary).
     pub fn summary_markdown(&self) -> String {
-        let (p, f, s, m) = self.ktap.count();
+        let m = self.ktap.count().3;
+        let (p, f, s) = (self.tally.passed, self.tally.failed, self.tally.skipped);
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -212,7 +213,7 @@ impl RunResult {
         }
         let _ = writeln!(
             out,
-            "| counts | {p} passed, {f} failed, {s} skipped, {m} without result |"
+            "| counts | {p} passed, {f} failed, {s} skipped ({m} without result) |"
         );
         let _ = writeln!(out, "| splats | {} |", self.splats.len());
         let _ = writeln!(
@@ -220,11 +221,14 @@ impl RunResult {
             "\n| case | status | ms | detail |\n| --- | --- | --- | --- |"
         );
         for c in &self.ktap.cases {
-            let (status, detail) = match &c.status {
-                Status::Pass => ("PASS", String::new()),
-                Status::Fail => ("FAIL", c.diagnostics.last().cloned().unwrap_or_default()),
-                Status::Skip(r) => ("SKIP", r.clone()),
-                Status::Missing(r) => ("NO RESULT", r.clone()),
+            let culprit = self.culprits.iter().find(|k| k.case == c.name);
+            let (status, detail) = match (&c.status, culprit) {
+                (Status::Pass, None) => ("PASS", String::new()),
+                (Status::Pass, Some(k)) => ("SPLAT", k.why.clone()),
+                (Status::Fail, _) => ("FAIL", c.diagnostics.last().cloned().unwrap_or_default()),
+                (Status::Skip(r), None) => ("SKIP", r.clone()),
+                (Status::Skip(r), Some(k)) => ("BAD SKIP", format!("{}: {r}", k.why)),
+                (Status::Missing(r), _) => ("NO RESULT", r.clone()),
             };
             let ms = c
                 .duration_ms
