@@ -3,7 +3,7 @@
 use std::fmt::Display;
 use std::time::Duration;
 
-use crate::caps::{AccessMode, Caps, Need, VmCaps};
+use crate::caps::{AccessMode, Caps, Lack, Need, VmCaps};
 use crate::isolate::Reporter;
 use crate::kvm::{ename, errno_name, GmemFile, SysResult, Vm, VmType};
 
@@ -11,7 +11,16 @@ use crate::kvm::{ename, errno_name, GmemFile, SysResult, Vm, VmType};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
     Fail(String),
+    /// A skip reason; build it with [`Stop::lacking`] so that it names what
+    /// is missing in the machine-readable form (`lacks TOKEN: why`).
     Skip(String),
+}
+
+impl Stop {
+    /// Skip because `lack` is missing; `why` is the human explanation.
+    pub fn lacking(lack: Lack, why: impl Display) -> Stop {
+        Stop::Skip(lack.skip_reason(&why.to_string()))
+    }
 }
 
 pub type TestResult = Result<(), Stop>;
@@ -58,11 +67,11 @@ impl<'a> Tx<'a> {
 
     pub fn access_mode(&self) -> Result<AccessMode, Stop> {
         self.vm_caps().access_mode().ok_or_else(|| {
-            Stop::Skip(
-                self.vm_caps()
-                    .skip_reason(&[Need::GuestAccess])
-                    .unwrap_or_default(),
-            )
+            let (lack, why) = self
+                .vm_caps()
+                .lacking(&[Need::GuestAccess])
+                .unwrap_or((Lack::Kvm, "no vCPU access to guest_memfd".into()));
+            Stop::lacking(lack, why)
         })
     }
 

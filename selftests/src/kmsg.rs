@@ -416,10 +416,10 @@ mod tests {
 
     /// End to end through the real /dev/kmsg: a splat-looking line logged
     /// between `before` and `after` fails the health check. Ignored by
-    /// default because it writes to the kernel log (needs root):
-    /// `cargo test -p selftests -- --ignored monitor_sees`.
+    /// default because it writes to the kernel log (needs root); CI runs it
+    /// as root (`cargo test -p selftests -- --ignored`).
     #[test]
-    #[ignore]
+    #[ignore = "writes to /dev/kmsg (root): cargo test -p selftests -- --ignored"]
     fn monitor_sees_a_new_splat_line_in_the_real_log() {
         let mut m = Monitor::new();
         assert!(

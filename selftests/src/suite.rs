@@ -54,8 +54,10 @@ pub fn secs(d: Duration) -> String {
     }
 }
 
-/// Combines what the child reported with the kernel's health.
-pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdict, Vec<String>) {
+/// One case's result line: what the child reported combined with the
+/// kernel's health around it. (The run as a whole is judged outside the
+/// guest, by xtask's results::judge, from these lines and the kernel log.)
+pub fn case_verdict(outcome: &Outcome, health: &Health) -> (Verdict, Vec<String>) {
     let mut diags = Vec::new();
     let mut failed = match outcome {
         Outcome::Pass => false,
@@ -76,7 +78,6 @@ pub fn verdict(outcome: &Outcome, health: &Health, timeout: Duration) -> (Verdic
             true
         }
     };
-    let _ = timeout;
     if !health.is_clean() {
         for p in &health.problems {
             diags.push(format!("FAIL: kernel: {p}"));
@@ -140,6 +141,9 @@ pub fn run_instances<W: Write>(
     for line in caps.describe() {
         k.diag(&line)?;
     }
+    for line in caps.report_lines() {
+        k.diag(&line)?;
+    }
     for n in &monitor.notes {
         k.diag(n)?;
     }
@@ -180,7 +184,7 @@ pub fn run_instances<W: Write>(
         for d in &iso.diags {
             k.diag(d)?;
         }
-        let (v, diags) = verdict(&iso.outcome, &health, timeout);
+        let (v, diags) = case_verdict(&iso.outcome, &health);
         for d in &diags {
             k.diag(d)?;
         }
@@ -327,10 +331,10 @@ mod tests {
                 "ok 1 h.passes@default",
                 "not ok 2 h.fails@default",
                 "ok 3 h.skips_at_runtime@default # SKIP decided inside the case",
-                "ok 4 h.needs_private@default # SKIP KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
+                "ok 4 h.needs_private@default # SKIP lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
                 "not ok 5 h.spins@default",
                 "not ok 6 h.segfaults@default",
-                "ok 7 h.passes@sw_protected # SKIP no sw_protected VM: not in VM_TYPES",
+                "ok 7 h.passes@sw_protected # SKIP lacks vm_type=sw_protected: no sw_protected VM: not in VM_TYPES",
             ]
         );
         assert!(text.contains(
@@ -373,24 +377,20 @@ mod tests {
     #[test]
     fn skip_is_never_a_pass_and_splats_fail() {
         let clean = Health::default();
-        let (v, _) = verdict(
-            &Outcome::Skip("no cap".into()),
-            &clean,
-            Duration::from_secs(1),
-        );
+        let (v, _) = case_verdict(&Outcome::Skip("no cap".into()), &clean);
         assert_eq!(v, Verdict::Skip("no cap".into()));
-        let (v, _) = verdict(&Outcome::Pass, &clean, Duration::from_secs(1));
+        let (v, _) = case_verdict(&Outcome::Pass, &clean);
         assert_eq!(v, Verdict::Pass);
 
         let dirty = Health {
             problems: vec!["new taint 0x200".into()],
             lines: vec!["WARNING: CPU: 0 PID: 1 at kvm_destroy_vm".into()],
         };
-        let (v, d) = verdict(&Outcome::Pass, &dirty, Duration::from_secs(1));
+        let (v, d) = case_verdict(&Outcome::Pass, &dirty);
         assert_eq!(v, Verdict::Fail);
         assert!(d.iter().any(|l| l.contains("taint 0x200")));
         assert!(d.iter().any(|l| l.starts_with("kmsg: WARNING")));
-        let (v, _) = verdict(&Outcome::Skip("x".into()), &dirty, Duration::from_secs(1));
+        let (v, _) = case_verdict(&Outcome::Skip("x".into()), &dirty);
         assert_eq!(
             v,
             Verdict::Fail,
@@ -401,20 +401,15 @@ mod tests {
     #[test]
     fn timeouts_and_crashes_fail_with_a_reason() {
         let clean = Health::default();
-        let (v, d) = verdict(
-            &Outcome::TimedOut(Duration::from_secs(60)),
-            &clean,
-            Duration::from_secs(60),
-        );
+        let (v, d) = case_verdict(&Outcome::TimedOut(Duration::from_secs(60)), &clean);
         assert_eq!(v, Verdict::Fail);
         assert_eq!(
             d,
             vec!["FAIL: timed out after 60s (case killed with SIGKILL)".to_string()]
         );
-        let (v, d) = verdict(
+        let (v, d) = case_verdict(
             &Outcome::Crashed("child died: segmentation fault, SIGSEGV (11)".into()),
             &clean,
-            Duration::from_secs(1),
         );
         assert_eq!(v, Verdict::Fail);
         assert!(d[0].contains("SIGSEGV"));

@@ -64,8 +64,12 @@ fn bail_out_records_reason_and_missing_results() {
         k.bail_out.as_deref(),
         Some("/dev/kvm: No such file or directory")
     );
-    assert_eq!(k.cases.len(), 2);
-    assert!(matches!(&k.cases[1].status, Status::Missing(r) if r.contains("bailed out")));
+    // Every number the plan promised has an entry; all after the bail-out
+    // are missing.
+    assert_eq!(k.cases.len(), k.plan.unwrap());
+    assert!(k.cases[1..]
+        .iter()
+        .all(|c| matches!(&c.status, Status::Missing(r) if r.contains("bailed out"))));
 }
 
 #[test]
@@ -110,7 +114,11 @@ fn truncated_stream_names_the_case_that_was_running() {
         "{:?}",
         k.problems
     );
-    assert_eq!(k.cases.len(), 3);
+    // One entry per absent number: the case that was running, then the
+    // one that never started.
+    assert_eq!(k.cases.len(), 4);
+    assert!(matches!(&k.cases[3].status, Status::Missing(r) if r.contains("not started")));
+    assert_eq!(k.cases[3].number, 4);
     let last = &k.cases[2];
     assert_eq!(
         last.name,
@@ -139,4 +147,44 @@ fn todo_and_unknown_directives() {
     assert_eq!(k.cases[0].status, Status::Skip("TODO later".into()));
     assert_eq!(k.cases[1].status, Status::Fail);
     assert_eq!(k.cases[2].name, "a.d");
+}
+
+#[test]
+fn not_ok_is_a_failure_whatever_its_directive() {
+    let k =
+        parse_ktap("KTAP version 1\n1..2\nnot ok 1 a.b # SKIP no cap\nnot ok 2 a.c # TODO later\n");
+    assert_eq!(k.cases[0].status, Status::Fail);
+    assert_eq!(k.cases[1].status, Status::Fail);
+}
+
+#[test]
+fn truncated_after_one_result_gives_one_missing_per_absent_number() {
+    let k = parse_ktap("KTAP version 1\n1..3\nok 1 a.b\n");
+    assert_eq!(k.cases.len(), 3);
+    let numbers: Vec<usize> = k.cases.iter().map(|c| c.number).collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    assert_eq!(k.count(), (1, 0, 0, 2));
+    assert!(k.problems.iter().any(|p| p == "truncated: 1 of 3 results"));
+}
+
+#[test]
+fn caps_report_lines_are_read_not_kept_as_diagnostics() {
+    let k = parse_ktap(
+        "KTAP version 1\n1..1\n# caps system KVM_CAP_VM_TYPES=0x3 KVM_CAP_GUEST_MEMFD=1\n# caps sw_protected unavailable\n# caps default KVM_CAP_X=oops\nok 1 a.b\n",
+    );
+    assert_eq!(k.caps["system"].as_ref().unwrap()["KVM_CAP_VM_TYPES"], 3);
+    assert_eq!(k.caps["system"].as_ref().unwrap()["KVM_CAP_GUEST_MEMFD"], 1);
+    assert_eq!(k.caps["sw_protected"], None);
+    assert!(
+        k.cases[0].diagnostics.is_empty(),
+        "{:?}",
+        k.cases[0].diagnostics
+    );
+    assert!(
+        k.problems
+            .iter()
+            .any(|p| p.contains("cannot read `KVM_CAP_X=oops`")),
+        "{:?}",
+        k.problems
+    );
 }

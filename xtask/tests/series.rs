@@ -574,11 +574,40 @@ fn export_of_a_changed_branch_rewrites_only_what_changed() {
             ("GIT_AUTHOR_DATE", "2026-11-21T11:30:00-08:00"),
         ],
     );
+    let read_dir = |dir: &std::path::Path| -> std::collections::BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = read_dir(&fx.series_dir);
     let report = export(&fx.series_dir, &fx.tree, Some("v6.1.176..guest_memfd/v1")).unwrap();
     insta::assert_snapshot!(fx.redact(&report.to_string()));
     assert!(
         fx.series_dir.join("series.toml").is_file(),
         "series.toml must survive an export"
+    );
+    // What the report calls unchanged is byte for byte what was there.
+    let after = read_dir(&fx.series_dir);
+    for name in [
+        "series.toml",
+        "0001-KVM-Add-the-guest_memfd-capability-numbers.patch",
+        "0002-KVM-Report-KVM_CAP_USER_MEMORY2.patch",
+    ] {
+        assert_eq!(after.get(name), before.get(name), "{name} was rewritten");
+    }
+    assert!(!after.contains_key("0003-KVM-Add-a-guest_memfd-stub.patch"));
+    let new =
+        String::from_utf8(after["0003-KVM-Add-a-guest_memfd-stub-file.patch"].clone()).unwrap();
+    assert!(
+        new.contains("Subject: [PATCH 3/3] KVM: Add a guest_memfd stub file\n"),
+        "{new}"
     );
 }
 

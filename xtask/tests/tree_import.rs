@@ -403,6 +403,15 @@ fn hardlink_outside_the_top_directory_is_refused() {
         E::Hardlink("linux-1.0/passwd", "/etc/passwd"),
     ]);
     insta::assert_snapshot!(err);
+    // A relative target in a sibling of the top directory is outside too.
+    let err = import_error(&[
+        E::Dir("linux-1.0/"),
+        E::Hardlink("linux-1.0/passwd", "other/passwd"),
+    ]);
+    assert!(
+        err.contains("hard link target `other/passwd` points outside the tree"),
+        "{err}"
+    );
 }
 
 #[test]

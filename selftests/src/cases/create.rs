@@ -3,7 +3,6 @@
 use crate::caps::flag_names;
 use crate::caps::Need;
 use crate::case::{ensure, expect_errno, expect_ok, Case, OrFail, TestResult, Tx};
-use crate::kvm::ename;
 
 pub const CASES: &[Case] = &[
     Case {
@@ -112,25 +111,16 @@ fn fstat_size_and_blksize(tx: &Tx) -> TestResult {
     Ok(())
 }
 
-/// read, write, pread and pwrite all fail on a guest_memfd.
+/// read, write, pread and pwrite all fail on a guest_memfd, with upstream's
+/// errnos: the file has no read/write operations (EINVAL from vfs_read and
+/// vfs_write) and, being an anonymous-inode file, no FMODE_PREAD/PWRITE
+/// (ESPIPE), as measured on 6.1 + the series and on 7.2.
 fn read_write_fail(tx: &Tx) -> TestResult {
     let (_vm, g) = tx.vm_with_gmem(1, 0)?;
     let mut buf = vec![0u8; tx.page() as usize];
-    let results = [
-        ("read", g.read(&mut buf)),
-        ("write", g.write(&buf)),
-        ("pread", g.pread(&mut buf, 0)),
-        ("pwrite", g.pwrite(&buf, 0)),
-    ];
-    for (what, r) in results {
-        match r {
-            Ok(n) => {
-                return crate::case::fail(format!(
-                    "{what} on a guest_memfd returned {n}, expected an error"
-                ))
-            }
-            Err(e) => tx.diag(format!("{what}: {}", ename(&e))),
-        }
-    }
+    expect_errno("read", g.read(&mut buf), libc::EINVAL)?;
+    expect_errno("write", g.write(&buf), libc::EINVAL)?;
+    expect_errno("pread", g.pread(&mut buf, 0), libc::ESPIPE)?;
+    expect_errno("pwrite", g.pwrite(&buf, 0), libc::ESPIPE)?;
     Ok(())
 }

@@ -24,13 +24,47 @@ pub struct SeriesTag {
     pub mutant: Option<String>,
 }
 
+/// What became of one mutant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MutantVerdict {
+    /// The suite ran and a case failed, splatted, or was running when the
+    /// kernel hung or panicked: those cases are `killed_by`.
+    Killed,
+    /// The suite ran and the run passed: no case notices the mutation.
+    Survived,
+    /// The mutant could not be tested: it did not apply, the kernel never
+    /// reached the suite, the harness failed, or the run failed with no
+    /// case to blame. Not in the score.
+    Error,
+    /// The mutated kernel did not build. Not in the score.
+    BuildFailed,
+    /// Not tried: the unmutated series did not pass first.
+    NotRun,
+}
+
+impl MutantVerdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            MutantVerdict::Killed => "KILLED",
+            MutantVerdict::Survived => "SURVIVED",
+            MutantVerdict::Error => "ERROR",
+            MutantVerdict::BuildFailed => "BUILD-FAILED",
+            MutantVerdict::NotRun => "NOT-RUN",
+        }
+    }
+}
+
 /// One line of the mutant table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MutantRow {
     pub name: String,
-    /// "killed", "survived" or "error".
-    pub verdict: String,
-    /// Killing cases (or reasons), or the error.
+    pub verdict: MutantVerdict,
+    /// The cases that killed it (with how: failed, splat, hang, panic).
+    #[serde(default)]
+    pub killed_by: Vec<String>,
+    /// Why it is not killed: the error, the build failure, the outcome.
+    #[serde(default)]
     pub detail: Vec<String>,
     /// run_id of the boot that tested it, when it got that far.
     #[serde(default)]
@@ -42,12 +76,42 @@ pub struct MutantRow {
 pub struct MutantsReport {
     pub run_id: String,
     pub series: SeriesTag,
+    /// The unmutated series' run in the same campaign; it must pass for
+    /// any mutant to be tried.
+    pub baseline_run_id: Option<String>,
+    /// The baseline's outcome (`PASSED`, or why not).
+    pub baseline: String,
     pub rows: Vec<MutantRow>,
 }
 
 impl MutantsReport {
     pub fn killed(&self) -> usize {
-        self.rows.iter().filter(|r| r.verdict == "killed").count()
+        self.count(MutantVerdict::Killed)
+    }
+
+    pub fn count(&self, v: MutantVerdict) -> usize {
+        self.rows.iter().filter(|r| r.verdict == v).count()
+    }
+
+    /// (killed, killed + survived): mutants that could not be tested are
+    /// shown but not scored.
+    pub fn score(&self) -> (usize, usize) {
+        let k = self.killed();
+        (k, k + self.count(MutantVerdict::Survived))
+    }
+
+    /// Mutants that were not tested, as "N error, N build-failed, N not-run".
+    pub fn untested(&self) -> String {
+        [
+            MutantVerdict::Error,
+            MutantVerdict::BuildFailed,
+            MutantVerdict::NotRun,
+        ]
+        .iter()
+        .filter(|v| self.count(**v) > 0)
+        .map(|v| format!("{} {}", self.count(*v), v.label().to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(", ")
     }
 
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
@@ -61,24 +125,33 @@ impl MutantsReport {
 
     pub fn summary_markdown(&self) -> String {
         let mut out = format!(
-            "### Mutants of {} v{} on {}\n\n| mutant | verdict | killed by |\n| --- | --- | --- |\n",
-            self.series.name, self.series.version, self.series.base
+            "### Mutants of {} v{} on {}\n\nbaseline (unmutated series): {} (run {})\n\n| mutant | verdict | killed by / detail |\n| --- | --- | --- |\n",
+            self.series.name,
+            self.series.version,
+            self.series.base,
+            md_cell(&self.baseline),
+            self.baseline_run_id.as_deref().unwrap_or("none")
         );
         for r in &self.rows {
+            let text = if r.killed_by.is_empty() {
+                r.detail.join(", ")
+            } else {
+                r.killed_by.join(", ")
+            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} |",
                 r.name,
-                r.verdict,
-                md_cell(&r.detail.join(", "))
+                r.verdict.label(),
+                md_cell(&text)
             );
         }
-        let _ = writeln!(
-            out,
-            "\nmutation score: {}/{}",
-            self.killed(),
-            self.rows.len()
-        );
+        let (k, n) = self.score();
+        let _ = writeln!(out, "\nmutation score: {k}/{n}");
+        let untested = self.untested();
+        if !untested.is_empty() {
+            let _ = writeln!(out, "not scored: {untested}");
+        }
         out
     }
 }
@@ -93,6 +166,11 @@ pub fn brief(list: &[String], n: usize) -> String {
     text
 }
 
+/// The first line of `text`, for one-line summaries.
+fn one_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
 fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -100,7 +178,8 @@ fn md_cell(text: &str) -> String {
 impl RunResult {
     /// The summary as Markdown (CI appends it to the job summary).
     pub fn summary_markdown(&self) -> String {
-        let (p, f, s, m) = self.ktap.count();
+        let m = self.ktap.count().3;
+        let (p, f, s) = (self.tally.passed, self.tally.failed, self.tally.skipped);
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -134,7 +213,7 @@ impl RunResult {
         }
         let _ = writeln!(
             out,
-            "| counts | {p} passed, {f} failed, {s} skipped, {m} without result |"
+            "| counts | {p} passed, {f} failed, {s} skipped ({m} without result) |"
         );
         let _ = writeln!(out, "| splats | {} |", self.splats.len());
         let _ = writeln!(
@@ -142,11 +221,14 @@ impl RunResult {
             "\n| case | status | ms | detail |\n| --- | --- | --- | --- |"
         );
         for c in &self.ktap.cases {
-            let (status, detail) = match &c.status {
-                Status::Pass => ("PASS", String::new()),
-                Status::Fail => ("FAIL", c.diagnostics.last().cloned().unwrap_or_default()),
-                Status::Skip(r) => ("SKIP", r.clone()),
-                Status::Missing(r) => ("NO RESULT", r.clone()),
+            let culprit = self.culprits.iter().find(|k| k.case == c.name);
+            let (status, detail) = match (&c.status, culprit) {
+                (Status::Pass, None) => ("PASS", String::new()),
+                (Status::Pass, Some(k)) => ("SPLAT", k.why.clone()),
+                (Status::Fail, _) => ("FAIL", c.diagnostics.last().cloned().unwrap_or_default()),
+                (Status::Skip(r), None) => ("SKIP", r.clone()),
+                (Status::Skip(r), Some(k)) => ("BAD SKIP", format!("{}: {r}", k.why)),
+                (Status::Missing(r), _) => ("NO RESULT", r.clone()),
             };
             let ms = c
                 .duration_ms
@@ -212,7 +294,9 @@ fn newest_per_config<'a>(
     let mut out = BTreeMap::new();
     for r in runs {
         let Some(t) = &r.series else { continue };
+        // A --filter run tests only part of the suite.
         if r.mode == "vng"
+            && r.filter.is_none()
             && t.name == name
             && t.version == version
             && t.base == base
@@ -225,8 +309,7 @@ fn newest_per_config<'a>(
 }
 
 fn counts(r: &RunResult) -> (usize, usize, usize) {
-    let (p, f, s, m) = r.ktap.count();
-    (p, f + m, s)
+    (r.tally.passed, r.tally.failed, r.tally.skipped)
 }
 
 /// The cover letter's "Tested:" section for `name` v`version` on `base`,
@@ -259,6 +342,9 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
             },
             r.run_id
         );
+        if !r.outcome.is_pass() {
+            let _ = writeln!(out, "  outcome: {}", one_line(&r.outcome.headline()));
+        }
         if let Some(prev) = previous.get(config) {
             let (pp, pf, ps) = counts(prev);
             let _ = writeln!(
@@ -273,15 +359,32 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
         .rev()
         .find(|m| m.series.name == name && m.series.version == version && m.series.base == base);
     if let Some(m) = newest_mutants {
+        let (k, n) = m.score();
+        let untested = m.untested();
         let _ = writeln!(
             out,
-            "- mutants killed: {}/{} (run {})",
-            m.killed(),
-            m.rows.len(),
-            m.run_id
+            "- mutants killed: {k}/{n} (run {}, after the unmutated series: {}){}",
+            m.run_id,
+            one_line(&m.baseline),
+            if untested.is_empty() {
+                String::new()
+            } else {
+                format!("; not scored: {untested}")
+            }
         );
         for r in &m.rows {
-            let _ = writeln!(out, "  {}: {} {}", r.name, r.verdict, brief(&r.detail, 2));
+            let list = if r.killed_by.is_empty() {
+                &r.detail
+            } else {
+                &r.killed_by
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {} {}",
+                r.name,
+                r.verdict.label().to_lowercase(),
+                brief(list, 2)
+            );
         }
     }
     Some(out.trim_end().to_string())
@@ -290,10 +393,26 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{parse_ktap, Outcome};
+    use crate::results::judge::{judge, Boot, Evidence};
+    use crate::results::parse_ktap;
 
     fn run(id: &str, version: u32, config: &str, ktap: &str, mutant: Option<&str>) -> RunResult {
-        RunResult {
+        let ktap = parse_ktap(ktap);
+        let boot = Boot {
+            userspace_up: true,
+            exit: Some(0),
+            ..Default::default()
+        };
+        let j = judge(&Evidence {
+            boot: &boot,
+            ktap: &ktap,
+            splats: &[],
+            taint_before: Some(0),
+            taint_after: Some(0),
+            expect: None,
+            exec: false,
+        });
+        let mut r = RunResult {
             run_id: id.into(),
             mode: "vng".into(),
             kernel: Some("6.1.176".into()),
@@ -307,16 +426,17 @@ mod tests {
             duration_s: 1.0,
             taint_before: Some(0),
             taint_after: Some(0),
-            ktap: parse_ktap(ktap),
-            splats: vec![],
-            outcome: Outcome::Passed,
+            ktap,
             series: Some(SeriesTag {
                 name: "guest_memfd".into(),
                 version,
                 base: "6.1.176".into(),
                 mutant: mutant.map(Into::into),
             }),
-        }
+            ..Default::default()
+        };
+        r.set_judgement(j);
+        r
     }
 
     fn save(root: &Path, r: &RunResult) {
@@ -373,17 +493,28 @@ mod tests {
                 base: "6.1.176".into(),
                 mutant: None,
             },
+            baseline_run_id: Some("20261104-000000-base".into()),
+            baseline: "PASSED".into(),
             rows: vec![
                 MutantRow {
                     name: "m1".into(),
-                    verdict: "killed".into(),
-                    detail: vec!["b".into()],
+                    verdict: MutantVerdict::Killed,
+                    killed_by: vec!["b".into()],
+                    detail: vec![],
                     run_id: None,
                 },
                 MutantRow {
                     name: "m2".into(),
-                    verdict: "survived".into(),
+                    verdict: MutantVerdict::Survived,
+                    killed_by: vec![],
                     detail: vec![],
+                    run_id: None,
+                },
+                MutantRow {
+                    name: "m3".into(),
+                    verdict: MutantVerdict::Error,
+                    killed_by: vec![],
+                    detail: vec!["kernel did not boot".into()],
                     run_id: None,
                 },
             ],
@@ -401,7 +532,10 @@ mod tests {
             text.contains("against v1: passed 1 -> 2, failed 1 -> 0, skipped 1 -> 1"),
             "{text}"
         );
-        assert!(text.contains("mutants killed: 1/2"), "{text}");
+        assert!(
+            text.contains("mutants killed: 1/2 (run 20261104-000000-mutants, after the unmutated series: PASSED); not scored: 1 error"),
+            "{text}"
+        );
         assert!(text.contains("m2: survived"), "{text}");
         assert_eq!(
             brief(&["a".into(), "b".into(), "c".into()], 2),
@@ -409,7 +543,7 @@ mod tests {
         );
         assert!(std::fs::read_to_string(dir.join("summary.md"))
             .unwrap()
-            .contains("| m1 | killed | b |"));
+            .contains("| m1 | KILLED | b |"));
     }
 
     #[test]
@@ -422,6 +556,29 @@ mod tests {
         assert!(
             md.contains("| series | guest_memfd v1 on 6.1.176 |"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn filtered_runs_are_not_cited_and_failing_runs_say_their_outcome() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut filtered = run("20261105-000000-a", 1, "base+gmem", TWO_PASS, None);
+        filtered.filter = Some("bind.".into());
+        save(tmp.path(), &filtered);
+        assert_eq!(
+            tested_section(tmp.path(), "guest_memfd", 1, "6.1.176"),
+            None,
+            "a --filter run is not a test of the series"
+        );
+        save(
+            tmp.path(),
+            &run("20261104-000000-a", 1, "base+gmem", ONE_FAIL, None),
+        );
+        let text = tested_section(tmp.path(), "guest_memfd", 1, "6.1.176").unwrap();
+        assert!(text.contains("(run 20261104-000000-a)"), "{text}");
+        assert!(
+            text.contains("  outcome: FAILED: 1 case(s) failed: b"),
+            "{text}"
         );
     }
 }

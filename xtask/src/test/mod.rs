@@ -1,4 +1,9 @@
-//! `cargo xtask test`: build, boot, run the selftests, report. (Issue #3.)
+//! `cargo xtask test`: build, boot, run the selftests, judge, report.
+//! `mutants` runs the same flow once per mutant of the series.
+
+mod mutants;
+
+pub use mutants::{classify, mutant_names};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +16,9 @@ use xshell::{cmd, Shell};
 use crate::boot::{self, Accel, AccelChoice, Killed, VngSpec};
 use crate::build;
 use crate::kconfig;
-use crate::results::{self, MutantRow, MutantsReport, Outcome, RunResult, SeriesTag};
+use crate::results::expect::{self, Expectations, KernelExpect};
+use crate::results::judge::{judge, Boot, Deadline, Evidence};
+use crate::results::{self, RunResult, SeriesTag};
 use crate::util;
 
 #[derive(Debug, Args)]
@@ -73,6 +80,11 @@ pub struct TestArgs {
     /// Install missing host tools first (`cargo xtask doctor --install`).
     #[arg(long)]
     pub install_deps: bool,
+    /// Judge the run against this table of the series' expectation file
+    /// (patches/<series>.expect.toml), e.g. `upstream-6.12` for a reference
+    /// kernel; builds of the series use `series` without being told.
+    #[arg(long, value_name = "KIND")]
+    pub expect: Option<String>,
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
@@ -92,7 +104,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
         crate::doctor::preflight(stages)?;
     }
     if args.mutant.is_some() || args.mutants.is_some() {
-        return run_mutants(&args);
+        return mutants::run(&args);
     }
     let result = if args.host {
         run_host(&args)?
@@ -148,7 +160,7 @@ fn selftest_args(args: &TestArgs) -> Vec<String> {
 }
 
 /// `target/results/<run-id>/`, and the `latest` symlink pointing at it.
-fn new_run_dir(tag: &str) -> Result<(String, PathBuf)> {
+pub(crate) fn new_run_dir(tag: &str) -> Result<(String, PathBuf)> {
     let now = time::OffsetDateTime::now_utc();
     let stamp = now
         .format(&time::macros::format_description!(
@@ -185,7 +197,87 @@ fn finish(result: &RunResult, dir: &Path, guest_log_name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Boot a kernel under vng and run the selftests (or `--exec`) inside.
+/// The kernel a boot uses: `--kernel` as given, else built from the tree
+/// (`tree_override`, `--tree`, or the series checkout). Returns the image
+/// and, for builds, the kernel release.
+pub fn kernel_image(
+    args: &TestArgs,
+    tree_override: Option<&Path>,
+    fragments: &[String],
+) -> Result<(PathBuf, Option<String>)> {
+    if let Some(k) = &args.kernel {
+        let k = k
+            .canonicalize()
+            .with_context(|| format!("--kernel {} does not exist", k.display()))?;
+        return Ok((k, None));
+    }
+    let tree = match tree_override.or(args.tree.as_deref()) {
+        Some(t) => t.to_path_buf(),
+        None => build::default_series_checkout()?,
+    };
+    let plan = build::plan(&tree, fragments, None, true)?;
+    build::configure(&plan)?;
+    let built = build::make_bzimage(&plan)?;
+    println!(
+        "kernel: {} ({} objects compiled, {})",
+        built.image.display(),
+        built.compiled,
+        build::fmt_duration(built.duration)
+    );
+    Ok((built.image, built.kernel_release))
+}
+
+/// The expectation table a run is judged against: `--expect KIND`, or
+/// `series` for a build of the series; None (skips are not checked) for
+/// anything else or a build without the fragments the table needs.
+/// `fragments` is None when the kernel's are unknown (`--host`).
+pub fn expectation(
+    args: &TestArgs,
+    series: Option<&SeriesTag>,
+    fragments: Option<&[String]>,
+) -> Result<Option<KernelExpect>> {
+    let name = series.map(|t| t.name.as_str()).unwrap_or("guest_memfd");
+    let kind = match (&args.expect, series) {
+        (Some(k), _) => k.as_str(),
+        (None, Some(_)) => "series",
+        (None, None) => return Ok(None),
+    };
+    let path = expect::path_for(&util::patches_dir(), name);
+    let all = Expectations::load(&path)?;
+    let found = match fragments {
+        Some(f) => all.for_build(kind, f),
+        None => all.kinds.get(kind),
+    };
+    let fragments = fragments.unwrap_or_default();
+    match found {
+        Some(e) => Ok(Some(e.clone())),
+        None if all.kinds.contains_key(kind) => {
+            if args.expect.is_some() {
+                bail!(
+                    "--expect {kind}: [{kind}] in {} needs the fragments {:?}, this build has {:?}",
+                    path.display(),
+                    all.kinds[kind].fragments,
+                    fragments
+                );
+            }
+            println!(
+                "expect: [{kind}] of {} needs the fragments {:?}; this build ({}) is judged without it: skips are not checked",
+                path.display(),
+                all.kinds[kind].fragments,
+                fragments.join("+")
+            );
+            Ok(None)
+        }
+        None => bail!(
+            "no [{kind}] table in {} (it has: {})",
+            path.display(),
+            all.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Build (unless `--kernel`), boot under vng, run the selftests (or
+/// `--exec`) inside, judge.
 ///
 /// `series` names what the kernel was built from when the caller knows it
 /// (the default flow and mutants); it is recorded in results.json.
@@ -195,30 +287,27 @@ pub fn run_boot(
     series: Option<SeriesTag>,
 ) -> Result<RunResult> {
     let fragments = kconfig::fragment_list(&args.config)?;
-    let (image, release) = match &args.kernel {
-        Some(k) => {
-            let k = k
-                .canonicalize()
-                .with_context(|| format!("--kernel {} does not exist", k.display()))?;
-            (k, None)
-        }
-        None => {
-            let tree = match tree_override.or(args.tree.as_deref()) {
-                Some(t) => t.to_path_buf(),
-                None => build::default_series_checkout()?,
-            };
-            let plan = build::plan(&tree, &fragments, None, true)?;
-            build::configure(&plan)?;
-            let built = build::make_bzimage(&plan)?;
-            println!(
-                "kernel: {} ({} objects compiled, {})",
-                built.image.display(),
-                built.compiled,
-                build::fmt_duration(built.duration)
-            );
-            (built.image, built.kernel_release)
-        }
+    let (image, release) = kernel_image(args, tree_override, &fragments)?;
+    boot_image(args, &image, release, series, &fragments)
+}
+
+/// Boot `image` and judge what comes back.
+pub fn boot_image(
+    args: &TestArgs,
+    image: &Path,
+    release: Option<String>,
+    series: Option<SeriesTag>,
+    fragments: &[String],
+) -> Result<RunResult> {
+    let image = image.to_path_buf();
+    let expect = if args.exec.is_some() {
+        None
+    } else {
+        expectation(args, series.as_ref(), Some(fragments))?
     };
+    if let Some(e) = &expect {
+        println!("expect: judged against [{}] ({})", e.kind, e.description);
+    }
     let bin = match &args.exec {
         Some(_) => None,
         None => Some(selftests_binary(args)?),
@@ -279,6 +368,58 @@ pub fn run_boot(
     let start = Instant::now();
     let guest = boot::run_guest("vng", &vng_args, &dir, boot_timeout, run_timeout, true)?;
 
+    let got = read_guest_run(&dir, &guest, args.exec.is_some());
+    let kernel = got.uname.clone().or(release);
+    let judgement = judge(&Evidence {
+        boot: &got.boot,
+        ktap: &got.ktap,
+        splats: &got.splats,
+        taint_before: got.taint_before,
+        taint_after: got.taint_after,
+        expect: expect.as_ref(),
+        exec: args.exec.is_some(),
+    });
+    let mut result = RunResult {
+        run_id,
+        mode: "vng".into(),
+        kernel,
+        kernel_image: Some(image),
+        config: config_label,
+        accel: choice.accel.name().into(),
+        accel_reason: choice.reason.clone(),
+        command,
+        guest_exit: got.boot.exit,
+        boot_to_first_ktap_s: guest.first_ktap_s,
+        duration_s: start.elapsed().as_secs_f64(),
+        taint_before: got.taint_before,
+        taint_after: got.taint_after,
+        ktap: got.ktap,
+        splats: got.splats,
+        series,
+        filter: args.filter.clone(),
+        expect: expect.map(|e| e.kind),
+        ..Default::default()
+    };
+    result.set_judgement(judgement);
+    finish(&result, &dir, "guest.log")?;
+    if let Some(up) = guest.up_s {
+        println!("guest userspace up after {up:.1}s");
+    }
+    Ok(result)
+}
+
+/// What a guest run left in its run directory, read back.
+struct GuestRunFiles {
+    boot: Boot,
+    ktap: results::Ktap,
+    splats: Vec<results::Splat>,
+    taint_before: Option<u64>,
+    taint_after: Option<u64>,
+    uname: Option<String>,
+}
+
+/// Reads the guest script's files and vng's captures (`exec`: no KTAP).
+fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFiles {
     // The kernel log: dmesg from the guest when it got that far (complete
     // and in order with the kmsg markers), else the console capture.
     let dmesg = std::fs::read_to_string(dir.join("guest-dmesg.log"))
@@ -307,7 +448,7 @@ pub fn run_boot(
                 .then(|| guest.stdout.clone())
         })
         .unwrap_or_else(|| guest.console.clone());
-    let ktap = if args.exec.is_some() {
+    let ktap = if exec {
         results::Ktap {
             version_seen: true,
             ..Default::default()
@@ -317,10 +458,9 @@ pub fn run_boot(
     };
     // The exit status the guest script recorded; vng's own status is only
     // meaningful when virtio-serial script I/O worked.
-    let exit_file = std::fs::read_to_string(dir.join("exit-code"))
+    let guest_exit = std::fs::read_to_string(dir.join("exit-code"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
-    let guest_exit = exit_file;
     let read_num = |n: &str| {
         std::fs::read_to_string(dir.join(n))
             .ok()
@@ -328,87 +468,33 @@ pub fn run_boot(
     };
     let taint_before = read_num("taint-before");
     let taint_after = read_num("taint-after");
-    let kernel = std::fs::read_to_string(dir.join("guest-uname"))
+    let uname = std::fs::read_to_string(dir.join("guest-uname"))
         .ok()
-        .map(|s| s.trim().to_string())
-        .or(release);
-    let panic_line = guest
-        .console
-        .lines()
-        .map(results::strip_kmsg_prefix)
-        .find(|l| l.starts_with("Kernel panic - not syncing"))
-        .map(str::to_string);
-    let last_console = |n: usize| {
-        let lines: Vec<&str> = guest.console.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        .map(|s| s.trim().to_string());
+    let console_lines: Vec<&str> = guest.console.lines().collect();
+    let boot = Boot {
+        killed: guest.killed.as_ref().map(|k| match k {
+            Killed::BootTimeout(s) => Deadline::Boot(*s),
+            Killed::RunTimeout(s) => Deadline::Run(*s),
+        }),
+        userspace_up: guest.up_s.is_some(),
+        panic_line: console_lines
+            .iter()
+            .map(|l| results::strip_kmsg_prefix(l))
+            .find(|l| l.starts_with("Kernel panic - not syncing"))
+            .map(str::to_string),
+        exit: guest_exit,
+        vng_exit: guest.exit,
+        console_tail: console_lines[console_lines.len().saturating_sub(15)..].join("\n"),
     };
-    let outcome = match (&guest.killed, guest_exit) {
-        (Some(Killed::BootTimeout(s)), _) => Outcome::NoBoot(format!(
-            "the guest's userspace did not start within {s}s (no output from the guest script, no KTAP header); QEMU was killed. Last console lines:\n{}",
-            last_console(15)
-        )),
-        (Some(Killed::RunTimeout(s)), _) => Outcome::Hang(format!(
-            "the run did not finish within {s}s; QEMU was killed{}",
-            ktap.running_at_end
-                .as_ref()
-                .or(splats.last().and_then(|s| s.test.as_ref()))
-                .map(|t| format!(" while `{t}` was running"))
-                .unwrap_or_default()
-        )),
-        (None, _) if panic_line.is_some() => Outcome::Panic(panic_line.clone().unwrap_or_default()),
-        (None, _) if guest.up_s.is_none() => Outcome::NoBoot(format!(
-            "vng exited ({}) before the guest script ran; last console lines:\n{}",
-            guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
-            last_console(15)
-        )),
-        (None, None) if guest.exit == Some(255) => Outcome::Panic(format!(
-            "the guest script never finished and vng exited 255 (panic=-1 reboot or a crash); last console lines:\n{}",
-            last_console(15)
-        )),
-        (None, None) => Outcome::Error(format!(
-            "the guest script never recorded an exit status (vng exited {}); last console lines:\n{}",
-            guest.exit.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
-            last_console(15)
-        )),
-        (None, code) => {
-            let v = results::verdict(&ktap, &splats, taint_before, taint_after, code);
-            match (args.exec.is_some(), code, v) {
-                (true, Some(c), Outcome::Passed) if c != 0 => Outcome::Failed(vec![format!("guest command exited {c}")]),
-                (_, _, v) => v,
-            }
-        }
-    };
-    let mut outcome = outcome;
-    // Splats fail every kind of outcome; add them to Failed, keep the others.
-    if let Outcome::Passed = outcome {
-        if !splats.is_empty() {
-            outcome = results::verdict(&ktap, &splats, taint_before, taint_after, guest_exit);
-        }
-    }
-    let result = RunResult {
-        run_id,
-        mode: "vng".into(),
-        kernel,
-        kernel_image: Some(image),
-        config: config_label,
-        accel: choice.accel.name().into(),
-        accel_reason: choice.reason.clone(),
-        command,
-        guest_exit,
-        boot_to_first_ktap_s: guest.first_ktap_s,
-        duration_s: start.elapsed().as_secs_f64(),
-        taint_before,
-        taint_after,
+    GuestRunFiles {
+        boot,
         ktap,
         splats,
-        outcome,
-        series,
-    };
-    finish(&result, &dir, "guest.log")?;
-    if let Some(up) = guest.up_s {
-        println!("guest userspace up after {up:.1}s");
+        taint_before,
+        taint_after,
+        uname,
     }
-    Ok(result)
 }
 
 fn shell_words(words: &[String]) -> String {
@@ -469,15 +555,31 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     std::fs::write(dir.join("host-dmesg.log"), &new_log).ok();
     let splats = results::scan_splats(&new_log);
     let ktap = results::parse_ktap(&guest.stdout);
-    let outcome = match guest.killed {
-        Some(_) => Outcome::Hang(format!(
-            "the selftests did not finish within {}s and were killed",
-            timeout.as_secs()
-        )),
-        None => results::verdict(&ktap, &splats, taint_before, taint_after, guest.exit),
+    let expect = match &args.expect {
+        Some(_) => expectation(args, None, None)?,
+        None => None,
     };
+    let judgement = judge(&Evidence {
+        boot: &Boot {
+            killed: guest
+                .killed
+                .as_ref()
+                .map(|_| Deadline::Run(timeout.as_secs())),
+            userspace_up: true,
+            panic_line: None,
+            exit: guest.exit,
+            vng_exit: None,
+            console_tail: String::new(),
+        },
+        ktap: &ktap,
+        splats: &splats,
+        taint_before,
+        taint_after,
+        expect: expect.as_ref(),
+        exec: false,
+    });
     let kernel = cmd!(sh, "uname -r").quiet().read().ok();
-    let result = RunResult {
+    let mut result = RunResult {
         run_id,
         mode: "host".into(),
         kernel,
@@ -495,54 +597,15 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         taint_after,
         ktap,
         splats,
-        outcome,
-        series: None,
+        filter: args.filter.clone(),
+        expect: expect.map(|e| e.kind),
+        ..Default::default()
     };
+    result.set_judgement(judgement);
     finish(&result, &dir, "stdout.log")?;
     Ok(result)
 }
 
-/// The mutants to run: one name, or every patches/mutants/*.patch.
-pub fn mutant_names(args: &TestArgs) -> Result<Vec<String>> {
-    let dir = util::patches_dir().join("mutants");
-    let mut all: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|n| n.strip_suffix(".patch"))
-                        .map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    all.sort();
-    if let Some(name) = &args.mutant {
-        if !all.contains(name) {
-            bail!(
-                "no mutant `{name}`: {} does not exist (available: {})",
-                dir.join(format!("{name}.patch")).display(),
-                if all.is_empty() {
-                    "none".into()
-                } else {
-                    all.join(", ")
-                }
-            );
-        }
-        return Ok(vec![name.clone()]);
-    }
-    match args.mutants.as_deref() {
-        Some("all") if all.is_empty() => bail!("--mutants all: no patches in {}", dir.display()),
-        Some("all") => Ok(all),
-        Some(other) => {
-            bail!("--mutants `{other}`: only `all` is accepted (use --mutant NAME for one)")
-        }
-        None => Ok(Vec::new()),
-    }
-}
-
-/// The series version from patches/guest_memfd/series.toml (for branch names).
 /// The series (and mutant) a build of the default flow comes from.
 pub fn series_tag(mutant: Option<&str>) -> Option<SeriesTag> {
     let dir = util::patches_dir().join("guest_memfd");
@@ -561,161 +624,6 @@ fn default_series_tag(args: &TestArgs, mutant: Option<&str>) -> Option<SeriesTag
     (args.tree.is_none() && args.kernel.is_none() && args.exec.is_none())
         .then(|| series_tag(mutant))
         .flatten()
-}
-
-fn series_version() -> u64 {
-    let path = util::patches_dir().join("guest_memfd").join("series.toml");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("version").and_then(|v| v.as_integer()))
-        .map(|v| v as u64)
-        .unwrap_or(1)
-}
-
-/// Which cases killed a mutant (failed, no result, or splat during them),
-/// plus run-level reasons.
-pub fn killers(result: &RunResult) -> Vec<String> {
-    let mut v: Vec<String> = result
-        .ktap
-        .cases
-        .iter()
-        .filter(|c| c.status.is_failure())
-        .map(|c| c.name.clone())
-        .collect();
-    for s in &result.splats {
-        let who = match &s.test {
-            Some(t) => format!("{t} (splat: {})", s.title),
-            None => format!("splat in {}: {}", s.phase, s.title),
-        };
-        if !v.iter().any(|x| x.starts_with(&who)) {
-            v.push(who);
-        }
-    }
-    match &result.outcome {
-        Outcome::Hang(d) => v.push(format!("hang: {d}")),
-        Outcome::Panic(d) => v.push(format!("panic: {d}")),
-        Outcome::NoBoot(_) => v.push("kernel did not boot".into()),
-        Outcome::Error(d) => v.push(format!("error: {d}")),
-        _ => {}
-    }
-    if v.is_empty() && !result.outcome.is_pass() {
-        v.push(result.outcome.headline());
-    }
-    v
-}
-
-fn run_mutants(args: &TestArgs) -> Result<ExitCode> {
-    if args.host || args.kernel.is_some() {
-        bail!("--mutant/--mutants build and boot a kernel per mutant; they cannot be combined with --host or --kernel");
-    }
-    let names = mutant_names(args)?;
-    let tree = match &args.tree {
-        Some(t) => t.clone(),
-        None => crate::tree::ensure_default_tree()
-            .context("no --tree given and the default tree is not available")?,
-    };
-    let version = series_version();
-    let mut rows: Vec<(String, Result<Vec<String>, String>, bool)> = Vec::new();
-    for name in &names {
-        println!("\n=== mutant {name}");
-        let patch = util::patches_dir()
-            .join("mutants")
-            .join(format!("{name}.patch"));
-        let branch = format!("guest_memfd/v{version}-mutant-{name}");
-        if let Err(e) = build::delete_branch_if_exists(&tree, &branch) {
-            rows.push((name.clone(), Err(format!("{e:#}")), false));
-            continue;
-        }
-        let applied = crate::series::apply(&crate::series::ApplyRequest {
-            series: "guest_memfd".into(),
-            tree: tree.clone(),
-            extra: vec![patch],
-            branch: Some(branch.clone()),
-        });
-        let applied = match applied {
-            Ok(a) => a,
-            Err(e) => {
-                rows.push((name.clone(), Err(format!("could not apply: {e:#}")), false));
-                continue;
-            }
-        };
-        let Some(tip) = applied.commits.iter().rev().find_map(|c| c.commit.clone()) else {
-            rows.push((name.clone(), Err("apply created no commit".into()), false));
-            continue;
-        };
-        // The series' scratch worktree and build dir: each mutant build
-        // recompiles only what the mutant patch touches.
-        let src = match build::scratch_worktree(&tree, "series", &tip) {
-            Ok(s) => s,
-            Err(e) => {
-                rows.push((name.clone(), Err(format!("{e:#}")), false));
-                continue;
-            }
-        };
-        println!(
-            "mutant {name}: applied on branch {branch}, building {}",
-            src.display()
-        );
-        match run_boot(args, Some(&src), series_tag(Some(name))) {
-            Ok(r) => {
-                let killed = !r.outcome.is_pass();
-                rows.push((name.clone(), Ok(killers(&r)), killed));
-            }
-            Err(e) => rows.push((name.clone(), Err(format!("{e:#}")), false)),
-        }
-    }
-    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
-    println!("\n{:<w$}  {:<9}  killed by", "mutant", "verdict");
-    let mut killed = 0;
-    for (name, r, k) in &rows {
-        match r {
-            Ok(by) if *k => {
-                killed += 1;
-                println!("{name:<w$}  {:<9}  {}", "KILLED", results::brief(by, 3));
-            }
-            Ok(_) => println!(
-                "{name:<w$}  {:<9}  every case passed: a selftest is missing",
-                "SURVIVED"
-            ),
-            Err(e) => println!("{name:<w$}  {:<9}  {e}", "ERROR"),
-        }
-    }
-    let total = rows.len();
-    println!(
-        "\nmutation score: {killed}/{total} ({:.0}%)",
-        100.0 * killed as f64 / total.max(1) as f64
-    );
-    if let Some(series) = series_tag(None) {
-        let report = MutantsReport {
-            run_id: String::new(),
-            series,
-            rows: rows
-                .iter()
-                .map(|(name, r, k)| {
-                    let (verdict, detail) = match r {
-                        Ok(by) if *k => ("killed", by.clone()),
-                        Ok(_) => ("survived", vec![]),
-                        Err(e) => ("error", vec![e.clone()]),
-                    };
-                    MutantRow {
-                        name: name.clone(),
-                        verdict: verdict.into(),
-                        detail,
-                        run_id: None,
-                    }
-                })
-                .collect(),
-        };
-        let (run_id, dir) = new_run_dir("mutants")?;
-        let path = MutantsReport { run_id, ..report }.write(&dir)?;
-        println!("files: {}", path.display());
-    }
-    Ok(if killed == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// `cargo xtask bench selftests`: the suite on the host, per-area times from
@@ -741,6 +649,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         mutant: None,
         mutants: None,
         install_deps: false,
+        expect: None,
     };
     let bin = selftests_binary(&args)?;
     let sh = Shell::new()?;

@@ -1,0 +1,433 @@
+//! What a kernel is meant to report (`patches/<series>.expect.toml`), and
+//! the two checks built on it: the suite's `# caps` report must match, and a
+//! `# SKIP` must name something that kernel lacks.
+//!
+//! A skip reason starts with `lacks TOKEN: ` (written by the selftests'
+//! `caps::Lack`; selftests/README.md, "Skips"): `/dev/kvm`, `vm_type=NAME`,
+//! `KVM_CAP_X`, `KVM_CAP_X&0xMASK`, `env=WHAT`, or alternatives joined by `|`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::Ktap;
+
+/// One kind of kernel (`series`, `upstream-6.12`): see the file's header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelExpect {
+    /// The table's name in the file (filled in by [`Expectations::load`]).
+    #[serde(skip)]
+    pub kind: String,
+    pub description: String,
+    /// Fragments a build must include for the table to apply.
+    #[serde(default)]
+    pub fragments: Vec<String>,
+    pub vm_types: Vec<String>,
+    pub system: BTreeMap<String, i64>,
+    pub vm: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// Every table of an expectation file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectations {
+    pub path: PathBuf,
+    pub kinds: BTreeMap<String, KernelExpect>,
+}
+
+/// The expectation file of series `name` under `patches_dir`.
+pub fn path_for(patches_dir: &Path, name: &str) -> PathBuf {
+    patches_dir.join(format!("{name}.expect.toml"))
+}
+
+impl Expectations {
+    pub fn load(path: &Path) -> Result<Expectations> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the expected capabilities {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Expectations> {
+        let mut kinds: BTreeMap<String, KernelExpect> = toml::from_str(text)
+            .with_context(|| format!("{}: not a valid expectation file", path.display()))?;
+        for (kind, e) in kinds.iter_mut() {
+            e.kind = kind.clone();
+            let here = || format!("{}: [{kind}]", path.display());
+            for t in e.vm.keys() {
+                if !e.vm_types.contains(t) {
+                    bail!(
+                        "{}: [vm.{t}] is not in vm_types {:?}: add it there or drop the table",
+                        here(),
+                        e.vm_types
+                    );
+                }
+            }
+            for t in &e.vm_types {
+                if !e.vm.contains_key(t) {
+                    bail!("{}: vm_types lists `{t}` but there is no [{kind}.vm.{t}] table of its capabilities", here());
+                }
+            }
+            let all_caps = e.system.keys().chain(e.vm.values().flat_map(|m| m.keys()));
+            for cap in all_caps {
+                if !cap.starts_with("KVM_CAP_") {
+                    bail!("{}: `{cap}` is not a capability name (KVM_CAP_...)", here());
+                }
+            }
+        }
+        if kinds.is_empty() {
+            bail!("{}: no kernel table (e.g. [series])", path.display());
+        }
+        Ok(Expectations {
+            path: path.to_path_buf(),
+            kinds,
+        })
+    }
+
+    /// The table for `kind` when a build from `fragments` meets its
+    /// requirements; None when the file has no such table or the build
+    /// lacks a fragment the table needs.
+    pub fn for_build(&self, kind: &str, fragments: &[String]) -> Option<&KernelExpect> {
+        self.kinds
+            .get(kind)
+            .filter(|e| e.fragments.iter().all(|f| fragments.contains(f)))
+    }
+}
+
+/// One alternative of a skip's `lacks` token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lack {
+    Kvm,
+    VmType(String),
+    Cap(String),
+    Bits(String, u64),
+    Env(String),
+    /// A token of no known shape.
+    Unknown(String),
+}
+
+/// The alternatives a skip reason says are missing, or None when the
+/// reason does not start with `lacks TOKEN: `.
+pub fn parse_lacks(reason: &str) -> Option<Vec<Lack>> {
+    let rest = reason.strip_prefix("lacks ")?;
+    let token = rest.split_once(": ").map(|(t, _)| t).unwrap_or(rest);
+    Some(
+        token
+            .split('|')
+            .map(|t| {
+                if t == "/dev/kvm" {
+                    Lack::Kvm
+                } else if let Some(v) = t.strip_prefix("vm_type=") {
+                    Lack::VmType(v.into())
+                } else if let Some(v) = t.strip_prefix("env=") {
+                    Lack::Env(v.into())
+                } else if let Some((cap, mask)) = t.split_once('&') {
+                    match mask
+                        .strip_prefix("0x")
+                        .and_then(|m| u64::from_str_radix(m, 16).ok())
+                    {
+                        Some(m) if cap.starts_with("KVM_CAP_") => Lack::Bits(cap.into(), m),
+                        _ => Lack::Unknown(t.into()),
+                    }
+                } else if t.starts_with("KVM_CAP_") {
+                    Lack::Cap(t.into())
+                } else {
+                    Lack::Unknown(t.into())
+                }
+            })
+            .collect(),
+    )
+}
+
+impl KernelExpect {
+    /// Why a case on `vm_type` must not skip for `reason` on this kernel;
+    /// None when the skip is one this kernel is meant to have.
+    pub fn unexpected_skip(&self, vm_type: &str, reason: &str) -> Option<String> {
+        let Some(lacks) = parse_lacks(reason) else {
+            return Some(format!(
+                "skipped without naming what it lacks (`lacks TOKEN: ...`) on a {} kernel",
+                self.kind
+            ));
+        };
+        // With alternatives the case could use any one: the skip is due
+        // only when the kernel is meant to have none of them.
+        let mut present = Vec::new();
+        for lack in &lacks {
+            match self.has(vm_type, lack) {
+                Ok(false) => {}
+                Ok(true) => present.push(lack_name(lack)),
+                Err(why) => return Some(why),
+            }
+        }
+        if present.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "skipped for {} which a {} kernel must have on a {vm_type} VM",
+                present.join(" | "),
+                self.kind
+            ))
+        }
+    }
+
+    /// Whether this kernel is meant to have `lack` on `vm_type`; Err when
+    /// the file cannot tell (a capability it does not list).
+    fn has(&self, vm_type: &str, lack: &Lack) -> Result<bool, String> {
+        let value = |cap: &str| -> Result<i64, String> {
+            if !self.vm_types.iter().any(|t| t == vm_type) {
+                return Ok(0); // no such VM: nothing on it
+            }
+            self.vm
+                .get(vm_type)
+                .and_then(|m| m.get(cap))
+                .copied()
+                .ok_or_else(|| {
+                    format!(
+                        "skipped for {cap}, which [{}.vm.{vm_type}] does not list: say in the expectation file what this kernel reports",
+                        self.kind
+                    )
+                })
+        };
+        match lack {
+            Lack::Kvm => Ok(true),
+            Lack::VmType(t) => Ok(self.vm_types.contains(t)),
+            Lack::Cap(c) => Ok(value(c)? > 0),
+            Lack::Bits(c, mask) => Ok(value(c)?.max(0) as u64 & mask == *mask),
+            // The guest runs the suite as root with /dev/kmsg and /proc: a
+            // missing piece of the environment is a defect of the run.
+            Lack::Env(_) => Ok(true),
+            Lack::Unknown(t) => Err(format!(
+                "skipped for `{t}`, which is no `lacks` token the judge knows"
+            )),
+        }
+    }
+
+    /// Differences between the suite's `# caps` report and this table.
+    pub fn caps_mismatches(&self, ktap: &Ktap) -> Vec<String> {
+        let mut out = Vec::new();
+        if ktap.caps.is_empty() {
+            out.push(format!(
+                "the suite printed no `# caps` report to check against [{}]",
+                self.kind
+            ));
+            return out;
+        }
+        let mut compare = |scope: &str, want: &BTreeMap<String, i64>| match ktap.caps.get(scope) {
+            None => out.push(format!("no `# caps {scope}` line in the report")),
+            Some(None) => out.push(format!(
+                "{scope} VMs are unavailable; a {} kernel must have them",
+                self.kind
+            )),
+            Some(Some(got)) => {
+                for (cap, want) in want {
+                    match got.get(cap) {
+                        Some(v) if v == want => {}
+                        Some(v) => out.push(format!(
+                            "{cap} is {v:#x} on {scope}, a {} kernel reports {want:#x}",
+                            self.kind
+                        )),
+                        None => out.push(format!("{cap} not in the `# caps {scope}` report")),
+                    }
+                }
+            }
+        };
+        compare("system", &self.system);
+        for t in &self.vm_types {
+            if let Some(want) = self.vm.get(t) {
+                compare(t, want);
+            }
+        }
+        for (scope, got) in &ktap.caps {
+            if scope != "system" && got.is_some() && !self.vm_types.contains(scope) {
+                out.push(format!(
+                    "{scope} VMs can be created; a {} kernel has no such VM type",
+                    self.kind
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn lack_name(lack: &Lack) -> String {
+    match lack {
+        Lack::Kvm => "/dev/kvm".into(),
+        Lack::VmType(t) => format!("{t} VMs"),
+        Lack::Cap(c) => c.clone(),
+        Lack::Bits(c, m) => format!("{c} bits {m:#x}"),
+        Lack::Env(e) => format!("{e} (environment)"),
+        Lack::Unknown(t) => t.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::parse_ktap;
+
+    fn series() -> KernelExpect {
+        let path = crate::util::patches_dir().join("guest_memfd.expect.toml");
+        Expectations::load(&path).unwrap().kinds["series"].clone()
+    }
+
+    #[test]
+    fn the_project_file_has_both_kernel_kinds_and_applies_only_with_gmem() {
+        let path = crate::util::patches_dir().join("guest_memfd.expect.toml");
+        let e = Expectations::load(&path).unwrap();
+        assert!(e.kinds.contains_key("series") && e.kinds.contains_key("upstream-6.12"));
+        let gmem = vec!["base".to_string(), "gmem".to_string()];
+        assert!(e.for_build("series", &gmem).is_some());
+        assert!(e.for_build("series", &["base".to_string()]).is_none());
+        assert!(e.for_build("no-such-kind", &gmem).is_none());
+        assert_eq!(
+            e.kinds["series"].vm["sw_protected"]["KVM_CAP_GUEST_MEMFD"],
+            1
+        );
+    }
+
+    #[test]
+    fn bad_files_name_the_table_and_what_to_do() {
+        let p = Path::new("x.expect.toml");
+        let err = Expectations::parse(
+            p,
+            "[k]\ndescription = \"d\"\nvm_types = [\"default\"]\n[k.system]\n[k.vm.sw_protected]\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[vm.sw_protected] is not in vm_types"),
+            "{err:#}"
+        );
+        let err = Expectations::parse(
+            p,
+            "[k]\ndescription = \"d\"\nvm_types = [\"default\"]\n[k.system]\n[k.vm]\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no [k.vm.default] table"),
+            "{err:#}"
+        );
+        let err = Expectations::parse(p, "[k]\ndescription = 1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("x.expect.toml"), "{err:#}");
+    }
+
+    #[test]
+    fn lacks_tokens_parse() {
+        assert_eq!(
+            parse_lacks("lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD is 0 on a x VM"),
+            Some(vec![Lack::Cap("KVM_CAP_GUEST_MEMFD".into())])
+        );
+        assert_eq!(
+            parse_lacks(
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: no way"
+            ),
+            Some(vec![
+                Lack::Bits("KVM_CAP_MEMORY_ATTRIBUTES".into(), 8),
+                Lack::Bits("KVM_CAP_GUEST_MEMFD_FLAGS".into(), 3)
+            ])
+        );
+        assert_eq!(
+            parse_lacks("lacks vm_type=sw_protected: no sw_protected VM: EINVAL"),
+            Some(vec![Lack::VmType("sw_protected".into())])
+        );
+        assert_eq!(parse_lacks("lacks /dev/kvm: ENOENT"), Some(vec![Lack::Kvm]));
+        assert_eq!(parse_lacks("no KVM_CAP_GUEST_MEMFD"), None);
+    }
+
+    #[test]
+    fn a_skip_passes_only_for_what_the_kernel_is_meant_to_lack() {
+        let e = series();
+        // Default VMs have no guest_memfd on the 6.8 uAPI.
+        assert_eq!(
+            e.unexpected_skip(
+                "default",
+                "lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD is 0 on a default VM"
+            ),
+            None
+        );
+        assert_eq!(
+            e.unexpected_skip(
+                "default",
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: no way"
+            ),
+            None
+        );
+        assert_eq!(
+            e.unexpected_skip("default", "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x1: lacks MMAP"),
+            None
+        );
+        // SW_PROTECTED VMs must have it.
+        let why = e
+            .unexpected_skip(
+                "sw_protected",
+                "lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD is 0 on a sw_protected VM",
+            )
+            .unwrap();
+        assert!(
+            why.contains("KVM_CAP_GUEST_MEMFD which a series kernel must have"),
+            "{why}"
+        );
+        assert!(e
+            .unexpected_skip(
+                "sw_protected",
+                "lacks vm_type=sw_protected: no sw_protected VM"
+            )
+            .is_some());
+        assert!(e
+            .unexpected_skip(
+                "sw_protected",
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: x"
+            )
+            .is_some());
+        assert!(e
+            .unexpected_skip("default", "lacks /dev/kvm: ENOENT")
+            .is_some());
+        assert!(e
+            .unexpected_skip("default", "lacks env=/dev/kmsg: unreadable")
+            .is_some());
+        let why = e
+            .unexpected_skip("default", "needs KVM_CAP_GUEST_MEMFD")
+            .unwrap();
+        assert!(why.contains("without naming what it lacks"), "{why}");
+        let why = e
+            .unexpected_skip("default", "lacks KVM_CAP_NOT_IN_FILE: x")
+            .unwrap();
+        assert!(why.contains("does not list"), "{why}");
+    }
+
+    const CAPS_OK: &str = "KTAP version 1\n1..1\n\
+# caps system KVM_CAP_VM_TYPES=0x3 KVM_CAP_GUEST_MEMFD=0x1 KVM_CAP_USER_MEMORY2=0x1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=0x1 KVM_CAP_GUEST_MEMFD_FLAGS=0x0\n\
+# caps default KVM_CAP_GUEST_MEMFD=0 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x0 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x0\n\
+# caps sw_protected KVM_CAP_GUEST_MEMFD=1 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x0\n\
+ok 1 a.b@default\n";
+
+    #[test]
+    fn caps_report_is_compared_value_by_value() {
+        let e = series();
+        assert_eq!(
+            e.caps_mismatches(&parse_ktap(CAPS_OK)),
+            Vec::<String>::new()
+        );
+        let zero = CAPS_OK.replace(
+            "caps sw_protected KVM_CAP_GUEST_MEMFD=1",
+            "caps sw_protected KVM_CAP_GUEST_MEMFD=0",
+        );
+        let m = e.caps_mismatches(&parse_ktap(&zero));
+        assert_eq!(
+            m,
+            vec!["KVM_CAP_GUEST_MEMFD is 0x0 on sw_protected, a series kernel reports 0x1"]
+        );
+        let gone = CAPS_OK.replace(
+            "# caps sw_protected KVM_CAP_GUEST_MEMFD=1 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x0",
+            "# caps sw_protected unavailable",
+        );
+        let m = e.caps_mismatches(&parse_ktap(&gone));
+        assert!(
+            m.iter()
+                .any(|l| l.contains("sw_protected VMs are unavailable")),
+            "{m:?}"
+        );
+        let m = e.caps_mismatches(&parse_ktap("KTAP version 1\n1..1\nok 1 a\n"));
+        assert!(m[0].contains("no `# caps` report"), "{m:?}");
+    }
+}
