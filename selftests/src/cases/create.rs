@@ -9,31 +9,31 @@ pub const CASES: &[Case] = &[
     Case {
         area: "create",
         name: "each_flag_bit",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: each_flag_bit,
     },
     Case {
         area: "create",
         name: "unaligned_sizes_einval",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: unaligned_sizes_einval,
     },
     Case {
         area: "create",
         name: "distinct_inodes",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: distinct_inodes,
     },
     Case {
         area: "create",
         name: "fstat_size_and_blksize",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: fstat_size_and_blksize,
     },
     Case {
         area: "create",
         name: "read_write_fail",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: read_write_fail,
     },
 ];
@@ -84,15 +84,39 @@ fn unaligned_sizes_einval(tx: &Tx) -> TestResult {
     Ok(())
 }
 
-/// Two guest_memfd files are distinct inodes.
+/// Two guest_memfd files of different sizes are distinct inodes, each with
+/// its own size: creating the second leaves the first as it was.
 fn distinct_inodes(tx: &Tx) -> TestResult {
+    let p = tx.page();
     let (vm, a) = tx.vm_with_gmem(1, 0)?;
+    let before = a.fstat().or_fail("fstat(first)")?;
+    ensure(before.st_size as u64 == p, || {
+        format!("first file: st_size {} != requested {p}", before.st_size)
+    })?;
     let b = vm
-        .create_gmem(2 * tx.page(), 0)
+        .create_gmem(2 * p, 0)
         .or_fail("second KVM_CREATE_GUEST_MEMFD")?;
-    let sa = a.fstat().or_fail("fstat(first)")?;
     let sb = b.fstat().or_fail("fstat(second)")?;
-    tx.diag(format!("inodes {} and {}", sa.st_ino, sb.st_ino));
+    ensure(sb.st_size as u64 == 2 * p, || {
+        format!("second file: st_size {} != requested {}", sb.st_size, 2 * p)
+    })?;
+    let sa = a.fstat().or_fail("fstat(first, again)")?;
+    tx.diag(format!(
+        "inodes {} ({} bytes) and {} ({} bytes)",
+        sa.st_ino, sa.st_size, sb.st_ino, sb.st_size
+    ));
+    ensure(sa.st_size as u64 == p, || {
+        format!(
+            "first file's st_size changed from {p} to {} when the second was created",
+            sa.st_size
+        )
+    })?;
+    ensure(sa.st_ino == before.st_ino, || {
+        format!(
+            "first file's inode changed from {} to {}",
+            before.st_ino, sa.st_ino
+        )
+    })?;
     ensure(sa.st_ino != sb.st_ino, || {
         format!("both files have inode {}", sa.st_ino)
     })

@@ -12,31 +12,31 @@ pub const CASES: &[Case] = &[
     Case {
         area: "mmap",
         name: "without_mmap_flag_enodev",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: without_mmap_flag_enodev,
     },
     Case {
         area: "mmap",
         name: "map_private_einval",
-        needs: &[Need::GuestMemfd, Need::GmemFlags(MMAP)],
+        needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)],
         run: map_private_einval,
     },
     Case {
         area: "mmap",
         name: "no_init_shared_sigbus",
-        needs: &[Need::GuestMemfd, Need::GmemFlags(MMAP)],
+        needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)],
         run: no_init_shared_sigbus,
     },
     Case {
         area: "mmap",
         name: "punched_pages_read_zero",
-        needs: &[Need::GuestMemfd, Need::GmemFlags(BOTH)],
+        needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)],
         run: punched_pages_read_zero,
     },
     Case {
         area: "mmap",
         name: "past_eof_sigbus",
-        needs: &[Need::GuestMemfd, Need::GmemFlags(BOTH)],
+        needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)],
         run: past_eof_sigbus,
     },
 ];

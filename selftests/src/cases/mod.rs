@@ -4,9 +4,11 @@ use crate::case::Case;
 
 pub mod bind;
 pub mod caps;
+pub mod conversions;
 pub mod create;
 pub mod fallocate;
 pub mod mmap;
+pub mod pageops;
 pub mod punch;
 pub mod regression;
 pub mod stress;
@@ -22,6 +24,7 @@ pub fn all() -> Vec<&'static Case> {
         bind::CASES,
         punch::CASES,
         vcpu::CASES,
+        conversions::CASES,
         regression::CASES,
         stress::CASES,
     ]
