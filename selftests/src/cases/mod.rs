@@ -8,6 +8,7 @@ pub mod conversions;
 pub mod create;
 pub mod fallocate;
 pub mod mmap;
+pub mod multislot;
 pub mod pageops;
 pub mod punch;
 pub mod regression;
@@ -25,6 +26,7 @@ pub fn all() -> Vec<&'static Case> {
         punch::CASES,
         vcpu::CASES,
         conversions::CASES,
+        multislot::CASES,
         regression::CASES,
         stress::CASES,
     ]
