@@ -184,20 +184,25 @@ fn past_eof_sigbus(tx: &Tx) -> TestResult {
     Ok(())
 }
 
-/// The online NUMA nodes, from /sys/devices/system/node/online ("0-1,3").
+/// The online NUMA nodes, from /sys/devices/system/node/online.
 fn online_nodes() -> Result<Vec<u32>, String> {
     let path = "/sys/devices/system/node/online";
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    parse_node_list(&text).ok_or_else(|| format!("{path}: cannot parse {text:?}"))
+}
+
+/// A kernel node list such as "0-1,3" (a trailing newline is fine).
+fn parse_node_list(text: &str) -> Option<Vec<u32>> {
     let mut nodes = Vec::new();
     for part in text.trim().split(',').filter(|s| !s.is_empty()) {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let parse = |x: &str| {
-            x.parse::<u32>()
-                .map_err(|_| format!("{path}: cannot parse {text:?}"))
-        };
-        nodes.extend(parse(a)?..=parse(b)?);
+        let (a, b) = (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?);
+        if a > b {
+            return None;
+        }
+        nodes.extend(a..=b);
     }
-    Ok(nodes)
+    Some(nodes)
 }
 
 /// Skips unless nodes 0 and 1 are online (upstream's
@@ -439,4 +444,19 @@ fn madv_collapse_einval(tx: &Tx) -> TestResult {
     })?;
     drop(reserve);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_node_list;
+
+    #[test]
+    fn node_lists() {
+        assert_eq!(parse_node_list("0\n"), Some(vec![0]));
+        assert_eq!(parse_node_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_node_list("0-1,3"), Some(vec![0, 1, 3]));
+        assert_eq!(parse_node_list(""), Some(vec![]));
+        assert_eq!(parse_node_list("x"), None);
+        assert_eq!(parse_node_list("3-1"), None);
+    }
 }

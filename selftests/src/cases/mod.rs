@@ -63,6 +63,8 @@ mod tests {
             "bind",
             "punch",
             "vcpu",
+            "conversions",
+            "multislot",
             "regression",
             "stress",
         ] {
