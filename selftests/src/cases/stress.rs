@@ -124,8 +124,8 @@ fn punch_vs_memslot_churn(tx: &Tx) -> TestResult {
 /// that nobody punches.
 const WALK_PAGES: u64 = 4;
 /// Rounds are bounded by time and by count, so the case stays short under TCG.
-const WALK_RACE: Duration = Duration::from_secs(3);
-const MAX_ROUNDS: u64 = 24;
+const WALK_RACE: Duration = Duration::from_secs(4);
+const MAX_ROUNDS: u64 = 48;
 /// How long the vCPU stays in one KVM_RUN of the walk before the host
 /// looks whether the punching thread is done.
 const WALK_SLICE: Duration = Duration::from_millis(20);
