@@ -4,9 +4,12 @@ use crate::case::Case;
 
 pub mod bind;
 pub mod caps;
+pub mod conversions;
 pub mod create;
 pub mod fallocate;
 pub mod mmap;
+pub mod multislot;
+pub mod pageops;
 pub mod punch;
 pub mod regression;
 pub mod stress;
@@ -22,6 +25,8 @@ pub fn all() -> Vec<&'static Case> {
         bind::CASES,
         punch::CASES,
         vcpu::CASES,
+        conversions::CASES,
+        multislot::CASES,
         regression::CASES,
         stress::CASES,
     ]
@@ -58,6 +63,8 @@ mod tests {
             "bind",
             "punch",
             "vcpu",
+            "conversions",
+            "multislot",
             "regression",
             "stress",
         ] {
