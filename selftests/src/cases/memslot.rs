@@ -548,6 +548,13 @@ fn smm_slot_einval_with_private_mem(tx: &Tx) -> TestResult {
         expect_errno(what, fx.vm.set_region2(&r), libc::EINVAL)?;
         fx.expect_no_slot(smm, what)?;
     }
+    // The address space is gone for the dirty log too (not merely empty,
+    // which would be ENOENT).
+    expect_errno(
+        "KVM_GET_DIRTY_LOG for slot 0 of address space 1",
+        fx.vm.fd.get_dirty_log(smm, (SLOT_PAGES * fx.page) as usize),
+        libc::EINVAL,
+    )?;
     // Controls: the same two slots in address space 0. The gmem-bound one
     // also shows the refused SMM request left no binding of file pages 0..4.
     let controls = [
@@ -632,6 +639,13 @@ fn address_spaces_match_cap(tx: &Tx) -> TestResult {
     expect_errno(
         &format!("a slot in address space {spaces}, one past KVM_CAP_MULTI_ADDRESS_SPACE"),
         fx.vm.set_region_v1(&beyond),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        &format!("KVM_GET_DIRTY_LOG for slot 0 of address space {spaces}"),
+        fx.vm
+            .fd
+            .get_dirty_log(beyond.slot, (SLOT_PAGES * fx.page) as usize),
         libc::EINVAL,
     )?;
     fx.expect_no_slot(beyond.slot, "after the refused request")
