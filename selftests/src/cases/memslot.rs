@@ -650,3 +650,38 @@ fn address_spaces_match_cap(tx: &Tx) -> TestResult {
     )?;
     fx.expect_no_slot(beyond.slot, "after the refused request")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_names() {
+        assert_eq!(flags_name(0), "0");
+        assert_eq!(
+            flags_name(KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD),
+            "READONLY|GUEST_MEMFD"
+        );
+        assert_eq!(
+            flags_name(KVM_MEM_LOG_DIRTY_PAGES | (1 << 5)),
+            "LOG_DIRTY_PAGES|0x20"
+        );
+    }
+
+    #[test]
+    fn slot_ids_carry_the_address_space_in_the_high_half() {
+        assert_eq!(slot_id(0, 3), 3);
+        assert_eq!(slot_id(1, 0), 0x1_0000);
+        assert_eq!(slot_id(1, PROBE_SLOT) & 0xffff, PROBE_SLOT);
+    }
+
+    #[test]
+    fn undefined_bits_start_past_the_known_flags() {
+        let v2: Vec<u32> = unknown_flag_bits(3).collect();
+        assert_eq!(v2.len(), 29);
+        assert!(v2
+            .iter()
+            .all(|b| b & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD) == 0));
+        assert_eq!(unknown_flag_bits(2).next(), Some(KVM_MEM_GUEST_MEMFD));
+    }
+}

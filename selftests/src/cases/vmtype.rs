@@ -38,15 +38,20 @@ impl TdpMmuParam {
         let path = Path::new(TDP_MMU_PARAM);
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("read {TDP_MMU_PARAM}: {e}"))?;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("stat {TDP_MMU_PARAM}: {e}"))?
+            .permissions()
+            .mode();
+        TdpMmuParam::parse(&text, mode)
+    }
+
+    /// The sysfs text of a bool parameter and its file mode.
+    fn parse(text: &str, mode: u32) -> Result<TdpMmuParam, String> {
         let on = match text.trim() {
             "Y" | "y" | "1" => true,
             "N" | "n" | "0" => false,
             other => return Err(format!("{TDP_MMU_PARAM} reads {other:?}, not Y or N")),
         };
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("stat {TDP_MMU_PARAM}: {e}"))?
-            .permissions()
-            .mode();
         Ok(TdpMmuParam {
             on,
             writable: mode & 0o200 != 0,
@@ -241,5 +246,19 @@ fn private_mem_needs_tdp_mmu(tx: &Tx) -> TestResult {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TdpMmuParam;
+
+    #[test]
+    fn tdp_mmu_param_value_and_mode() {
+        let p = TdpMmuParam::parse("Y\n", 0o100644).unwrap();
+        assert!(p.on && p.writable);
+        let p = TdpMmuParam::parse("N\n", 0o100444).unwrap();
+        assert!(!p.on && !p.writable);
+        assert!(TdpMmuParam::parse("maybe\n", 0o644).is_err());
     }
 }
