@@ -7,6 +7,8 @@ pub mod caps;
 pub mod conversions;
 pub mod create;
 pub mod fallocate;
+pub mod inode;
+pub mod memslot;
 pub mod mmap;
 pub mod multislot;
 pub mod pageops;
@@ -14,6 +16,7 @@ pub mod punch;
 pub mod regression;
 pub mod stress;
 pub mod vcpu;
+pub mod vmtype;
 
 /// All cases in run order.
 pub fn all() -> Vec<&'static Case> {
@@ -23,6 +26,9 @@ pub fn all() -> Vec<&'static Case> {
         fallocate::CASES,
         mmap::CASES,
         bind::CASES,
+        memslot::CASES,
+        vmtype::CASES,
+        inode::CASES,
         punch::CASES,
         vcpu::CASES,
         conversions::CASES,
