@@ -30,6 +30,7 @@ pub use kvm_bindings::{
     KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_X86_DEFAULT_VM,
     KVM_X86_SW_PROTECTED_VM,
 };
+pub use kvm_bindings::{KVM_CAP_MULTI_ADDRESS_SPACE, KVM_MEM_READONLY};
 
 /// `EINVAL`-style name of an errno value.
 pub fn errno_name(e: i32) -> String {
@@ -145,6 +146,11 @@ impl Vm {
     /// KVM_CHECK_EXTENSION on the VM fd (VM-type specific answers).
     pub fn check(&self, cap: u32) -> i32 {
         self.fd.check_extension_raw(cap as libc::c_ulong)
+    }
+
+    /// KVM_CHECK_EXTENSION on /dev/kvm (what the kernel supports for some VM).
+    pub fn check_system(&self, cap: u32) -> i32 {
+        self.kvm.check_extension_raw(cap as libc::c_ulong)
     }
 
     pub fn raw_fd(&self) -> RawFd {

@@ -6,11 +6,14 @@ pub mod bind;
 pub mod caps;
 pub mod create;
 pub mod fallocate;
+pub mod inode;
+pub mod memslot;
 pub mod mmap;
 pub mod punch;
 pub mod regression;
 pub mod stress;
 pub mod vcpu;
+pub mod vmtype;
 
 /// All cases in run order.
 pub fn all() -> Vec<&'static Case> {
@@ -20,6 +23,9 @@ pub fn all() -> Vec<&'static Case> {
         fallocate::CASES,
         mmap::CASES,
         bind::CASES,
+        memslot::CASES,
+        vmtype::CASES,
+        inode::CASES,
         punch::CASES,
         vcpu::CASES,
         regression::CASES,

@@ -1,0 +1,51 @@
+//! What the guest_memfd inode looks like from userspace.
+//!
+//! Upstream makes the gmem file a secure anonymous inode (the LSM hook
+//! security_inode_init_security_anon() runs for it). The hook itself leaves
+//! no trace userspace can read; what does show is where the file lives:
+//! /proc/self/fd/N of an anon_inode file reads `anon_inode:[kvm-gmem]` and
+//! fstatfs() gives the anon_inode filesystem's magic, while a file of a
+//! private pseudo mount reads `/[kvm-gmem] (deleted)` and has that mount's.
+
+use crate::caps::Need;
+use crate::case::{ensure, fail, Case, OrFail, TestResult, Tx};
+use crate::kvm::{ename, Errno};
+
+pub const CASES: &[Case] = &[Case {
+    area: "inode",
+    name: "proc_fd_link_is_anon_inode",
+    needs: &[Need::GuestMemfd],
+    run: proc_fd_link_is_anon_inode,
+}];
+
+const WANT: &str = "anon_inode:[kvm-gmem]";
+/// ANON_INODE_FS_MAGIC (include/uapi/linux/magic.h).
+const ANON_INODE_FS_MAGIC: i64 = 0x0904_1934;
+
+fn proc_fd_link_is_anon_inode(tx: &Tx) -> TestResult {
+    let (_vm, g) = tx.vm_with_gmem(1, 0)?;
+    let link = format!("/proc/self/fd/{}", g.fd());
+    let target = std::fs::read_link(&link).or_fail(&format!("readlink {link}"))?;
+    let target = target.to_string_lossy();
+    tx.diag(format!("readlink {link}: {target}"));
+    // SAFETY: st is a valid out buffer for fstatfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::fstatfs(g.fd(), &mut st) } != 0 {
+        return fail(format!("fstatfs(guest_memfd): {}", ename(&Errno::last())));
+    }
+    let magic = st.f_type as i64;
+    tx.diag(format!("fstatfs f_type {magic:#x}"));
+    ensure(target == WANT, || {
+        format!(
+            "readlink of a guest_memfd fd gives {target:?}, upstream gives {WANT:?} \
+             (the file should be an anon_inode file, made with the secure anon inode API)"
+        )
+    })?;
+    ensure(magic == ANON_INODE_FS_MAGIC, || {
+        format!(
+            "fstatfs(guest_memfd) f_type is {magic:#x}, upstream's gmem inode lives on the \
+             anon_inode filesystem ({ANON_INODE_FS_MAGIC:#x})"
+        )
+    })
+}

@@ -1,0 +1,245 @@
+//! Which VM types KVM creates, and under which conditions.
+//!
+//! VMs with private memory (KVM_X86_SW_PROTECTED_VM) exist only on the TDP
+//! MMU: without it KVM_CREATE_VM refuses the type and KVM_CAP_VM_TYPES
+//! stops listing it. On 6.1 the `kvm.tdp_mmu` module parameter is writable
+//! and sampled per VM at creation, so the case turns it off for a moment
+//! and restores it; where it is read-only (6.3 and later) the check needs a
+//! boot with `kvm.tdp_mmu=0`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::caps::{listed_in_vm_types, Need};
+use crate::case::{ensure, expect_ok, fail, Case, Stop, TestResult, Tx};
+use crate::kvm::{
+    ename, VmType, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_VM_TYPES, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+};
+
+pub const CASES: &[Case] = &[Case {
+    area: "vmtype",
+    name: "private_mem_needs_tdp_mmu",
+    // Runs even where the type cannot be created: that may be the point.
+    needs: &[Need::Kvm],
+    run: private_mem_needs_tdp_mmu,
+}];
+
+const TDP_MMU_PARAM: &str = "/sys/module/kvm/parameters/tdp_mmu";
+const BOOT_HINT: &str = "boot with kvm.tdp_mmu=0 (cargo xtask test --append kvm.tdp_mmu=0)";
+
+/// The `kvm.tdp_mmu` parameter: its value and whether root may change it.
+struct TdpMmuParam {
+    on: bool,
+    writable: bool,
+}
+
+impl TdpMmuParam {
+    fn read() -> Result<TdpMmuParam, String> {
+        let path = Path::new(TDP_MMU_PARAM);
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("read {TDP_MMU_PARAM}: {e}"))?;
+        let on = match text.trim() {
+            "Y" | "y" | "1" => true,
+            "N" | "n" | "0" => false,
+            other => return Err(format!("{TDP_MMU_PARAM} reads {other:?}, not Y or N")),
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("stat {TDP_MMU_PARAM}: {e}"))?
+            .permissions()
+            .mode();
+        Ok(TdpMmuParam {
+            on,
+            writable: mode & 0o200 != 0,
+        })
+    }
+}
+
+fn write_tdp_mmu(on: bool) -> Result<(), String> {
+    std::fs::write(TDP_MMU_PARAM, if on { "Y" } else { "N" }).map_err(|e| {
+        format!(
+            "write {} to {TDP_MMU_PARAM}: {e}",
+            if on { "Y" } else { "N" }
+        )
+    })
+}
+
+/// Sets `kvm.tdp_mmu` for the guard's lifetime and puts the old value back
+/// on drop, failure and panic included.
+struct TdpMmuSet {
+    restore: bool,
+}
+
+impl TdpMmuSet {
+    fn new(tx: &Tx, on: bool, restore: bool) -> Result<TdpMmuSet, Stop> {
+        write_tdp_mmu(on).map_err(Stop::Fail)?;
+        tx.diag(format!(
+            "kvm.tdp_mmu set to {} for this check, restored to {} afterwards",
+            yn(on),
+            yn(restore)
+        ));
+        Ok(TdpMmuSet { restore })
+    }
+}
+
+impl Drop for TdpMmuSet {
+    fn drop(&mut self) {
+        if let Err(e) = write_tdp_mmu(self.restore) {
+            eprintln!("gmem-selftests: could not restore kvm.tdp_mmu: {e}");
+        }
+    }
+}
+
+fn yn(on: bool) -> &'static str {
+    if on {
+        "Y"
+    } else {
+        "N"
+    }
+}
+
+/// What KVM says about this case's VM type right now: listed in
+/// KVM_CAP_VM_TYPES, and KVM_CREATE_VM's result (errno on refusal).
+fn probe(t: VmType) -> Result<(bool, Result<(), i32>), Stop> {
+    let kvm =
+        kvm_ioctls::Kvm::new().map_err(|e| Stop::Fail(format!("open /dev/kvm: {}", ename(&e))))?;
+    let vm_types = kvm.check_extension_raw(KVM_CAP_VM_TYPES as libc::c_ulong);
+    let created = kvm
+        .create_vm_with_type(t.raw())
+        .map(drop)
+        .map_err(|e| e.errno());
+    Ok((listed_in_vm_types(t, vm_types), created))
+}
+
+/// With the TDP MMU off: a VM type with private memory is refused (EINVAL)
+/// and not listed; the default type is still created and listed.
+fn check_without_tdp_mmu(tx: &Tx) -> TestResult {
+    let t = tx.vm_type;
+    let (listed, created) = probe(t)?;
+    tx.diag(format!(
+        "without the TDP MMU: {} {} in KVM_CAP_VM_TYPES, KVM_CREATE_VM {}",
+        t.uapi_name(),
+        if listed { "listed" } else { "not listed" },
+        match created {
+            Ok(()) => "ok".to_string(),
+            Err(e) => crate::kvm::errno_name(e),
+        }
+    ));
+    match t {
+        VmType::Default => {
+            ensure(listed, || {
+                "KVM_X86_DEFAULT_VM is not listed in KVM_CAP_VM_TYPES without the TDP MMU".into()
+            })?;
+            expect_ok(
+                "KVM_CREATE_VM(KVM_X86_DEFAULT_VM) without the TDP MMU",
+                created.map_err(crate::kvm::Errno::new),
+            )
+        }
+        VmType::SwProtected => {
+            match created {
+                Err(e) if e == libc::EINVAL => {}
+                Ok(()) => {
+                    return fail(
+                        "KVM_CREATE_VM(KVM_X86_SW_PROTECTED_VM) succeeded without the TDP MMU: \
+                         a VM with private memory on the shadow MMU (upstream refuses it with EINVAL)",
+                    )
+                }
+                Err(e) => {
+                    return fail(format!(
+                        "KVM_CREATE_VM(KVM_X86_SW_PROTECTED_VM) without the TDP MMU: expected EINVAL, got {}",
+                        crate::kvm::errno_name(e)
+                    ))
+                }
+            }
+            ensure(!listed, || {
+                "KVM_CAP_VM_TYPES lists KVM_X86_SW_PROTECTED_VM without the TDP MMU, \
+                 but KVM_CREATE_VM refuses it"
+                    .into()
+            })
+        }
+    }
+}
+
+/// With the TDP MMU on: the type is created and listed (the control that
+/// shows the refusal came from the MMU and not from a missing type).
+fn check_with_tdp_mmu(tx: &Tx) -> TestResult {
+    let t = tx.vm_type;
+    let (listed, created) = probe(t)?;
+    if let Err(e) = created {
+        return fail(format!(
+            "control: KVM_CREATE_VM({}) with the TDP MMU on: {}",
+            t.uapi_name(),
+            crate::kvm::errno_name(e)
+        ));
+    }
+    ensure(listed, || {
+        format!(
+            "control: {} created with the TDP MMU on but not listed in KVM_CAP_VM_TYPES",
+            t.uapi_name()
+        )
+    })
+}
+
+fn private_mem_needs_tdp_mmu(tx: &Tx) -> TestResult {
+    if tx.vm_type == VmType::SwProtected {
+        // Without private memory support at all there is nothing to refuse.
+        let kvm = kvm_ioctls::Kvm::new()
+            .map_err(|e| Stop::Fail(format!("open /dev/kvm: {}", ename(&e))))?;
+        let attrs = kvm.check_extension_raw(KVM_CAP_MEMORY_ATTRIBUTES as libc::c_ulong);
+        if attrs <= 0 || (attrs as u64) & KVM_MEMORY_ATTRIBUTE_PRIVATE as u64 == 0 {
+            return Err(Stop::Skip(format!(
+                "KVM_CAP_MEMORY_ATTRIBUTES on /dev/kvm is {:#x}, without \
+                 KVM_MEMORY_ATTRIBUTE_PRIVATE: no VM type with private memory on this kernel",
+                attrs.max(0)
+            )));
+        }
+    }
+    let param = match TdpMmuParam::read() {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(Stop::Skip(format!(
+                "no kvm.tdp_mmu module parameter to turn the TDP MMU off: {e}"
+            )))
+        }
+    };
+    tx.diag(format!(
+        "kvm.tdp_mmu is {} ({})",
+        yn(param.on),
+        if param.writable {
+            "writable"
+        } else {
+            "read-only"
+        }
+    ));
+    match (param.on, param.writable) {
+        (true, false) => Err(Stop::Skip(format!(
+            "kvm.tdp_mmu is Y and read-only on this kernel, so the TDP MMU cannot be turned off \
+             at run time: {BOOT_HINT}"
+        ))),
+        (true, true) => {
+            if let Some(why) = &tx.vm_caps().unavailable {
+                return Err(Stop::Skip(format!(
+                    "no {} VM even with kvm.tdp_mmu=Y: {why}",
+                    tx.vm_type.suffix()
+                )));
+            }
+            {
+                let _off = TdpMmuSet::new(tx, false, true)?;
+                check_without_tdp_mmu(tx)?;
+            }
+            check_with_tdp_mmu(tx)
+        }
+        (false, writable) => {
+            check_without_tdp_mmu(tx)?;
+            if writable {
+                let _on = TdpMmuSet::new(tx, true, false)?;
+                check_with_tdp_mmu(tx)
+            } else {
+                tx.diag(
+                    "kvm.tdp_mmu is N and read-only: the refusal is checked, the control with \
+                     the TDP MMU on needs a boot without kvm.tdp_mmu=0",
+                );
+                Ok(())
+            }
+        }
+    }
+}
