@@ -15,6 +15,10 @@ use crate::kvm::{
 pub enum Need {
     /// Only /dev/kvm (the case checks the VM type itself).
     Kvm,
+    /// KVM_CREATE_GUEST_MEMFD on a VM of this type: the system-wide
+    /// KVM_CAP_GUEST_MEMFD (the 6.8 uAPI creates files on any VM type; the
+    /// per-VM answer only says whether the VM accepts guest_memfd memslots).
+    GmemCreate,
     /// KVM_CAP_GUEST_MEMFD on this VM type.
     GuestMemfd,
     /// KVM_CAP_USER_MEMORY2.
@@ -48,6 +52,8 @@ pub struct VmCaps {
     /// Why VMs of this type cannot be created, if they cannot.
     pub unavailable: Option<String>,
     pub guest_memfd: i32,
+    /// KVM_CAP_GUEST_MEMFD on /dev/kvm: the kernel has KVM_CREATE_GUEST_MEMFD.
+    pub create_gmem: i32,
     pub user_memory2: i32,
     pub memory_attributes: i32,
     pub memory_fault_info: i32,
@@ -63,6 +69,7 @@ impl VmCaps {
             kvm_error: None,
             unavailable: Some(why),
             guest_memfd: 0,
+            create_gmem: 0,
             user_memory2: 0,
             memory_attributes: 0,
             memory_fault_info: 0,
@@ -101,6 +108,12 @@ impl VmCaps {
         for need in needs {
             let missing = match *need {
                 Need::Kvm => None,
+                Need::GmemCreate => (self.create_gmem <= 0).then(|| {
+                    format!(
+                        "KVM_CAP_GUEST_MEMFD is {} on /dev/kvm: no KVM_CREATE_GUEST_MEMFD",
+                        self.create_gmem
+                    )
+                }),
                 Need::GuestMemfd => (self.guest_memfd <= 0)
                     .then(|| format!("KVM_CAP_GUEST_MEMFD is {} on a {t} VM", self.guest_memfd)),
                 Need::UserMemory2 => (self.user_memory2 <= 0)
@@ -208,9 +221,10 @@ impl Caps {
         .iter()
         .map(|&(n, c)| (n, sys.check_extension_raw(c as libc::c_ulong)))
         .collect();
+        let create_gmem = sys.check_extension_raw(KVM_CAP_GUEST_MEMFD as libc::c_ulong);
         let vms = VmType::ALL
             .iter()
-            .map(|&t| probe_vm_type(t, vm_types))
+            .map(|&t| probe_vm_type(t, vm_types, create_gmem))
             .collect();
         Caps {
             release,
@@ -307,7 +321,7 @@ pub fn listed_in_vm_types(t: VmType, vm_types: i32) -> bool {
 /// Probes one VM type by creating a VM of it, whether or not
 /// KVM_CAP_VM_TYPES lists it (`caps.vm_types_matches_create_vm` checks the
 /// two agree), and asking the VM fd.
-fn probe_vm_type(t: VmType, vm_types: i32) -> VmCaps {
+fn probe_vm_type(t: VmType, vm_types: i32, create_gmem: i32) -> VmCaps {
     let vm = match Vm::create(t) {
         Ok(vm) => vm,
         Err(e) => {
@@ -327,6 +341,7 @@ fn probe_vm_type(t: VmType, vm_types: i32) -> VmCaps {
         kvm_error: None,
         unavailable: None,
         guest_memfd: vm.check(KVM_CAP_GUEST_MEMFD),
+        create_gmem,
         user_memory2: vm.check(KVM_CAP_USER_MEMORY2),
         memory_attributes: vm.check(KVM_CAP_MEMORY_ATTRIBUTES),
         memory_fault_info: vm.check(KVM_CAP_MEMORY_FAULT_INFO),
@@ -345,6 +360,7 @@ mod tests {
             kvm_error: None,
             unavailable: None,
             guest_memfd: 1,
+            create_gmem: 1,
             user_memory2: 1,
             memory_attributes: 0,
             memory_fault_info: 1,
@@ -359,6 +375,7 @@ mod tests {
             kvm_error: None,
             unavailable: None,
             guest_memfd: 1,
+            create_gmem: 1,
             user_memory2: 1,
             memory_attributes: 8,
             memory_fault_info: 1,
@@ -439,6 +456,34 @@ mod tests {
             v.skip_reason(&[Need::Kvm]).as_deref(),
             Some("cannot open /dev/kvm: ENOENT")
         );
+    }
+
+    /// 6.1 + series (6.8 uAPI), default VM: KVM_CREATE_GUEST_MEMFD works,
+    /// guest_memfd memslots and PRIVATE do not.
+    #[test]
+    fn file_cases_run_where_only_memslots_are_refused() {
+        let v = VmCaps {
+            vm_type: VmType::Default,
+            guest_memfd: 0,
+            memory_attributes: 0,
+            ..series_sw_protected()
+        };
+        assert_eq!(v.skip_reason(&[Need::GmemCreate]), None);
+        let r = v.skip_reason(&[Need::GuestMemfd]).unwrap();
+        assert!(
+            r.contains("KVM_CAP_GUEST_MEMFD is 0 on a default VM"),
+            "{r}"
+        );
+        let v = VmCaps {
+            create_gmem: 0,
+            ..v
+        };
+        let r = v.skip_reason(&[Need::GmemCreate]).unwrap();
+        assert!(r.contains("KVM_CAP_GUEST_MEMFD is 0 on /dev/kvm"), "{r}");
+        let r = VmCaps::unavailable(VmType::SwProtected, "not listed".into())
+            .skip_reason(&[Need::GmemCreate])
+            .unwrap();
+        assert!(r.contains("no sw_protected VM"), "{r}");
     }
 
     #[test]

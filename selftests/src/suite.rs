@@ -265,6 +265,7 @@ mod tests {
             kvm_error: None,
             unavailable: None,
             guest_memfd: 1,
+            create_gmem: 1,
             user_memory2: 1,
             memory_attributes: 0,
             memory_fault_info: 1,

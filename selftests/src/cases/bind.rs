@@ -13,6 +13,12 @@ const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2];
 pub const CASES: &[Case] = &[
     Case {
         area: "bind",
+        name: "gmem_slot_as_cap_says",
+        needs: &[Need::GmemCreate, Need::UserMemory2],
+        run: gmem_slot_as_cap_says,
+    },
+    Case {
+        area: "bind",
         name: "v1_ioctl_einval",
         needs: NEEDS,
         run: v1_ioctl_einval,
@@ -116,6 +122,38 @@ impl Bind {
             gmem_offset: file_page * self.page,
             gmem_fd: self.gmem.fd() as u32,
         }
+    }
+}
+
+/// A guest_memfd memslot is accepted exactly on VM types whose
+/// KVM_CAP_GUEST_MEMFD is nonzero; elsewhere KVM_MEM_GUEST_MEMFD is not a
+/// valid flag (upstream 6.8: EINVAL), while the same slot without the flag
+/// is fine.
+fn gmem_slot_as_cap_says(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let cap = tx.vm_caps().guest_memfd;
+    let r = b.region(0, 0, 2, 0);
+    tx.diag(format!("KVM_CAP_GUEST_MEMFD {cap} on this VM"));
+    if cap > 0 {
+        expect_ok(
+            "guest_memfd slot where the VM reports the capability",
+            b.vm.set_region2(&r),
+        )
+    } else {
+        expect_errno(
+            "guest_memfd slot on a VM type that reports KVM_CAP_GUEST_MEMFD 0",
+            b.vm.set_region2(&r),
+            libc::EINVAL,
+        )?;
+        expect_ok(
+            "control: the same slot without KVM_MEM_GUEST_MEMFD",
+            b.vm.set_region2(&Region {
+                flags: 0,
+                gmem_fd: 0,
+                gmem_offset: 0,
+                ..r
+            }),
+        )
     }
 }
 

@@ -3,37 +3,52 @@
 use crate::caps::flag_names;
 use crate::caps::Need;
 use crate::case::{ensure, expect_errno, expect_ok, Case, OrFail, TestResult, Tx};
-use crate::kvm::ename;
+use crate::kvm::{ename, GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
 
 pub const CASES: &[Case] = &[
     Case {
         area: "create",
         name: "each_flag_bit",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: each_flag_bit,
     },
     Case {
         area: "create",
         name: "unaligned_sizes_einval",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: unaligned_sizes_einval,
     },
     Case {
         area: "create",
         name: "distinct_inodes",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: distinct_inodes,
     },
     Case {
         area: "create",
         name: "fstat_size_and_blksize",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: fstat_size_and_blksize,
     },
     Case {
         area: "create",
+        name: "mmap_file_rules",
+        needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)],
+        run: mmap_file_rules,
+    },
+    Case {
+        area: "create",
+        name: "init_shared_file_rules",
+        needs: &[
+            Need::GmemCreate,
+            Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
+        ],
+        run: init_shared_file_rules,
+    },
+    Case {
+        area: "create",
         name: "read_write_fail",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: read_write_fail,
     },
 ];
@@ -84,18 +99,105 @@ fn unaligned_sizes_einval(tx: &Tx) -> TestResult {
     Ok(())
 }
 
-/// Two guest_memfd files are distinct inodes.
+/// Two guest_memfd files of different sizes are distinct inodes, each with
+/// its own size: creating the second leaves the first as it was.
 fn distinct_inodes(tx: &Tx) -> TestResult {
+    let p = tx.page();
     let (vm, a) = tx.vm_with_gmem(1, 0)?;
+    let before = a.fstat().or_fail("fstat(first)")?;
+    ensure(before.st_size as u64 == p, || {
+        format!("first file: st_size {} != requested {p}", before.st_size)
+    })?;
     let b = vm
-        .create_gmem(2 * tx.page(), 0)
+        .create_gmem(2 * p, 0)
         .or_fail("second KVM_CREATE_GUEST_MEMFD")?;
-    let sa = a.fstat().or_fail("fstat(first)")?;
     let sb = b.fstat().or_fail("fstat(second)")?;
-    tx.diag(format!("inodes {} and {}", sa.st_ino, sb.st_ino));
+    ensure(sb.st_size as u64 == 2 * p, || {
+        format!("second file: st_size {} != requested {}", sb.st_size, 2 * p)
+    })?;
+    let sa = a.fstat().or_fail("fstat(first, again)")?;
+    tx.diag(format!(
+        "inodes {} ({} bytes) and {} ({} bytes)",
+        sa.st_ino, sa.st_size, sb.st_ino, sb.st_size
+    ));
+    ensure(sa.st_size as u64 == p, || {
+        format!(
+            "first file's st_size changed from {p} to {} when the second was created",
+            sa.st_size
+        )
+    })?;
+    ensure(sa.st_ino == before.st_ino, || {
+        format!(
+            "first file's inode changed from {} to {}",
+            before.st_ino, sa.st_ino
+        )
+    })?;
     ensure(sa.st_ino != sb.st_ino, || {
         format!("both files have inode {}", sa.st_ino)
     })
+}
+
+fn mmap_file_rules(tx: &Tx) -> TestResult {
+    file_rules(tx, GUEST_MEMFD_FLAG_MMAP)
+}
+
+fn init_shared_file_rules(tx: &Tx) -> TestResult {
+    file_rules(tx, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
+}
+
+/// Upstream runs its file tests once per flag set the VM type offers: the
+/// size, inode and fallocate rules hold for mmap()able files too.
+fn file_rules(tx: &Tx, flags: u64) -> TestResult {
+    let vm = tx.vm()?;
+    let p = tx.page();
+    let f = flag_names(flags);
+    tx.diag(format!("flags {flags:#x} ({f})"));
+    for size in (0..p).chain([p + 1, 2 * p - 1]) {
+        expect_errno(
+            &format!("create {f} with size {size:#x}"),
+            vm.create_gmem(size, flags),
+            libc::EINVAL,
+        )?;
+    }
+    let a = vm
+        .create_gmem(p, flags)
+        .or_fail(&format!("create {f}, one page"))?;
+    let b = vm
+        .create_gmem(4 * p, flags)
+        .or_fail(&format!("create {f}, four pages"))?;
+    let (sa, sb) = (a.fstat().or_fail("fstat")?, b.fstat().or_fail("fstat")?);
+    ensure(sa.st_size as u64 == p && sb.st_size as u64 == 4 * p, || {
+        format!(
+            "{f}: st_size {} and {}, expected {p} and {}",
+            sa.st_size,
+            sb.st_size,
+            4 * p
+        )
+    })?;
+    ensure(sa.st_blksize as u64 == p && sa.st_ino != sb.st_ino, || {
+        format!(
+            "{f}: st_blksize {} (page {p}), inodes {} and {}",
+            sa.st_blksize, sa.st_ino, sb.st_ino
+        )
+    })?;
+    let total = 4 * p;
+    expect_ok("allocate the file", b.allocate(0, total))?;
+    expect_errno("punch at unaligned offset", b.punch(p - 1, p), libc::EINVAL)?;
+    expect_errno("allocate at EOF", b.allocate(total, p), libc::EINVAL)?;
+    expect_errno("allocate past EOF", b.allocate(total + p, p), libc::EINVAL)?;
+    expect_ok("punch at EOF", b.punch(total, p))?;
+    expect_ok("punch past EOF", b.punch(total + p, p))?;
+    expect_errno("punch of unaligned length", b.punch(p, p - 1), libc::EINVAL)?;
+    expect_ok("punch page 1", b.punch(p, p))?;
+    expect_ok("re-allocate page 1", b.allocate(p, p))?;
+    for (off, len) in [(0, 1), (1, p), (p, p + 1)] {
+        expect_errno(
+            &format!("punch offset {off:#x} len {len:#x}"),
+            b.punch(off, len),
+            libc::EINVAL,
+        )?;
+    }
+    Ok(())
 }
 
 /// fstat reports the requested size and the page size as blksize.

@@ -8,37 +8,37 @@ pub const CASES: &[Case] = &[
     Case {
         area: "fallocate",
         name: "allocate_aligned",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: allocate_aligned,
     },
     Case {
         area: "fallocate",
         name: "unaligned_einval",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: unaligned_einval,
     },
     Case {
         area: "fallocate",
         name: "allocate_past_eof_einval",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: allocate_past_eof_einval,
     },
     Case {
         area: "fallocate",
         name: "punch_past_eof_ok",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: punch_past_eof_ok,
     },
     Case {
         area: "fallocate",
         name: "bad_mode_eopnotsupp",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: bad_mode_eopnotsupp,
     },
     Case {
         area: "fallocate",
         name: "punch_unaligned_pairs_einval",
-        needs: &[Need::GuestMemfd],
+        needs: &[Need::GmemCreate],
         run: punch_unaligned_pairs_einval,
     },
 ];

@@ -4,11 +4,14 @@ use crate::case::Case;
 
 pub mod bind;
 pub mod caps;
+pub mod conversions;
 pub mod create;
 pub mod fallocate;
 pub mod inode;
 pub mod memslot;
 pub mod mmap;
+pub mod multislot;
+pub mod pageops;
 pub mod punch;
 pub mod regression;
 pub mod stress;
@@ -28,6 +31,8 @@ pub fn all() -> Vec<&'static Case> {
         inode::CASES,
         punch::CASES,
         vcpu::CASES,
+        conversions::CASES,
+        multislot::CASES,
         regression::CASES,
         stress::CASES,
     ]
@@ -64,6 +69,8 @@ mod tests {
             "bind",
             "punch",
             "vcpu",
+            "conversions",
+            "multislot",
             "regression",
             "stress",
         ] {

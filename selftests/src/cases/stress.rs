@@ -1,20 +1,30 @@
 //! Bounded race: PUNCH_HOLE loop vs memslot create/delete loop on the same
 //! file range, then a vCPU progress check.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::caps::Need;
-use crate::case::{ensure, fail, Case, TestResult, Tx};
+use crate::case::{ensure, fail, Case, Stop, TestResult, Tx};
+use crate::cases::pageops::{expect_range, fill_range, start_walk, Rig, DATA_BASE};
+use crate::guest::{run_once, Exit};
 use crate::guest::{Guest, TouchError};
 use crate::kvm::ename;
 
-pub const CASES: &[Case] = &[Case {
-    area: "stress",
-    name: "punch_vs_memslot_churn",
-    needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
-    run: punch_vs_memslot_churn,
-}];
+pub const CASES: &[Case] = &[
+    Case {
+        area: "stress",
+        name: "punch_vs_memslot_churn",
+        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
+        run: punch_vs_memslot_churn,
+    },
+    Case {
+        area: "stress",
+        name: "punch_under_walking_vcpu",
+        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
+        run: punch_under_walking_vcpu,
+    },
+];
 
 const PAGES: u64 = 8;
 /// Longest race; with the progress check the case stays under 10 s.
@@ -107,5 +117,131 @@ fn punch_vs_memslot_churn(tx: &Tx) -> TestResult {
             Err(e) => return fail(format!("page {page} after the race: {e}")),
         }
     }
+    Ok(())
+}
+
+/// Pages the vCPU walks over (and the host punches); as many again follow
+/// that nobody punches.
+const WALK_PAGES: u64 = 4;
+/// Rounds are bounded by time and by count, so the case stays short under TCG.
+const WALK_RACE: Duration = Duration::from_secs(3);
+const MAX_ROUNDS: u64 = 24;
+/// How long the vCPU stays in one KVM_RUN of the walk before the host
+/// looks whether the punching thread is done.
+const WALK_SLICE: Duration = Duration::from_millis(20);
+
+/// A vCPU walks over guest_memfd pages (one load per page, round and round,
+/// so it faults each page back in right after KVM zaps it) while another
+/// thread punches each page and re-allocates it. Afterwards every punched
+/// page must read zero and the others their old data; then the guest
+/// stores a new byte everywhere, KVM rebuilds its mappings (slot deleted
+/// and re-added), and every store must be found again.
+///
+/// A fault that races with a punch gets the page the punch is about to
+/// free; KVM must notice the invalidation in progress for that gfn
+/// (mmu_invalidate_retry_gfn() checks the range) and retry. If it does
+/// not, the guest keeps a mapping of the freed page: it reads the old data
+/// where zeros belong, or its later store lands in the freed page and is
+/// missing once the mapping is rebuilt.
+fn punch_under_walking_vcpu(tx: &Tx) -> TestResult {
+    let limit = tx.inner_limit(Duration::from_secs(10));
+    let mode = tx.access_mode()?;
+    let pages = 2 * WALK_PAGES;
+    let mut rig = Rig::new(tx, mode, pages, 1)?;
+    let p = rig.page;
+    let slot = rig.region(1, DATA_BASE, pages, 0);
+    rig.add(&slot)?;
+    let race = WALK_RACE.min(tx.timeout / 4);
+    let deadline = Instant::now() + race;
+    let (mut rounds, mut punches, mut slices) = (0u64, 0u64, 0u64);
+    while rounds < MAX_ROUNDS && (rounds < 2 || Instant::now() < deadline) {
+        let v = 0x10 + (rounds % 0x60) as u8;
+        let at = |s: &str| format!("round {rounds}: {s}");
+        fill_range(&mut rig.vcpus[0], DATA_BASE, pages * p, v, limit, || {
+            at("guest fill before the race")
+        })?;
+        start_walk(&rig.vcpus[0], DATA_BASE, WALK_PAGES, p).map_err(|e| Stop::Fail(at(&e)))?;
+        let done = AtomicBool::new(false);
+        let (walk, punched) = {
+            let Rig { vcpus, gmem, .. } = &mut rig;
+            let vcpu = &mut vcpus[0];
+            let done = &done;
+            std::thread::scope(|s| {
+                let walker = s.spawn(move || -> Result<u64, String> {
+                    let mut n = 0;
+                    loop {
+                        match run_once(vcpu, WALK_SLICE) {
+                            Exit::TimedOut => n += 1,
+                            e => return Err(format!("the walking vCPU stopped: {e:?}")),
+                        }
+                        if done.load(Ordering::Acquire) {
+                            return Ok(n);
+                        }
+                    }
+                });
+                let mut punched = Ok(0u64);
+                // Let the walk get going, then punch page after page,
+                // each time giving the vCPU a moment to fault it back in.
+                std::thread::sleep(Duration::from_millis(5));
+                for pg in (0..WALK_PAGES).map(|i| (i + rounds) % WALK_PAGES) {
+                    let r = gmem
+                        .punch(pg * p, p)
+                        .and_then(|()| gmem.allocate(pg * p, p));
+                    if let Err(e) = r {
+                        punched = Err(format!(
+                            "PUNCH_HOLE + re-allocate of page {pg}: {}",
+                            ename(&e)
+                        ));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(3));
+                    punched = punched.map(|n| n + 1);
+                }
+                done.store(true, Ordering::Release);
+                let walk = walker
+                    .join()
+                    .unwrap_or_else(|_| Err("the walking thread panicked".into()));
+                (walk, punched)
+            })
+        };
+        slices += walk.map_err(|e| Stop::Fail(at(&e)))?;
+        punches += punched.map_err(|e| Stop::Fail(at(&e)))?;
+        let vcpu = &mut rig.vcpus[0];
+        for pg in 0..pages {
+            let punched = pg < WALK_PAGES;
+            let want = if punched { 0 } else { v };
+            expect_range(vcpu, DATA_BASE + pg * p, p, want, limit, || {
+                at(&if punched {
+                    format!(
+                        "page {pg}, punched and re-allocated under the walking vCPU: old data \
+                         means a fault that raced with the punch kept the freed page mapped"
+                    )
+                } else {
+                    format!("page {pg}, never punched")
+                })
+            })?;
+        }
+        let w = v ^ 0x80;
+        fill_range(vcpu, DATA_BASE, pages * p, w, limit, || {
+            at("guest fill after the race")
+        })?;
+        rig.rebuild(std::slice::from_ref(&slot))?;
+        let vcpu = &mut rig.vcpus[0];
+        for pg in 0..pages {
+            expect_range(vcpu, DATA_BASE + pg * p, p, w, limit, || {
+                at(&format!(
+                    "page {pg} after KVM rebuilt its mappings: the guest's store is gone, it \
+                     went through a stale mapping to a page the punch freed"
+                ))
+            })?;
+        }
+        rounds += 1;
+    }
+    tx.diag(format!(
+        "access mode {}: {rounds} rounds, {punches} punches under the walking vCPU, \
+         {slices} KVM_RUN slices of {} ms",
+        rig.mode_name(),
+        WALK_SLICE.as_millis()
+    ));
     Ok(())
 }
