@@ -73,6 +73,11 @@ pub struct TestArgs {
     /// Install missing host tools first (`cargo xtask doctor --install`).
     #[arg(long)]
     pub install_deps: bool,
+    /// Test an upstream kernel built without the series: VERSION, or
+    /// series.toml's `[reference]` when none is given.
+    #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["host", "tree", "kernel", "mutant", "mutants"])]
+    pub reference: Option<String>,
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
@@ -90,6 +95,9 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
             (None, None) => &[Stage::Tree, Stage::Build, Stage::Boot],
         };
         crate::doctor::preflight(stages)?;
+    }
+    if let Some(version) = &args.reference {
+        return crate::reference::run_test(&args, Some(version.as_str()).filter(|v| !v.is_empty()));
     }
     if args.mutant.is_some() || args.mutants.is_some() {
         return run_mutants(&args);
@@ -741,6 +749,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         mutant: None,
         mutants: None,
         install_deps: false,
+        reference: None,
     };
     let bin = selftests_binary(&args)?;
     let sh = Shell::new()?;
