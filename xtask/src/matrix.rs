@@ -10,7 +10,7 @@
 //! The rule: for every case, the verdict on 6.1 + series must equal the
 //! reference's (the same pass, the same failure, or a skip of the same
 //! reason class). Every other difference fails the run unless
-//! patches/guest_memfd/divergences.toml explains it; an entry that explains
+//! patches/divergences.toml explains it; an entry that explains
 //! no divergence of this run is reported as stale. The host and `--kernel`
 //! lanes are shown and judged only on their own results.
 
@@ -67,10 +67,10 @@ pub struct MatrixArgs {
     pub out: PathBuf,
 }
 
+/// Beside the series directory, not in it: `series export` rebuilds that
+/// directory from commits (series.toml, cover letter, patches only).
 fn default_divergences() -> PathBuf {
-    util::patches_dir()
-        .join("guest_memfd")
-        .join("divergences.toml")
+    util::patches_dir().join("divergences.toml")
 }
 
 /// Lane ids the divergence rule compares.
@@ -202,7 +202,14 @@ pub fn reason_class(reason: &str) -> String {
 
 /// A case of a run as a cell (splats attributed to the case fail it).
 pub fn cell_of(case: &Case, splats: &[String]) -> Cell {
-    let diagnostics = case.diagnostics.clone();
+    // The `# begin <case>` marker says nothing about the verdict.
+    let begin = format!("begin {}", case.name);
+    let diagnostics: Vec<String> = case
+        .diagnostics
+        .iter()
+        .filter(|d| d.trim() != begin)
+        .cloned()
+        .collect();
     let (verdict, reason) = match &case.status {
         Status::Pass if splats.is_empty() => (Verdict::Pass, None),
         Status::Pass | Status::Fail => (Verdict::Fail, None),
@@ -252,7 +259,7 @@ pub fn cells_of(result: &RunResult) -> BTreeMap<String, Cell> {
 
 // ------------------------------------------------------------ divergences
 
-/// patches/guest_memfd/divergences.toml.
+/// patches/divergences.toml.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DivergenceFile {

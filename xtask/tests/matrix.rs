@@ -200,8 +200,7 @@ fn bad_entries_are_refused_naming_the_entry() {
 
 #[test]
 fn the_projects_divergence_file_parses() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/guest_memfd/divergences.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../patches/divergences.toml");
     DivergenceFile::load(&path).unwrap();
 }
 
@@ -268,4 +267,19 @@ fn digits_inside_names_are_kept() {
         reason_class("KVM_CAP_USER_MEMORY2 is 0 on a default VM"),
         "KVM_CAP_USER_MEMORY2 is # on a default VM"
     );
+}
+
+#[test]
+fn the_begin_marker_is_not_a_diagnostic() {
+    let c = cell_of(
+        &case(
+            "a@sw",
+            Status::Fail,
+            &["begin a@sw", "expected EINVAL, got 0"],
+        ),
+        &[],
+    );
+    assert_eq!(c.diagnostics, ["expected EINVAL, got 0"]);
+    let c = cell_of(&case("a@sw", Status::Fail, &["begin a@sw"]), &[]);
+    assert_eq!(c.key, "fail: ");
 }
