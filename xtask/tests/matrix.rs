@@ -214,7 +214,7 @@ fn sample() -> Matrix {
         {"id": "series", "label": "6.1.176+guest_memfd v1", "judged": "divergence", "kernel": "6.1.176", "image": null,
          "image_sha256": "aa", "selftests_sha256": "bb", "run_id": "r1", "results_dir": null, "log": "logs/series.log",
          "outcome": "PASSED", "passed": true, "reused": false, "counts": {"pass": 1, "fail": 0, "skip": 1, "no_result": 0}},
-        {"id": "reference", "label": "6.12.107 (upstream)", "judged": "divergence", "kernel": "6.12.107", "image": null,
+        {"id": "reference", "label": "6.12.107 (upstream)", "judged": "divergence", "kernel": "6.12.107+", "image": null,
          "image_sha256": "cc", "selftests_sha256": "bb", "run_id": "r2", "results_dir": null, "log": null,
          "outcome": "FAILED: 1 case(s) failed: a@sw", "passed": false, "reused": true, "counts": {"pass": 0, "fail": 1, "skip": 1, "no_result": 0}}
       ],
@@ -282,4 +282,26 @@ fn the_begin_marker_is_not_a_diagnostic() {
     assert_eq!(c.diagnostics, ["expected EINVAL, got 0"]);
     let c = cell_of(&case("a@sw", Status::Fail, &["begin a@sw"]), &[]);
     assert_eq!(c.key, "fail: ");
+}
+
+#[test]
+fn the_cover_letter_cites_the_reference_lane_of_the_same_series_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("matrix.json");
+    std::fs::write(&path, serde_json::to_string(&sample()).unwrap()).unwrap();
+    let line = xtask::results::history::matrix_tested_line(&path, "guest_memfd", 1, "6.1.176")
+        .expect("a matrix of v1 on 6.1.176");
+    assert!(line.contains("upstream reference 6.12.107+"), "{line}");
+    assert!(line.contains("0 passed, 1 failed, 1 skipped"), "{line}");
+    assert!(line.contains("1 unexplained, 0 explained"), "{line}");
+    assert!(
+        xtask::results::history::matrix_tested_line(&path, "guest_memfd", 2, "6.1.176").is_none()
+    );
+    assert!(xtask::results::history::matrix_tested_line(
+        &dir.path().join("none.json"),
+        "guest_memfd",
+        1,
+        "6.1.176"
+    )
+    .is_none());
 }
