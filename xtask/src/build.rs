@@ -194,7 +194,19 @@ fn make_vars(plan: &BuildPlan) -> Vec<String> {
 pub fn configure(plan: &BuildPlan) -> Result<()> {
     std::fs::create_dir_all(&plan.dir)
         .with_context(|| format!("creating {}", plan.dir.display()))?;
-    let frags = kconfig::load_fragments(&util::kconfigs_dir(), &plan.fragments)?;
+    let version = crate::tree::version_from_makefile(&plan.tree).ok();
+    let frags =
+        kconfig::load_fragments_for(&util::kconfigs_dir(), &plan.fragments, version.as_deref())?;
+    for f in frags
+        .iter()
+        .filter(|f| f.name.starts_with(kconfig::SINCE_DIR))
+    {
+        println!(
+            "config: {}.config applies to linux {}",
+            f.name,
+            version.as_deref().unwrap_or("?")
+        );
+    }
     let merged = kconfig::merge(&frags);
     for (old, new) in &merged.overrides {
         println!(
@@ -777,5 +789,66 @@ pub fn bench_build() -> Result<ExitCode> {
         ""
     );
     println!("objects: {objects}");
+    bench_reference_cold(&fragments, &cold, objects)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The upstream reference's cold build (same fragments, plus its
+/// `kconfigs/since/` additions; ccache off, fresh directory) beside the
+/// 6.1 cold build just measured. `XTASK_BENCH_REFERENCE=none` leaves it
+/// out; `=VERSION` picks another reference than series.toml's.
+fn bench_reference_cold(fragments: &[String], base: &Built, base_objects: usize) -> Result<()> {
+    let requested = std::env::var("XTASK_BENCH_REFERENCE").ok();
+    if requested.as_deref() == Some("none") {
+        println!("reference cold build: left out (XTASK_BENCH_REFERENCE=none)");
+        return Ok(());
+    }
+    let version = crate::reference::version(requested.as_deref().filter(|v| !v.is_empty()))?;
+    let fetched = crate::tree::fetch(&crate::tree::FetchRequest {
+        source: crate::tree::Source::Debian,
+        version: Some(version.clone()),
+        dir: None,
+        progress: true,
+    })?;
+    let mut p = plan(&fetched.path, fragments, None, false)?;
+    p.dir = util::kernel_dir()
+        .join("kbuild")
+        .join("bench")
+        .join(format!("ref-{version}"))
+        .join(fragments.join("+"));
+    if p.dir.exists() {
+        std::fs::remove_dir_all(&p.dir)
+            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
+    }
+    println!(
+        "\nbench build: reference linux {version}, tree {}, -j{}, ccache off, fresh {}",
+        p.tree.display(),
+        p.jobs,
+        p.dir.display()
+    );
+    configure(&p)?;
+    let cold = make_bzimage(&p)?;
+    let objects = count_objects(&p.dir);
+    let ratio = cold.duration.as_secs_f64() / base.duration.as_secs_f64().max(0.001);
+    println!(
+        "\n{:<34} {:>10} {:>9} {:>12} {:>10}",
+        "cold build", "time", "objects", "vs 6.1", "goal"
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>12} {:>10}",
+        "6.1 + series",
+        fmt_duration(base.duration),
+        base_objects,
+        "1.000",
+        ""
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>12.3} {:>10}",
+        format!("{version} (reference)"),
+        fmt_duration(cold.duration),
+        objects,
+        ratio,
+        "<= 1.5"
+    );
+    Ok(())
 }

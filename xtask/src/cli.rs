@@ -26,6 +26,9 @@ pub enum Command {
     BuildKernel(crate::build::BuildArgs),
     /// Build, boot under virtme-ng and run the selftests (or --host).
     Test(crate::test::TestArgs),
+    /// The suite on 6.1 + series, the upstream reference and the host:
+    /// cases x kernels, and the divergence rule.
+    Matrix(crate::matrix::MatrixArgs),
     /// Check (and optionally install) the host tools the pipeline needs.
     Doctor(crate::doctor::DoctorArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
@@ -40,6 +43,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Series(cmd) => crate::series::run(cmd),
         Command::BuildKernel(args) => crate::build::run(args),
         Command::Test(args) => crate::test::run(args),
+        Command::Matrix(args) => crate::matrix::run(args),
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
     }

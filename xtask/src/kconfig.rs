@@ -501,6 +501,64 @@ pub fn load_fragments(dir: &Path, names: &[String]) -> Result<Vec<Fragment>> {
         .collect()
 }
 
+/// Directory (under kconfigs/) of the version-specific additions: the file
+/// `since/<MAJOR.MINOR>/<name>.config` is read right after `<name>.config`
+/// when the tree is that version or newer.
+pub const SINCE_DIR: &str = "since";
+
+/// MAJOR.MINOR of a version string, as numbers.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version.split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The fragments for a tree of `version` (None: unknown, no additions):
+/// each named fragment followed by the `since/<v>/<name>.config` files
+/// whose `<v>` is at most `version`, oldest `<v>` first. Their names
+/// (`since/6.2/gmem`) appear in override and survivor messages.
+pub fn load_fragments_for(
+    dir: &Path,
+    names: &[String],
+    version: Option<&str>,
+) -> Result<Vec<Fragment>> {
+    let base = load_fragments(dir, names)?;
+    let Some(tree) = version.and_then(major_minor) else {
+        return Ok(base);
+    };
+    let mut since: Vec<((u32, u32), String)> = std::fs::read_dir(dir.join(SINCE_DIR))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_string();
+                    Some((major_minor(&name)?, name))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    since.sort();
+    let mut out = Vec::new();
+    for frag in base {
+        let name = frag.name.clone();
+        out.push(frag);
+        for (v, vname) in &since {
+            if *v > tree {
+                continue;
+            }
+            let path = dir
+                .join(SINCE_DIR)
+                .join(vname)
+                .join(format!("{name}.config"));
+            if path.is_file() {
+                out.push(Fragment::load(
+                    &format!("{SINCE_DIR}/{vname}/{name}"),
+                    &path,
+                )?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn available_fragments(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {

@@ -10,6 +10,8 @@ pub mod build;
 pub mod cli;
 pub mod doctor;
 pub mod kconfig;
+pub mod matrix;
+pub mod reference;
 pub mod results;
 pub mod series;
 pub mod test;

@@ -69,3 +69,33 @@ fn mutant_matrix_matches_patches_mutants() {
         "ci/nested-virt.yml mutants matrix vs patches/mutants/*.patch"
     );
 }
+
+#[test]
+fn reference_job_runs_the_matrix_and_uploads_its_files() {
+    let doc = workflow();
+    let steps = doc["jobs"]["reference"]["steps"]
+        .as_vec()
+        .expect("jobs.reference.steps is a list");
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert!(
+        runs.iter().any(|r| r.contains("cargo xtask matrix")),
+        "the reference job runs `cargo xtask matrix`: {runs:?}"
+    );
+    let uploads: Vec<&str> = steps
+        .iter()
+        .filter(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/upload-artifact"))
+        })
+        .filter_map(|s| s["with"]["path"].as_str())
+        .collect();
+    for file in ["matrix.md", "matrix.json", "matrix.html", "logs/"] {
+        assert!(
+            uploads
+                .iter()
+                .any(|p| p.contains(&format!("target/matrix/{file}"))),
+            "the reference job uploads target/matrix/{file}: {uploads:?}"
+        );
+    }
+}

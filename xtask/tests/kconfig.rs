@@ -172,3 +172,56 @@ fn project_fragments_parse_and_base_has_kvm() {
         .to_string();
     assert!(err.contains("available:") && err.contains("gmem"), "{err}");
 }
+
+#[test]
+fn since_fragments_follow_their_fragment_from_their_version_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("base.config"), "CONFIG_A=y\n").unwrap();
+    std::fs::write(dir.path().join("gmem.config"), "CONFIG_KVM=y\n").unwrap();
+    for (v, line) in [("6.2", "CONFIG_SMM=y\n"), ("6.10", "CONFIG_LATER=y\n")] {
+        let d = dir.path().join("since").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("gmem.config"), line).unwrap();
+    }
+    let names = vec!["base".to_string(), "gmem".to_string()];
+    let list = |v: Option<&str>| -> Vec<String> {
+        kconfig::load_fragments_for(dir.path(), &names, v)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect()
+    };
+    assert_eq!(list(Some("6.1.176")), ["base", "gmem"]);
+    assert_eq!(list(None), ["base", "gmem"]);
+    assert_eq!(list(Some("6.2")), ["base", "gmem", "since/6.2/gmem"]);
+    // 6.10 sorts after 6.2 numerically, not as text.
+    assert_eq!(
+        list(Some("6.12.107")),
+        ["base", "gmem", "since/6.2/gmem", "since/6.10/gmem"]
+    );
+    let merged =
+        kconfig::merge(&kconfig::load_fragments_for(dir.path(), &names, Some("6.12.107")).unwrap());
+    let smm = merged
+        .requests
+        .iter()
+        .find(|r| r.option == "CONFIG_SMM")
+        .unwrap();
+    assert_eq!(smm.source, "since/6.2/gmem");
+}
+
+#[test]
+fn the_projects_since_fragments_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kconfigs");
+    let names = vec!["base".to_string(), "gmem".to_string()];
+    let frags = kconfig::load_fragments_for(&root, &names, Some("6.12.107")).unwrap();
+    let merged = kconfig::merge(&frags);
+    assert!(merged
+        .requests
+        .iter()
+        .any(|r| r.option == "CONFIG_KVM_SMM" && r.value == "y" && r.source == "since/6.2/gmem"));
+    let frags61 = kconfig::load_fragments_for(&root, &names, Some("6.1.176")).unwrap();
+    assert!(!kconfig::merge(&frags61)
+        .requests
+        .iter()
+        .any(|r| r.option == "CONFIG_KVM_SMM"));
+}

@@ -354,6 +354,11 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
             );
         }
     }
+    if let Some(line) = root.parent().and_then(|t| {
+        matrix_tested_line(&t.join("matrix").join("matrix.json"), name, version, base)
+    }) {
+        out.push_str(&line);
+    }
     let newest_mutants = mutants
         .iter()
         .rev()
@@ -388,6 +393,43 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
         }
     }
     Some(out.trim_end().to_string())
+}
+
+/// The Tested: lines on the upstream reference lane, from a matrix.json
+/// (`cargo xtask matrix`) whose series lane built `name` v`version` on
+/// `base`; None when there is no such matrix.
+pub fn matrix_tested_line(path: &Path, name: &str, version: u32, base: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let m: crate::matrix::Matrix = serde_json::from_str(&text).ok()?;
+    let t = m.series.as_ref()?;
+    if t.name != name || t.version != version || t.base != base {
+        return None;
+    }
+    let lane = m
+        .lanes
+        .iter()
+        .find(|l| l.id == crate::matrix::REFERENCE_LANE)?;
+    let c = lane.counts;
+    let mut out = format!(
+        "- upstream reference {} (no series, same config and selftests binary){}: {} passed, {} failed, {} skipped; {} kernel splat(s)\n",
+        lane.kernel.as_deref().unwrap_or("kernel of unknown version"),
+        lane.run_id
+            .as_deref()
+            .map(|r| format!(" (run {r})"))
+            .unwrap_or_default(),
+        c.pass,
+        c.fail + c.no_result,
+        c.skip,
+        lane.splats.len()
+    );
+    let _ = writeln!(
+        out,
+        "  divergences from the reference: {} unexplained, {} explained by divergences.toml (matrix of {})",
+        m.unexplained(),
+        m.explained(),
+        m.generated
+    );
+    Some(out)
 }
 
 #[cfg(test)]

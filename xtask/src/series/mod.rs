@@ -21,12 +21,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+/// The series `patches/` holds today; every command defaults to it.
+pub const DEFAULT_SERIES: &str = "guest_memfd";
+
 pub use model::{Series, SeriesToml};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// Series name (a directory under patches/) or a path to a series directory.
-    #[arg(long, default_value = "guest_memfd")]
+    #[arg(long, default_value = DEFAULT_SERIES)]
     pub series: String,
     /// Kernel tree (default: the fetched tree under target/kernel/).
     #[arg(long)]
@@ -57,13 +60,13 @@ pub enum SeriesCmd {
         #[arg(long)]
         range: Option<String>,
         /// Series name or path to a series directory.
-        #[arg(long, default_value = "guest_memfd")]
+        #[arg(long, default_value = DEFAULT_SERIES)]
         series: String,
     },
     /// Write a mailing-list-ready series (nothing is sent).
     Format {
         /// Series name or path to a series directory.
-        #[arg(long, default_value = "guest_memfd")]
+        #[arg(long, default_value = DEFAULT_SERIES)]
         series: String,
         /// Version N of `[PATCH vN k/M]` (default: `version` of series.toml).
         #[arg(long)]

@@ -78,6 +78,10 @@ pub struct SeriesToml {
     #[serde(default)]
     pub placeholder_author: Option<String>,
     pub base: Base,
+    /// The upstream kernel the suite is judged against (`cargo xtask test
+    /// --reference`, `cargo xtask matrix`): built without the series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Base>,
     #[serde(default)]
     pub changelog: Vec<ChangelogEntry>,
 }

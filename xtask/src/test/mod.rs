@@ -21,7 +21,7 @@ use crate::results::judge::{judge, Boot, Deadline, Evidence};
 use crate::results::{self, RunResult, SeriesTag};
 use crate::util;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TestArgs {
     /// Run the selftests against the running kernel, booting nothing.
     #[arg(long)]
@@ -85,6 +85,11 @@ pub struct TestArgs {
     /// kernel; builds of the series use `series` without being told.
     #[arg(long, value_name = "KIND")]
     pub expect: Option<String>,
+    /// Test an upstream kernel built without the series: VERSION, or
+    /// series.toml's `[reference]` when none is given.
+    #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["host", "tree", "kernel", "mutant", "mutants"])]
+    pub reference: Option<String>,
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
@@ -102,6 +107,9 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
             (None, None) => &[Stage::Tree, Stage::Build, Stage::Boot],
         };
         crate::doctor::preflight(stages)?;
+    }
+    if let Some(version) = &args.reference {
+        return crate::reference::run_test(&args, Some(version.as_str()).filter(|v| !v.is_empty()));
     }
     if args.mutant.is_some() || args.mutants.is_some() {
         return mutants::run(&args);
@@ -650,6 +658,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         mutants: None,
         install_deps: false,
         expect: None,
+        reference: None,
     };
     let bin = selftests_binary(&args)?;
     let sh = Shell::new()?;

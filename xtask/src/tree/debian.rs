@@ -14,6 +14,25 @@ use xshell::{cmd, Shell};
 
 /// The only suite and component we take Linux 6.1 from.
 pub const SOURCES_LIST: &str = "deb-src http://deb.debian.org/debian bookworm main\n";
+/// Where newer kernels (the 6.12 LTS reference, 6.18) come from: trixie
+/// carries 6.12.y, the backports suites carry 6.12.y for bookworm and newer
+/// kernels for trixie. Kept apart from [`SOURCES_LIST`] (own lists under
+/// `apt/newer/`) so that choosing the newest 6.1.y never sees them.
+pub const NEWER_SOURCES_LIST: &str = "\
+deb-src http://deb.debian.org/debian trixie main
+deb-src http://deb.debian.org/debian bookworm-backports main
+deb-src http://deb.debian.org/debian trixie-backports main
+";
+
+/// The sources list for `upstream`, and the directory (under the apt
+/// root) holding its private state.
+pub fn sources_for(upstream: &str) -> (&'static str, &'static str) {
+    if upstream == "6.1" || upstream.starts_with("6.1.") {
+        ("", SOURCES_LIST)
+    } else {
+        ("newer", NEWER_SOURCES_LIST)
+    }
+}
 /// Package lists older than this are refreshed before choosing a version.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -23,15 +42,20 @@ pub struct Apt {
 }
 
 impl Apt {
+    /// Apt state for bookworm main (Linux 6.1.y) under `root`.
     pub fn new(root: &Path) -> Result<Apt> {
+        Apt::with_sources(root, SOURCES_LIST)
+    }
+
+    /// Apt state under `root` for the given sources list.
+    pub fn with_sources(root: &Path, sources: &str) -> Result<Apt> {
         for dir in ["etc", "lists/partial", "cache/archives/partial"] {
             let dir = root.join(dir);
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let list = root.join("etc/sources.list");
-        if fs::read_to_string(&list).ok().as_deref() != Some(SOURCES_LIST) {
-            fs::write(&list, SOURCES_LIST)
-                .with_context(|| format!("writing {}", list.display()))?;
+        if fs::read_to_string(&list).ok().as_deref() != Some(sources) {
+            fs::write(&list, sources).with_context(|| format!("writing {}", list.display()))?;
         }
         Ok(Apt {
             root: root.to_path_buf(),
@@ -48,6 +72,9 @@ impl Apt {
             "Dir::Etc::sourceparts=-".to_string(),
             format!("Dir::State::Lists={}", r.join("lists").display()),
             format!("Dir::Cache={}", r.join("cache").display()),
+            // A mirror that stops answering fails the step, never hangs it.
+            "Acquire::http::Timeout=30".to_string(),
+            "Acquire::Retries=1".to_string(),
         ]
         .into_iter()
         .flat_map(|o| ["-o".to_string(), o])
@@ -95,7 +122,7 @@ impl Apt {
         if self.lists_fresh() {
             return Ok(());
         }
-        let bar = super::spinner("apt-get update (bookworm main sources)");
+        let bar = super::spinner("apt-get update (Debian source lists)");
         self.run(sh, &["apt-get".into(), "update".into()])?;
         bar.finish_and_clear();
         Ok(())
@@ -108,13 +135,15 @@ impl Apt {
     }
 
     /// Downloads .dsc, orig and debian tarballs of `linux=<debver>` to `dir`.
+    /// A file the archive no longer (or not yet) serves is a
+    /// [`NotDownloadable`] error.
     pub fn download(&self, sh: &Shell, debver: &str, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let _cd = sh.push_dir(dir);
         let bar = super::spinner(&format!(
             "downloading linux {debver} sources from deb.debian.org"
         ));
-        self.run(
+        let result = self.run(
             sh,
             &[
                 "apt-get".into(),
@@ -122,9 +151,24 @@ impl Apt {
                 "--download-only".into(),
                 format!("linux={debver}"),
             ],
-        )?;
+        );
         bar.finish_and_clear();
-        Ok(())
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let text = format!("{err:#}");
+                match text.lines().find(|l| l.contains("404")) {
+                    Some(line) => Err(NotDownloadable {
+                        debver: debver.to_string(),
+                        detail: line.trim().to_string(),
+                        cached: Vec::new(),
+                        listed: Vec::new(),
+                    }
+                    .into()),
+                    None => Err(err),
+                }
+            }
+        }
     }
 }
 
@@ -277,6 +321,53 @@ pub struct ChecksumMismatch {
     pub found: String,
 }
 
+/// The index lists a version whose files the archive does not serve.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "linux {debver} is listed by Debian's index but cannot be downloaded ({detail}). \
+     Versions that can: {} (already downloaded here); the index also lists {} \
+     (newer entries may 404 the same way). Pick one with --version, or use \
+     --from git:<url>#<ref> or --from tarball:<path>",
+    or_none(cached),
+    or_none(listed)
+)]
+pub struct NotDownloadable {
+    pub debver: String,
+    pub detail: String,
+    pub cached: Vec<String>,
+    pub listed: Vec<String>,
+}
+
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Upstream versions whose verified-looking orig tarball and .dsc are in
+/// `dir`, oldest first.
+pub fn cached_versions(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let debver = name.strip_prefix("linux_")?.strip_suffix(".dsc")?;
+                    let orig = orig_of(&e.path()).ok()?;
+                    dir.join(orig.name)
+                        .is_file()
+                        .then(|| upstream_of(debver).to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|x| numeric_key(x));
+    v.dedup();
+    v
+}
+
 /// A verified orig tarball in the download cache.
 pub struct Tarball {
     pub path: PathBuf,
@@ -305,7 +396,8 @@ fn cached_dsc(dir: &Path, upstream: &str) -> Option<(PathBuf, String)> {
 }
 
 /// The verified orig tarball of `upstream` (e.g. 6.1.176): from the
-/// download cache under `root/downloads`, else downloaded with apt.
+/// download cache under `root/downloads`, else downloaded with apt from the
+/// suites [`sources_for`] names.
 pub fn ensure_tarball(root: &Path, upstream: &str, progress: bool) -> Result<Tarball> {
     let downloads = root.join("downloads");
     let sh = Shell::new()?;
@@ -318,17 +410,26 @@ pub fn ensure_tarball(root: &Path, upstream: &str, progress: bool) -> Result<Tar
             found
         }
         _ => {
-            let apt = Apt::new(root)?;
+            let (sub, sources) = sources_for(upstream);
+            let apt = Apt::with_sources(&root.join(sub), sources)?;
             apt.update_if_stale(&sh)?;
             let versions = apt.source_versions(&sh)?;
+            let suites: Vec<&str> = sources
+                .lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace().skip(2);
+                    w.next()
+                })
+                .collect();
             let Some(debver) = versions
                 .iter()
                 .filter(|v| upstream_of(v) == upstream)
                 .max_by_key(|v| numeric_key(v))
             else {
                 bail!(
-                    "Debian bookworm main does not offer linux {upstream} (it offers {}); \
+                    "Debian ({}) does not offer linux {upstream} (it offers {}); \
                      use --from git:<url>#<ref> or --from tarball:<path>",
+                    suites.join(", "),
                     if versions.is_empty() {
                         "none".to_string()
                     } else {
@@ -336,7 +437,26 @@ pub fn ensure_tarball(root: &Path, upstream: &str, progress: bool) -> Result<Tar
                     }
                 );
             };
-            apt.download(&sh, debver, &downloads)?;
+            if let Err(err) = apt.download(&sh, debver, &downloads) {
+                return Err(match err.downcast::<NotDownloadable>() {
+                    Ok(mut nd) => {
+                        nd.cached = cached_versions(&downloads);
+                        let mut listed: Vec<String> = versions
+                            .iter()
+                            .map(|v| upstream_of(v).to_string())
+                            .collect();
+                        listed.sort_by_key(|x| numeric_key(x));
+                        listed.dedup();
+                        let series = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+                        listed.retain(|v| {
+                            v != upstream && !nd.cached.contains(v) && series(v) == series(upstream)
+                        });
+                        nd.listed = listed;
+                        nd.into()
+                    }
+                    Err(other) => other,
+                });
+            }
             cached_dsc(&downloads, upstream).with_context(|| {
                 format!(
                     "apt-get source did not leave a linux_{upstream}-*.dsc in {}",

@@ -197,6 +197,17 @@ fn default_dest(version: &str) -> PathBuf {
 /// The series' pinned base: `[base].version` and `[base].trees.debian-orig`
 /// of patches/guest_memfd/series.toml, when that file exists.
 fn pinned_base() -> Result<Option<(String, Option<String>)>> {
+    pinned("base")
+}
+
+/// The pinned upstream reference: `[reference].version` and
+/// `[reference].trees.debian-orig` of patches/guest_memfd/series.toml.
+pub fn pinned_reference() -> Result<Option<(String, Option<String>)>> {
+    pinned("reference")
+}
+
+/// `[<table>].version` and `[<table>].trees.debian-orig` of series.toml.
+fn pinned(table: &str) -> Result<Option<(String, Option<String>)>> {
     let path = crate::util::patches_dir()
         .join("guest_memfd")
         .join("series.toml");
@@ -205,11 +216,17 @@ fn pinned_base() -> Result<Option<(String, Option<String>)>> {
     };
     let value: toml::Value =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let base = value.get("base");
+    let Some(base) = value.get(table) else {
+        if table == "base" {
+            bail!("{} has no [base] version", path.display());
+        }
+        return Ok(None);
+    };
+    let base = Some(base);
     let version = base
         .and_then(|b| b.get("version"))
         .and_then(|v| v.as_str())
-        .with_context(|| format!("{} has no [base] version", path.display()))?;
+        .with_context(|| format!("{} has no [{table}] version", path.display()))?;
     validate_version(version).with_context(|| format!("in {}", path.display()))?;
     let tree = base
         .and_then(|b| b.get("trees"))
@@ -222,7 +239,10 @@ fn pinned_base() -> Result<Option<(String, Option<String>)>> {
 
 /// The tree series.toml expects for a Debian import of `version`, if known.
 fn expected_debian_tree(version: &str) -> Result<Option<String>> {
-    Ok(pinned_base()?.and_then(|(v, tree)| if v == version { tree } else { None }))
+    let base = pinned_base()?.and_then(|(v, tree)| if v == version { tree } else { None });
+    let reference =
+        pinned_reference()?.and_then(|(v, tree)| if v == version { tree } else { None });
+    Ok(base.or(reference))
 }
 
 /// Creates the parent of `dest` and returns it.
@@ -408,9 +428,6 @@ fn fetch_debian(req: &FetchRequest) -> Result<Fetched> {
         Some(v) => v.clone(),
         None => debian::newest_upstream(&root.join("apt"))?,
     };
-    if !version.starts_with("6.1.") {
-        bail!("Debian bookworm main only carries linux 6.1.y, not {version}; use --from git:<url>#<ref> or --from tarball:<path>");
-    }
     let dest = req.dir.clone().unwrap_or_else(|| default_dest(&version));
     let source = Source::Debian.to_string();
     let expected = expected_debian_tree(&version)?;
@@ -515,7 +532,7 @@ fn version_from_ref(reference: &str) -> Option<String> {
 }
 
 /// VERSION.PATCHLEVEL.SUBLEVEL from a kernel Makefile.
-fn version_from_makefile(tree: &Path) -> Result<String> {
+pub fn version_from_makefile(tree: &Path) -> Result<String> {
     let path = tree.join("Makefile");
     let text = fs::read_to_string(&path)
         .with_context(|| format!("reading {} to find the version", path.display()))?;

@@ -1,0 +1,1191 @@
+//! `cargo xtask matrix`: the same selftests binary on several kernels, cases
+//! x kernels, and the divergence rule that makes upstream the oracle.
+//!
+//! Lanes: 6.1 + series (the default build), the upstream reference
+//! (series.toml `[reference]`, built without the series), the host kernel,
+//! and any `--kernel IMG`. A lane whose kernel image and selftests binary
+//! hash the same as a finished earlier run (and was asked the same
+//! `--filter`/`--config`/`--accel`) reuses that run's results.
+//!
+//! The rule: for every case, the verdict on 6.1 + series must equal the
+//! reference's (the same pass, the same failure, or a skip of the same
+//! reason class). Every other difference fails the run unless
+//! patches/divergences.toml explains it; an entry that explains
+//! no divergence of this run is reported as stale. The host and `--kernel`
+//! lanes are shown and judged only on their own results.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::build;
+use crate::results::{Case, RunResult, Status};
+use crate::test::TestArgs;
+use crate::util;
+
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    /// Also run the suite on this bzImage (repeatable); judged on its own.
+    #[arg(long)]
+    pub kernel: Vec<PathBuf>,
+    /// Upstream reference version (default: series.toml's `[reference]`).
+    #[arg(long, value_name = "VERSION")]
+    pub reference: Option<String>,
+    /// Comma-separated fragments for the built lanes (base is always first).
+    #[arg(long, default_value = "gmem")]
+    pub config: String,
+    /// Leave out the host lane.
+    #[arg(long)]
+    pub no_host: bool,
+    /// Run every lane again even when fresh results exist.
+    #[arg(long)]
+    pub rerun: bool,
+    /// Only cases whose name contains PATTERN.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Accelerator for the booted lanes (see `cargo xtask test --accel`).
+    #[arg(long, default_value = "auto")]
+    pub accel: String,
+    /// Whole-run timeout per lane in seconds (default as `cargo xtask test`).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Use this selftests binary instead of building the workspace's.
+    #[arg(long)]
+    pub selftests: Option<PathBuf>,
+    /// The file explaining accepted divergences.
+    #[arg(long, default_value_os_t = default_divergences())]
+    pub divergences: PathBuf,
+    /// Where matrix.md, matrix.json, matrix.html and logs/ go.
+    #[arg(long, default_value_os_t = util::target_dir().join("matrix"))]
+    pub out: PathBuf,
+}
+
+/// Beside the series directory, not in it: `series export` rebuilds that
+/// directory from commits (series.toml, cover letter, patches only).
+fn default_divergences() -> PathBuf {
+    util::patches_dir().join("divergences.toml")
+}
+
+/// Lane ids the divergence rule compares.
+pub const SERIES_LANE: &str = "series";
+pub const REFERENCE_LANE: &str = "reference";
+
+// ------------------------------------------------------------------ cells
+
+/// A case's verdict on one lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Skip,
+    /// The stream ended without the case's result (crash, hang).
+    NoResult,
+    /// The lane did not list the case at all (older binary, no boot, filter).
+    Absent,
+}
+
+impl Verdict {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
+            Verdict::NoResult => "NO RESULT",
+            Verdict::Absent => "-",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    pub verdict: Verdict,
+    /// Skip reason, or why there is no result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the divergence rule compares: `pass`, `fail: <check>`,
+    /// `skip: <reason class>`, `no result`, `absent`.
+    pub key: String,
+    /// The case's `#` diagnostics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+    /// Kernel splats attributed to the case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splats: Vec<String>,
+}
+
+impl Cell {
+    pub fn absent() -> Cell {
+        Cell {
+            verdict: Verdict::Absent,
+            reason: None,
+            key: "absent".into(),
+            diagnostics: Vec::new(),
+            splats: Vec::new(),
+        }
+    }
+
+    /// One line for tables and messages.
+    pub fn brief(&self) -> String {
+        match (&self.verdict, &self.reason) {
+            (Verdict::Skip, Some(r)) | (Verdict::NoResult, Some(r)) => {
+                format!("{} ({r})", self.verdict.label())
+            }
+            (Verdict::Fail, _) => match self.failure_line() {
+                Some(l) => format!("FAIL ({l})"),
+                None => "FAIL".into(),
+            },
+            (v, _) => v.label().into(),
+        }
+    }
+
+    fn failure_line(&self) -> Option<String> {
+        self.splats
+            .first()
+            .map(|s| format!("splat: {s}"))
+            .or_else(|| {
+                self.diagnostics
+                    .iter()
+                    .rev()
+                    .find(|d| !d.is_empty())
+                    .cloned()
+            })
+    }
+}
+
+/// The class of a skip reason or failure message: the text with every
+/// number (decimal or hex) replaced by `#` and parenthesised values dropped,
+/// so `KVM_CAP_GUEST_MEMFD is 0 on a default VM` on one kernel and the same
+/// sentence with another value compare equal, while a different missing
+/// capability does not.
+pub fn reason_class(reason: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    let chars: Vec<char> = reason.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let word_start = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        let digit_at = |j: usize| chars.get(j).is_some_and(|d| d.is_ascii_digit());
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            // A number (not digits inside a name such as MEMORY2).
+            _ if word_start && (c.is_ascii_digit() || (c == '-' && digit_at(i + 1))) => {
+                i += 1;
+                if c == '0' && chars.get(i) == Some(&'x') {
+                    i += 1;
+                }
+                while chars
+                    .get(i)
+                    .is_some_and(|d| d.is_ascii_hexdigit() || *d == '.')
+                {
+                    i += 1;
+                }
+                out.push('#');
+                continue;
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A case of a run as a cell (splats attributed to the case fail it).
+pub fn cell_of(case: &Case, splats: &[String]) -> Cell {
+    // The `# begin <case>` marker says nothing about the verdict.
+    let begin = format!("begin {}", case.name);
+    let diagnostics: Vec<String> = case
+        .diagnostics
+        .iter()
+        .filter(|d| d.trim() != begin)
+        .cloned()
+        .collect();
+    let (verdict, reason) = match &case.status {
+        Status::Pass if splats.is_empty() => (Verdict::Pass, None),
+        Status::Pass | Status::Fail => (Verdict::Fail, None),
+        Status::Skip(r) => (Verdict::Skip, Some(r.clone())),
+        Status::Missing(r) => (Verdict::NoResult, Some(r.clone())),
+    };
+    let mut cell = Cell {
+        verdict,
+        reason,
+        key: String::new(),
+        diagnostics,
+        splats: splats.to_vec(),
+    };
+    cell.key = match cell.verdict {
+        Verdict::Pass => "pass".into(),
+        Verdict::Fail => format!(
+            "fail: {}",
+            reason_class(&cell.failure_line().unwrap_or_default())
+        ),
+        Verdict::Skip => format!(
+            "skip: {}",
+            reason_class(cell.reason.as_deref().unwrap_or(""))
+        ),
+        Verdict::NoResult => "no result".into(),
+        Verdict::Absent => "absent".into(),
+    };
+    cell
+}
+
+/// Every case of a run, by name.
+pub fn cells_of(result: &RunResult) -> BTreeMap<String, Cell> {
+    result
+        .ktap
+        .cases
+        .iter()
+        .map(|c| {
+            let splats: Vec<String> = result
+                .splats
+                .iter()
+                .filter(|s| s.test.as_deref() == Some(c.name.as_str()))
+                .map(|s| s.title.clone())
+                .collect();
+            (c.name.clone(), cell_of(c, &splats))
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------ divergences
+
+/// patches/divergences.toml.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DivergenceFile {
+    #[serde(default, rename = "divergence")]
+    pub entries: Vec<Explained>,
+}
+
+/// One accepted difference between 6.1 + series and the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Explained {
+    /// Full case name, e.g. `memslot.readonly@sw_protected`.
+    pub case: String,
+    /// The two kernels, as `<MAJOR.MINOR>+series` and `<MAJOR.MINOR>`
+    /// (e.g. `["6.1+series", "6.12"]`): the entry applies while the series'
+    /// base and the reference are of those versions.
+    pub kernels: Vec<String>,
+    /// Why the backport behaves differently, and why that is acceptable.
+    pub reason: String,
+    /// The upstream commit where the behaviour changed: `<12+ hex> ("subject")`.
+    pub upstream: String,
+}
+
+impl DivergenceFile {
+    /// Reads and checks the file; a missing file explains nothing.
+    pub fn load(path: &Path) -> Result<DivergenceFile> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DivergenceFile::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        DivergenceFile::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<DivergenceFile> {
+        let file: DivergenceFile =
+            toml::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
+        for (i, e) in file.entries.iter().enumerate() {
+            let at = format!("{}: [[divergence]] #{} ({})", path.display(), i + 1, e.case);
+            if e.case.trim().is_empty() {
+                bail!("{at}: `case` is empty");
+            }
+            if e.kernels.len() != 2
+                || !e.kernels[0].ends_with("+series")
+                || e.kernels[1].contains('+')
+            {
+                bail!(
+                    "{at}: `kernels` must be [\"<MAJOR.MINOR>+series\", \"<MAJOR.MINOR>\"] (the series lane, then the reference), e.g. [\"6.1+series\", \"6.12\"]"
+                );
+            }
+            if e.reason.trim().is_empty() {
+                bail!("{at}: `reason` is empty: say why the backport differs and why that is acceptable");
+            }
+            let commit = e.upstream.split_whitespace().next().unwrap_or("");
+            if commit.len() < 12 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{at}: `upstream` must start with the upstream commit id (12+ hex digits) where the behaviour changed, found `{}`",
+                    e.upstream
+                );
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// MAJOR.MINOR of a version string.
+pub fn series_of(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// A case whose verdicts differ between the series lane and the reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Divergence {
+    pub case: String,
+    pub series: Cell,
+    pub reference: Cell,
+    /// The divergences.toml entry that explains it (index, reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explained: Option<Explained>,
+}
+
+/// The divergence rule over two lanes' cells. `kernels` is the pair this
+/// run compares (`["6.1+series", "6.12"]`); `cases_run` tells a stale
+/// entry from one whose case this run filtered out.
+pub fn judge(
+    series: &BTreeMap<String, Cell>,
+    reference: &BTreeMap<String, Cell>,
+    file: &DivergenceFile,
+    kernels: &[String; 2],
+) -> (Vec<Divergence>, Vec<Explained>) {
+    let applies = |e: &Explained| e.kernels[0] == kernels[0] && e.kernels[1] == kernels[1];
+    let mut names: Vec<&String> = series.keys().chain(reference.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut found = Vec::new();
+    for name in names {
+        let s = series.get(name).cloned().unwrap_or_else(Cell::absent);
+        let r = reference.get(name).cloned().unwrap_or_else(Cell::absent);
+        if s.key == r.key {
+            continue;
+        }
+        let explained = file
+            .entries
+            .iter()
+            .find(|e| &e.case == name && applies(e))
+            .cloned();
+        found.push(Divergence {
+            case: name.clone(),
+            series: s,
+            reference: r,
+            explained,
+        });
+    }
+    let stale = file
+        .entries
+        .iter()
+        .filter(|e| {
+            let ran = series.contains_key(&e.case) || reference.contains_key(&e.case);
+            !applies(e) || (ran && !found.iter().any(|d| d.case == e.case))
+        })
+        .cloned()
+        .collect();
+    (found, stale)
+}
+
+// ------------------------------------------------------------------ lanes
+
+/// One column of the matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lane {
+    pub id: String,
+    pub label: String,
+    /// `divergence` (compared with the other side) or `own` (its own results).
+    pub judged: String,
+    pub kernel: Option<String>,
+    pub image: Option<PathBuf>,
+    pub image_sha256: Option<String>,
+    pub selftests_sha256: String,
+    pub run_id: Option<String>,
+    pub results_dir: Option<PathBuf>,
+    /// The lane's guest (or host) log, relative to the matrix directory.
+    pub log: Option<String>,
+    pub outcome: String,
+    pub passed: bool,
+    pub reused: bool,
+    pub counts: Counts,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splats: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub pass: usize,
+    pub fail: usize,
+    pub skip: usize,
+    pub no_result: usize,
+}
+
+/// What a lane's earlier run is reused on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Fresh {
+    image_sha256: String,
+    selftests_sha256: String,
+    /// `--config`, `--filter`, `--accel` of the run.
+    asked: String,
+    results_dir: PathBuf,
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn fresh_path(lane: &str) -> PathBuf {
+    util::target_dir()
+        .join("matrix-lanes")
+        .join(format!("{lane}.json"))
+}
+
+fn load_fresh(lane: &str, want: &Fresh) -> Option<RunResult> {
+    let text = std::fs::read_to_string(fresh_path(lane)).ok()?;
+    let had: Fresh = serde_json::from_str(&text).ok()?;
+    if &had != want {
+        return None;
+    }
+    let text = std::fs::read_to_string(had.results_dir.join("results.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn save_fresh(lane: &str, fresh: &Fresh) -> Result<()> {
+    let path = fresh_path(lane);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_atomic(&path, serde_json::to_string_pretty(fresh)?.as_bytes())
+}
+
+/// Writes beside and renames, so a reader never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp-{}",
+        path.extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// `cargo xtask test` arguments for a lane, parsed by the real CLI so
+/// every default is the one `test` has.
+fn test_args(extra: &[String], m: &MatrixArgs) -> Result<TestArgs> {
+    let mut argv: Vec<String> = vec!["cargo xtask".into(), "test".into()];
+    argv.extend(extra.iter().cloned());
+    argv.extend(["--config".into(), m.config.clone()]);
+    argv.extend(["--accel".into(), m.accel.clone()]);
+    if let Some(f) = &m.filter {
+        argv.extend(["--filter".into(), f.clone()]);
+    }
+    if let Some(t) = m.timeout {
+        argv.extend(["--timeout".into(), t.to_string()]);
+    }
+    let cli = crate::cli::Cli::try_parse_from(&argv)
+        .with_context(|| format!("building the test arguments {}", argv.join(" ")))?;
+    match cli.command {
+        crate::cli::Command::Test(args) => Ok(args),
+        _ => unreachable!("parsed a `test` command line"),
+    }
+}
+
+enum Kind {
+    Series,
+    Reference(String),
+    Host,
+    Kernel(PathBuf),
+}
+
+struct Spec {
+    id: String,
+    label: String,
+    kind: Kind,
+}
+
+struct Ran {
+    lane: Lane,
+    cells: BTreeMap<String, Cell>,
+}
+
+fn counts(cells: &BTreeMap<String, Cell>) -> Counts {
+    let mut c = Counts::default();
+    for cell in cells.values() {
+        match cell.verdict {
+            Verdict::Pass => c.pass += 1,
+            Verdict::Fail => c.fail += 1,
+            Verdict::Skip => c.skip += 1,
+            Verdict::NoResult => c.no_result += 1,
+            Verdict::Absent => {}
+        }
+    }
+    c
+}
+
+fn host_key() -> String {
+    let v = std::fs::read_to_string("/proc/version").unwrap_or_default();
+    hex::encode(Sha256::digest(v.as_bytes()))
+}
+
+/// Builds (a no-op when nothing changed) or finds the lane's kernel, then
+/// reuses or makes its run.
+fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
+    let start = Instant::now();
+    let mut extra = vec!["--selftests".to_string(), bin.display().to_string()];
+    // Built lanes boot through `test`'s own build of their tree (a no-op
+    // after the build here), so their results carry the same config label
+    // as a plain `cargo xtask test` run.
+    let (tree, image) = match &spec.kind {
+        Kind::Series => {
+            let tree = build::default_series_checkout()?;
+            let fragments = crate::kconfig::fragment_list(&m.config)?;
+            let plan = build::plan(&tree, &fragments, None, true)?;
+            build::configure(&plan)?;
+            let image = build::make_bzimage(&plan)?.image;
+            (Some(tree), Some(image))
+        }
+        Kind::Reference(v) => {
+            let r = crate::reference::build(v, &m.config, None)?;
+            if let Some(kind) = crate::reference::expect_kind(v)? {
+                extra.extend(["--expect".into(), kind]);
+            }
+            (Some(r.tree), Some(r.built.image))
+        }
+        Kind::Kernel(p) => {
+            let image = p
+                .canonicalize()
+                .with_context(|| format!("--kernel {} does not exist", p.display()))?;
+            extra.extend(["--kernel".into(), image.display().to_string()]);
+            (None, Some(image))
+        }
+        Kind::Host => {
+            extra.push("--host".into());
+            (None, None)
+        }
+    };
+    let image_sha = match &image {
+        Some(i) => sha256_of(i)?,
+        None => host_key(),
+    };
+    let asked = format!(
+        "config={} filter={} accel={}",
+        m.config,
+        m.filter.as_deref().unwrap_or(""),
+        m.accel
+    );
+    let want = |dir: PathBuf| Fresh {
+        image_sha256: image_sha.clone(),
+        selftests_sha256: bin_sha.to_string(),
+        asked: asked.clone(),
+        results_dir: dir,
+    };
+    let previous = std::fs::read_to_string(fresh_path(&spec.id))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Fresh>(&t).ok());
+    let reused = match previous {
+        Some(p) if !m.rerun => {
+            load_fresh(&spec.id, &want(p.results_dir.clone())).map(|r| (r, p.results_dir))
+        }
+        _ => None,
+    };
+    let (result, dir, reused) = match reused {
+        Some((r, dir)) => {
+            println!(
+                "matrix: {}: reusing run {} (same kernel image and selftests binary)",
+                spec.label, r.run_id
+            );
+            (r, dir, true)
+        }
+        None => {
+            let args = test_args(&extra, m)?;
+            let result = match &spec.kind {
+                Kind::Host => crate::test::run_host(&args)?,
+                Kind::Series => {
+                    crate::test::run_boot(&args, tree.as_deref(), crate::test::series_tag(None))?
+                }
+                _ => crate::test::run_boot(&args, tree.as_deref(), None)?,
+            };
+            let dir = util::target_dir().join("results").join(&result.run_id);
+            if !matches!(
+                result.outcome,
+                crate::results::Outcome::Error(_) | crate::results::Outcome::NoBoot(_)
+            ) {
+                save_fresh(&spec.id, &want(dir.clone()))?;
+            }
+            (result, dir, false)
+        }
+    };
+    let cells = cells_of(&result);
+    let log_name = if matches!(spec.kind, Kind::Host) {
+        "stdout.log"
+    } else {
+        "guest.log"
+    };
+    let log = dir.join(log_name);
+    let lane = Lane {
+        id: spec.id.clone(),
+        label: spec.label.clone(),
+        judged: if spec.id == SERIES_LANE || spec.id == REFERENCE_LANE {
+            "divergence".into()
+        } else {
+            "own".into()
+        },
+        kernel: result.kernel.clone(),
+        image,
+        image_sha256: Some(image_sha),
+        selftests_sha256: bin_sha.to_string(),
+        run_id: Some(result.run_id.clone()),
+        results_dir: Some(dir),
+        log: log.is_file().then(|| log.display().to_string()),
+        outcome: result.outcome.headline(),
+        passed: result.outcome.is_pass(),
+        reused,
+        counts: counts(&cells),
+        splats: result
+            .splats
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} in {}",
+                    s.title,
+                    s.test.clone().unwrap_or_else(|| s.phase.clone())
+                )
+            })
+            .collect(),
+    };
+    println!(
+        "matrix: {} done in {} ({} pass, {} fail, {} skip, {} no result): {}",
+        spec.label,
+        build::fmt_duration(start.elapsed()),
+        lane.counts.pass,
+        lane.counts.fail,
+        lane.counts.skip,
+        lane.counts.no_result,
+        lane.outcome.lines().next().unwrap_or("")
+    );
+    Ok(Ran { lane, cells })
+}
+
+fn failed_lane(spec: &Spec, bin_sha: &str, err: &anyhow::Error) -> Ran {
+    println!("matrix: {} could not run: {err:#}", spec.label);
+    Ran {
+        lane: Lane {
+            id: spec.id.clone(),
+            label: spec.label.clone(),
+            judged: if spec.id == SERIES_LANE || spec.id == REFERENCE_LANE {
+                "divergence".into()
+            } else {
+                "own".into()
+            },
+            kernel: None,
+            image: None,
+            image_sha256: None,
+            selftests_sha256: bin_sha.to_string(),
+            run_id: None,
+            results_dir: None,
+            log: None,
+            outcome: format!("HARNESS ERROR: {err:#}"),
+            passed: false,
+            reused: false,
+            counts: Counts::default(),
+            splats: Vec::new(),
+        },
+        cells: BTreeMap::new(),
+    }
+}
+
+// ----------------------------------------------------------------- report
+
+/// matrix.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Matrix {
+    pub generated: String,
+    /// The series the series lane was built from.
+    #[serde(default)]
+    pub series: Option<crate::results::SeriesTag>,
+    /// The reference lane's upstream version.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// The pair the divergence rule compared, e.g. ["6.1+series", "6.12"].
+    pub compared: Vec<String>,
+    pub lanes: Vec<Lane>,
+    /// Case name -> lane id -> cell.
+    pub cases: BTreeMap<String, BTreeMap<String, Cell>>,
+    pub divergences: Vec<Divergence>,
+    pub stale: Vec<Explained>,
+}
+
+impl Matrix {
+    pub fn unexplained(&self) -> usize {
+        self.divergences
+            .iter()
+            .filter(|d| d.explained.is_none())
+            .count()
+    }
+
+    pub fn explained(&self) -> usize {
+        self.divergences.len() - self.unexplained()
+    }
+
+    fn cell(&self, case: &str, lane: &str) -> Cell {
+        self.cases
+            .get(case)
+            .and_then(|m| m.get(lane))
+            .cloned()
+            .unwrap_or_else(Cell::absent)
+    }
+
+    fn divergence_mark(&self, case: &str) -> &'static str {
+        match self.divergences.iter().find(|d| d.case == case) {
+            None => "",
+            Some(d) if d.explained.is_some() => "explained",
+            Some(_) => "DIVERGES",
+        }
+    }
+
+    /// The readable table on stdout.
+    pub fn table(&self) -> String {
+        let w = self.cases.keys().map(|c| c.len()).max().unwrap_or(4).max(4);
+        let widths: Vec<usize> = self.lanes.iter().map(|l| l.label.len().max(9)).collect();
+        let mut out = format!("{:<w$}", "case");
+        for (l, lw) in self.lanes.iter().zip(&widths) {
+            let _ = write!(out, "  {:<lw$}", l.label);
+        }
+        out.push_str("  divergence\n");
+        for case in self.cases.keys() {
+            let _ = write!(out, "{case:<w$}");
+            for (l, lw) in self.lanes.iter().zip(&widths) {
+                let _ = write!(out, "  {:<lw$}", self.cell(case, &l.id).verdict.label());
+            }
+            let _ = writeln!(out, "  {}", self.divergence_mark(case));
+        }
+        out.push('\n');
+        for l in &self.lanes {
+            let c = l.counts;
+            let _ = writeln!(
+                out,
+                "{:<24} {:>3} pass {:>3} fail {:>3} skip {:>3} no result  {}{}",
+                l.label,
+                c.pass,
+                c.fail,
+                c.skip,
+                c.no_result,
+                if l.passed { "run passed" } else { "run FAILED" },
+                if l.reused { " (reused)" } else { "" }
+            );
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("### Cross-kernel matrix\n\n");
+        let _ = writeln!(
+            out,
+            "Divergence rule: {} vs {}: {} unexplained, {} explained by divergences.toml, {} stale entries.\n",
+            self.compared.first().map(String::as_str).unwrap_or("?"),
+            self.compared.get(1).map(String::as_str).unwrap_or("?"),
+            self.unexplained(),
+            self.explained(),
+            self.stale.len()
+        );
+        out.push_str("| lane | kernel | pass | fail | skip | no result | run |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+        for l in &self.lanes {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {}{} |",
+                md(&l.label),
+                md(l.kernel.as_deref().unwrap_or("?")),
+                l.counts.pass,
+                l.counts.fail,
+                l.counts.skip,
+                l.counts.no_result,
+                if l.passed { "passed" } else { "**FAILED**" },
+                if l.reused { " (reused)" } else { "" }
+            );
+        }
+        out.push_str("\n| case |");
+        for l in &self.lanes {
+            let _ = write!(out, " {} |", md(&l.label));
+        }
+        out.push_str(" divergence |\n| --- |");
+        for _ in &self.lanes {
+            out.push_str(" --- |");
+        }
+        out.push_str(" --- |\n");
+        for case in self.cases.keys() {
+            let _ = write!(out, "| `{case}` |");
+            for l in &self.lanes {
+                let c = self.cell(case, &l.id);
+                let _ = write!(out, " {} |", md(c.verdict.label()));
+            }
+            let _ = writeln!(out, " {} |", self.divergence_mark(case));
+        }
+        if !self.divergences.is_empty() {
+            out.push_str("\n#### Divergences\n\n");
+            for d in &self.divergences {
+                let _ = writeln!(
+                    out,
+                    "- `{}`: series {} / reference {}{}",
+                    d.case,
+                    md(&d.series.brief()),
+                    md(&d.reference.brief()),
+                    d.explained
+                        .as_ref()
+                        .map(|e| format!(" — explained: {} ({})", md(&e.reason), md(&e.upstream)))
+                        .unwrap_or_else(|| " — **unexplained**".into())
+                );
+            }
+        }
+        if !self.stale.is_empty() {
+            out.push_str("\n#### Stale divergences.toml entries\n\n");
+            for e in &self.stale {
+                let _ = writeln!(out, "- `{}` ({})", e.case, e.kernels.join(" vs "));
+            }
+        }
+        let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for lanes in self.cases.values() {
+            for (lane, c) in lanes {
+                if let (Verdict::Skip, Some(r)) = (&c.verdict, &c.reason) {
+                    let label = self
+                        .lanes
+                        .iter()
+                        .find(|l| &l.id == lane)
+                        .map(|l| l.label.clone())
+                        .unwrap_or_else(|| lane.clone());
+                    let entry = reasons.entry(r.clone()).or_default();
+                    if !entry.contains(&label) {
+                        entry.push(label);
+                    }
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            out.push_str("\n#### Skip reasons\n\n");
+            for (r, lanes) in &reasons {
+                let _ = writeln!(out, "- {} ({})", md(r), md(&lanes.join(", ")));
+            }
+        }
+        out
+    }
+
+    /// A self-contained page: one colour per verdict, the skip reason and
+    /// diagnostics on hover (title) and click (details), lane logs linked.
+    pub fn html(&self) -> String {
+        let mut out = String::from(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>gmem61 cross-kernel matrix</title>\n<style>\n\
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\n\
+table{border-collapse:collapse;font-size:13px}\n\
+th,td{border:1px solid #bbb;padding:2px 6px;vertical-align:top;text-align:left}\n\
+th{background:#eee}\n\
+td.pass{background:#c6efce}td.fail{background:#ffc7ce}td.skip{background:#e7e6e6}\n\
+td.no_result{background:#ffd8a8}td.absent{background:#fff;color:#999}\n\
+td.div-no{background:#ff6b6b;font-weight:bold}td.div-ok{background:#fff2b3}\n\
+details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:40em;font-size:12px}\n\
+.legend span{display:inline-block;padding:1px 8px;margin-right:6px;border:1px solid #bbb}\n\
+</style></head><body>\n<h1>Cross-kernel matrix</h1>\n",
+        );
+        let _ = writeln!(
+            out,
+            "<p>Generated {}. Divergence rule: <b>{}</b> vs <b>{}</b>: {} unexplained, {} explained, {} stale entries.</p>",
+            esc(&self.generated),
+            esc(self.compared.first().map(String::as_str).unwrap_or("?")),
+            esc(self.compared.get(1).map(String::as_str).unwrap_or("?")),
+            self.unexplained(),
+            self.explained(),
+            self.stale.len()
+        );
+        out.push_str("<p class=\"legend\"><span class=\"x\" style=\"background:#c6efce\">pass</span><span style=\"background:#ffc7ce\">fail</span><span style=\"background:#e7e6e6\">skip</span><span style=\"background:#ffd8a8\">no result</span><span>- not listed</span> hover a cell for the reason, click it for the diagnostics.</p>\n");
+        out.push_str("<table><tr><th>lane</th><th>kernel</th><th>pass</th><th>fail</th><th>skip</th><th>no result</th><th>run</th><th>judged</th><th>log</th></tr>\n");
+        for l in &self.lanes {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&l.label),
+                esc(l.kernel.as_deref().unwrap_or("?")),
+                l.counts.pass,
+                l.counts.fail,
+                l.counts.skip,
+                l.counts.no_result,
+                esc(&l.outcome),
+                if l.passed { "passed" } else { "FAILED" },
+                if l.reused { " (reused)" } else { "" },
+                if l.judged == "own" { "on its own results" } else { "divergence rule" },
+                match &l.log {
+                    Some(p) => format!("<a href=\"{}\">log</a>", esc(p)),
+                    None => "-".into(),
+                }
+            );
+        }
+        out.push_str("</table>\n<h2>Cases</h2>\n<table><tr><th>case</th>");
+        for l in &self.lanes {
+            let _ = write!(out, "<th>{}</th>", esc(&l.label));
+        }
+        out.push_str("<th>divergence</th></tr>\n");
+        for case in self.cases.keys() {
+            let _ = write!(out, "<tr><td><code>{}</code></td>", esc(case));
+            for l in &self.lanes {
+                let c = self.cell(case, &l.id);
+                let class = match c.verdict {
+                    Verdict::Pass => "pass",
+                    Verdict::Fail => "fail",
+                    Verdict::Skip => "skip",
+                    Verdict::NoResult => "no_result",
+                    Verdict::Absent => "absent",
+                };
+                let mut detail: Vec<String> = Vec::new();
+                if let Some(r) = &c.reason {
+                    detail.push(r.clone());
+                }
+                detail.extend(c.splats.iter().map(|s| format!("splat: {s}")));
+                detail.extend(c.diagnostics.iter().map(|d| format!("# {d}")));
+                let body = if detail.is_empty() {
+                    esc(c.verdict.label())
+                } else {
+                    format!(
+                        "<details><summary>{}</summary><pre>{}</pre></details>",
+                        esc(c.verdict.label()),
+                        esc(&detail.join("\n"))
+                    )
+                };
+                let _ = write!(
+                    out,
+                    "<td class=\"{class}\" title=\"{}\">{body}</td>",
+                    esc(c.reason.as_deref().unwrap_or(&c.key))
+                );
+            }
+            let (class, text) = match self.divergences.iter().find(|d| &d.case == case) {
+                None => ("", String::new()),
+                Some(d) => match &d.explained {
+                    Some(e) => (
+                        "div-ok",
+                        format!(
+                            "<details><summary>explained</summary><pre>{}\n{}</pre></details>",
+                            esc(&e.reason),
+                            esc(&e.upstream)
+                        ),
+                    ),
+                    None => ("div-no", "DIVERGES".into()),
+                },
+            };
+            let _ = writeln!(out, "<td class=\"{class}\">{text}</td></tr>");
+        }
+        out.push_str("</table>\n");
+        if !self.stale.is_empty() {
+            out.push_str("<h2>Stale divergences.toml entries</h2><ul>\n");
+            for e in &self.stale {
+                let _ = writeln!(
+                    out,
+                    "<li><code>{}</code> ({})</li>",
+                    esc(&e.case),
+                    esc(&e.kernels.join(" vs "))
+                );
+            }
+            out.push_str("</ul>\n");
+        }
+        out.push_str("</body></html>\n");
+        out
+    }
+}
+
+fn md(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Writes matrix.{json,md,html} and copies each lane's log to logs/.
+pub fn write(matrix: &mut Matrix, out: &Path) -> Result<()> {
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    for lane in &mut matrix.lanes {
+        if let Some(src) = lane.log.take() {
+            let name = format!("{}.log", lane.id);
+            let dest = logs.join(&name);
+            match std::fs::read(&src) {
+                Ok(bytes) => {
+                    write_atomic(&dest, &bytes)?;
+                    lane.log = Some(format!("logs/{name}"));
+                }
+                Err(_) => lane.log = None,
+            }
+        }
+    }
+    write_atomic(
+        &out.join("matrix.json"),
+        serde_json::to_string_pretty(matrix)?.as_bytes(),
+    )?;
+    write_atomic(&out.join("matrix.md"), matrix.markdown().as_bytes())?;
+    write_atomic(&out.join("matrix.html"), matrix.html().as_bytes())?;
+    Ok(())
+}
+
+pub fn run(m: MatrixArgs) -> Result<ExitCode> {
+    use crate::doctor::Stage;
+    crate::doctor::preflight(&[Stage::Tree, Stage::Build, Stage::Boot])?;
+    let divergences = DivergenceFile::load(&m.divergences)?;
+    let reference = crate::reference::version(m.reference.as_deref())?;
+    let base = crate::tree::default_version()?;
+    let kernels = [
+        format!("{}+series", series_of(&base)),
+        series_of(&reference),
+    ];
+    let series_label = match crate::test::series_tag(None) {
+        Some(t) => format!("{}+{} v{}", t.base, t.name, t.version),
+        None => format!("{base}+series"),
+    };
+    let mut specs = vec![
+        Spec {
+            id: SERIES_LANE.into(),
+            label: series_label,
+            kind: Kind::Series,
+        },
+        Spec {
+            id: REFERENCE_LANE.into(),
+            label: format!("{reference} (upstream)"),
+            kind: Kind::Reference(reference.clone()),
+        },
+    ];
+    if !m.no_host {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "running kernel".into());
+        specs.push(Spec {
+            id: "host".into(),
+            label: format!("host {release}"),
+            kind: Kind::Host,
+        });
+    }
+    for (i, k) in m.kernel.iter().enumerate() {
+        specs.push(Spec {
+            id: format!("kernel-{}", i + 1),
+            label: k
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("kernel {}", i + 1)),
+            kind: Kind::Kernel(k.clone()),
+        });
+    }
+    let bin = crate::test::selftests_binary(&test_args(
+        &m.selftests
+            .iter()
+            .flat_map(|s| ["--selftests".to_string(), s.display().to_string()])
+            .collect::<Vec<_>>(),
+        &m,
+    )?)?;
+    let bin_sha = sha256_of(&bin)?;
+    let total = specs.len();
+    let mut ran = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        println!("\n=== matrix lane {}/{total}: {}", i + 1, spec.label);
+        match run_lane(spec, &m, &bin, &bin_sha) {
+            Ok(r) => ran.push(r),
+            Err(e) => ran.push(failed_lane(spec, &bin_sha, &e)),
+        }
+    }
+    let empty = BTreeMap::new();
+    let cells_for = |id: &str| {
+        ran.iter()
+            .find(|r| r.lane.id == id)
+            .map(|r| &r.cells)
+            .unwrap_or(&empty)
+    };
+    let (found, stale) = judge(
+        cells_for(SERIES_LANE),
+        cells_for(REFERENCE_LANE),
+        &divergences,
+        &kernels,
+    );
+    let mut cases: BTreeMap<String, BTreeMap<String, Cell>> = BTreeMap::new();
+    for r in &ran {
+        for (name, cell) in &r.cells {
+            cases
+                .entry(name.clone())
+                .or_default()
+                .insert(r.lane.id.clone(), cell.clone());
+        }
+    }
+    let generated = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut matrix = Matrix {
+        generated,
+        series: crate::test::series_tag(None),
+        reference: Some(reference.clone()),
+        compared: kernels.to_vec(),
+        lanes: ran.into_iter().map(|r| r.lane).collect(),
+        cases,
+        divergences: found,
+        stale,
+    };
+    std::fs::create_dir_all(&m.out).with_context(|| format!("creating {}", m.out.display()))?;
+    write(&mut matrix, &m.out)?;
+    println!("\n{}", matrix.table());
+    for d in &matrix.divergences {
+        match &d.explained {
+            Some(e) => println!(
+                "explained divergence {}: series {} / reference {}: {} ({})",
+                d.case,
+                d.series.brief(),
+                d.reference.brief(),
+                e.reason,
+                e.upstream
+            ),
+            None => {
+                println!(
+                    "DIVERGENCE {}: 6.1 + series {} / reference {}",
+                    d.case,
+                    d.series.brief(),
+                    d.reference.brief()
+                );
+                for (side, c) in [("series", &d.series), ("reference", &d.reference)] {
+                    for line in c
+                        .splats
+                        .iter()
+                        .map(|s| format!("splat: {s}"))
+                        .chain(c.diagnostics.iter().cloned())
+                    {
+                        println!("    {side}: # {line}");
+                    }
+                }
+            }
+        }
+    }
+    for e in &matrix.stale {
+        println!(
+            "stale divergences.toml entry: {} ({}): no such divergence in this run; remove it",
+            e.case,
+            e.kernels.join(" vs ")
+        );
+    }
+    let lane_failures: Vec<&Lane> = matrix.lanes.iter().filter(|l| !l.passed).collect();
+    for l in &lane_failures {
+        println!("lane {} failed on its own results: {}", l.label, l.outcome);
+    }
+    println!(
+        "divergences: {} unexplained, {} explained ({} vs {}); stale entries: {}",
+        matrix.unexplained(),
+        matrix.explained(),
+        kernels[0],
+        kernels[1],
+        matrix.stale.len()
+    );
+    println!(
+        "files: {}, {}, {}",
+        m.out.join("matrix.md").display(),
+        m.out.join("matrix.json").display(),
+        m.out.join("matrix.html").display()
+    );
+    Ok(if matrix.unexplained() == 0 && lane_failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
