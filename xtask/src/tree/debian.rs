@@ -12,14 +12,18 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-/// The only suite and component we take Linux 6.1 from.
-pub const SOURCES_LIST: &str = "deb-src http://deb.debian.org/debian bookworm main\n";
+/// The suites and component we take Linux 6.1 from: bookworm's point
+/// release and its security updates (which carry the newer 6.1.y).
+pub const SOURCES_LIST: &str = "deb-src http://deb.debian.org/debian bookworm main\n\
+     deb-src http://deb.debian.org/debian-security bookworm-security main\n";
 /// Package lists older than this are refreshed before choosing a version.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Private apt directories under `root`.
 pub struct Apt {
     root: PathBuf,
+    /// The sources list was (re)written: the lists must be refreshed.
+    changed: bool,
 }
 
 impl Apt {
@@ -29,12 +33,14 @@ impl Apt {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let list = root.join("etc/sources.list");
-        if fs::read_to_string(&list).ok().as_deref() != Some(SOURCES_LIST) {
+        let changed = fs::read_to_string(&list).ok().as_deref() != Some(SOURCES_LIST);
+        if changed {
             fs::write(&list, SOURCES_LIST)
                 .with_context(|| format!("writing {}", list.display()))?;
         }
         Ok(Apt {
             root: root.to_path_buf(),
+            changed,
         })
     }
 
@@ -77,6 +83,9 @@ impl Apt {
     }
 
     fn lists_fresh(&self) -> bool {
+        if self.changed {
+            return false;
+        }
         let Ok(dir) = fs::read_dir(self.root.join("lists")) else {
             return false;
         };
@@ -95,7 +104,7 @@ impl Apt {
         if self.lists_fresh() {
             return Ok(());
         }
-        let bar = super::spinner("apt-get update (bookworm main sources)");
+        let bar = super::spinner("apt-get update (bookworm and bookworm-security sources)");
         self.run(sh, &["apt-get".into(), "update".into()])?;
         bar.finish_and_clear();
         Ok(())
@@ -327,7 +336,7 @@ pub fn ensure_tarball(root: &Path, upstream: &str, progress: bool) -> Result<Tar
                 .max_by_key(|v| numeric_key(v))
             else {
                 bail!(
-                    "Debian bookworm main does not offer linux {upstream} (it offers {}); \
+                    "Debian bookworm (main, security) does not offer linux {upstream} (it offers {}); \
                      use --from git:<url>#<ref> or --from tarball:<path>",
                     if versions.is_empty() {
                         "none".to_string()
