@@ -7,6 +7,7 @@
 //! [`checkpatch`] (scripts/checkpatch.pl per patch), [`bench`].
 
 pub mod apply;
+pub mod bases;
 pub mod bench;
 pub mod checkpatch;
 pub mod export;
@@ -15,6 +16,7 @@ pub mod identity;
 pub mod mail;
 pub mod model;
 pub mod outdir;
+pub mod rebase;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,6 +102,10 @@ pub enum SeriesCmd {
         #[arg(long)]
         auto_cc: bool,
     },
+    /// Move the series onto a newer point release (per-patch report).
+    Rebase(rebase::RebaseArgs),
+    /// Which point releases the series applies to, as a table and JSON.
+    Bases(bases::BasesArgs),
 }
 
 fn default_tree(tree: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -195,6 +201,8 @@ pub fn applied_table(applied: &Applied) -> String {
 
 pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        SeriesCmd::Rebase(args) => rebase::run(args),
+        SeriesCmd::Bases(args) => bases::run(args),
         SeriesCmd::Export {
             tree,
             range,
