@@ -124,6 +124,11 @@ fn summarize(reports: &[PatchReport]) -> (String, String) {
             format!("patch {} merged three-way{dropped}", three.join(", ")),
         );
     }
+    let moved: Vec<String> = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Offset { .. }))
+        .map(|r| r.number.to_string())
+        .collect();
     let max = reports
         .iter()
         .filter_map(|r| match r.outcome {
@@ -134,7 +139,10 @@ fn summarize(reports: &[PatchReport]) -> (String, String) {
     match max {
         Some(m) => (
             "offset".into(),
-            format!("applies with offsets (up to {m} lines){dropped}"),
+            format!(
+                "applies with offsets (patch {}, up to {m} lines){dropped}",
+                moved.join(", ")
+            ),
         ),
         None => ("as-is".into(), format!("applies as is{dropped}")),
     }
@@ -162,7 +170,11 @@ pub fn run(args: BasesArgs) -> Result<ExitCode> {
         let tree = if *v == series.toml.base.version {
             Ok(old_tree.clone())
         } else {
-            rebase::fetch_base("debian", v, None).map_err(|e| format!("{:#}", e.root_cause()))
+            rebase::fetch_base("debian", v, None).map_err(|e| {
+                let why = e.root_cause().to_string();
+                // The list of what Debian does offer is long; the row needs only the reason.
+                why.split(" (it offers").next().unwrap_or(&why).to_string()
+            })
         };
         rows.push(row(v, tree, &series, &old_tree));
     }

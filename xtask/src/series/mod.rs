@@ -4,7 +4,9 @@
 //! Submodules: [`model`] (series.toml and the directory layout), [`mail`]
 //! (format-patch parsing and diff checks), [`apply`] (git am with git2),
 //! [`export`] (commits back to files), [`format`] (mailing-list series),
-//! [`checkpatch`] (scripts/checkpatch.pl per patch), [`bench`].
+//! [`checkpatch`] (scripts/checkpatch.pl per patch), [`rebase`] (onto a
+//! newer point release), [`bases`] (which point releases it applies to),
+//! [`bench`].
 
 pub mod apply;
 pub mod bases;
@@ -17,6 +19,7 @@ pub mod mail;
 pub mod model;
 pub mod outdir;
 pub mod rebase;
+mod rebase_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -250,6 +253,11 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `bench rebase`: series rebase against git rebase onto `to`.
+pub fn bench_rebase(to: &str) -> anyhow::Result<ExitCode> {
+    rebase_bench::run(to)
 }
 
 pub fn bench_apply() -> anyhow::Result<ExitCode> {
