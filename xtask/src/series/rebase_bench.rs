@@ -27,6 +27,7 @@ struct Report {
     xtask_rebase_s: f64,
     git_rebase_s: f64,
     git_replay_s: f64,
+    xtask_replay_only_s: f64,
     ratio_xtask_to_git_rebase: f64,
     same_tree: bool,
     tree: String,
@@ -99,6 +100,7 @@ pub fn run(to: &str) -> Result<ExitCode> {
     let mut ours = Vec::new();
     let mut git_rebase = Vec::new();
     let mut git_replay = Vec::new();
+    let mut survey = Vec::new();
     let mut our_tree = String::new();
     let mut git_tree = String::new();
     for round in 0..ROUNDS {
@@ -127,6 +129,10 @@ pub fn run(to: &str) -> Result<ExitCode> {
         let t = Instant::now();
         let result = rebase::rebase(&req)?;
         ours.push(t.elapsed());
+        // The replay alone (what `series bases` does per release).
+        let t = Instant::now();
+        rebase::survey(&series, &old, &ours_dir, to)?;
+        survey.push(t.elapsed());
         let RebaseResult::Done(done) = result else {
             bail!("series rebase stopped at a conflict; the benchmark needs a clean rebase");
         };
@@ -171,7 +177,12 @@ pub fn run(to: &str) -> Result<ExitCode> {
             secs(git_replay[round])
         );
     }
-    let (o, g, r) = (median(ours), median(git_rebase), median(git_replay));
+    let (o, g, r, v) = (
+        median(ours),
+        median(git_rebase),
+        median(git_replay),
+        median(survey),
+    );
     let ratio = secs(o) / secs(g);
     println!(
         "bench rebase: {} ({} patches) {from} -> {to}, median of {ROUNDS} rounds",
@@ -183,6 +194,11 @@ pub fn run(to: &str) -> Result<ExitCode> {
         "{:<48} {:>8.3}",
         "xtask series rebase (incl. export, range-diff)",
         secs(o)
+    );
+    println!(
+        "{:<48} {:>8.3}",
+        "xtask replay only (series bases, nothing kept)",
+        secs(v)
     );
     println!(
         "{:<48} {:>8.3}",
@@ -216,6 +232,7 @@ pub fn run(to: &str) -> Result<ExitCode> {
         xtask_rebase_s: secs(o),
         git_rebase_s: secs(g),
         git_replay_s: secs(r),
+        xtask_replay_only_s: secs(v),
         ratio_xtask_to_git_rebase: ratio,
         same_tree: same,
         tree: our_tree,
