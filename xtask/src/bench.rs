@@ -10,6 +10,12 @@ use clap::Subcommand;
 pub enum BenchCmd {
     /// Apply a generated 30-patch series with git2 vs `git am` on a copy.
     Apply,
+    /// Rebase of the series onto a newer 6.1.y vs `git rebase` of it.
+    Rebase {
+        /// The new base (both trees must be fetchable or fetched).
+        #[arg(long, default_value = "6.1.177")]
+        to: String,
+    },
     /// Tree import vs plain `tar x` of the same tarball.
     Import {
         /// Where both sides write (default: /dev/shm when it is a tmpfs
@@ -28,6 +34,7 @@ pub enum BenchCmd {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Apply => crate::series::bench_apply(),
+        BenchCmd::Rebase { to } => crate::series::bench_rebase(&to),
         BenchCmd::Import { dir } => crate::tree::bench_import(dir.as_deref()),
         BenchCmd::Build => crate::build::bench_build(),
         BenchCmd::Boot => crate::boot::bench_boot(),

@@ -179,7 +179,7 @@ pub fn ensure_clean(repo: &Repository) -> Result<()> {
 
 /// Patch-ids of the commits reachable from `base` (newest first, at most
 /// `limit`) that touch any of `files`.
-fn history_patch_ids(
+pub(crate) fn history_patch_ids(
     repo: &Repository,
     base: &Commit<'_>,
     files: &BTreeSet<String>,

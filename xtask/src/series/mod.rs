@@ -4,9 +4,12 @@
 //! Submodules: [`model`] (series.toml and the directory layout), [`mail`]
 //! (format-patch parsing and diff checks), [`apply`] (git am with git2),
 //! [`export`] (commits back to files), [`format`] (mailing-list series),
-//! [`checkpatch`] (scripts/checkpatch.pl per patch), [`bench`].
+//! [`checkpatch`] (scripts/checkpatch.pl per patch), [`rebase`] (onto a
+//! newer point release), [`bases`] (which point releases it applies to),
+//! [`bench`].
 
 pub mod apply;
+pub mod bases;
 pub mod bench;
 pub mod checkpatch;
 pub mod export;
@@ -15,6 +18,8 @@ pub mod identity;
 pub mod mail;
 pub mod model;
 pub mod outdir;
+pub mod rebase;
+mod rebase_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -103,6 +108,10 @@ pub enum SeriesCmd {
         #[arg(long)]
         auto_cc: bool,
     },
+    /// Move the series onto a newer point release (per-patch report).
+    Rebase(rebase::RebaseArgs),
+    /// Which point releases the series applies to, as a table and JSON.
+    Bases(bases::BasesArgs),
 }
 
 fn default_tree(tree: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -198,6 +207,8 @@ pub fn applied_table(applied: &Applied) -> String {
 
 pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        SeriesCmd::Rebase(args) => rebase::run(args),
+        SeriesCmd::Bases(args) => bases::run(args),
         SeriesCmd::Export {
             tree,
             range,
@@ -249,6 +260,11 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `bench rebase`: series rebase against git rebase onto `to`.
+pub fn bench_rebase(to: &str) -> anyhow::Result<ExitCode> {
+    rebase_bench::run(to)
 }
 
 pub fn bench_apply() -> anyhow::Result<ExitCode> {

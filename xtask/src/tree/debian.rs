@@ -12,8 +12,10 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
-/// The only suite and component we take Linux 6.1 from.
-pub const SOURCES_LIST: &str = "deb-src http://deb.debian.org/debian bookworm main\n";
+/// The suites and component we take Linux 6.1 from: bookworm's point
+/// release and its security updates (which carry the newer 6.1.y).
+pub const SOURCES_LIST: &str = "deb-src http://deb.debian.org/debian bookworm main\n\
+     deb-src http://deb.debian.org/debian-security bookworm-security main\n";
 /// Where newer kernels (the 6.12 LTS reference, 6.18) come from: trixie
 /// carries 6.12.y, the backports suites carry 6.12.y for bookworm and newer
 /// kernels for trixie. Kept apart from [`SOURCES_LIST`] (own lists under
@@ -39,6 +41,8 @@ const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Private apt directories under `root`.
 pub struct Apt {
     root: PathBuf,
+    /// The sources list was (re)written: the lists must be refreshed.
+    changed: bool,
 }
 
 impl Apt {
@@ -54,11 +58,13 @@ impl Apt {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let list = root.join("etc/sources.list");
-        if fs::read_to_string(&list).ok().as_deref() != Some(sources) {
+        let changed = fs::read_to_string(&list).ok().as_deref() != Some(sources);
+        if changed {
             fs::write(&list, sources).with_context(|| format!("writing {}", list.display()))?;
         }
         Ok(Apt {
             root: root.to_path_buf(),
+            changed,
         })
     }
 
@@ -104,6 +110,9 @@ impl Apt {
     }
 
     fn lists_fresh(&self) -> bool {
+        if self.changed {
+            return false;
+        }
         let Ok(dir) = fs::read_dir(self.root.join("lists")) else {
             return false;
         };

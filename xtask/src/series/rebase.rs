@@ -1,0 +1,1310 @@
+//! `cargo xtask series rebase --to VERSION`: move a series onto a newer
+//! point release.
+//!
+//! The series is replayed on the new base commit by commit, in the object
+//! database only (as `apply` does): no checkout, index or HEAD of the
+//! user's trees is touched. The old base lives in a repository of its own
+//! (each `tree fetch` import is one); its objects are made visible to the
+//! new repository as an in-memory alternate, so the old side of every patch
+//! (old base plus the patches before it, whose blobs the patch's `index`
+//! lines name) is at hand for a three-way merge and for the range-diff.
+//!
+//! Per patch, in this order:
+//! 1. same stable patch-id as a commit of the new base: dropped;
+//! 2. a three-way merge (ancestor: the patch's preimage on the old side,
+//!    ours: the new tip, theirs: the patch's postimage) that changes nothing:
+//!    its hunks are already in the new base, dropped;
+//! 3. the diff applies to the new tip: "as is", or "offset" when a hunk's
+//!    context was found elsewhere than its header says (how far is said);
+//! 4. the three-way merge is clean: "merged three-way";
+//! 5. otherwise a conflict: the patches so far go on branch
+//!    `<name>/v<N+1>-rebase`, checked out in a worktree of its own with the
+//!    conflict markers written, and the state is kept in the repository's
+//!    git dir for `--continue` / `--abort`.
+//!
+//! libgit2's apply has no fuzz: a hunk whose context no longer matches is
+//! left to the three-way merge, and reported as such.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use git2::{Commit, Diff, MergeFileInput, MergeFileOptions, Oid, Repository};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use xshell::{cmd, Shell};
+
+use super::apply::{self, commit_patch, ensure_no_operation, open_repo, short};
+use super::mail::{self, PatchMail};
+use super::model::{self, Series, SeriesToml, COVER_LETTER, SERIES_TOML};
+
+/// File in the new tree's git dir holding a stopped rebase.
+pub const STATE_FILE: &str = "xtask-rebase.json";
+
+/// What happened to one patch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every hunk applied at the line its header names.
+    AsIs,
+    /// Applied; `hunks` hunks were found `max_offset` lines (at most) away.
+    Offset { hunks: usize, max_offset: i64 },
+    /// The diff did not apply; the three-way merge of these files was clean.
+    ThreeWay { files: Vec<String> },
+    /// Dropped: the change is already in the new base.
+    AlreadyApplied { why: String },
+    /// Stopped here: `file`, first hunk that neither applies nor merges.
+    Conflict { file: String, hunk: String },
+    /// Conflict resolved by the user and committed (`--continue`).
+    Resolved,
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::AsIs => "applied as is".into(),
+            Outcome::Offset { hunks, max_offset } => format!(
+                "applied with offset ({hunks} hunk{} moved, up to {max_offset} line{})",
+                if *hunks == 1 { "" } else { "s" },
+                if max_offset.abs() == 1 { "" } else { "s" }
+            ),
+            Outcome::ThreeWay { files } => format!("merged three-way ({})", files.join(", ")),
+            Outcome::AlreadyApplied { why } => format!("dropped: already in the new base ({why})"),
+            Outcome::Conflict { file, hunk } => format!("CONFLICT in {file}, hunk {hunk}"),
+            Outcome::Resolved => "conflict resolved by hand".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchReport {
+    pub number: usize,
+    /// The patch file's name.
+    #[serde(rename = "patch")]
+    pub file: String,
+    pub subject: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub commit: Option<String>,
+}
+
+/// A per-patch report as a table.
+pub fn report_table(reports: &[PatchReport]) -> String {
+    let width = reports
+        .iter()
+        .map(|r| r.file.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<3}  {:<width$}  {:<12}  result\n",
+        "#", "patch", "commit"
+    );
+    for r in reports {
+        let commit = r.commit.as_deref().map_or("-", |c| &c[..12]);
+        out.push_str(&format!(
+            "{:<3}  {:<width$}  {:<12}  {}\n",
+            r.number,
+            r.file,
+            commit,
+            r.outcome.describe()
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// One step of the replay.
+enum Step {
+    Commit(Oid, Outcome),
+    Dropped(Outcome),
+    Conflict {
+        outcome: Outcome,
+        /// Path and content (with conflict markers, or merged) per touched file.
+        files: Vec<(String, Vec<u8>)>,
+    },
+}
+
+/// The parsed series.
+struct Patches {
+    mails: Vec<PatchMail>,
+    diffs: Vec<Diff<'static>>,
+}
+
+fn load_patches(series: &Series) -> Result<Patches> {
+    let mut mails = Vec::new();
+    let mut diffs = Vec::new();
+    for file in &series.patches {
+        let mail = mail::parse_patch_file(file)?;
+        let diff = Diff::from_buffer(&mail.diff).map_err(|err| {
+            anyhow::anyhow!(
+                "{}: libgit2 cannot parse the diff: {}",
+                file.display(),
+                err.message()
+            )
+        })?;
+        mails.push(mail);
+        diffs.push(diff);
+    }
+    Ok(Patches { mails, diffs })
+}
+
+/// Makes the old tree's objects readable through `repo` (in memory only).
+fn add_alternate(repo: &Repository, old: &Path) -> Result<()> {
+    let old_repo = open_repo(old)?;
+    let objects = old_repo.path().join("objects");
+    let objects = objects.to_str().context("old tree path is not UTF-8")?;
+    repo.odb()?
+        .add_disk_alternate(objects)
+        .with_context(|| format!("reading the objects of {}", old.display()))?;
+    Ok(())
+}
+
+/// The commit of tag `v<version>` in `repo`.
+fn tag_commit<'r>(repo: &'r Repository, version: &str, what: &Path) -> Result<Commit<'r>> {
+    repo.revparse_single(&format!("refs/tags/v{version}"))
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} has no tag v{version}; fetch that base with `cargo xtask tree fetch --version \
+                 {version}` or pass the tree it made",
+                what.display()
+            )
+        })
+}
+
+/// `index <a>..<b>` of each file of a diff.
+fn index_lines(diff: &[u8]) -> BTreeMap<String, (String, String)> {
+    let re = Regex::new(r"(?m)^diff --git a/(\S+) b/(\S+)\n(?:(?:new|deleted) file mode \d+\n)?index ([0-9a-f]+)\.\.([0-9a-f]+)")
+        .expect("static regex");
+    let text = String::from_utf8_lossy(diff);
+    re.captures_iter(&text)
+        .map(|c| (c[2].to_string(), (c[3].to_string(), c[4].to_string())))
+        .collect()
+}
+
+fn blob_at(repo: &Repository, tree: &git2::Tree<'_>, path: &str) -> Result<Option<Vec<u8>>> {
+    match tree.get_path(Path::new(path)) {
+        Ok(entry) => Ok(Some(repo.find_blob(entry.id())?.content().to_vec())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Where each hunk of `patch` is found in `content` against where its
+/// header says: Ok(offsets) or Err(header of the first hunk not found).
+fn hunk_offsets(
+    patch: &git2::Patch<'_>,
+    content: &[u8],
+) -> Result<std::result::Result<Vec<i64>, String>> {
+    let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+    let mut offsets = Vec::new();
+    for h in 0..patch.num_hunks() {
+        let (hunk, _) = patch.hunk(h)?;
+        let mut pre: Vec<Vec<u8>> = Vec::new();
+        for l in 0..patch.num_lines_in_hunk(h)? {
+            let line = patch.line_in_hunk(h, l)?;
+            if matches!(line.origin(), ' ' | '-') {
+                pre.push(line.content().to_vec());
+            }
+        }
+        let expected = (hunk.old_start() as i64 - 1).max(0);
+        if pre.is_empty() {
+            offsets.push(0);
+            continue;
+        }
+        let mut best: Option<i64> = None;
+        if lines.len() >= pre.len() {
+            for at in 0..=(lines.len() - pre.len()) {
+                if lines[at..at + pre.len()]
+                    .iter()
+                    .zip(&pre)
+                    .all(|(a, b)| *a == b.as_slice())
+                {
+                    let off = at as i64 - expected;
+                    if best.is_none_or(|b| off.abs() < b.abs()) {
+                        best = Some(off);
+                    }
+                }
+            }
+        }
+        match best {
+            Some(off) => offsets.push(off),
+            None => {
+                return Ok(Err(format!(
+                    "`{}`",
+                    String::from_utf8_lossy(hunk.header()).trim_end()
+                )))
+            }
+        }
+    }
+    Ok(Ok(offsets))
+}
+
+fn merge3(
+    path: &str,
+    base: Option<&[u8]>,
+    ours: &[u8],
+    theirs: &[u8],
+    labels: (&str, &str),
+) -> Result<(bool, Vec<u8>)> {
+    let mut a = MergeFileInput::new();
+    a.content(base.unwrap_or(b"")).path(path);
+    let mut o = MergeFileInput::new();
+    o.content(ours).path(path);
+    let mut t = MergeFileInput::new();
+    t.content(theirs).path(path);
+    let mut opts = MergeFileOptions::new();
+    opts.ancestor_label("old base")
+        .our_label(labels.0)
+        .their_label(labels.1);
+    let result = git2::merge_file(&a, &o, &t, Some(&mut opts))
+        .with_context(|| format!("three-way merge of {path}"))?;
+    Ok((result.is_automergeable(), result.content().to_vec()))
+}
+
+/// Replays one patch on `tip`; `old_tip` is the old side before the patch.
+fn step(
+    repo: &Repository,
+    tip: &Commit<'_>,
+    old_tip: &Commit<'_>,
+    mail: &PatchMail,
+    diff: &Diff<'_>,
+    upstream: &std::collections::HashMap<Oid, Oid>,
+    to_version: &str,
+) -> Result<(Step, Oid)> {
+    let name = display_name(&mail.file);
+    // The old side: the patch must apply where it was written.
+    let old_post = commit_patch(repo, old_tip, mail, diff).with_context(|| {
+        format!("{name} does not apply on the old base plus the patches before it: the series itself is broken")
+    })?;
+    let old_post_c = repo.find_commit(old_post)?;
+    let (old_pre_tree, old_post_tree) = (old_tip.tree()?, old_post_c.tree()?);
+    let index = index_lines(&mail.diff);
+    let new_tree = tip.tree()?;
+
+    if let Some(commit) = upstream.get(&diff.patchid(None)?) {
+        let why = format!("same patch-id as {}", short(*commit));
+        return Ok((Step::Dropped(Outcome::AlreadyApplied { why }), old_post));
+    }
+
+    // Three-way merge of every touched file.
+    let mut merged = Vec::new();
+    let mut all_clean = true;
+    let mut unchanged = true;
+    let mut first_conflict: Option<String> = None;
+    for path in &mail.files {
+        let mut pre = blob_at(repo, &old_pre_tree, path)?;
+        if let Some((a, _)) = index.get(path) {
+            let want_none = a.bytes().all(|b| b == b'0');
+            let found = old_pre_tree
+                .get_path(Path::new(path))
+                .ok()
+                .map(|e| e.id().to_string());
+            match (&found, want_none) {
+                (Some(id), false) if !id.starts_with(a.as_str()) => {
+                    // The index line names another preimage: use it when the old repo has it.
+                    let short_id = Oid::from_str(&format!("{a:0<40}"))?;
+                    if let Ok(id) = repo.odb()?.exists_prefix(short_id, a.len()) {
+                        pre = Some(repo.find_blob(id)?.content().to_vec());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let post = blob_at(repo, &old_post_tree, path)?.unwrap_or_default();
+        let ours = blob_at(repo, &new_tree, path)?;
+        let Some(ours) = ours else {
+            // A file the patch creates (or one the new base removed).
+            if pre.is_some() {
+                all_clean = false;
+                first_conflict.get_or_insert_with(|| path.clone());
+                merged.push((path.clone(), post));
+            } else {
+                unchanged = false;
+                merged.push((path.clone(), post));
+            }
+            continue;
+        };
+        let (clean, content) = merge3(
+            path,
+            pre.as_deref(),
+            &ours,
+            &post,
+            (to_version, &mail.subject),
+        )?;
+        if !clean {
+            all_clean = false;
+            first_conflict.get_or_insert_with(|| path.clone());
+        }
+        if content != ours {
+            unchanged = false;
+        }
+        merged.push((path.clone(), content));
+    }
+    if all_clean && unchanged {
+        let why = "its hunks are already applied".to_string();
+        return Ok((Step::Dropped(Outcome::AlreadyApplied { why }), old_post));
+    }
+
+    // Does the diff apply, at the lines its hunks name or elsewhere?
+    if let Some((applied, moved, max)) = apply_at_offsets(repo, &new_tree, diff)? {
+        let oid = commit_blobs(repo, tip, &new_tree, mail, &applied)?;
+        let outcome = if moved == 0 {
+            Outcome::AsIs
+        } else {
+            Outcome::Offset {
+                hunks: moved,
+                max_offset: max,
+            }
+        };
+        return Ok((Step::Commit(oid, outcome), old_post));
+    }
+
+    if all_clean {
+        let mut files = Vec::new();
+        for (path, content) in &merged {
+            if blob_at(repo, &new_tree, path)?.as_deref() != Some(content.as_slice()) {
+                files.push(path.clone());
+            }
+        }
+        let oid = commit_blobs(repo, tip, &new_tree, mail, &merged)?;
+        return Ok((Step::Commit(oid, Outcome::ThreeWay { files }), old_post));
+    }
+
+    // A conflict: name the file and its first hunk that is not found.
+    let file = first_conflict.unwrap_or_default();
+    let mut hunk = "(unknown)".to_string();
+    for idx in 0..diff.deltas().len() {
+        let Some(patch) = git2::Patch::from_diff(diff, idx)? else {
+            continue;
+        };
+        if patch.delta().new_file().path().and_then(|p| p.to_str()) != Some(file.as_str()) {
+            continue;
+        }
+        let content = blob_at(repo, &new_tree, &file)?.unwrap_or_default();
+        if let Err(h) = hunk_offsets(&patch, &content)? {
+            hunk = h;
+        }
+    }
+    Ok((
+        Step::Conflict {
+            outcome: Outcome::Conflict { file, hunk },
+            files: merged,
+        },
+        old_post,
+    ))
+}
+
+/// The commit of `mail` on `tip` with these file contents.
+fn commit_blobs(
+    repo: &Repository,
+    tip: &Commit<'_>,
+    tree: &git2::Tree<'_>,
+    mail: &PatchMail,
+    files: &[(String, Vec<u8>)],
+) -> Result<Oid> {
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for (path, content) in files {
+        let blob = repo.blob(content)?;
+        let mode = tree
+            .get_path(Path::new(path))
+            .map(|e| e.filemode())
+            .unwrap_or(0o100644);
+        let mode = if mode == 0o100755 {
+            git2::FileMode::BlobExecutable
+        } else {
+            git2::FileMode::Blob
+        };
+        update.upsert(path.as_str(), blob, mode);
+    }
+    let new_tree = repo.find_tree(update.create_updated(repo, tree)?)?;
+    let time = git2::Time::new(mail.time, mail.offset_minutes);
+    let author = git2::Signature::new(&mail.author_name, &mail.author_email, &time)
+        .with_context(|| format!("{}: bad author", mail.file.display()))?;
+    Ok(repo.commit(None, &author, &author, &mail.message, &new_tree, &[tip])?)
+}
+
+/// Applies each hunk where its preimage is found nearest to the line its
+/// header names (as `patch` does without fuzz). None when a hunk is not
+/// found, hunks overlap, or a file ends without a newline (left to the
+/// three-way merge). Returns the new contents, how many hunks moved and
+/// the largest move.
+#[allow(clippy::type_complexity)]
+fn apply_at_offsets(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    diff: &Diff<'_>,
+) -> Result<Option<(Vec<(String, Vec<u8>)>, usize, i64)>> {
+    let mut out = Vec::new();
+    let (mut moved, mut max) = (0usize, 0i64);
+    for idx in 0..diff.deltas().len() {
+        let Some(patch) = git2::Patch::from_diff(diff, idx)? else {
+            return Ok(None);
+        };
+        let Some(path) = patch
+            .delta()
+            .new_file()
+            .path()
+            .and_then(|p| p.to_str())
+            .map(str::to_string)
+        else {
+            return Ok(None);
+        };
+        let content = blob_at(repo, tree, &path)?;
+        if content.is_none() && patch.delta().status() != git2::Delta::Added {
+            return Ok(None);
+        }
+        let content = content.unwrap_or_default();
+        let Ok(offsets) = hunk_offsets(&patch, &content)? else {
+            return Ok(None);
+        };
+        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+        let mut result: Vec<u8> = Vec::new();
+        let mut at = 0usize;
+        for (h, off) in offsets.iter().enumerate() {
+            let (hunk, _) = patch.hunk(h)?;
+            let mut pre = 0usize;
+            let mut post: Vec<u8> = Vec::new();
+            for l in 0..patch.num_lines_in_hunk(h)? {
+                let line = patch.line_in_hunk(h, l)?;
+                match line.origin() {
+                    ' ' => {
+                        pre += 1;
+                        post.extend_from_slice(line.content());
+                    }
+                    '-' => pre += 1,
+                    '+' => post.extend_from_slice(line.content()),
+                    _ => return Ok(None),
+                }
+            }
+            let start = ((hunk.old_start() as i64 - 1).max(0) + off) as usize;
+            if pre == 0 && hunk.old_start() > 0 && start < lines.len() {
+                // A pure addition after line old_start.
+                return Ok(None);
+            }
+            if start < at || start + pre > lines.len() {
+                return Ok(None);
+            }
+            for l in &lines[at..start] {
+                result.extend_from_slice(l);
+            }
+            result.extend_from_slice(&post);
+            at = start + pre;
+            if *off != 0 {
+                moved += 1;
+                if off.abs() > max.abs() {
+                    max = *off;
+                }
+            }
+        }
+        for l in &lines[at..] {
+            result.extend_from_slice(l);
+        }
+        out.push((path, result));
+    }
+    Ok(Some((out, moved, max)))
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Result of replaying patches `from..` of a series.
+pub struct Replay {
+    pub reports: Vec<PatchReport>,
+    pub tip: Oid,
+    /// The old side after the last patch replayed.
+    pub old_tip: Oid,
+    /// Set when the replay stopped at a conflict.
+    pub conflict: Option<Vec<(String, Vec<u8>)>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay(
+    repo: &Repository,
+    patches: &Patches,
+    from: usize,
+    tip: Oid,
+    old_tip: Oid,
+    new_base: &Commit<'_>,
+    to_version: &str,
+    progress: bool,
+) -> Result<Replay> {
+    let files: std::collections::BTreeSet<String> = patches
+        .mails
+        .iter()
+        .flat_map(|m| m.files.iter().cloned())
+        .collect();
+    let upstream = apply::history_patch_ids(repo, new_base, &files, apply::HISTORY_LIMIT)?;
+    let mut tip = repo.find_commit(tip)?;
+    let mut old_tip = repo.find_commit(old_tip)?;
+    let mut reports = Vec::new();
+    let total = patches.mails.len();
+    for k in from..total {
+        let mail = &patches.mails[k];
+        let (step, old_post) = step(
+            repo,
+            &tip,
+            &old_tip,
+            mail,
+            &patches.diffs[k],
+            &upstream,
+            to_version,
+        )?;
+        old_tip = repo.find_commit(old_post)?;
+        let mut report = PatchReport {
+            number: k + 1,
+            file: display_name(&mail.file),
+            subject: mail.subject.clone(),
+            outcome: Outcome::AsIs,
+            commit: None,
+        };
+        let stop = match step {
+            Step::Commit(oid, outcome) => {
+                tip = repo.find_commit(oid)?;
+                report.outcome = outcome;
+                report.commit = Some(oid.to_string());
+                None
+            }
+            Step::Dropped(outcome) => {
+                report.outcome = outcome;
+                None
+            }
+            Step::Conflict { outcome, files } => {
+                report.outcome = outcome;
+                Some(files)
+            }
+        };
+        if progress {
+            eprintln!(
+                "  [{}/{total}] {}: {}",
+                k + 1,
+                report.file,
+                report.outcome.describe()
+            );
+        }
+        reports.push(report);
+        if let Some(files) = stop {
+            return Ok(Replay {
+                reports,
+                tip: tip.id(),
+                old_tip: old_tip.id(),
+                conflict: Some(files),
+            });
+        }
+    }
+    Ok(Replay {
+        reports,
+        tip: tip.id(),
+        old_tip: old_tip.id(),
+        conflict: None,
+    })
+}
+
+/// A dry run: where the series stands on `new_tree` (tag `v<to>`), nothing written but
+/// unreachable objects.
+pub fn survey(
+    series: &Series,
+    old_tree: &Path,
+    new_tree: &Path,
+    to: &str,
+) -> Result<Vec<PatchReport>> {
+    let repo = open_repo(new_tree)?;
+    add_alternate(&repo, old_tree)?;
+    let old_repo = open_repo(old_tree)?;
+    let old_base = apply::verify_base(&old_repo, series)?.id();
+    let new_base = tag_commit(&repo, to, new_tree)?;
+    let patches = load_patches(series)?;
+    Ok(replay(
+        &repo,
+        &patches,
+        0,
+        new_base.id(),
+        old_base,
+        &new_base,
+        to,
+        false,
+    )?
+    .reports)
+}
+
+/// What `series rebase` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RebaseRequest {
+    pub series_dir: PathBuf,
+    /// Repository holding the series' current base (tag v<base.version>).
+    pub old_tree: PathBuf,
+    /// Repository holding the new base, tagged v<to>.
+    pub new_tree: PathBuf,
+    pub to: String,
+    /// Where the rebased series is written (may be `series_dir` itself).
+    pub out: PathBuf,
+    /// Where the range-diff against the previous version is written.
+    pub range_diff: PathBuf,
+    /// Worktree for a conflict (default: beside the new tree).
+    pub worktree: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// A rebase stopped at a conflict (also the `--continue` state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub series_dir: PathBuf,
+    pub old_tree: PathBuf,
+    pub new_tree: PathBuf,
+    pub to: String,
+    pub out: PathBuf,
+    pub range_diff: PathBuf,
+    pub branch: String,
+    pub worktree: PathBuf,
+    /// 0-based index of the patch that conflicted.
+    pub stopped_at: usize,
+    pub stop_tip: String,
+    pub reports: Vec<PatchReport>,
+}
+
+#[derive(Debug)]
+pub enum RebaseResult {
+    Done(Done),
+    Stopped(Box<State>),
+}
+
+#[derive(Debug)]
+pub struct Done {
+    pub branch: String,
+    pub reports: Vec<PatchReport>,
+    pub version: u32,
+    pub out: PathBuf,
+    pub export: String,
+    pub range_diff: PathBuf,
+}
+
+fn state_path(repo: &Repository) -> PathBuf {
+    repo.path().join(STATE_FILE)
+}
+
+fn read_state(new_tree: &Path) -> Result<(Repository, State)> {
+    let repo = open_repo(new_tree)?;
+    let path = state_path(&repo);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow::anyhow!(
+            "no series rebase is in progress in {} (no {})",
+            new_tree.display(),
+            path.display()
+        )
+    })?;
+    let state: State =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok((repo, state))
+}
+
+fn write_state(repo: &Repository, state: &State) -> Result<()> {
+    let path = state_path(repo);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Start a rebase.
+pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
+    let series = Series::load(&req.series_dir)?;
+    if series.toml.base.version == req.to {
+        bail!(
+            "series {} is already based on {}; nothing to rebase",
+            series.name(),
+            req.to
+        );
+    }
+    let repo = open_repo(&req.new_tree)?;
+    ensure_no_operation(&repo)?;
+    if state_path(&repo).exists() {
+        bail!(
+            "a series rebase is already in progress in {}; finish it with `cargo xtask series rebase \
+             --continue` or drop it with `--abort`",
+            req.new_tree.display()
+        );
+    }
+    add_alternate(&repo, &req.old_tree)?;
+    let old_repo = open_repo(&req.old_tree)?;
+    let old_base = apply::verify_base(&old_repo, &series)?.id();
+    let new_base = tag_commit(&repo, &req.to, &req.new_tree)?;
+    let version = series.toml.version + 1;
+    let branch = format!("{}/v{version}", series.name());
+    let conflict_branch = format!("{branch}-rebase");
+    for b in [&branch, &conflict_branch] {
+        if repo.find_branch(b, git2::BranchType::Local).is_ok() {
+            bail!(
+                "branch {b} already exists in {}; delete it (`git -C {} branch -D {b}`) and run again",
+                req.new_tree.display(),
+                req.new_tree.display()
+            );
+        }
+    }
+    let worktree = req
+        .worktree
+        .clone()
+        .unwrap_or_else(|| default_worktree(&req.new_tree, series.name()));
+    if worktree.exists() {
+        bail!(
+            "{} exists; move it away or pass --worktree DIR",
+            worktree.display()
+        );
+    }
+    let patches = load_patches(&series)?;
+    if req.progress {
+        eprintln!(
+            "rebasing {} v{} ({} patches) from {} onto {}",
+            series.name(),
+            series.toml.version,
+            patches.mails.len(),
+            series.toml.base.version,
+            req.to
+        );
+    }
+    let r = replay(
+        &repo,
+        &patches,
+        0,
+        new_base.id(),
+        old_base,
+        &new_base,
+        &req.to,
+        req.progress,
+    )?;
+    let state = State {
+        series_dir: req.series_dir.clone(),
+        old_tree: req.old_tree.clone(),
+        new_tree: req.new_tree.clone(),
+        to: req.to.clone(),
+        out: req.out.clone(),
+        range_diff: req.range_diff.clone(),
+        branch: conflict_branch,
+        worktree,
+        stopped_at: r.reports.len().saturating_sub(1),
+        stop_tip: r.tip.to_string(),
+        reports: r.reports.clone(),
+    };
+    match r.conflict {
+        Some(files) => stop(&repo, state, &files),
+        None => finish(&repo, &series, &state, r.reports, r.tip),
+    }
+}
+
+fn default_worktree(new_tree: &Path, name: &str) -> PathBuf {
+    let tree_name = new_tree
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    new_tree.with_file_name(format!("{tree_name}-rebase-{name}"))
+}
+
+/// Leave the conflict branch, its worktree with the markers, and the state.
+fn stop(repo: &Repository, state: State, files: &[(String, Vec<u8>)]) -> Result<RebaseResult> {
+    let tip = repo.find_commit(Oid::from_str(&state.stop_tip)?)?;
+    repo.branch(&state.branch, &tip, false)
+        .with_context(|| format!("creating branch {}", state.branch))?;
+    let sh = Shell::new()?;
+    let (tree, wt, branch) = (&state.new_tree, &state.worktree, &state.branch);
+    let out = cmd!(sh, "git -C {tree} worktree add --quiet {wt} {branch}")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    if !out.status.success() {
+        let _ = repo
+            .find_branch(branch, git2::BranchType::Local)
+            .map(|mut b| b.delete());
+        bail!(
+            "git worktree add {} failed: {}",
+            wt.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    for (path, content) in files {
+        let target = wt.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&target, content)
+            .with_context(|| format!("writing {}", target.display()))?;
+    }
+    write_state(repo, &state)?;
+    Ok(RebaseResult::Stopped(Box::new(state)))
+}
+
+/// How to go on from a stopped rebase, for the user.
+pub fn stopped_message(state: &State) -> String {
+    let r = state.reports.last();
+    let (file, hunk) = match r.map(|r| &r.outcome) {
+        Some(Outcome::Conflict { file, hunk }) => (file.clone(), hunk.clone()),
+        _ => (String::new(), String::new()),
+    };
+    format!(
+        "stopped at patch {} ({}): conflict in {file}, hunk {hunk}.\n\
+         Branch {} holds the {} patches before it; the worktree {} has the conflict markers \
+         (your checkout of {} is unchanged).\n\
+         Fix the file(s) there and commit (`git -C {} commit -a`), then run \
+         `cargo xtask series rebase --continue --tree {}`; or `--abort` to drop the branch and the worktree.",
+        state.stopped_at + 1,
+        r.map(|r| r.file.as_str()).unwrap_or(""),
+        state.branch,
+        state.stopped_at,
+        state.worktree.display(),
+        state.new_tree.display(),
+        state.worktree.display(),
+        state.new_tree.display(),
+    )
+}
+
+/// `--abort`: remove the worktree, the conflict branch and the state.
+pub fn abort(new_tree: &Path) -> Result<String> {
+    let (repo, state) = read_state(new_tree)?;
+    let sh = Shell::new()?;
+    let wt = &state.worktree;
+    if wt.exists() {
+        let out = cmd!(sh, "git -C {new_tree} worktree remove --force {wt}")
+            .quiet()
+            .ignore_status()
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "git worktree remove {} failed: {}",
+                wt.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let _ = cmd!(sh, "git -C {new_tree} worktree prune")
+        .quiet()
+        .ignore_status()
+        .output();
+    if let Ok(mut b) = repo.find_branch(&state.branch, git2::BranchType::Local) {
+        b.delete()
+            .with_context(|| format!("deleting branch {}", state.branch))?;
+    }
+    std::fs::remove_file(state_path(&repo))?;
+    Ok(format!(
+        "rebase onto {} aborted: removed worktree {} and branch {}; nothing else was changed",
+        state.to,
+        wt.display(),
+        state.branch
+    ))
+}
+
+/// `--continue`: take the worktree's committed fix as the stopped patch, go on.
+pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
+    let (repo, mut state) = read_state(new_tree)?;
+    add_alternate(&repo, &state.old_tree)?;
+    let series = Series::load(&state.series_dir)?;
+    let patches = load_patches(&series)?;
+    let wt_repo = open_repo(&state.worktree)?;
+    ensure_no_operation(&wt_repo)?;
+    apply::ensure_clean(&wt_repo)
+        .map_err(|e| e.context("commit your fix in the rebase worktree first"))?;
+    let head = wt_repo.head()?.peel_to_commit()?;
+    let stop_tip = Oid::from_str(&state.stop_tip)?;
+    if head.id() == stop_tip {
+        bail!(
+            "nothing committed in {} since the rebase stopped; fix the conflict, `git -C {} commit -a`, then --continue",
+            state.worktree.display(),
+            state.worktree.display()
+        );
+    }
+    if !repo.graph_descendant_of(head.id(), stop_tip)? {
+        bail!(
+            "the worktree's HEAD {} does not build on {}; commit your fix on top of it",
+            short(head.id()),
+            short(stop_tip)
+        );
+    }
+    let mail = &patches.mails[state.stopped_at];
+    let tree = repo.find_tree(head.tree_id())?;
+    for path in &mail.files {
+        if let Some(content) = blob_at(&repo, &tree, path)? {
+            if content
+                .split(|b| *b == b'\n')
+                .any(|l| l.starts_with(b"<<<<<<< ") || l.starts_with(b">>>>>>> "))
+            {
+                bail!("{path} still has conflict markers in your commit; fix it, amend, then --continue");
+            }
+        }
+    }
+    let time = git2::Time::new(mail.time, mail.offset_minutes);
+    let author = git2::Signature::new(&mail.author_name, &mail.author_email, &time)?;
+    let parent = repo.find_commit(stop_tip)?;
+    let resolved = repo.commit(None, &author, &author, &mail.message, &tree, &[&parent])?;
+    let last = state.reports.last_mut().context("empty rebase state")?;
+    last.outcome = Outcome::Resolved;
+    last.commit = Some(resolved.to_string());
+
+    // The old side up to and including the stopped patch.
+    let old_repo = open_repo(&state.old_tree)?;
+    let mut old_tip = repo.find_commit(apply::verify_base(&old_repo, &series)?.id())?;
+    for k in 0..=state.stopped_at {
+        let oid = commit_patch(&repo, &old_tip, &patches.mails[k], &patches.diffs[k])?;
+        old_tip = repo.find_commit(oid)?;
+    }
+    let new_base = tag_commit(&repo, &state.to, new_tree)?;
+    let r = replay(
+        &repo,
+        &patches,
+        state.stopped_at + 1,
+        resolved,
+        old_tip.id(),
+        &new_base,
+        &state.to,
+        progress,
+    )?;
+    let mut reports = state.reports.clone();
+    reports.extend(r.reports);
+    // The worktree's branch moves to what has been replayed; the user's commit stays in its reflog.
+    let resolved_c = repo.find_commit(r.tip)?;
+    match r.conflict {
+        Some(files) => {
+            let sh = Shell::new()?;
+            let wt = &state.worktree;
+            let tip = r.tip.to_string();
+            cmd!(sh, "git -C {wt} reset --quiet --hard {tip}")
+                .quiet()
+                .run()?;
+            for (path, content) in &files {
+                std::fs::write(wt.join(path), content)?;
+            }
+            state.stopped_at = reports.len() - 1;
+            state.stop_tip = r.tip.to_string();
+            state.reports = reports;
+            write_state(&repo, &state)?;
+            Ok(RebaseResult::Stopped(Box::new(state)))
+        }
+        None => {
+            let sh = Shell::new()?;
+            let wt = &state.worktree;
+            let out = cmd!(sh, "git -C {new_tree} worktree remove {wt}")
+                .quiet()
+                .ignore_status()
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "git worktree remove {} failed: {}",
+                    wt.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            if let Ok(mut b) = repo.find_branch(&state.branch, git2::BranchType::Local) {
+                b.delete()?;
+            }
+            std::fs::remove_file(state_path(&repo))?;
+            finish(&repo, &series, &state, reports, resolved_c.id())
+        }
+    }
+}
+
+/// On success: branch `<name>/v<N+1>`, the series written for the new base, the range-diff.
+fn finish(
+    repo: &Repository,
+    series: &Series,
+    state: &State,
+    reports: Vec<PatchReport>,
+    tip: Oid,
+) -> Result<RebaseResult> {
+    let version = series.toml.version + 1;
+    let branch = format!("{}/v{version}", series.name());
+    let new_base = tag_commit(repo, &state.to, &state.new_tree)?;
+    let tip_c = repo.find_commit(tip)?;
+    if tip == new_base.id() {
+        bail!(
+            "every patch of the series is already in {}: nothing left to write",
+            state.to
+        );
+    }
+    repo.branch(&branch, &tip_c, false)
+        .with_context(|| format!("creating branch {branch}"))?;
+
+    let toml_text = std::fs::read_to_string(series.dir.join(SERIES_TOML))?;
+    let source_key = tree_source_key(repo);
+    let changes = changelog(&state.to, &reports);
+    let new_toml = bump_toml(
+        &toml_text,
+        &series.toml,
+        version,
+        &state.to,
+        &source_key,
+        &new_base.tree_id().to_string(),
+        &changes,
+    )?;
+
+    // Stage a complete series directory, export into it, then move it in.
+    let parent = crate::tree::dest_parent(&state.out)?;
+    let stage_root = tempfile::Builder::new()
+        .prefix(".xtask-rebase-")
+        .tempdir_in(&parent)?;
+    let staged = stage_root.path().join(series.name());
+    std::fs::create_dir(&staged)?;
+    std::fs::write(staged.join(SERIES_TOML), &new_toml)?;
+    if let Some(cover) = &series.cover {
+        std::fs::copy(cover, staged.join(COVER_LETTER))?;
+    }
+    for p in &series.patches {
+        std::fs::copy(
+            p,
+            staged.join(p.file_name().context("patch without a name")?),
+        )?;
+    }
+    let range = format!("v{}..{branch}", state.to);
+    let report = super::export::export(&staged, &state.new_tree, Some(&range))
+        .with_context(|| format!("exporting {range} (branch {branch} is kept)"))?;
+    // Check the staged series loads before it replaces anything.
+    Series::load(&staged)?;
+    super::export::swap_dir(&staged, &state.out)?;
+
+    // Range-diff against the previous version, old commits built on the old base.
+    let old_repo = open_repo(&state.old_tree)?;
+    let old_base = apply::verify_base(&old_repo, series)?;
+    let patches = load_patches(series)?;
+    let mut old_tip = repo.find_commit(old_base.id())?;
+    for (m, d) in patches.mails.iter().zip(&patches.diffs) {
+        let oid = commit_patch(repo, &old_tip, m, d)?;
+        old_tip = repo.find_commit(oid)?;
+    }
+    let sh = Shell::new()?;
+    let alt = old_repo.path().join("objects");
+    let new_tree = &state.new_tree;
+    let (ob, ot, nb) = (
+        old_base.id().to_string(),
+        old_tip.id().to_string(),
+        new_base.id().to_string(),
+    );
+    let text = cmd!(
+        sh,
+        "git -C {new_tree} range-diff --no-color {ob}..{ot} {nb}..{branch}"
+    )
+    .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &alt)
+    .env("GIT_CONFIG_NOSYSTEM", "1")
+    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    .quiet()
+    .read()
+    .context("git range-diff against the previous version")?;
+    crate::tree::dest_parent(&state.range_diff)?;
+    std::fs::write(&state.range_diff, text + "\n")
+        .with_context(|| format!("writing {}", state.range_diff.display()))?;
+    Ok(RebaseResult::Done(Done {
+        branch,
+        reports,
+        version,
+        out: state.out.clone(),
+        export: report.to_string(),
+        range_diff: state.range_diff.clone(),
+    }))
+}
+
+fn tree_source_key(repo: &Repository) -> String {
+    let meta = std::fs::read_to_string(repo.path().join("xtask-tree.toml")).unwrap_or_default();
+    let source = toml::from_str::<toml::Value>(&meta)
+        .ok()
+        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(str::to_string));
+    match source.as_deref() {
+        None | Some("debian") => "debian-orig".into(),
+        Some(s) if s.starts_with("git:") => "git".into(),
+        Some(_) => "tarball".into(),
+    }
+}
+
+/// The changelog entry of the rebased version.
+pub fn changelog(to: &str, reports: &[PatchReport]) -> Vec<String> {
+    let mut changes = vec![format!("Rebased onto {to}.")];
+    for r in reports {
+        let what = match &r.outcome {
+            Outcome::AlreadyApplied { why } => {
+                format!("Dropped \"{}\": already in {to} ({why}).", r.subject)
+            }
+            Outcome::ThreeWay { files } => format!(
+                "\"{}\": merged three-way with {to} ({}).",
+                r.subject,
+                files.join(", ")
+            ),
+            Outcome::Resolved => format!("\"{}\": conflict with {to} resolved by hand.", r.subject),
+            _ => continue,
+        };
+        changes.push(what);
+    }
+    changes
+}
+
+/// series.toml with the next version, the new base and a changelog entry;
+/// everything else (comments, order) kept as written.
+fn bump_toml(
+    text: &str,
+    old: &SeriesToml,
+    version: u32,
+    to: &str,
+    key: &str,
+    tree: &str,
+    changes: &[String],
+) -> Result<String> {
+    let mut out = String::new();
+    let mut section = String::new();
+    let (mut did_version, mut did_base, mut did_trees) = (false, false, false);
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t.to_string();
+        }
+        if section.is_empty() && t.starts_with("version") && t.contains('=') && !did_version {
+            out.push_str(&format!("version = {version}\n"));
+            did_version = true;
+        } else if section == "[base]" && t.starts_with("version") && t.contains('=') {
+            out.push_str(&format!("version = \"{to}\"\n"));
+            did_base = true;
+        } else if section == "[base]" && t.starts_with("trees") && t.contains('=') {
+            out.push_str(&format!("trees = {{ {key} = \"{tree}\" }}\n"));
+            did_trees = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !(did_version && did_base && did_trees) {
+        bail!("series.toml: could not find `version`, `[base] version` and `[base] trees` one per line to update; edit it to that shape");
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let list: Vec<String> = changes
+        .iter()
+        .map(|c| toml::Value::String(c.clone()).to_string())
+        .collect();
+    out.push_str(&format!(
+        "\n[[changelog]]\nversion = {version}\nchanges = [\n    {},\n]\n",
+        list.join(",\n    ")
+    ));
+    let parsed = SeriesToml::parse(&out, Path::new(SERIES_TOML))?;
+    let mut expect = old.clone();
+    expect.version = version;
+    expect.base.version = to.to_string();
+    expect.base.trees = BTreeMap::from([(key.to_string(), tree.to_string())]);
+    expect.changelog.push(model::ChangelogEntry {
+        version,
+        changes: changes.to_vec(),
+    });
+    if parsed != expect {
+        bail!("series.toml: the rewritten file does not say what was meant (is [base] split over several lines?)");
+    }
+    Ok(out)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebaseArgs {
+    /// Series name or path to a series directory.
+    #[arg(long, default_value = "guest_memfd")]
+    pub series: String,
+    /// The new base, e.g. 6.1.177 (fetched as `tree fetch` does).
+    #[arg(long, required_unless_present_any = ["cont", "abort"])]
+    pub to: Option<String>,
+    /// Where the new base comes from: debian | git:<url>#<ref> | tarball:<path>.
+    #[arg(long, default_value = "debian")]
+    pub from: String,
+    /// Repository of the new base (default: fetched under target/kernel/), and
+    /// the tree `--continue`/`--abort` work on.
+    #[arg(long)]
+    pub tree: Option<PathBuf>,
+    /// Repository of the current base (default: the fetched pinned base).
+    #[arg(long)]
+    pub old_tree: Option<PathBuf>,
+    /// Where the rebased series is written (default: the series directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Worktree for a conflict (default: beside the new tree).
+    #[arg(long)]
+    pub worktree: Option<PathBuf>,
+    /// Go on after fixing the conflict and committing in the worktree.
+    #[arg(long = "continue", conflicts_with = "abort")]
+    pub cont: bool,
+    /// Drop a stopped rebase: its branch, worktree and state.
+    #[arg(long)]
+    pub abort: bool,
+}
+
+fn print_result(result: RebaseResult) -> Result<std::process::ExitCode> {
+    match result {
+        RebaseResult::Done(done) => {
+            println!("{}", report_table(&done.reports));
+            println!("{}", done.export);
+            println!(
+                "branch {} holds v{}; series written to {}; range-diff against the previous \
+                 version in {} (for the cover letter: `series format --compare-to`)",
+                done.branch,
+                done.version,
+                done.out.display(),
+                done.range_diff.display()
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        RebaseResult::Stopped(state) => {
+            println!("{}", report_table(&state.reports));
+            println!("{}", stopped_message(&state));
+            Ok(std::process::ExitCode::from(1))
+        }
+    }
+}
+
+/// Fetch (or reuse) the tree of `version`; a missing tarball says so.
+pub fn fetch_base(from: &str, version: &str, dir: Option<PathBuf>) -> Result<PathBuf> {
+    let source: crate::tree::Source = from.parse()?;
+    let fetched = crate::tree::fetch(&crate::tree::FetchRequest {
+        source,
+        version: Some(version.to_string()),
+        dir,
+        progress: true,
+    })
+    .map_err(|e| {
+        e.context(format!(
+            "linux {version} cannot be downloaded; nothing was changed"
+        ))
+    })?;
+    Ok(fetched.path)
+}
+
+pub fn run(args: RebaseArgs) -> Result<std::process::ExitCode> {
+    if args.cont || args.abort {
+        let tree = match args.tree {
+            Some(t) => t,
+            None => bail!(
+                "--continue and --abort need --tree: the new base's tree the rebase stopped in"
+            ),
+        };
+        if args.abort {
+            println!("{}", abort(&tree)?);
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        return print_result(resume(&tree, true)?);
+    }
+    let to = args.to.context("--to VERSION is required")?;
+    crate::tree::validate_version(&to)?;
+    let dir = model::resolve_series_dir(&args.series, &crate::util::patches_dir())?;
+    let series = Series::load(&dir)?;
+    let old_tree = match args.old_tree {
+        Some(t) => t,
+        None => fetch_base("debian", &series.toml.base.version, None)?,
+    };
+    let new_tree = match args.tree {
+        Some(t) => t,
+        None => fetch_base(&args.from, &to, None)?,
+    };
+    let range_diff = crate::util::target_dir().join("series").join(format!(
+        "{}-v{}.range-diff",
+        series.name(),
+        series.toml.version + 1
+    ));
+    let req = RebaseRequest {
+        series_dir: dir.clone(),
+        old_tree,
+        new_tree,
+        to,
+        out: args.out.unwrap_or(dir),
+        range_diff,
+        worktree: args.worktree,
+        progress: true,
+    };
+    print_result(rebase(&req)?)
+}
