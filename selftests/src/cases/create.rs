@@ -3,7 +3,7 @@
 use crate::caps::flag_names;
 use crate::caps::Need;
 use crate::case::{ensure, expect_errno, expect_ok, Case, OrFail, TestResult, Tx};
-use crate::kvm::{ename, GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
+use crate::kvm::{GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
 
 pub const CASES: &[Case] = &[
     Case {
