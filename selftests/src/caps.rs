@@ -218,7 +218,9 @@ impl VmCaps {
 /// - `KVM_CAP_X`: the capability answers 0 (or less) on the case's VM type;
 /// - `KVM_CAP_X&0xMASK`: the answer lacks some bit of MASK;
 /// - `A|B`: none of the alternatives is there (the case could use any);
-/// - `env=WHAT`: something outside KVM (a file, a permission) is missing.
+/// - `env=WHAT`: something outside KVM (a file, a permission) is missing;
+/// - `boot=PARAM=VALUE`: the case needs a boot the run was not given (a
+///   read-only module parameter set otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lack {
     Kvm,
@@ -227,6 +229,7 @@ pub enum Lack {
     Bits(&'static str, u64),
     AnyOf(Vec<Lack>),
     Env(String),
+    Boot(&'static str),
 }
 
 impl Lack {
@@ -239,6 +242,7 @@ impl Lack {
             Lack::AnyOf(v) => v.iter().map(Lack::token).collect::<Vec<_>>().join("|"),
             // The token ends at the first ": " and holds no spaces or `|`.
             Lack::Env(what) => format!("env={}", what.replace([' ', '|', ':'], "_")),
+            Lack::Boot(param) => format!("boot={param}"),
         }
     }
 

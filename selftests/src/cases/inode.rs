@@ -7,6 +7,7 @@
 //! fstatfs() gives the anon_inode filesystem's magic, while a file of a
 //! private pseudo mount reads `/[kvm-gmem] (deleted)` and has that mount's.
 
+use crate::caps::Lack;
 use crate::case::{ensure, fail, Case, OrFail, Stop, TestResult, Tx};
 use crate::kvm::{ename, Errno, KVM_CAP_GUEST_MEMFD};
 
@@ -28,9 +29,10 @@ fn proc_fd_link_is_anon_inode(tx: &Tx) -> TestResult {
     let vm = tx.vm()?;
     let system = vm.check_system(KVM_CAP_GUEST_MEMFD);
     if system <= 0 {
-        return Err(Stop::Skip(format!(
-            "KVM_CAP_GUEST_MEMFD is {system} on /dev/kvm: no guest_memfd on this kernel"
-        )));
+        return Err(Stop::lacking(
+            Lack::Cap("KVM_CAP_GUEST_MEMFD"),
+            format!("KVM_CAP_GUEST_MEMFD is {system} on /dev/kvm: no guest_memfd on this kernel"),
+        ));
     }
     let g = vm.create_gmem(tx.page(), 0).or_fail(&format!(
         "KVM_CREATE_GUEST_MEMFD on a {} VM",

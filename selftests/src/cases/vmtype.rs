@@ -10,7 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::caps::{listed_in_vm_types, Need};
+use crate::caps::{listed_in_vm_types, Lack, Need};
 use crate::case::{ensure, expect_ok, fail, Case, Stop, TestResult, Tx};
 use crate::kvm::{
     ename, VmType, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_VM_TYPES, KVM_MEMORY_ATTRIBUTE_PRIVATE,
@@ -191,19 +191,26 @@ fn private_mem_needs_tdp_mmu(tx: &Tx) -> TestResult {
             .map_err(|e| Stop::Fail(format!("open /dev/kvm: {}", ename(&e))))?;
         let attrs = kvm.check_extension_raw(KVM_CAP_MEMORY_ATTRIBUTES as libc::c_ulong);
         if attrs <= 0 || (attrs as u64) & KVM_MEMORY_ATTRIBUTE_PRIVATE as u64 == 0 {
-            return Err(Stop::Skip(format!(
-                "KVM_CAP_MEMORY_ATTRIBUTES on /dev/kvm is {:#x}, without \
-                 KVM_MEMORY_ATTRIBUTE_PRIVATE: no VM type with private memory on this kernel",
-                attrs.max(0)
-            )));
+            return Err(Stop::lacking(
+                Lack::Bits(
+                    "KVM_CAP_MEMORY_ATTRIBUTES",
+                    KVM_MEMORY_ATTRIBUTE_PRIVATE as u64,
+                ),
+                format!(
+                    "KVM_CAP_MEMORY_ATTRIBUTES on /dev/kvm is {:#x}, without \
+                     KVM_MEMORY_ATTRIBUTE_PRIVATE: no VM type with private memory on this kernel",
+                    attrs.max(0)
+                ),
+            ));
         }
     }
     let param = match TdpMmuParam::read() {
         Ok(p) => p,
         Err(e) => {
-            return Err(Stop::Skip(format!(
-                "no kvm.tdp_mmu module parameter to turn the TDP MMU off: {e}"
-            )))
+            return Err(Stop::lacking(
+                Lack::Env("kvm.tdp_mmu".into()),
+                format!("no kvm.tdp_mmu module parameter to turn the TDP MMU off: {e}"),
+            ))
         }
     };
     tx.diag(format!(
@@ -216,16 +223,22 @@ fn private_mem_needs_tdp_mmu(tx: &Tx) -> TestResult {
         }
     ));
     match (param.on, param.writable) {
-        (true, false) => Err(Stop::Skip(format!(
-            "kvm.tdp_mmu is Y and read-only on this kernel, so the TDP MMU cannot be turned off \
-             at run time: {BOOT_HINT}"
-        ))),
+        (true, false) => Err(Stop::lacking(
+            Lack::Boot("kvm.tdp_mmu=0"),
+            format!(
+                "kvm.tdp_mmu is Y and read-only on this kernel, so the TDP MMU cannot be turned \
+                 off at run time: {BOOT_HINT}"
+            ),
+        )),
         (true, true) => {
             if let Some(why) = &tx.vm_caps().unavailable {
-                return Err(Stop::Skip(format!(
-                    "no {} VM even with kvm.tdp_mmu=Y: {why}",
-                    tx.vm_type.suffix()
-                )));
+                return Err(Stop::lacking(
+                    Lack::VmType(tx.vm_type),
+                    format!(
+                        "no {} VM even with kvm.tdp_mmu=Y: {why}",
+                        tx.vm_type.suffix()
+                    ),
+                ));
             }
             {
                 let _off = TdpMmuSet::new(tx, false, true)?;

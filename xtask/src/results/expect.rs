@@ -103,6 +103,8 @@ pub enum Lack {
     Cap(String),
     Bits(String, u64),
     Env(String),
+    /// A boot parameter the run was not given (`boot=PARAM=VALUE`).
+    Boot(String),
     /// A token of no known shape.
     Unknown(String),
 }
@@ -122,6 +124,8 @@ pub fn parse_lacks(reason: &str) -> Option<Vec<Lack>> {
                     Lack::VmType(v.into())
                 } else if let Some(v) = t.strip_prefix("env=") {
                     Lack::Env(v.into())
+                } else if let Some(v) = t.strip_prefix("boot=") {
+                    Lack::Boot(v.into())
                 } else if let Some((cap, mask)) = t.split_once('&') {
                     match mask
                         .strip_prefix("0x")
@@ -197,6 +201,9 @@ impl KernelExpect {
             // The guest runs the suite as root with /dev/kmsg and /proc: a
             // missing piece of the environment is a defect of the run.
             Lack::Env(_) => Ok(true),
+            // A boot with a non-default parameter (one the kernel makes
+            // read-only) is another lane's job: the default boot lacks it.
+            Lack::Boot(_) => Ok(false),
             Lack::Unknown(t) => Err(format!(
                 "skipped for `{t}`, which is no `lacks` token the judge knows"
             )),
@@ -257,6 +264,7 @@ fn lack_name(lack: &Lack) -> String {
         Lack::Cap(c) => c.clone(),
         Lack::Bits(c, m) => format!("{c} bits {m:#x}"),
         Lack::Env(e) => format!("{e} (environment)"),
+        Lack::Boot(b) => format!("a boot with {b}"),
         Lack::Unknown(t) => t.clone(),
     }
 }
@@ -331,6 +339,10 @@ mod tests {
             Some(vec![Lack::VmType("sw_protected".into())])
         );
         assert_eq!(parse_lacks("lacks /dev/kvm: ENOENT"), Some(vec![Lack::Kvm]));
+        assert_eq!(
+            parse_lacks("lacks boot=kvm.tdp_mmu=0: read-only"),
+            Some(vec![Lack::Boot("kvm.tdp_mmu=0".into())])
+        );
         assert_eq!(parse_lacks("no KVM_CAP_GUEST_MEMFD"), None);
     }
 
