@@ -11,6 +11,7 @@ pub mod cli;
 pub mod doctor;
 pub mod kconfig;
 pub mod matrix;
+pub mod mutate;
 pub mod reference;
 pub mod results;
 pub mod series;

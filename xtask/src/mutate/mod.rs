@@ -1,0 +1,3 @@
+//! `cargo xtask mutate`: generated mutants over the lines the series adds.
+
+pub mod model;
