@@ -23,10 +23,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::build;
-use crate::results::{Case, RunResult, Status};
+use crate::results::{Case, RunResult, SeriesTag, Status};
 use crate::test::TestArgs;
 use crate::util;
 
@@ -430,11 +429,6 @@ struct Fresh {
     results_dir: PathBuf,
 }
 
-fn sha256_of(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
 fn fresh_path(lane: &str) -> PathBuf {
     util::target_dir()
         .join("matrix-lanes")
@@ -457,6 +451,69 @@ fn save_fresh(lane: &str, fresh: &Fresh) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     write_atomic(&path, serde_json::to_string_pretty(fresh)?.as_bytes())
+}
+
+/// What a lane asks of a run it did not make itself (a plain `cargo xtask
+/// test`, say): the same kernel image and selftests binary, asked the same
+/// question and judged against the same table, unmutated.
+struct Asked<'a> {
+    image_sha256: &'a str,
+    selftests_sha256: &'a str,
+    /// The fragment set's label (`base+gmem`) for built lanes.
+    config: Option<String>,
+    filter: Option<&'a str>,
+    /// None when the matrix lets `auto` choose.
+    accel: Option<&'a str>,
+    expect: Option<String>,
+    /// The series the run must have been built from (the series lane).
+    series: Option<SeriesTag>,
+}
+
+impl Asked<'_> {
+    fn answered_by(&self, r: &RunResult) -> bool {
+        r.image_sha256.as_deref() == Some(self.image_sha256)
+            && r.selftests_sha256.as_deref() == Some(self.selftests_sha256)
+            && self.config.as_ref().is_none_or(|c| &r.config == c)
+            && r.filter.as_deref() == self.filter
+            && self.accel.is_none_or(|a| r.accel == a)
+            && r.expect == self.expect
+            && r.series.as_ref().and_then(|t| t.mutant.as_ref()).is_none()
+            && self.series.as_ref().is_none_or(|want| {
+                r.series.as_ref().is_some_and(|t| {
+                    t.name == want.name && t.version == want.version && t.base == want.base
+                })
+            })
+            && !matches!(
+                r.outcome,
+                crate::results::Outcome::Error(_) | crate::results::Outcome::NoBoot(_)
+            )
+    }
+}
+
+/// The newest run under `results` (run ids begin with their time) that
+/// answers `ask`.
+fn find_earlier_run(results: &Path, ask: &Asked) -> Option<(RunResult, PathBuf)> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs.into_iter().rev().find_map(|dir| {
+        let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
+        let r: RunResult = serde_json::from_str(&text).ok()?;
+        ask.answered_by(&r).then_some((r, dir))
+    })
+}
+
+/// The expectation table a lane's runs are judged against.
+fn lane_expect(spec: &Spec) -> Option<Option<String>> {
+    match &spec.kind {
+        Kind::Series => Some(Some("series".into())),
+        Kind::Reference(v) => crate::reference::expect_kind(v).ok(),
+        Kind::Host | Kind::Kernel(_) => Some(None),
+    }
 }
 
 /// Writes beside and renames, so a reader never sees half a file.
@@ -525,11 +582,6 @@ fn counts(cells: &BTreeMap<String, Cell>) -> Counts {
     c
 }
 
-fn host_key() -> String {
-    let v = std::fs::read_to_string("/proc/version").unwrap_or_default();
-    hex::encode(Sha256::digest(v.as_bytes()))
-}
-
 /// Builds (a no-op when nothing changed) or finds the lane's kernel, then
 /// reuses or makes its run.
 fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
@@ -567,8 +619,8 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
         }
     };
     let image_sha = match &image {
-        Some(i) => sha256_of(i)?,
-        None => host_key(),
+        Some(i) => util::sha256_file(i)?,
+        None => util::host_kernel_key(),
     };
     let asked = format!(
         "config={} filter={} accel={}",
@@ -591,6 +643,30 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
         }
         _ => None,
     };
+    let reused = reused.or_else(|| {
+        if m.rerun || m.timeout.is_some() {
+            return None;
+        }
+        let ask = Asked {
+            image_sha256: &image_sha,
+            selftests_sha256: bin_sha,
+            config: match spec.kind {
+                Kind::Series | Kind::Reference(_) => crate::kconfig::fragment_list(&m.config)
+                    .ok()
+                    .map(|f| f.join("+")),
+                Kind::Host | Kind::Kernel(_) => None,
+            },
+            filter: m.filter.as_deref(),
+            accel: (m.accel != "auto").then_some(m.accel.as_str()),
+            expect: lane_expect(spec)?,
+            series: matches!(spec.kind, Kind::Series)
+                .then(|| crate::test::series_tag(None))
+                .flatten(),
+        };
+        let found = find_earlier_run(&util::target_dir().join("results"), &ask)?;
+        save_fresh(&spec.id, &want(found.1.clone())).ok()?;
+        Some(found)
+    });
     let (result, dir, reused) = match reused {
         Some((r, dir)) => {
             println!(
@@ -1080,7 +1156,7 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>(),
         &m,
     )?)?;
-    let bin_sha = sha256_of(&bin)?;
+    let bin_sha = util::sha256_file(&bin)?;
     let total = specs.len();
     let mut ran = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -1188,4 +1264,70 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(mutant: Option<&str>) -> SeriesTag {
+        SeriesTag {
+            name: "guest_memfd".into(),
+            version: 2,
+            base: "6.1.176".into(),
+            mutant: mutant.map(Into::into),
+        }
+    }
+
+    fn run(id: &str, image: &str, mutant: Option<&str>) -> RunResult {
+        RunResult {
+            run_id: id.into(),
+            config: "base+gmem".into(),
+            accel: "tcg".into(),
+            expect: Some("series".into()),
+            series: Some(tag(mutant)),
+            image_sha256: Some(image.into()),
+            selftests_sha256: Some("bin".into()),
+            outcome: crate::results::Outcome::Passed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lane_takes_the_newest_unmutated_run_of_the_same_image_and_binary() {
+        let tmp = tempfile::tempdir().unwrap();
+        for r in [
+            run("20261201-100000-a", "img", None),
+            run("20261201-110000-b", "img", None),
+            run("20261201-120000-c", "img", Some("offset-unaligned")),
+            run("20261201-130000-d", "other", None),
+        ] {
+            let dir = tmp.path().join(&r.run_id);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("results.json"), serde_json::to_string(&r).unwrap()).unwrap();
+        }
+        let ask = Asked {
+            image_sha256: "img",
+            selftests_sha256: "bin",
+            config: Some("base+gmem".into()),
+            filter: None,
+            accel: None,
+            expect: Some("series".into()),
+            series: Some(tag(None)),
+        };
+        let (found, dir) = find_earlier_run(tmp.path(), &ask).unwrap();
+        assert_eq!(found.run_id, "20261201-110000-b");
+        assert!(dir.ends_with("20261201-110000-b"));
+
+        let filtered = Asked {
+            filter: Some("bind."),
+            ..ask
+        };
+        assert!(find_earlier_run(tmp.path(), &filtered).is_none());
+        let other_binary = Asked {
+            selftests_sha256: "bin2",
+            ..filtered
+        };
+        assert!(find_earlier_run(tmp.path(), &other_binary).is_none());
+    }
 }

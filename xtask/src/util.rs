@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
+
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,4 +40,20 @@ pub fn kernel_dir() -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => target_dir(),
     }
+}
+
+/// SHA-256 of a file's bytes, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// What stands for "the kernel image" of a run on the running kernel: the
+/// hash of /proc/version (release, build and compiler), which changes with
+/// every kernel the host boots.
+pub fn host_kernel_key() -> String {
+    use sha2::{Digest, Sha256};
+    let v = std::fs::read_to_string("/proc/version").unwrap_or_default();
+    hex::encode(Sha256::digest(v.as_bytes()))
 }

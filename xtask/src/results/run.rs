@@ -85,6 +85,13 @@ pub struct RunResult {
     /// Cases that failed the run, and how.
     #[serde(default)]
     pub culprits: Vec<Culprit>,
+    /// SHA-256 of the kernel image booted (the host lane: of /proc/version)
+    /// and of the selftests binary: a later question about the same two
+    /// (the matrix) may take this run's answer instead of booting again.
+    #[serde(default)]
+    pub image_sha256: Option<String>,
+    #[serde(default)]
+    pub selftests_sha256: Option<String>,
 }
 
 impl RunResult {

@@ -378,6 +378,7 @@ pub fn boot_image(
 
     let got = read_guest_run(&dir, &guest, args.exec.is_some());
     let kernel = got.uname.clone().or(release);
+    let image_sha256 = util::sha256_file(&image).ok();
     let judgement = judge(&Evidence {
         boot: &got.boot,
         ktap: &got.ktap,
@@ -406,6 +407,8 @@ pub fn boot_image(
         series,
         filter: args.filter.clone(),
         expect: expect.map(|e| e.kind),
+        image_sha256,
+        selftests_sha256: bin.as_deref().and_then(|b| util::sha256_file(b).ok()),
         ..Default::default()
     };
     result.set_judgement(judgement);
@@ -607,6 +610,8 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         splats,
         filter: args.filter.clone(),
         expect: expect.map(|e| e.kind),
+        image_sha256: Some(util::host_kernel_key()),
+        selftests_sha256: util::sha256_file(&bin).ok(),
         ..Default::default()
     };
     result.set_judgement(judgement);
