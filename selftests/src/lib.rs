@@ -1,13 +1,13 @@
-//! guest_memfd selftests: a kselftest-style harness (KTAP output, one forked
-//! child per case with its own timeout, kernel log and taint checks) and the
-//! cases, run once per VM type.
+//! guest_memfd selftests laid out like the kernel's kselftests:
+//!
+//! - [`harness`]: what `kselftest_harness.h` is to a C test: KTAP output, one
+//!   forked child per case with its own timeout, kernel log and taint checks,
+//!   the case declaration ([`case!`]) and the suite runner.
+//! - [`kvm`]: the fd types and ioctls (`kvm_util` in the kernel's tree) and the
+//!   capability probe that decides skips.
+//! - [`cases`]: the cases, one module per area, and their guest fixtures.
 
-pub mod caps;
-pub mod case;
+#[macro_use]
+pub mod harness;
 pub mod cases;
-pub mod guest;
-pub mod isolate;
-pub mod kmsg;
-pub mod ktap;
 pub mod kvm;
-pub mod suite;

@@ -23,10 +23,10 @@ struct Cli {
 fn main() -> ExitCode {
     // clap exits with status 2 on usage errors.
     let cli = Cli::parse();
-    let opts = selftests::suite::Options {
+    let opts = selftests::harness::suite::Options {
         list: cli.list,
         filters: cli.filter,
         timeout: Duration::from_secs(cli.timeout),
     };
-    ExitCode::from(selftests::suite::run(&opts))
+    ExitCode::from(selftests::harness::suite::run(&opts))
 }

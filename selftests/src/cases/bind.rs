@@ -2,8 +2,8 @@
 
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use crate::caps::Need;
-use crate::case::{expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::case::{expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::kvm::caps::Need;
 use crate::kvm::{
     ename, Errno, GmemFile, Mapping, Region, Vm, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES,
 };
@@ -11,78 +11,18 @@ use crate::kvm::{
 const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2];
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "bind",
-        name: "gmem_slot_as_cap_says",
-        needs: &[Need::GmemCreate, Need::UserMemory2],
-        run: gmem_slot_as_cap_says,
-    },
-    Case {
-        area: "bind",
-        name: "v1_ioctl_einval",
-        needs: NEEDS,
-        run: v1_ioctl_einval,
-    },
-    Case {
-        area: "bind",
-        name: "fd_not_gmem_einval",
-        needs: NEEDS,
-        run: fd_not_gmem_einval,
-    },
-    Case {
-        area: "bind",
-        name: "other_vms_gmem_einval",
-        needs: NEEDS,
-        run: other_vms_gmem_einval,
-    },
-    Case {
-        area: "bind",
-        name: "closed_fd_ebadf",
-        needs: NEEDS,
-        run: closed_fd_ebadf,
-    },
-    Case {
-        area: "bind",
-        name: "unaligned_offset_einval",
-        needs: NEEDS,
-        run: unaligned_offset_einval,
-    },
-    Case {
-        area: "bind",
-        name: "past_eof_einval",
-        needs: NEEDS,
-        run: past_eof_einval,
-    },
-    Case {
-        area: "bind",
-        name: "gpa_overlap_eexist",
-        needs: NEEDS,
-        run: gpa_overlap_eexist,
-    },
-    Case {
-        area: "bind",
-        name: "gmem_overlap_disjoint_gpa",
-        needs: NEEDS,
-        run: gmem_overlap_disjoint_gpa,
-    },
-    Case {
-        area: "bind",
-        name: "modify_gmem_slot_einval",
-        needs: NEEDS,
-        run: modify_gmem_slot_einval,
-    },
-    Case {
-        area: "bind",
-        name: "delete_then_rebind",
-        needs: NEEDS,
-        run: delete_then_rebind,
-    },
-    Case {
-        area: "bind",
-        name: "file_keeps_vm_alive",
-        needs: NEEDS,
-        run: file_keeps_vm_alive,
-    },
+    case!(gmem_slot_as_cap_says, needs: &[Need::GmemCreate, Need::UserMemory2]),
+    case!(v1_ioctl_einval, needs: NEEDS),
+    case!(fd_not_gmem_einval, needs: NEEDS),
+    case!(other_vms_gmem_einval, needs: NEEDS),
+    case!(closed_fd_ebadf, needs: NEEDS),
+    case!(unaligned_offset_einval, needs: NEEDS),
+    case!(past_eof_einval, needs: NEEDS),
+    case!(gpa_overlap_eexist, needs: NEEDS),
+    case!(gmem_overlap_disjoint_gpa, needs: NEEDS),
+    case!(modify_gmem_slot_einval, needs: NEEDS),
+    case!(delete_then_rebind, needs: NEEDS),
+    case!(file_keeps_vm_alive, needs: NEEDS),
 ];
 
 const FILE_PAGES: u64 = 8;

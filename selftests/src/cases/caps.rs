@@ -1,28 +1,18 @@
 //! Capability answers agree with what the kernel actually does.
 
-use crate::caps::{listed_in_vm_types, Need};
-use crate::case::{ensure, fail, Case, TestResult, Tx};
+use crate::harness::case::{ensure, fail, Case, TestResult, Tx};
+use crate::kvm::caps::{listed_in_vm_types, Need};
 use crate::kvm::{Vm, KVM_CAP_VM_TYPES};
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "caps",
-        name: "vm_types_matches_create_vm",
-        needs: &[Need::Kvm],
-        run: vm_types_matches_create_vm,
-    },
-    Case {
-        area: "caps",
-        name: "gmem_caps_consistent",
-        needs: &[Need::GuestMemfd],
-        run: gmem_caps_consistent,
-    },
+    case!(vm_types_matches_create_vm, needs: &[Need::Kvm]),
+    case!(gmem_caps_consistent, needs: &[Need::GuestMemfd]),
 ];
 
 /// KVM_CAP_VM_TYPES lists this type exactly when KVM_CREATE_VM accepts it.
 fn vm_types_matches_create_vm(tx: &Tx) -> TestResult {
     let kvm = kvm_ioctls::Kvm::new()
-        .map_err(|e| crate::case::Stop::Fail(format!("open /dev/kvm: {e}")))?;
+        .map_err(|e| crate::harness::case::Stop::Fail(format!("open /dev/kvm: {e}")))?;
     let vm_types = kvm.check_extension_raw(KVM_CAP_VM_TYPES as libc::c_ulong);
     let listed = listed_in_vm_types(tx.vm_type, vm_types);
     let created = Vm::create(tx.vm_type);

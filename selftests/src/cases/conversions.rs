@@ -3,32 +3,17 @@
 
 use std::time::Duration;
 
-use crate::caps::{AccessMode, Need};
-use crate::case::{expect_errno, expect_ok, Case, OrFail, Stop, TestResult, Tx};
 use crate::cases::pageops::{expect_range, fill_range, Rig, DATA_BASE};
+use crate::harness::case::{expect_errno, expect_ok, Case, OrFail, Stop, TestResult, Tx};
+use crate::kvm::caps::{AccessMode, Need};
 use crate::kvm::{Mapping, KVM_MEMORY_ATTRIBUTE_PRIVATE};
 
 const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr];
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "conversions",
-        name: "round_trips_keep_each_side",
-        needs: NEEDS,
-        run: round_trips_keep_each_side,
-    },
-    Case {
-        area: "conversions",
-        name: "round_trips_with_fallocate",
-        needs: NEEDS,
-        run: round_trips_with_fallocate,
-    },
-    Case {
-        area: "conversions",
-        name: "set_private_as_cap_says",
-        needs: &[Need::GmemCreate],
-        run: set_private_as_cap_says,
-    },
+    case!(round_trips_keep_each_side, needs: NEEDS),
+    case!(round_trips_with_fallocate, needs: NEEDS),
+    case!(set_private_as_cap_says, needs: &[Need::GmemCreate]),
 ];
 
 const FILE_PAGES: u64 = 16;

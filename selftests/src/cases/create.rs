@@ -1,56 +1,18 @@
 //! KVM_CREATE_GUEST_MEMFD: flags, sizes, identity, fstat, no read/write.
 
-use crate::caps::flag_names;
-use crate::caps::Need;
-use crate::case::{ensure, expect_errno, expect_ok, Case, OrFail, TestResult, Tx};
+use crate::harness::case::{ensure, expect_errno, expect_ok, Case, OrFail, TestResult, Tx};
+use crate::kvm::caps::flag_names;
+use crate::kvm::caps::Need;
 use crate::kvm::{GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "create",
-        name: "each_flag_bit",
-        needs: &[Need::GmemCreate],
-        run: each_flag_bit,
-    },
-    Case {
-        area: "create",
-        name: "unaligned_sizes_einval",
-        needs: &[Need::GmemCreate],
-        run: unaligned_sizes_einval,
-    },
-    Case {
-        area: "create",
-        name: "distinct_inodes",
-        needs: &[Need::GmemCreate],
-        run: distinct_inodes,
-    },
-    Case {
-        area: "create",
-        name: "fstat_size_and_blksize",
-        needs: &[Need::GmemCreate],
-        run: fstat_size_and_blksize,
-    },
-    Case {
-        area: "create",
-        name: "mmap_file_rules",
-        needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)],
-        run: mmap_file_rules,
-    },
-    Case {
-        area: "create",
-        name: "init_shared_file_rules",
-        needs: &[
-            Need::GmemCreate,
-            Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
-        ],
-        run: init_shared_file_rules,
-    },
-    Case {
-        area: "create",
-        name: "read_write_fail",
-        needs: &[Need::GmemCreate],
-        run: read_write_fail,
-    },
+    case!(each_flag_bit, needs: &[Need::GmemCreate]),
+    case!(unaligned_sizes_einval, needs: &[Need::GmemCreate]),
+    case!(distinct_inodes, needs: &[Need::GmemCreate]),
+    case!(fstat_size_and_blksize, needs: &[Need::GmemCreate]),
+    case!(mmap_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)]),
+    case!(init_shared_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)]),
+    case!(read_write_fail, needs: &[Need::GmemCreate]),
 ];
 
 /// Every single flag bit: those in KVM_CAP_GUEST_MEMFD_FLAGS succeed, the rest EINVAL.

@@ -1,46 +1,16 @@
 //! fallocate() on guest_memfd: allocate and punch, alignment, EOF, modes.
 
-use crate::caps::Need;
-use crate::case::{expect_errno, expect_ok, Case, TestResult, Tx};
+use crate::harness::case::{expect_errno, expect_ok, Case, TestResult, Tx};
+use crate::kvm::caps::Need;
 use crate::kvm::{FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "fallocate",
-        name: "allocate_aligned",
-        needs: &[Need::GmemCreate],
-        run: allocate_aligned,
-    },
-    Case {
-        area: "fallocate",
-        name: "unaligned_einval",
-        needs: &[Need::GmemCreate],
-        run: unaligned_einval,
-    },
-    Case {
-        area: "fallocate",
-        name: "allocate_past_eof_einval",
-        needs: &[Need::GmemCreate],
-        run: allocate_past_eof_einval,
-    },
-    Case {
-        area: "fallocate",
-        name: "punch_past_eof_ok",
-        needs: &[Need::GmemCreate],
-        run: punch_past_eof_ok,
-    },
-    Case {
-        area: "fallocate",
-        name: "bad_mode_eopnotsupp",
-        needs: &[Need::GmemCreate],
-        run: bad_mode_eopnotsupp,
-    },
-    Case {
-        area: "fallocate",
-        name: "punch_unaligned_pairs_einval",
-        needs: &[Need::GmemCreate],
-        run: punch_unaligned_pairs_einval,
-    },
+    case!(allocate_aligned, needs: &[Need::GmemCreate]),
+    case!(unaligned_einval, needs: &[Need::GmemCreate]),
+    case!(allocate_past_eof_einval, needs: &[Need::GmemCreate]),
+    case!(punch_past_eof_ok, needs: &[Need::GmemCreate]),
+    case!(bad_mode_eopnotsupp, needs: &[Need::GmemCreate]),
+    case!(punch_unaligned_pairs_einval, needs: &[Need::GmemCreate]),
 ];
 
 const PAGES: u64 = 4;

@@ -7,19 +7,16 @@
 //! fstatfs() gives the anon_inode filesystem's magic, while a file of a
 //! private pseudo mount reads `/[kvm-gmem] (deleted)` and has that mount's.
 
-use crate::caps::Lack;
-use crate::case::{ensure, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::case::{ensure, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::kvm::caps::Lack;
 use crate::kvm::{ename, Errno, KVM_CAP_GUEST_MEMFD};
 
-pub const CASES: &[Case] = &[Case {
-    area: "inode",
-    name: "proc_fd_link_is_anon_inode",
+pub const CASES: &[Case] = &[
     // KVM_CREATE_GUEST_MEMFD itself has no VM-type check on the 6.8 uAPI:
     // what the case needs is /dev/kvm's KVM_CAP_GUEST_MEMFD, checked below,
     // not the per-VM answer (whether the VM takes gmem memslots).
-    needs: &[],
-    run: proc_fd_link_is_anon_inode,
-}];
+    case!(proc_fd_link_is_anon_inode),
+];
 
 const WANT: &str = "anon_inode:[kvm-gmem]";
 /// ANON_INODE_FS_MAGIC (include/uapi/linux/magic.h).

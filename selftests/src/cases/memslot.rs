@@ -9,8 +9,10 @@
 
 use std::os::fd::AsRawFd;
 
-use crate::caps::Need;
-use crate::case::{ensure, expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::case::{
+    ensure, expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx,
+};
+use crate::kvm::caps::Need;
 use crate::kvm::{
     ename, Errno, GmemFile, Mapping, Region, SysResult, Vm, KVM_CAP_MULTI_ADDRESS_SPACE,
     KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
@@ -20,66 +22,16 @@ const GMEM_SLOTS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2];
 const PRIVATE_GMEM_SLOTS: &[Need] = &[Need::PrivateAttr, Need::GuestMemfd, Need::UserMemory2];
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "memslot",
-        name: "readonly_gmem_einval",
-        needs: GMEM_SLOTS,
-        run: readonly_gmem_einval,
-    },
-    Case {
-        area: "memslot",
-        name: "log_dirty_gmem_einval_at_creation",
-        needs: GMEM_SLOTS,
-        run: log_dirty_gmem_einval_at_creation,
-    },
-    Case {
-        area: "memslot",
-        name: "unknown_flags_einval_v2",
-        needs: &[Need::UserMemory2],
-        run: unknown_flags_einval_v2,
-    },
-    Case {
-        area: "memslot",
-        name: "unknown_flags_einval_v1",
-        needs: &[],
-        run: unknown_flags_einval_v1,
-    },
-    Case {
-        area: "memslot",
-        name: "v1_ioctl_gmem_flag_einval_with_gmem_at_fd0",
-        needs: GMEM_SLOTS,
-        run: v1_ioctl_gmem_flag_einval_with_gmem_at_fd0,
-    },
-    Case {
-        area: "memslot",
-        name: "gmem_slot_modifications_einval",
-        needs: GMEM_SLOTS,
-        run: gmem_slot_modifications_einval,
-    },
-    Case {
-        area: "memslot",
-        name: "plain_slot_gaining_gmem_einval",
-        needs: GMEM_SLOTS,
-        run: plain_slot_gaining_gmem_einval,
-    },
-    Case {
-        area: "memslot",
-        name: "smm_slot_einval_with_private_mem",
-        needs: PRIVATE_GMEM_SLOTS,
-        run: smm_slot_einval_with_private_mem,
-    },
-    Case {
-        area: "memslot",
-        name: "one_address_space_with_private_mem",
-        needs: &[Need::PrivateAttr],
-        run: one_address_space_with_private_mem,
-    },
-    Case {
-        area: "memslot",
-        name: "address_spaces_match_cap",
-        needs: &[],
-        run: address_spaces_match_cap,
-    },
+    case!(readonly_gmem_einval, needs: GMEM_SLOTS),
+    case!(log_dirty_gmem_einval_at_creation, needs: GMEM_SLOTS),
+    case!(unknown_flags_einval_v2, needs: &[Need::UserMemory2]),
+    case!(unknown_flags_einval_v1),
+    case!(v1_ioctl_gmem_flag_einval_with_gmem_at_fd0, needs: GMEM_SLOTS),
+    case!(gmem_slot_modifications_einval, needs: GMEM_SLOTS),
+    case!(plain_slot_gaining_gmem_einval, needs: GMEM_SLOTS),
+    case!(smm_slot_einval_with_private_mem, needs: PRIVATE_GMEM_SLOTS),
+    case!(one_address_space_with_private_mem, needs: &[Need::PrivateAttr]),
+    case!(address_spaces_match_cap),
 ];
 
 /// Pages of each guest_memfd file and of the anonymous memory behind slots.

@@ -1,8 +1,8 @@
 //! mmap() of guest_memfd (GUEST_MEMFD_FLAG_MMAP, 6.18+).
 
-use crate::caps::Need;
-use crate::case::{ensure, expect_errno, fail, Case, OrFail, Stop, TestResult, Tx};
-use crate::isolate::signal_name;
+use crate::harness::case::{ensure, expect_errno, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::isolate::signal_name;
+use crate::kvm::caps::Need;
 use crate::kvm::{
     dies_with_signal, errno_name, Errno, Mapping, GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,
@@ -12,54 +12,14 @@ const MMAP: u64 = GUEST_MEMFD_FLAG_MMAP;
 const BOTH: u64 = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "mmap",
-        name: "without_mmap_flag_enodev",
-        needs: &[Need::GmemCreate],
-        run: without_mmap_flag_enodev,
-    },
-    Case {
-        area: "mmap",
-        name: "map_private_einval",
-        needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)],
-        run: map_private_einval,
-    },
-    Case {
-        area: "mmap",
-        name: "no_init_shared_sigbus",
-        needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)],
-        run: no_init_shared_sigbus,
-    },
-    Case {
-        area: "mmap",
-        name: "punched_pages_read_zero",
-        needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)],
-        run: punched_pages_read_zero,
-    },
-    Case {
-        area: "mmap",
-        name: "past_eof_sigbus",
-        needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)],
-        run: past_eof_sigbus,
-    },
-    Case {
-        area: "mmap",
-        name: "mbind_policy_round_trip",
-        needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)],
-        run: mbind_policy_round_trip,
-    },
-    Case {
-        area: "mmap",
-        name: "numa_allocation_follows_policy",
-        needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)],
-        run: numa_allocation_follows_policy,
-    },
-    Case {
-        area: "mmap",
-        name: "madv_collapse_einval",
-        needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)],
-        run: madv_collapse_einval,
-    },
+    case!(without_mmap_flag_enodev, needs: &[Need::GmemCreate]),
+    case!(map_private_einval, needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)]),
+    case!(no_init_shared_sigbus, needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)]),
+    case!(punched_pages_read_zero, needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)]),
+    case!(past_eof_sigbus, needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)]),
+    case!(mbind_policy_round_trip, needs: &[Need::GmemCreate, Need::GmemFlags(MMAP)]),
+    case!(numa_allocation_follows_policy, needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)]),
+    case!(madv_collapse_einval, needs: &[Need::GmemCreate, Need::GmemFlags(BOTH)]),
 ];
 
 const PAGES: u64 = 4;

@@ -1,12 +1,13 @@
 //! The case table: every case, in run order, grouped by area.
 
-use crate::case::Case;
+use crate::harness::case::Case;
 
 pub mod bind;
 pub mod caps;
 pub mod conversions;
 pub mod create;
 pub mod fallocate;
+pub mod guest;
 pub mod inode;
 pub mod memslot;
 pub mod mmap;

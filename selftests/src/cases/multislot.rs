@@ -4,26 +4,16 @@
 
 use std::time::Duration;
 
-use crate::caps::Need;
-use crate::case::{fail, Case, OrFail, Stop, TestResult, Tx};
 use crate::cases::pageops::{expect_range, fill_range, Rig, DATA_BASE};
+use crate::harness::case::{fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::kvm::caps::Need;
 use crate::kvm::{ename, Mapping};
 
 const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess];
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "multislot",
-        name: "two_slots_one_file_at_offsets",
-        needs: NEEDS,
-        run: two_slots_one_file_at_offsets,
-    },
-    Case {
-        area: "multislot",
-        name: "vcpus_each_own_range",
-        needs: NEEDS,
-        run: vcpus_each_own_range,
-    },
+    case!(two_slots_one_file_at_offsets, needs: NEEDS),
+    case!(vcpus_each_own_range, needs: NEEDS),
 ];
 
 /// Checks through the host's mapping of the file (SharedMmap mode only).

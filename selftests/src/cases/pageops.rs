@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::caps::AccessMode;
-use crate::case::{OrFail, Stop, Tx};
-use crate::guest::{run_once, Exit, LOW_SIZE, LOW_SLOT};
+use crate::cases::guest::{run_once, Exit, LOW_SIZE, LOW_SLOT};
+use crate::harness::case::{OrFail, Stop, Tx};
+use crate::kvm::caps::AccessMode;
 use crate::kvm::{
     ename, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
@@ -396,7 +396,7 @@ pub fn fill_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guest::{CODE_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA};
+    use crate::cases::guest::{CODE_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA};
 
     #[test]
     fn programs_fit_beside_the_others() {

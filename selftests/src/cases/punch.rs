@@ -2,43 +2,18 @@
 
 use std::time::Duration;
 
-use crate::caps::{AccessMode, Need};
-use crate::case::{ensure, expect_ok, fail, Case, OrFail, TestResult, Tx};
+use crate::cases::guest::{Guest, DATA_GPA};
 use crate::cases::pageops::{expect_range, fill_range, Rig, DATA_BASE};
-use crate::guest::{Guest, DATA_GPA};
+use crate::harness::case::{ensure, expect_ok, fail, Case, OrFail, TestResult, Tx};
+use crate::kvm::caps::{AccessMode, Need};
 use crate::kvm::{Mapping, Region, KVM_MEM_GUEST_MEMFD};
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "punch",
-        name: "bound_range",
-        needs: &[Need::GuestMemfd, Need::UserMemory2],
-        run: bound_range,
-    },
-    Case {
-        area: "punch",
-        name: "unbound_range",
-        needs: &[Need::GuestMemfd, Need::UserMemory2],
-        run: unbound_range,
-    },
-    Case {
-        area: "punch",
-        name: "bound_range_guest_sees_zero",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
-        run: bound_range_guest_sees_zero,
-    },
-    Case {
-        area: "punch",
-        name: "private_page_reads_zero_after_punch",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr],
-        run: private_page_reads_zero_after_punch,
-    },
-    Case {
-        area: "punch",
-        name: "multi_page_checked_page_by_page",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
-        run: multi_page_checked_page_by_page,
-    },
+    case!(bound_range, needs: &[Need::GuestMemfd, Need::UserMemory2]),
+    case!(unbound_range, needs: &[Need::GuestMemfd, Need::UserMemory2]),
+    case!(bound_range_guest_sees_zero, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
+    case!(private_page_reads_zero_after_punch, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr]),
+    case!(multi_page_checked_page_by_page, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
 ];
 
 const FILE_PAGES: u64 = 8;
@@ -119,7 +94,7 @@ fn bound_range_guest_sees_zero(tx: &Tx) -> TestResult {
 
     let t = g.touch(at(1), 0xA5, limit)?;
     ensure(
-        t == crate::guest::Touch {
+        t == crate::cases::guest::Touch {
             found: 0,
             readback: 0xA5,
         },

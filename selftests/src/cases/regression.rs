@@ -5,17 +5,14 @@
 
 use std::time::Duration;
 
-use crate::caps::{Lack, Need};
-use crate::case::{fail, Case, OrFail, Stop, TestResult, Tx};
-use crate::guest::{Guest, TouchError};
-use crate::kmsg::{read_taint, KmsgReader};
+use crate::cases::guest::{Guest, TouchError};
+use crate::harness::case::{fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::kmsg::{read_taint, KmsgReader};
+use crate::kvm::caps::{Lack, Need};
 
-pub const CASES: &[Case] = &[Case {
-    area: "regression",
-    name: "v12_unbound_punch_no_livelock",
-    needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
-    run: v12_unbound_punch_no_livelock,
-}];
+pub const CASES: &[Case] = &[
+    case!(v12_unbound_punch_no_livelock, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
+];
 
 const FILE_PAGES: u64 = 16;
 const SLOT_PAGES: u64 = 8;
@@ -163,7 +160,7 @@ fn conclude(
 #[cfg(test)]
 mod tests {
     use super::{conclude, is_destroy_warning};
-    use crate::case::Stop;
+    use crate::harness::case::Stop;
 
     #[test]
     fn without_log_and_taint_the_case_cannot_pass() {

@@ -4,26 +4,16 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::caps::Need;
-use crate::case::{ensure, fail, Case, Stop, TestResult, Tx};
+use crate::cases::guest::{run_once, Exit};
+use crate::cases::guest::{Guest, TouchError};
 use crate::cases::pageops::{expect_range, fill_range, start_walk, Rig, DATA_BASE};
-use crate::guest::{run_once, Exit};
-use crate::guest::{Guest, TouchError};
+use crate::harness::case::{ensure, fail, Case, Stop, TestResult, Tx};
+use crate::kvm::caps::Need;
 use crate::kvm::ename;
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "stress",
-        name: "punch_vs_memslot_churn",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
-        run: punch_vs_memslot_churn,
-    },
-    Case {
-        area: "stress",
-        name: "punch_under_walking_vcpu",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess],
-        run: punch_under_walking_vcpu,
-    },
+    case!(punch_vs_memslot_churn, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
+    case!(punch_under_walking_vcpu, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
 ];
 
 const PAGES: u64 = 8;

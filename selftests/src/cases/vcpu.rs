@@ -2,64 +2,20 @@
 
 use std::time::Duration;
 
-use crate::caps::{AccessMode, Need};
-use crate::case::{ensure, fail, Case, OrFail, TestResult, Tx};
-use crate::guest::{run_once, Exit, Guest, TouchError, DATA_GPA};
+use crate::cases::guest::{run_once, Exit, Guest, TouchError, DATA_GPA};
+use crate::harness::case::{ensure, fail, Case, OrFail, TestResult, Tx};
+use crate::kvm::caps::{AccessMode, Need};
 use crate::kvm::{
     GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE,
     KVM_MEMORY_EXIT_FLAG_PRIVATE,
 };
 
 pub const CASES: &[Case] = &[
-    Case {
-        area: "vcpu",
-        name: "shared_mmap_roundtrip",
-        needs: &[
-            Need::GuestMemfd,
-            Need::UserMemory2,
-            Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
-        ],
-        run: shared_mmap_roundtrip,
-    },
-    Case {
-        area: "vcpu",
-        name: "private_roundtrip",
-        needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr],
-        run: private_roundtrip,
-    },
-    Case {
-        area: "vcpu",
-        name: "memory_fault_private_without_gmem",
-        needs: &[
-            Need::GuestMemfd,
-            Need::UserMemory2,
-            Need::PrivateAttr,
-            Need::MemoryFaultInfo,
-        ],
-        run: memory_fault_private_without_gmem,
-    },
-    Case {
-        area: "vcpu",
-        name: "memory_fault_slot_deleted",
-        needs: &[
-            Need::GuestMemfd,
-            Need::UserMemory2,
-            Need::PrivateAttr,
-            Need::MemoryFaultInfo,
-        ],
-        run: memory_fault_slot_deleted,
-    },
-    Case {
-        area: "vcpu",
-        name: "memory_fault_slot_deleted_under_vcpu",
-        needs: &[
-            Need::GuestMemfd,
-            Need::UserMemory2,
-            Need::PrivateAttr,
-            Need::MemoryFaultInfo,
-        ],
-        run: memory_fault_slot_deleted_under_vcpu,
-    },
+    case!(shared_mmap_roundtrip, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)]),
+    case!(private_roundtrip, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr]),
+    case!(memory_fault_private_without_gmem, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo]),
+    case!(memory_fault_slot_deleted, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo]),
+    case!(memory_fault_slot_deleted_under_vcpu, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr, Need::MemoryFaultInfo]),
 ];
 
 const PAGES: u64 = 4;
@@ -78,7 +34,7 @@ fn shared_mmap_roundtrip(tx: &Tx) -> TestResult {
         let m = g
             .gmem_map
             .as_ref()
-            .ok_or_else(|| crate::case::Stop::Fail("no gmem mapping".into()))?;
+            .ok_or_else(|| crate::harness::case::Stop::Fail("no gmem mapping".into()))?;
         m.write(off as usize, host_val);
         let t = g.touch(off, guest_val, limit(tx))?;
         ensure(t.found == host_val, || {
@@ -96,7 +52,7 @@ fn shared_mmap_roundtrip(tx: &Tx) -> TestResult {
         let m = g
             .gmem_map
             .as_ref()
-            .ok_or_else(|| crate::case::Stop::Fail("no gmem mapping".into()))?;
+            .ok_or_else(|| crate::harness::case::Stop::Fail("no gmem mapping".into()))?;
         let host = m.read(off as usize);
         ensure(host == guest_val, || {
             format!("page {page}: host reads {host:#x} through the mapping, guest stored {guest_val:#x}")
@@ -113,7 +69,7 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
     let shared = g
         .shared
         .as_ref()
-        .ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
+        .ok_or_else(|| crate::harness::case::Stop::Fail("no shared backing".into()))?;
     shared.fill(0, shared.len(), 0xEE);
     for (page, val) in [(0u64, 0x99u8), (2, 0x42)] {
         let off = (page * p + 0x80) as u16;
@@ -135,7 +91,7 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
     let shared = g
         .shared
         .as_ref()
-        .ok_or_else(|| crate::case::Stop::Fail("no shared backing".into()))?;
+        .ok_or_else(|| crate::harness::case::Stop::Fail("no shared backing".into()))?;
     if let Some(i) = shared.first_ne(0, shared.len(), 0xEE) {
         return fail(format!(
             "a private store leaked into the shared memory at offset {i:#x} ({:#x})",
@@ -147,7 +103,7 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
 
 fn expect_fault(
     what: &str,
-    r: Result<crate::guest::Touch, TouchError>,
+    r: Result<crate::cases::guest::Touch, TouchError>,
     gpa: u64,
     size: u64,
 ) -> TestResult {

@@ -10,19 +10,16 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::caps::{listed_in_vm_types, Lack, Need};
-use crate::case::{ensure, expect_ok, fail, Case, Stop, TestResult, Tx};
+use crate::harness::case::{ensure, expect_ok, fail, Case, Stop, TestResult, Tx};
+use crate::kvm::caps::{listed_in_vm_types, Lack, Need};
 use crate::kvm::{
     ename, VmType, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_VM_TYPES, KVM_MEMORY_ATTRIBUTE_PRIVATE,
 };
 
-pub const CASES: &[Case] = &[Case {
-    area: "vmtype",
-    name: "private_mem_needs_tdp_mmu",
+pub const CASES: &[Case] = &[
     // Runs even where the type cannot be created: that may be the point.
-    needs: &[Need::Kvm],
-    run: private_mem_needs_tdp_mmu,
-}];
+    case!(private_mem_needs_tdp_mmu, needs: &[Need::Kvm]),
+];
 
 const TDP_MMU_PARAM: &str = "/sys/module/kvm/parameters/tdp_mmu";
 const BOOT_HINT: &str = "boot with kvm.tdp_mmu=0 (cargo xtask test --append kvm.tdp_mmu=0)";

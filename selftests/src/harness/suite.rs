@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::caps::Caps;
-use crate::case::{Case, Stop, Tx};
 use crate::cases;
-use crate::isolate::{run_isolated, End, Outcome};
-use crate::kmsg::{Health, Monitor};
-use crate::ktap::{KtapWriter, Verdict};
+use crate::harness::case::{Case, Stop, Tx};
+use crate::harness::isolate::{run_isolated, End, Outcome};
+use crate::harness::kmsg::{Health, Monitor};
+use crate::harness::ktap::{KtapWriter, Verdict};
+use crate::kvm::caps::Caps;
 use crate::kvm::VmType;
 
 #[derive(Debug, Clone)]
@@ -201,8 +201,8 @@ pub fn run_instances<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::{Need, VmCaps};
-    use crate::case::TestResult;
+    use crate::harness::case::TestResult;
+    use crate::kvm::caps::{Need, VmCaps};
 
     fn passes(tx: &Tx) -> TestResult {
         tx.diag("all good");
@@ -220,7 +220,7 @@ mod tests {
         }
     }
     fn segfaults(_: &Tx) -> TestResult {
-        crate::isolate::fault_on_prot_none_page();
+        crate::harness::isolate::fault_on_prot_none_page();
         Ok(())
     }
 
@@ -292,7 +292,7 @@ mod tests {
     /// The runner end to end on fake cases: KTAP lines, verdicts, totals.
     #[test]
     fn runner_reports_every_kind_of_outcome_in_ktap() {
-        let _g = crate::isolate::test_fork_lock();
+        let _g = crate::harness::isolate::test_fork_lock();
         let list: Vec<Instance> = FAKE
             .iter()
             .map(|c| Instance {

@@ -11,6 +11,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 
+pub mod caps;
+
 /// Errno-carrying error of kvm-ioctls (vmm-sys-util's errno::Error).
 pub type Errno = kvm_ioctls::Error;
 pub type SysResult<T> = Result<T, Errno>;

@@ -3,8 +3,8 @@
 use std::fmt::Display;
 use std::time::Duration;
 
-use crate::caps::{AccessMode, Caps, Lack, Need, VmCaps};
-use crate::isolate::Reporter;
+use crate::harness::isolate::Reporter;
+use crate::kvm::caps::{AccessMode, Caps, Lack, Need, VmCaps};
 use crate::kvm::{ename, errno_name, GmemFile, SysResult, Vm, VmType};
 
 /// Why a case stopped early.
@@ -32,6 +32,47 @@ pub struct Case {
     pub name: &'static str,
     pub needs: &'static [Need],
     pub run: fn(&Tx) -> TestResult,
+}
+
+/// Declares a [`Case`] for the function `$run` of the calling module: the
+/// area is the module's name and the case's name is the function's, so
+/// neither is written twice. `needs` lists what the case requires (the
+/// runner skips it, naming the lack, where the VM type does not offer it).
+///
+/// ```ignore
+/// pub const CASES: &[Case] = &[
+///     case!(each_flag_bit, needs: &[Need::GmemCreate]),
+///     case!(proc_fd_link_is_anon_inode),
+/// ];
+/// ```
+#[macro_export]
+macro_rules! case {
+    ($run:ident $(,)?) => {
+        $crate::case!($run, needs: &[])
+    };
+    ($run:ident, needs: $needs:expr $(,)?) => {
+        $crate::harness::case::Case {
+            area: $crate::harness::case::last_path_segment(module_path!()),
+            name: stringify!($run),
+            needs: $needs,
+            run: $run,
+        }
+    };
+}
+
+/// The text after the last `::` of a module path (`a::b::bind` -> `bind`),
+/// evaluated at compile time for [`case!`].
+pub const fn last_path_segment(path: &'static str) -> &'static str {
+    let bytes = path.as_bytes();
+    let mut start = bytes.len();
+    while start > 0 && bytes[start - 1] != b':' {
+        start -= 1;
+    }
+    let (_, tail) = bytes.split_at(start);
+    match std::str::from_utf8(tail) {
+        Ok(s) => s,
+        Err(_) => panic!("a module path is UTF-8"),
+    }
 }
 
 impl Case {
@@ -155,4 +196,30 @@ pub fn expect_errno<T>(what: &str, r: SysResult<T>, want: i32) -> TestResult {
 /// Expects `r` to succeed.
 pub fn expect_ok<T>(what: &str, r: SysResult<T>) -> Result<T, Stop> {
     r.map_err(|e| Stop::Fail(format!("{what}: expected success, got {}", ename(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_case(_: &Tx) -> TestResult {
+        Ok(())
+    }
+
+    #[test]
+    fn last_path_segment_takes_the_module_name() {
+        assert_eq!(last_path_segment("selftests::cases::bind"), "bind");
+        assert_eq!(last_path_segment("bind"), "bind");
+        assert_eq!(last_path_segment(""), "");
+    }
+
+    #[test]
+    fn case_macro_names_the_module_and_the_function() {
+        const C: Case = case!(sample_case, needs: &[Need::Kvm]);
+        assert_eq!(C.area, "tests");
+        assert_eq!(C.name, "sample_case");
+        assert_eq!(C.needs, &[Need::Kvm]);
+        const D: Case = case!(sample_case);
+        assert!(D.needs.is_empty());
+    }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use crate::caps::AccessMode;
-use crate::case::{OrFail, Stop, Tx};
+use crate::harness::case::{OrFail, Stop, Tx};
+use crate::kvm::caps::AccessMode;
 use crate::kvm::{
     ename, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
