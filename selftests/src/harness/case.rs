@@ -39,11 +39,17 @@ pub struct Case {
 /// neither is written twice. `needs` lists what the case requires (the
 /// runner skips it, naming the lack, where the VM type does not offer it).
 ///
-/// ```ignore
-/// pub const CASES: &[Case] = &[
-///     case!(each_flag_bit, needs: &[Need::GmemCreate]),
-///     case!(proc_fd_link_is_anon_inode),
-/// ];
+/// ```
+/// use selftests::case;
+/// use selftests::harness::case::{Case, TestResult, Tx};
+/// use selftests::kvm::caps::Need;
+///
+/// fn each_flag_bit(_tx: &Tx) -> TestResult {
+///     Ok(())
+/// }
+///
+/// const CASES: &[Case] = &[case!(each_flag_bit, needs: &[Need::GmemCreate])];
+/// assert_eq!(CASES[0].name, "each_flag_bit");
 /// ```
 #[macro_export]
 macro_rules! case {
