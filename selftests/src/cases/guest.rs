@@ -7,6 +7,7 @@
 //! - slot 1 (`DATA_SLOT`): GPA 0x10000.., backed by guest_memfd; DS points at
 //!   it (selector 0x1000, base 0x10000), BX selects the byte.
 
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -346,10 +347,10 @@ impl Guest {
         })
         .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
         // Intel without unrestricted guest needs a TSS for real mode; harmless elsewhere.
-        if let Err(e) = vm.fd.set_tss_address(0xfffb_d000) {
+        if let Err(e) = vm.set_tss_address(0xfffb_d000) {
             tx.diag(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
         }
-        let vcpu = vm.fd.create_vcpu(0).or_fail("KVM_CREATE_VCPU")?;
+        let vcpu = vm.create_vcpu(0).or_fail("KVM_CREATE_VCPU")?;
         let mut sregs = vcpu.get_sregs().or_fail("KVM_GET_SREGS")?;
         sregs.cs.base = 0;
         sregs.cs.selector = 0;
@@ -408,7 +409,7 @@ impl Guest {
             size: self.slot_pages * self.page,
             uaddr,
             gmem_offset: 0,
-            gmem_fd: self.gmem.fd() as u32,
+            gmem_fd: self.gmem.as_raw_fd() as u32,
         }
     }
 
@@ -561,7 +562,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let mut vcpu = vm.fd.create_vcpu(0).unwrap();
+        let mut vcpu = vm.create_vcpu(0).unwrap();
         let mut sregs = vcpu.get_sregs().unwrap();
         sregs.cs.base = 0;
         sregs.cs.selector = 0;

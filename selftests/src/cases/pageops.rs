@@ -21,6 +21,7 @@
 //! kept stale data, or reads another page's data, is found wherever the
 //! bytes differ.
 
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
@@ -264,13 +265,12 @@ impl Rig {
             ..Default::default()
         })
         .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
-        if let Err(e) = vm.fd.set_tss_address(0xfffb_d000) {
+        if let Err(e) = vm.set_tss_address(0xfffb_d000) {
             tx.diag(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
         }
         let mut vcpus = Vec::new();
         for id in 0..n {
             let vcpu = vm
-                .fd
                 .create_vcpu(id as u64)
                 .or_fail(&format!("KVM_CREATE_VCPU({id})"))?;
             let mut s = vcpu.get_sregs().or_fail("KVM_GET_SREGS")?;
@@ -309,7 +309,7 @@ impl Rig {
             size: pages * self.page,
             uaddr: self.backing().addr() + file_page * self.page,
             gmem_offset: file_page * self.page,
-            gmem_fd: self.gmem.fd() as u32,
+            gmem_fd: self.gmem.as_raw_fd() as u32,
         }
     }
 
@@ -453,7 +453,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let mut vcpu = vm.fd.create_vcpu(0).unwrap();
+        let mut vcpu = vm.create_vcpu(0).unwrap();
         let mut s = vcpu.get_sregs().unwrap();
         s.cs.base = 0;
         s.cs.selector = 0;

@@ -124,7 +124,7 @@ impl<'a> Tx<'a> {
 
     /// Fixture: a VM of this case's type.
     pub fn vm(&self) -> Result<Vm, Stop> {
-        Vm::create(self.vm_type).map_err(Stop::Fail)
+        Vm::create(self.vm_type).map_err(|e| Stop::Fail(e.to_string()))
     }
 
     /// Fixture: a VM and a guest_memfd of `pages` pages with `flags`.
