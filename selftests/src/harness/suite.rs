@@ -273,14 +273,7 @@ mod tests {
     fn fake_caps() -> Caps {
         let vm = |t| VmCaps {
             vm_type: t,
-            kvm_error: None,
-            unavailable: None,
-            guest_memfd: 1,
-            create_gmem: 1,
-            user_memory2: 1,
-            memory_attributes: 0,
-            memory_fault_info: 1,
-            gmem_flags: 3,
+            ..crate::kvm::caps::host_618()
         };
         Caps {
             release: "6.18.0".into(),

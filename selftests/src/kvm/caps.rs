@@ -478,24 +478,26 @@ fn probe_vm_type(t: VmType, vm_types: i32, create_gmem: i32) -> VmCaps {
     }
 }
 
+/// Test fixture: the answers of a 6.18 host's default VM (MMAP|INIT_SHARED,
+/// no attributes), for the unit tests here and of the runner.
+#[cfg(test)]
+pub(crate) fn host_618() -> VmCaps {
+    VmCaps {
+        vm_type: VmType::Default,
+        kvm_error: None,
+        unavailable: None,
+        guest_memfd: 1,
+        create_gmem: 1,
+        user_memory2: 1,
+        memory_attributes: 0,
+        memory_fault_info: 1,
+        gmem_flags: 3,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// This host: 6.18, default VM only, MMAP|INIT_SHARED, no attributes.
-    fn host_618() -> VmCaps {
-        VmCaps {
-            vm_type: VmType::Default,
-            kvm_error: None,
-            unavailable: None,
-            guest_memfd: 1,
-            create_gmem: 1,
-            user_memory2: 1,
-            memory_attributes: 0,
-            memory_fault_info: 1,
-            gmem_flags: 3,
-        }
-    }
 
     /// 6.1 + series, upstream 6.8 uAPI, SW_PROTECTED VM.
     fn series_sw_protected() -> VmCaps {
