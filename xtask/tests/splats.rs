@@ -143,6 +143,6 @@ fn prefixes_are_stripped() {
 #[test]
 fn taint_bits_decode() {
     assert_eq!(decode_taint(0), "none");
-    assert_eq!(decode_taint(512), "W (warning (WARN), 512)");
+    assert_eq!(decode_taint(512), "W (kernel warning, 512)");
     assert!(decode_taint(512 | 128).starts_with("D (kernel died"));
 }

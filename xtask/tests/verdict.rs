@@ -103,7 +103,7 @@ fn a_splat_fails_a_run_whose_tests_all_passed() {
     );
     assert!(
         r.iter()
-            .any(|r| r.contains("taint changed 0 -> 512") && r.contains("W (warning")),
+            .any(|r| r.contains("taint changed 0 -> 512") && r.contains("W (kernel warning")),
         "{r:?}"
     );
     // The splatted case counts as failed, not passed.

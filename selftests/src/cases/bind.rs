@@ -61,7 +61,7 @@ impl Bind {
             size: pages * self.page,
             uaddr: self.mem.addr(),
             gmem_offset: file_page * self.page,
-            gmem_fd: self.gmem.fd() as u32,
+            gmem_fd: self.gmem.as_raw_fd() as u32,
         }
     }
 }
@@ -126,8 +126,8 @@ fn fd_not_gmem_einval(tx: &Tx) -> TestResult {
         .set_len(FILE_PAGES * b.page)
         .or_fail("ftruncate(memfd)")?;
     let candidates = [
-        ("the /dev/kvm fd", b.vm.kvm.as_raw_fd()),
-        ("the VM fd", b.vm.raw_fd()),
+        ("the /dev/kvm fd", b.vm.system_fd()),
+        ("the VM fd", b.vm.as_raw_fd()),
         ("a memfd", memfd.as_raw_fd()),
     ];
     for (what, fd) in candidates {
@@ -151,7 +151,7 @@ fn other_vms_gmem_einval(tx: &Tx) -> TestResult {
     let b = Bind::new(tx)?;
     let (_other_vm, other_gmem) = tx.vm_with_gmem(FILE_PAGES, 0)?;
     let r = Region {
-        gmem_fd: other_gmem.fd() as u32,
+        gmem_fd: other_gmem.as_raw_fd() as u32,
         ..b.region(0, 0, 2, 0)
     };
     expect_errno(

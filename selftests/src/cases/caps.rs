@@ -22,7 +22,7 @@ fn vm_types_matches_create_vm(tx: &Tx) -> TestResult {
         if listed { "listed" } else { "not listed" },
         match &created {
             Ok(_) => "ok".to_string(),
-            Err(e) => e.clone(),
+            Err(e) => e.to_string(),
         }
     ));
     match (listed, created.is_ok()) {

@@ -254,14 +254,12 @@ fn set_private_as_cap_says(tx: &Tx) -> TestResult {
         vm.set_attributes(DATA_BASE, p, 1 << 4),
         libc::EINVAL,
     )?;
-    let bad_flags = vm
-        .fd
-        .set_memory_attributes(kvm_bindings::kvm_memory_attributes {
-            address: DATA_BASE,
-            size: p,
-            attributes: if has { private } else { 0 },
-            flags: 1,
-        });
+    let bad_flags = vm.set_attributes_raw(kvm_bindings::kvm_memory_attributes {
+        address: DATA_BASE,
+        size: p,
+        attributes: if has { private } else { 0 },
+        flags: 1,
+    });
     expect_errno(
         "KVM_SET_MEMORY_ATTRIBUTES with flags 1",
         bad_flags,

@@ -7,6 +7,7 @@
 //! - slot 1 (`DATA_SLOT`): GPA 0x10000.., backed by guest_memfd; DS points at
 //!   it (selector 0x1000, base 0x10000), BX selects the byte.
 
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -14,7 +15,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
-    ename, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
+    ename, Errno, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
 };
 
@@ -260,6 +261,67 @@ impl From<TouchError> for Stop {
     }
 }
 
+/// The memory behind a fixture's data slots: a guest_memfd of `file_pages`,
+/// created MMAP|INIT_SHARED and mapped in SharedMmap mode (the mapping is the
+/// slots' userspace_addr), otherwise with `shared_pages` of anonymous memory
+/// for the slots' shared side.
+pub fn data_backing(
+    vm: &Vm,
+    page: u64,
+    mode: Option<AccessMode>,
+    file_pages: u64,
+    shared_pages: u64,
+) -> Result<(GmemFile, Option<Mapping>, Option<Mapping>), Stop> {
+    let size = file_pages * page;
+    if mode == Some(AccessMode::SharedMmap) {
+        let gmem = vm
+            .create_gmem(size, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)
+            .or_fail("KVM_CREATE_GUEST_MEMFD")?;
+        let map = gmem
+            .mmap_shared(size as usize)
+            .or_fail("mmap(guest_memfd)")?;
+        return Ok((gmem, Some(map), None));
+    }
+    let gmem = vm.create_gmem(size, 0).or_fail("KVM_CREATE_GUEST_MEMFD")?;
+    let shared = Mapping::anon((shared_pages * page) as usize).or_fail("mmap(anon)")?;
+    Ok((gmem, None, Some(shared)))
+}
+
+/// Adds `low` (the programs already copied in) as the code slot, slot
+/// `LOW_SLOT` at GPA 0, and sets the TSS real mode needs on Intel without
+/// unrestricted guest (harmless elsewhere; its failure is only passed to
+/// `note`).
+pub fn add_code_slot(vm: &Vm, low: &Mapping, note: impl FnOnce(String)) -> SysResult<()> {
+    vm.set_region2(&Region {
+        slot: LOW_SLOT,
+        gpa: 0,
+        size: LOW_SIZE,
+        uaddr: low.addr(),
+        ..Default::default()
+    })?;
+    if let Err(e) = vm.set_tss_address(0xfffb_d000) {
+        note(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
+    }
+    Ok(())
+}
+
+/// vCPU `id` in real mode running from the code slot (CS base 0), with DS
+/// at `ds_base` (a paragraph-aligned GPA below 1 MiB) when given.
+pub fn real_mode_vcpu(vm: &Vm, id: u64, ds_base: Option<u64>) -> Result<VcpuFd, String> {
+    let step = |what: &str, e: Errno| format!("{what}: {}", ename(&e));
+    let vcpu = vm.create_vcpu(id).map_err(|e| step("KVM_CREATE_VCPU", e))?;
+    let mut sregs = vcpu.get_sregs().map_err(|e| step("KVM_GET_SREGS", e))?;
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    if let Some(base) = ds_base {
+        sregs.ds.base = base;
+        sregs.ds.selector = (base >> 4) as u16;
+    }
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| step("KVM_SET_SREGS", e))?;
+    Ok(vcpu)
+}
+
 /// Fixture: a VM with the code slot, a guest_memfd, its data slot and one vCPU.
 /// Fields drop in order: vCPU and VM first, memory last.
 pub struct Guest {
@@ -313,49 +375,14 @@ impl Guest {
             "the guest addresses the data slot with 16-bit offsets"
         );
         let vm = tx.vm()?;
-        let flags = match mode {
-            Some(AccessMode::SharedMmap) => GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
-            _ => 0,
-        };
-        let gmem = vm
-            .create_gmem(file_pages * page, flags)
-            .or_fail("KVM_CREATE_GUEST_MEMFD")?;
-        let gmem_map = match mode {
-            Some(AccessMode::SharedMmap) => Some(
-                gmem.mmap_shared((file_pages * page) as usize)
-                    .or_fail("mmap(guest_memfd)")?,
-            ),
-            _ => None,
-        };
-        let shared = match mode {
-            Some(AccessMode::SharedMmap) => None,
-            _ => Some(
-                Mapping::anon((file_pages.max(slot_pages) * page) as usize)
-                    .or_fail("mmap(anon)")?,
-            ),
-        };
+        let (gmem, gmem_map, shared) =
+            data_backing(&vm, page, mode, file_pages, file_pages.max(slot_pages))?;
         let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
         low.copy_in(CODE_GPA as usize, &GUEST_CODE);
         low.copy_in(LOOP_GPA as usize, &GUEST_LOOP);
-        vm.set_region2(&Region {
-            slot: LOW_SLOT,
-            gpa: 0,
-            size: LOW_SIZE,
-            uaddr: low.addr(),
-            ..Default::default()
-        })
-        .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
-        // Intel without unrestricted guest needs a TSS for real mode; harmless elsewhere.
-        if let Err(e) = vm.fd.set_tss_address(0xfffb_d000) {
-            tx.diag(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
-        }
-        let vcpu = vm.fd.create_vcpu(0).or_fail("KVM_CREATE_VCPU")?;
-        let mut sregs = vcpu.get_sregs().or_fail("KVM_GET_SREGS")?;
-        sregs.cs.base = 0;
-        sregs.cs.selector = 0;
-        sregs.ds.base = DATA_GPA;
-        sregs.ds.selector = (DATA_GPA >> 4) as u16;
-        vcpu.set_sregs(&sregs).or_fail("KVM_SET_SREGS")?;
+        add_code_slot(&vm, &low, |m| tx.diag(m))
+            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        let vcpu = real_mode_vcpu(&vm, 0, Some(DATA_GPA)).or_fail("vCPU 0")?;
         let g = Guest {
             vcpu,
             vm,
@@ -408,7 +435,7 @@ impl Guest {
             size: self.slot_pages * self.page,
             uaddr,
             gmem_offset: 0,
-            gmem_fd: self.gmem.fd() as u32,
+            gmem_fd: self.gmem.as_raw_fd() as u32,
         }
     }
 
@@ -553,19 +580,8 @@ mod tests {
         let vm = Vm::create(VmType::Default).expect("a default VM (needs /dev/kvm)");
         let low = Mapping::anon(LOW_SIZE as usize).unwrap();
         low.copy_in(CODE_GPA as usize, &[0xEB, 0xFE]); // jmp $
-        vm.set_region2(&Region {
-            slot: 0,
-            gpa: 0,
-            size: LOW_SIZE,
-            uaddr: low.addr(),
-            ..Default::default()
-        })
-        .unwrap();
-        let mut vcpu = vm.fd.create_vcpu(0).unwrap();
-        let mut sregs = vcpu.get_sregs().unwrap();
-        sregs.cs.base = 0;
-        sregs.cs.selector = 0;
-        vcpu.set_sregs(&sregs).unwrap();
+        add_code_slot(&vm, &low, |m| eprintln!("{m}")).unwrap();
+        let mut vcpu = real_mode_vcpu(&vm, 0, None).unwrap();
         let mut regs = vcpu.get_regs().unwrap();
         regs.rip = CODE_GPA;
         regs.rflags = 2;

@@ -10,6 +10,7 @@
 use crate::harness::case::{ensure, fail, Case, OrFail, Stop, TestResult, Tx};
 use crate::kvm::caps::Lack;
 use crate::kvm::{ename, Errno, KVM_CAP_GUEST_MEMFD};
+use std::os::fd::AsRawFd;
 
 pub const CASES: &[Case] = &[
     // KVM_CREATE_GUEST_MEMFD itself has no VM-type check on the 6.8 uAPI:
@@ -35,14 +36,14 @@ fn proc_fd_link_is_anon_inode(tx: &Tx) -> TestResult {
         "KVM_CREATE_GUEST_MEMFD on a {} VM",
         tx.vm_type.suffix()
     ))?;
-    let link = format!("/proc/self/fd/{}", g.fd());
+    let link = format!("/proc/self/fd/{}", g.as_raw_fd());
     let target = std::fs::read_link(&link).or_fail(&format!("readlink {link}"))?;
     let target = target.to_string_lossy();
     tx.diag(format!("readlink {link}: {target}"));
     // SAFETY: st is a valid out buffer for fstatfs.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: plain syscall on an fd we own.
-    if unsafe { libc::fstatfs(g.fd(), &mut st) } != 0 {
+    if unsafe { libc::fstatfs(g.as_raw_fd(), &mut st) } != 0 {
         return fail(format!("fstatfs(guest_memfd): {}", ename(&Errno::last())));
     }
     let magic = st.f_type as i64;

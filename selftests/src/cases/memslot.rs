@@ -127,7 +127,7 @@ impl Fx {
         Region {
             flags: KVM_MEM_GUEST_MEMFD,
             gmem_offset: file_page * self.page,
-            gmem_fd: self.gmem().fd() as u32,
+            gmem_fd: self.gmem().as_raw_fd() as u32,
             ..self.plain(slot, gpa_page, pages, 0)
         }
     }
@@ -362,7 +362,7 @@ fn gmem_slot_modifications_einval(tx: &Tx) -> TestResult {
         .other_gmem
         .as_ref()
         .expect("fixture made with guest_memfd")
-        .fd() as u32;
+        .as_raw_fd() as u32;
     let with_flags = |flags: u32| Region { flags, ..s };
     let moved = Region {
         gpa: s.gpa + 4 * SLOT_PAGES * p,
@@ -504,7 +504,7 @@ fn smm_slot_einval_with_private_mem(tx: &Tx) -> TestResult {
     // which would be ENOENT).
     expect_errno(
         "KVM_GET_DIRTY_LOG for slot 0 of address space 1",
-        fx.vm.fd.get_dirty_log(smm, (SLOT_PAGES * fx.page) as usize),
+        fx.vm.get_dirty_log(smm, (SLOT_PAGES * fx.page) as usize),
         libc::EINVAL,
     )?;
     // Controls: the same two slots in address space 0. The gmem-bound one
@@ -596,7 +596,6 @@ fn address_spaces_match_cap(tx: &Tx) -> TestResult {
     expect_errno(
         &format!("KVM_GET_DIRTY_LOG for slot 0 of address space {spaces}"),
         fx.vm
-            .fd
             .get_dirty_log(beyond.slot, (SLOT_PAGES * fx.page) as usize),
         libc::EINVAL,
     )?;

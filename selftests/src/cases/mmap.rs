@@ -3,12 +3,10 @@
 use std::path::Path;
 
 use crate::harness::case::{ensure, expect_errno, fail, Case, OrFail, Stop, TestResult, Tx};
-use crate::harness::isolate::signal_name;
+use crate::harness::isolate::{dies_with_signal, signal_name};
 use crate::kvm::caps::{Lack, Need};
-use crate::kvm::{
-    dies_with_signal, errno_name, Errno, Mapping, GUEST_MEMFD_FLAG_INIT_SHARED,
-    GUEST_MEMFD_FLAG_MMAP,
-};
+use crate::kvm::{errno_name, Errno, Mapping, GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
+use std::os::fd::AsRawFd;
 
 const MMAP: u64 = GUEST_MEMFD_FLAG_MMAP;
 const BOTH: u64 = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
@@ -381,7 +379,7 @@ fn madv_collapse_einval(tx: &Tx) -> TestResult {
             pmd as usize,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_FIXED,
-            g.fd(),
+            g.as_raw_fd(),
             0,
         )
     };

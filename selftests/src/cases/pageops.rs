@@ -21,16 +21,17 @@
 //! kept stale data, or reads another page's data, is found wherever the
 //! bytes differ.
 
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::cases::guest::{run_once, Exit, LOW_SIZE, LOW_SLOT};
+use crate::cases::guest::{add_code_slot, data_backing, real_mode_vcpu, run_once, Exit, LOW_SIZE};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
-    ename, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
-    GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
+    ename, GmemFile, Mapping, Region, SysResult, Vm, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_MEM_GUEST_MEMFD,
 };
 
 pub const FILL_GPA: u64 = 0x2000;
@@ -136,28 +137,64 @@ fn describe(e: Exit, what: &str, limit: Duration) -> String {
     }
 }
 
-/// The guest stores `val` in every byte of `gpa..gpa+len`.
-pub fn fill(vcpu: &mut VcpuFd, gpa: u64, len: u64, val: u8, limit: Duration) -> Result<(), String> {
+/// How a program's run over one chunk ended, as its caller reads it.
+enum Chunk<T> {
+    /// As expected: go on with the next chunk.
+    Next,
+    /// Stop here with this answer.
+    Stop(T),
+    /// Not an exit this program makes.
+    Unexpected(Exit),
+}
+
+/// Runs the program at `rip` over `gpa..gpa+len`, one KVM_RUN per chunk of
+/// at most [`CHUNK`] bytes, with AL = `val`; `read` judges each chunk's
+/// exit. `what(at, n)` names a chunk in errors.
+fn over_chunks<T>(
+    vcpu: &mut VcpuFd,
+    rip: u64,
+    (gpa, len): (u64, u64),
+    val: u8,
+    limit: Duration,
+    what: impl Fn(u64, u64) -> String,
+    mut read: impl FnMut(&VcpuFd, u64, Exit) -> Result<Chunk<T>, String>,
+) -> Result<Option<T>, String> {
     let mut at = gpa;
     while at < gpa + len {
         let n = CHUNK.min(gpa + len - at);
         point(vcpu, at)?;
-        enter(vcpu, FILL_GPA, val, 0, n, 0)?;
-        match run_once(vcpu, limit) {
-            Exit::Io {
-                port: PORT_FILLED, ..
-            } => {}
-            e => {
-                return Err(describe(
-                    e,
-                    &format!("guest fill of GPA {at:#x}+{n:#x} with {val:#x}"),
-                    limit,
-                ))
-            }
+        enter(vcpu, rip, val, 0, n, 0)?;
+        let exit = run_once(vcpu, limit);
+        match read(vcpu, at, exit)? {
+            Chunk::Next => {}
+            Chunk::Stop(answer) => return Ok(Some(answer)),
+            Chunk::Unexpected(e) => return Err(describe(e, &what(at, n), limit)),
         }
         at += n;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// The guest stores `val` in every byte of `gpa..gpa+len`.
+pub fn fill(vcpu: &mut VcpuFd, gpa: u64, len: u64, val: u8, limit: Duration) -> Result<(), String> {
+    let what = |at, n| format!("guest fill of GPA {at:#x}+{n:#x} with {val:#x}");
+    over_chunks::<()>(
+        vcpu,
+        FILL_GPA,
+        (gpa, len),
+        val,
+        limit,
+        what,
+        |_, _, exit| {
+            Ok(match exit {
+                Exit::Io {
+                    port: PORT_FILLED, ..
+                } => Chunk::Next,
+                e => Chunk::Unexpected(e),
+            })
+        },
+    )
+    .map(|_| ())
 }
 
 /// The guest reads every byte of `gpa..gpa+len`; the first one that is
@@ -169,39 +206,36 @@ pub fn check(
     val: u8,
     limit: Duration,
 ) -> Result<Option<Mismatch>, String> {
-    let mut at = gpa;
-    while at < gpa + len {
-        let n = CHUNK.min(gpa + len - at);
-        point(vcpu, at)?;
-        enter(vcpu, CHECK_GPA, val, 0, n, 0)?;
-        match run_once(vcpu, limit) {
-            Exit::Io {
-                port: PORT_CHECK_OK,
-                ..
-            } => {}
-            Exit::Io {
-                port: PORT_CHECK_BAD,
-                value,
-            } => {
-                let r = vcpu
-                    .get_regs()
-                    .map_err(|e| format!("KVM_GET_REGS: {}", ename(&e)))?;
-                return Ok(Some(Mismatch {
-                    gpa: at + (r.rdi & 0xFFFF),
-                    found: value,
-                }));
-            }
-            e => {
-                return Err(describe(
-                    e,
-                    &format!("guest check of GPA {at:#x}+{n:#x} for {val:#x}"),
-                    limit,
-                ))
-            }
-        }
-        at += n;
-    }
-    Ok(None)
+    let what = |at, n| format!("guest check of GPA {at:#x}+{n:#x} for {val:#x}");
+    over_chunks(
+        vcpu,
+        CHECK_GPA,
+        (gpa, len),
+        val,
+        limit,
+        what,
+        |vcpu, at, exit| {
+            Ok(match exit {
+                Exit::Io {
+                    port: PORT_CHECK_OK,
+                    ..
+                } => Chunk::Next,
+                Exit::Io {
+                    port: PORT_CHECK_BAD,
+                    value,
+                } => {
+                    let r = vcpu
+                        .get_regs()
+                        .map_err(|e| format!("KVM_GET_REGS: {}", ename(&e)))?;
+                    Chunk::Stop(Mismatch {
+                        gpa: at + (r.rdi & 0xFFFF),
+                        found: value,
+                    })
+                }
+                e => Chunk::Unexpected(e),
+            })
+        },
+    )
 }
 
 /// Points the vCPU at the walk loop over `pages` pages from `gpa`: one
@@ -233,52 +267,14 @@ impl Rig {
     pub fn new(tx: &Tx, mode: AccessMode, file_pages: u64, n: usize) -> Result<Rig, Stop> {
         let page = tx.page();
         let vm = tx.vm()?;
-        let flags = match mode {
-            AccessMode::SharedMmap => GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED,
-            AccessMode::Private => 0,
-        };
-        let size = file_pages * page;
-        let gmem = vm
-            .create_gmem(size, flags)
-            .or_fail("KVM_CREATE_GUEST_MEMFD")?;
-        let (gmem_map, shared) = match mode {
-            AccessMode::SharedMmap => (
-                Some(
-                    gmem.mmap_shared(size as usize)
-                        .or_fail("mmap(guest_memfd)")?,
-                ),
-                None,
-            ),
-            AccessMode::Private => (
-                None,
-                Some(Mapping::anon(size as usize).or_fail("mmap(anon)")?),
-            ),
-        };
+        let (gmem, gmem_map, shared) = data_backing(&vm, page, Some(mode), file_pages, file_pages)?;
         let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
         install(&low);
-        vm.set_region2(&Region {
-            slot: LOW_SLOT,
-            gpa: 0,
-            size: LOW_SIZE,
-            uaddr: low.addr(),
-            ..Default::default()
-        })
-        .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
-        if let Err(e) = vm.fd.set_tss_address(0xfffb_d000) {
-            tx.diag(format!("KVM_SET_TSS_ADDR: {} (ignored)", ename(&e)));
-        }
-        let mut vcpus = Vec::new();
-        for id in 0..n {
-            let vcpu = vm
-                .fd
-                .create_vcpu(id as u64)
-                .or_fail(&format!("KVM_CREATE_VCPU({id})"))?;
-            let mut s = vcpu.get_sregs().or_fail("KVM_GET_SREGS")?;
-            s.cs.base = 0;
-            s.cs.selector = 0;
-            vcpu.set_sregs(&s).or_fail("KVM_SET_SREGS")?;
-            vcpus.push(vcpu);
-        }
+        add_code_slot(&vm, &low, |m| tx.diag(m))
+            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        let vcpus = (0..n as u64)
+            .map(|id| real_mode_vcpu(&vm, id, None).or_fail(&format!("vCPU {id}")))
+            .collect::<Result<Vec<_>, Stop>>()?;
         Ok(Rig {
             vcpus,
             vm,
@@ -309,7 +305,7 @@ impl Rig {
             size: pages * self.page,
             uaddr: self.backing().addr() + file_page * self.page,
             gmem_offset: file_page * self.page,
-            gmem_fd: self.gmem.fd() as u32,
+            gmem_fd: self.gmem.as_raw_fd() as u32,
         }
     }
 
@@ -436,14 +432,7 @@ mod tests {
         };
         let low = Mapping::anon(LOW_SIZE as usize).unwrap();
         install(&low);
-        vm.set_region2(&Region {
-            slot: 0,
-            gpa: 0,
-            size: LOW_SIZE,
-            uaddr: low.addr(),
-            ..Default::default()
-        })
-        .unwrap();
+        add_code_slot(&vm, &low, |m| eprintln!("{m}")).unwrap();
         let data = Mapping::anon(0x12000).unwrap();
         vm.set_region2(&Region {
             slot: 1,
@@ -453,11 +442,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let mut vcpu = vm.fd.create_vcpu(0).unwrap();
-        let mut s = vcpu.get_sregs().unwrap();
-        s.cs.base = 0;
-        s.cs.selector = 0;
-        vcpu.set_sregs(&s).unwrap();
+        let mut vcpu = real_mode_vcpu(&vm, 0, None).unwrap();
         let lim = Duration::from_secs(5);
         // Across a chunk boundary (CHUNK is 0x8000).
         fill(&mut vcpu, DATA_BASE + 0x1000, 0x10000, 0x5A, lim).unwrap();

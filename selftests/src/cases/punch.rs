@@ -1,5 +1,6 @@
 //! PUNCH_HOLE while memslots are bound to the file.
 
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::cases::guest::{Guest, DATA_GPA};
@@ -43,7 +44,7 @@ fn bound_range(tx: &Tx) -> TestResult {
     let p = tx.page();
     let (vm, g) = tx.vm_with_gmem(FILE_PAGES, 0)?;
     let mem = Mapping::anon((FILE_PAGES * p) as usize).or_fail("mmap(anon)")?;
-    let r = slot(tx, g.fd(), &mem, 0, 0x10_0000, 4, 0);
+    let r = slot(tx, g.as_raw_fd(), &mem, 0, 0x10_0000, 4, 0);
     expect_ok("bind file pages 0..4", vm.set_region2(&r))?;
     expect_ok("allocate the file", g.allocate(0, FILE_PAGES * p))?;
     expect_ok("punch the whole bound range", g.punch(0, 4 * p))?;
@@ -63,12 +64,12 @@ fn unbound_range(tx: &Tx) -> TestResult {
     let p = tx.page();
     let (vm, g) = tx.vm_with_gmem(FILE_PAGES, 0)?;
     let mem = Mapping::anon((FILE_PAGES * p) as usize).or_fail("mmap(anon)")?;
-    let r0 = slot(tx, g.fd(), &mem, 0, 0x10_0000, 4, 0);
+    let r0 = slot(tx, g.as_raw_fd(), &mem, 0, 0x10_0000, 4, 0);
     expect_ok("bind file pages 0..4", vm.set_region2(&r0))?;
     expect_ok("allocate the file", g.allocate(0, FILE_PAGES * p))?;
     expect_ok("punch unbound pages 4..8", g.punch(4 * p, 4 * p))?;
     expect_ok("punch unbound page 6", g.punch(6 * p, p))?;
-    let r1 = slot(tx, g.fd(), &mem, 1, 0x20_0000, 4, 4);
+    let r1 = slot(tx, g.as_raw_fd(), &mem, 1, 0x20_0000, 4, 4);
     expect_ok("bind the punched pages 4..8 to slot 1", vm.set_region2(&r1))?;
     expect_ok("delete slot 0", vm.delete_region(&r0))?;
     expect_ok("punch the now unbound pages 0..4", g.punch(0, 4 * p))?;

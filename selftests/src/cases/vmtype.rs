@@ -13,7 +13,8 @@ use std::path::Path;
 use crate::harness::case::{ensure, expect_ok, fail, Case, Stop, TestResult, Tx};
 use crate::kvm::caps::{listed_in_vm_types, Lack, Need};
 use crate::kvm::{
-    ename, VmType, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_VM_TYPES, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    ename, CreateVmError, Vm, VmType, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_VM_TYPES,
+    KVM_MEMORY_ATTRIBUTE_PRIVATE,
 };
 
 pub const CASES: &[Case] = &[
@@ -105,10 +106,11 @@ fn probe(t: VmType) -> Result<(bool, Result<(), i32>), Stop> {
     let kvm =
         kvm_ioctls::Kvm::new().map_err(|e| Stop::Fail(format!("open /dev/kvm: {}", ename(&e))))?;
     let vm_types = kvm.check_extension_raw(KVM_CAP_VM_TYPES as libc::c_ulong);
-    let created = kvm
-        .create_vm_with_type(t.raw())
-        .map(drop)
-        .map_err(|e| e.errno());
+    let created = match Vm::create(t) {
+        Ok(_) => Ok(()),
+        Err(e @ CreateVmError::CreateVm(..)) => Err(e.errno()),
+        Err(e @ CreateVmError::OpenKvm(_)) => return Err(Stop::Fail(e.to_string())),
+    };
     Ok((listed_in_vm_types(t, vm_types), created))
 }
 

@@ -39,11 +39,17 @@ pub struct Case {
 /// neither is written twice. `needs` lists what the case requires (the
 /// runner skips it, naming the lack, where the VM type does not offer it).
 ///
-/// ```ignore
-/// pub const CASES: &[Case] = &[
-///     case!(each_flag_bit, needs: &[Need::GmemCreate]),
-///     case!(proc_fd_link_is_anon_inode),
-/// ];
+/// ```
+/// use selftests::case;
+/// use selftests::harness::case::{Case, TestResult, Tx};
+/// use selftests::kvm::caps::Need;
+///
+/// fn each_flag_bit(_tx: &Tx) -> TestResult {
+///     Ok(())
+/// }
+///
+/// const CASES: &[Case] = &[case!(each_flag_bit, needs: &[Need::GmemCreate])];
+/// assert_eq!(CASES[0].name, "each_flag_bit");
 /// ```
 #[macro_export]
 macro_rules! case {
@@ -118,7 +124,7 @@ impl<'a> Tx<'a> {
 
     /// Fixture: a VM of this case's type.
     pub fn vm(&self) -> Result<Vm, Stop> {
-        Vm::create(self.vm_type).map_err(Stop::Fail)
+        Vm::create(self.vm_type).map_err(|e| Stop::Fail(e.to_string()))
     }
 
     /// Fixture: a VM and a guest_memfd of `pages` pages with `flags`.

@@ -11,6 +11,8 @@
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
+use crate::kvm::errno_name;
+
 /// What a case function returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
@@ -168,6 +170,54 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Forks; the child runs `child` and `_exit(0)`s, so it never returns into
+/// the caller's code. The parent gets the child's pid, or fork's errno.
+fn fork_child(child: impl FnOnce()) -> Result<libc::pid_t, i32> {
+    // SAFETY: fork; the child only runs `child` and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno());
+    }
+    if pid == 0 {
+        child();
+        // SAFETY: leave without running atexit handlers or flushing the
+        // parent's inherited stdio buffers.
+        unsafe { libc::_exit(0) };
+    }
+    Ok(pid)
+}
+
+/// Waits for the child `pid` (retrying on EINTR): its wait status, or
+/// waitpid's errno.
+fn wait_child(pid: libc::pid_t) -> Result<i32, i32> {
+    let mut st = 0;
+    loop {
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            return Ok(st);
+        }
+        let e = errno();
+        if r < 0 && e != libc::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// Runs `f` in a throwaway child and returns the signal that killed it, if
+/// any (for "this access must SIGBUS").
+pub fn dies_with_signal<F: FnOnce()>(f: F) -> Result<Option<i32>, String> {
+    let pid = fork_child(|| {
+        // The signal is expected: no core dump for it.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        f();
+    })
+    .map_err(|e| format!("fork: {}", errno_name(e)))?;
+    let st = wait_child(pid).map_err(|e| format!("waitpid: {}", errno_name(e)))?;
+    Ok(libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)))
+}
+
 /// Runs `f` in a forked child and waits at most `timeout` for it.
 ///
 /// The caller must be single-threaded or accept the usual fork caveats: the
@@ -190,22 +240,7 @@ where
     }
     let (rd, wr) = (fds[0], fds[1]);
 
-    // SAFETY: fork; the child only runs the case and _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let e = errno();
-        // SAFETY: closing our own fds.
-        unsafe {
-            libc::close(rd);
-            libc::close(wr);
-        }
-        return Isolated {
-            diags: vec![],
-            outcome: Outcome::Crashed(format!("fork failed: errno {e}")),
-        };
-    }
-    if pid == 0 {
-        // Child.
+    let child = || {
         // SAFETY: plain syscalls on our own process and fds.
         unsafe {
             libc::close(rd);
@@ -221,10 +256,21 @@ where
             Err(p) => End::Fail(format!("case panicked: {}", panic_text(&*p))),
         };
         rep.finish(&end);
-        // SAFETY: leave without running atexit handlers or flushing the
-        // parent's inherited stdio buffers.
-        unsafe { libc::_exit(0) };
-    }
+    };
+    let pid = match fork_child(child) {
+        Ok(pid) => pid,
+        Err(e) => {
+            // SAFETY: closing our own fds.
+            unsafe {
+                libc::close(rd);
+                libc::close(wr);
+            }
+            return Isolated {
+                diags: vec![],
+                outcome: Outcome::Crashed(format!("fork failed: errno {e}")),
+            };
+        }
+    };
 
     // Parent.
     // SAFETY: closing our copy of the write end; setpgid mirrors the child's
@@ -280,13 +326,10 @@ where
         if !exited {
             return;
         }
-        let mut st = 0;
-        // SAFETY: signalling our own child's group, then reaping the child.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-            if libc::waitpid(pid, &mut st, 0) == pid {
-                *status = Some(st);
-            }
+        // SAFETY: signalling our own (unreaped) child's group.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if let Ok(st) = wait_child(pid) {
+            *status = Some(st);
         }
     };
 
@@ -337,15 +380,7 @@ where
             libc::kill(-pid, libc::SIGKILL);
             libc::kill(pid, libc::SIGKILL);
         }
-        let mut st = 0;
-        loop {
-            // SAFETY: st is a valid out pointer.
-            let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-            if r == pid || (r < 0 && errno() != libc::EINTR) {
-                break;
-            }
-        }
-        status = Some(st);
+        status = Some(wait_child(pid).unwrap_or(0));
     }
     if pipe_open {
         drain(&mut data);
@@ -464,12 +499,8 @@ mod tests {
         // tells us the case ended, and the group kill reaps the straggler.
         let start = Instant::now();
         let r = run_isolated(T, |_| {
-            // SAFETY: fork in the (single-threaded) case child.
-            let p = unsafe { libc::fork() };
-            if p == 0 {
-                std::thread::sleep(Duration::from_secs(30));
-                unsafe { libc::_exit(0) };
-            }
+            // A fork in the (single-threaded) case child.
+            fork_child(|| std::thread::sleep(Duration::from_secs(30))).expect("fork");
             End::Pass
         });
         assert_eq!(r.outcome, Outcome::Pass);

@@ -8,33 +8,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
+use protocol::kmsg::{self, Edge};
+use protocol::{splat, taint};
+
 pub const TAINT_PATH: &str = "/proc/sys/kernel/tainted";
 pub const KMSG_PATH: &str = "/dev/kmsg";
-
-/// Marker prefix written to the kernel log around each case.
-pub const MARKER: &str = "gmem-selftests:";
-
-/// Substrings that identify a kernel splat in a log line.
-pub const SPLAT_PATTERNS: &[&str] = &[
-    "WARNING:",
-    "BUG:",
-    "kernel BUG at",
-    "Oops",
-    "general protection fault",
-    "lockdep",
-    "DEBUG_LOCKS_WARN_ON",
-    "possible circular locking dependency",
-    "possible recursive locking",
-    "inconsistent lock state",
-    "suspicious RCU usage",
-    "UBSAN:",
-    "KASAN:",
-    "Kernel panic",
-    "soft lockup",
-    "hard LOCKUP",
-    "detected stall",
-    "blocked for more than",
-];
 
 /// How many log lines after a splat line are printed with it (call trace).
 pub const SPLAT_CONTEXT: usize = 12;
@@ -58,11 +36,10 @@ fn is_kmsg_header(h: &str) -> bool {
             && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether a kernel log message starts a splat (the classifier xtask uses
+/// on the guest log too).
 pub fn is_splat(line: &str) -> bool {
-    if line.contains(MARKER) {
-        return false;
-    }
-    SPLAT_PATTERNS.iter().any(|p| line.contains(p))
+    splat::classify(line).is_some()
 }
 
 /// The splat lines among `lines`, each followed by up to [`SPLAT_CONTEXT`]
@@ -71,7 +48,7 @@ pub fn splats(lines: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut context_left = 0usize;
     for line in lines {
-        if line.contains(MARKER) {
+        if kmsg::parse_marker(line).is_some() {
             context_left = 0;
             continue;
         }
@@ -86,42 +63,14 @@ pub fn splats(lines: &[String]) -> Vec<String> {
     out
 }
 
-/// Names of the taint bits (kernel Documentation/admin-guide/tainted-kernels.rst).
-pub fn taint_bit_name(bit: u32) -> &'static str {
-    match bit {
-        0 => "P proprietary module",
-        1 => "F forced module load",
-        2 => "S unsafe SMP / out of spec",
-        3 => "R forced module unload",
-        4 => "M machine check",
-        5 => "B bad page",
-        6 => "U user request",
-        7 => "D kernel died (oops/BUG)",
-        8 => "A ACPI table overridden",
-        9 => "W kernel warning",
-        10 => "C staging driver",
-        11 => "I firmware workaround",
-        12 => "O out-of-tree module",
-        13 => "E unsigned module",
-        14 => "L soft lockup",
-        15 => "K live patched",
-        16 => "X auxiliary",
-        17 => "T randstruct",
-        18 => "N test module",
-        19 => "J fwctl",
-        _ => "unknown",
-    }
-}
-
 /// Bits set in `after` but not in `before`, described; `None` when none.
 pub fn taint_diff(before: u64, after: u64) -> Option<String> {
     let new = after & !before;
     if new == 0 {
         return None;
     }
-    let names: Vec<String> = (0..64)
-        .filter(|b| new & (1u64 << b) != 0)
-        .map(|b| format!("bit {b} ({}) = {}", taint_bit_name(b), 1u64 << b))
+    let names: Vec<String> = taint::bits(new)
+        .map(|b| format!("bit {b} ({}) = {}", taint::describe_bit(b), 1u64 << b))
         .collect();
     Some(format!(
         "new taint {new:#x} (tainted {before} -> {after}): {}",
@@ -267,10 +216,10 @@ impl Monitor {
         }
     }
 
-    pub fn mark(&mut self, what: &str, name: &str) {
+    pub fn mark(&mut self, edge: Edge, name: &str) {
         if let Some(w) = self.writer.as_mut() {
             // Best effort: the markers only help log readers.
-            let _ = w.write_all(format!("{MARKER} {what} {name}\n").as_bytes());
+            let _ = w.write_all(format!("{}\n", kmsg::marker(edge, name)).as_bytes());
         }
     }
 
@@ -377,14 +326,15 @@ mod tests {
             "kernel BUG at mm/filemap.c:1500!",
             "Oops: 0000 [#1] SMP",
             "WARNING: possible circular locking dependency detected",
-            "DEBUG_LOCKS_WARN_ON(1)",
-            "INFO: lockdep is turned off.",
             "UBSAN: shift-out-of-bounds in arch/x86/kvm/mmu/mmu.c",
             "watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
         ] {
             assert!(is_splat(line), "{line}");
         }
         assert!(!is_splat("kvm: exiting hardware virtualization"));
+        assert!(!is_splat(
+            "Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on"
+        ));
         assert!(
             !is_splat("gmem-selftests: begin bug.WARNING:"),
             "own markers never count"
@@ -430,7 +380,7 @@ mod tests {
         let clean = m.before();
         assert!(m.after(clean).is_clean(), "log changed with nothing logged");
         let before = m.before();
-        let line = "gmem-selftests-unit-test BUG: fake splat written by a harness unit test\n";
+        let line = "gmem-selftests-unit-test: BUG: fake splat written by a harness unit test\n";
         m.writer
             .as_mut()
             .unwrap()

@@ -3,6 +3,8 @@
 
 use std::io::{self, Write};
 
+use protocol::ktap;
+
 /// Final verdict of one case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -46,7 +48,7 @@ impl<W: Write> KtapWriter<W> {
 
     /// `KTAP version 1` and the plan `1..N`.
     pub fn header(&mut self, planned: usize) -> io::Result<()> {
-        writeln!(self.out, "KTAP version 1")?;
+        writeln!(self.out, "{}", ktap::VERSION_LINE)?;
         writeln!(self.out, "1..{planned}")?;
         self.out.flush()
     }
@@ -84,7 +86,7 @@ impl<W: Write> KtapWriter<W> {
                 writeln!(self.out, "ok {n} {name} # SKIP {reason}")?;
             }
         }
-        writeln!(self.out, "# time {name} {millis}")?;
+        writeln!(self.out, "# {}{name} {millis}", ktap::TIME)?;
         self.out.flush()?;
         Ok(n)
     }
@@ -94,8 +96,11 @@ impl<W: Write> KtapWriter<W> {
         let t = self.totals;
         writeln!(
             self.out,
-            "# totals: pass {} fail {} skip {}",
-            t.pass, t.fail, t.skip
+            "# {} pass {} fail {} skip {}",
+            ktap::TOTALS,
+            t.pass,
+            t.fail,
+            t.skip
         )?;
         self.out.flush()?;
         Ok(t)

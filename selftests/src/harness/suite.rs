@@ -12,6 +12,8 @@ use crate::harness::kmsg::{Health, Monitor};
 use crate::harness::ktap::{KtapWriter, Verdict};
 use crate::kvm::caps::Caps;
 use crate::kvm::VmType;
+use protocol::kmsg::Edge;
+use protocol::ktap;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -63,27 +65,28 @@ pub fn case_verdict(outcome: &Outcome, health: &Health) -> (Verdict, Vec<String>
         Outcome::Pass => false,
         Outcome::Skip(_) => false,
         Outcome::Fail(m) => {
-            diags.extend(m.lines().map(|l| format!("FAIL: {l}")));
+            diags.extend(m.lines().map(|l| format!("{}{l}", ktap::FAIL)));
             true
         }
         Outcome::TimedOut(d) => {
             diags.push(format!(
-                "FAIL: timed out after {} (case killed with SIGKILL)",
+                "{}timed out after {} (case killed with SIGKILL)",
+                ktap::FAIL,
                 secs(*d)
             ));
             true
         }
         Outcome::Crashed(m) => {
-            diags.push(format!("FAIL: {m}"));
+            diags.push(format!("{}{m}", ktap::FAIL));
             true
         }
     };
     if !health.is_clean() {
         for p in &health.problems {
-            diags.push(format!("FAIL: kernel: {p}"));
+            diags.push(format!("{}kernel: {p}", ktap::FAIL));
         }
         for l in &health.lines {
-            diags.push(format!("kmsg: {l}"));
+            diags.push(format!("{}{l}", ktap::KMSG));
         }
         failed = true;
     }
@@ -171,8 +174,8 @@ pub fn run_instances<W: Write>(
             continue;
         }
         // Names the running case if the stream stops mid-case (guest panic).
-        k.diag(&format!("begin {}", inst.name))?;
-        monitor.mark("begin", &inst.name);
+        k.diag(&format!("{}{}", ktap::BEGIN, inst.name))?;
+        monitor.mark(Edge::Begin, &inst.name);
         let before = monitor.before();
         let case = inst.case;
         let vm_type = inst.vm_type;
@@ -191,7 +194,7 @@ pub fn run_instances<W: Write>(
             }
         });
         let health = monitor.after(before);
-        monitor.mark("end", &inst.name);
+        monitor.mark(Edge::End, &inst.name);
         let ms = start.elapsed().as_millis();
         *area_ms.entry(inst.case.area).or_default() += ms;
         for d in &iso.diags {
@@ -204,9 +207,13 @@ pub fn run_instances<W: Write>(
         k.result(&inst.name, &v, ms)?;
     }
     for (area, ms) in &area_ms {
-        k.diag(&format!("area-time {area} {ms}"))?;
+        k.diag(&format!("{}{area} {ms}", ktap::AREA_TIME))?;
     }
-    k.diag(&format!("suite-time {}", suite_start.elapsed().as_millis()))?;
+    k.diag(&format!(
+        "{}{}",
+        ktap::SUITE_TIME,
+        suite_start.elapsed().as_millis()
+    ))?;
     let t = k.finish()?;
     Ok(t.fail > 0)
 }
@@ -279,14 +286,7 @@ mod tests {
     fn fake_caps() -> Caps {
         let vm = |t| VmCaps {
             vm_type: t,
-            kvm_error: None,
-            unavailable: None,
-            guest_memfd: 1,
-            create_gmem: 1,
-            user_memory2: 1,
-            memory_attributes: 0,
-            memory_fault_info: 1,
-            gmem_flags: 3,
+            ..crate::kvm::caps::host_618()
         };
         Caps {
             release: "6.18.0".into(),

@@ -4,6 +4,8 @@
 //! per VM type, the answers of a VM of that type (KVM answers
 //! KVM_CAP_GUEST_MEMFD, GUEST_MEMFD_FLAGS and MEMORY_ATTRIBUTES per VM type).
 
+use protocol::ktap;
+
 use crate::kvm::{
     self, Vm, VmType, GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_MEMORY_FAULT_INFO,
@@ -191,10 +193,10 @@ impl VmCaps {
     /// `KVM_CAP_X=value` pairs for the `# caps` report line.
     fn report(&self) -> String {
         if let Some(why) = &self.kvm_error {
-            return format!("unavailable (/dev/kvm: {why})");
+            return format!("{} (/dev/kvm: {why})", ktap::CAPS_UNAVAILABLE);
         }
         if self.unavailable.is_some() {
-            return "unavailable".into();
+            return ktap::CAPS_UNAVAILABLE.into();
         }
         format!(
             "KVM_CAP_GUEST_MEMFD={} KVM_CAP_USER_MEMORY2={} KVM_CAP_MEMORY_ATTRIBUTES={:#x} \
@@ -239,20 +241,20 @@ impl Lack {
     pub fn token(&self) -> String {
         match self {
             Lack::Kvm => "/dev/kvm".into(),
-            Lack::VmType(t) => format!("vm_type={}", t.suffix()),
+            Lack::VmType(t) => format!("{}{}", ktap::LACK_VM_TYPE, t.suffix()),
             Lack::Cap(c) => (*c).into(),
             Lack::Bits(c, bits) => format!("{c}&{bits:#x}"),
             Lack::AnyOf(v) => v.iter().map(Lack::token).collect::<Vec<_>>().join("|"),
             // The token ends at the first ": " and holds no spaces or `|`.
-            Lack::Env(what) => format!("env={}", what.replace([' ', '|', ':'], "_")),
-            Lack::Boot(param) => format!("boot={param}"),
-            Lack::Numa(nodes) => format!("numa={nodes}"),
+            Lack::Env(what) => format!("{}{}", ktap::LACK_ENV, what.replace([' ', '|', ':'], "_")),
+            Lack::Boot(param) => format!("{}{param}", ktap::LACK_BOOT),
+            Lack::Numa(nodes) => format!("{}{nodes}", ktap::LACK_NUMA),
         }
     }
 
     /// The skip reason: `lacks TOKEN: why`.
     pub fn skip_reason(&self, why: &str) -> String {
-        format!("lacks {}: {why}", self.token())
+        ktap::skip_reason(&self.token(), why)
     }
 }
 
@@ -383,10 +385,15 @@ impl Caps {
                             .map(|(n, v)| format!("KVM_CAP_{n}={:#x}", (*v).max(0))),
                     )
                     .collect();
-            out.push(format!("caps system {}", sys.join(" ")));
+            out.push(format!("{}system {}", ktap::CAPS, sys.join(" ")));
         }
         for v in &self.vms {
-            out.push(format!("caps {} {}", v.vm_type.suffix(), v.report()));
+            out.push(format!(
+                "{}{} {}",
+                ktap::CAPS,
+                v.vm_type.suffix(),
+                v.report()
+            ));
         }
         out
     }
@@ -475,24 +482,26 @@ fn probe_vm_type(t: VmType, vm_types: i32, create_gmem: i32) -> VmCaps {
     }
 }
 
+/// Test fixture: the answers of a 6.18 host's default VM (MMAP|INIT_SHARED,
+/// no attributes), for the unit tests here and of the runner.
+#[cfg(test)]
+pub(crate) fn host_618() -> VmCaps {
+    VmCaps {
+        vm_type: VmType::Default,
+        kvm_error: None,
+        unavailable: None,
+        guest_memfd: 1,
+        create_gmem: 1,
+        user_memory2: 1,
+        memory_attributes: 0,
+        memory_fault_info: 1,
+        gmem_flags: 3,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// This host: 6.18, default VM only, MMAP|INIT_SHARED, no attributes.
-    fn host_618() -> VmCaps {
-        VmCaps {
-            vm_type: VmType::Default,
-            kvm_error: None,
-            unavailable: None,
-            guest_memfd: 1,
-            create_gmem: 1,
-            user_memory2: 1,
-            memory_attributes: 0,
-            memory_fault_info: 1,
-            gmem_flags: 3,
-        }
-    }
 
     /// 6.1 + series, upstream 6.8 uAPI, SW_PROTECTED VM.
     fn series_sw_protected() -> VmCaps {

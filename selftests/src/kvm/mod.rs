@@ -9,7 +9,7 @@ use kvm_bindings::{
     kvm_create_guest_memfd, kvm_memory_attributes, kvm_userspace_memory_region,
     kvm_userspace_memory_region2,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 pub mod caps;
 
@@ -96,12 +96,42 @@ impl VmType {
     }
 }
 
-/// A VM: its own /dev/kvm handle and the VM fd.
+/// A VM: its own /dev/kvm handle and the VM fd (its [`AsRawFd`]).
 pub struct Vm {
-    pub fd: VmFd,
-    pub kvm: Kvm,
-    pub vm_type: VmType,
+    fd: VmFd,
+    kvm: Kvm,
+    vm_type: VmType,
 }
+
+/// Why [`Vm::create`] failed: which step, and the errno it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateVmError {
+    /// Opening /dev/kvm.
+    OpenKvm(Errno),
+    /// KVM_CREATE_VM with this type.
+    CreateVm(VmType, Errno),
+}
+
+impl CreateVmError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            CreateVmError::OpenKvm(e) | CreateVmError::CreateVm(_, e) => e.errno(),
+        }
+    }
+}
+
+impl std::fmt::Display for CreateVmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateVmError::OpenKvm(e) => write!(f, "open /dev/kvm: {}", ename(e)),
+            CreateVmError::CreateVm(t, e) => {
+                write!(f, "KVM_CREATE_VM({}): {}", t.uapi_name(), ename(e))
+            }
+        }
+    }
+}
+
+impl std::error::Error for CreateVmError {}
 
 /// One KVM_SET_USER_MEMORY_REGION2 request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,12 +167,35 @@ impl Region {
 }
 
 impl Vm {
-    pub fn create(vm_type: VmType) -> Result<Vm, String> {
-        let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {}", ename(&e)))?;
+    pub fn create(vm_type: VmType) -> Result<Vm, CreateVmError> {
+        let kvm = Kvm::new().map_err(CreateVmError::OpenKvm)?;
         let fd = kvm
             .create_vm_with_type(vm_type.raw())
-            .map_err(|e| format!("KVM_CREATE_VM({}): {}", vm_type.uapi_name(), ename(&e)))?;
+            .map_err(|e| CreateVmError::CreateVm(vm_type, e))?;
         Ok(Vm { fd, kvm, vm_type })
+    }
+
+    pub fn vm_type(&self) -> VmType {
+        self.vm_type
+    }
+
+    /// This VM's own /dev/kvm fd.
+    pub fn system_fd(&self) -> RawFd {
+        self.kvm.as_raw_fd()
+    }
+
+    pub fn create_vcpu(&self, id: u64) -> SysResult<VcpuFd> {
+        self.fd.create_vcpu(id)
+    }
+
+    /// KVM_SET_TSS_ADDR (x86 needs it before a vCPU runs in real mode).
+    pub fn set_tss_address(&self, addr: usize) -> SysResult<()> {
+        self.fd.set_tss_address(addr)
+    }
+
+    /// KVM_GET_DIRTY_LOG of `slot` (an address-space-qualified slot id).
+    pub fn get_dirty_log(&self, slot: u32, size: usize) -> SysResult<Vec<u64>> {
+        self.fd.get_dirty_log(slot, size)
     }
 
     /// KVM_CHECK_EXTENSION on the VM fd (VM-type specific answers).
@@ -153,10 +206,6 @@ impl Vm {
     /// KVM_CHECK_EXTENSION on /dev/kvm (what the kernel supports for some VM).
     pub fn check_system(&self, cap: u32) -> i32 {
         self.kvm.check_extension_raw(cap as libc::c_ulong)
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 
     /// KVM_CREATE_GUEST_MEMFD with an arbitrary (possibly invalid) request.
@@ -209,12 +258,17 @@ impl Vm {
     }
 
     pub fn set_attributes(&self, gpa: u64, size: u64, attributes: u64) -> SysResult<()> {
-        self.fd.set_memory_attributes(kvm_memory_attributes {
+        self.set_attributes_raw(kvm_memory_attributes {
             address: gpa,
             size,
             attributes,
             flags: 0,
         })
+    }
+
+    /// KVM_SET_MEMORY_ATTRIBUTES with an arbitrary (possibly invalid) request.
+    pub fn set_attributes_raw(&self, request: kvm_memory_attributes) -> SysResult<()> {
+        self.fd.set_memory_attributes(request)
     }
 }
 
@@ -222,6 +276,12 @@ impl Vm {
 pub struct GmemFile {
     file: File,
     pub size: u64,
+}
+
+impl AsRawFd for Vm {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 impl AsRawFd for GmemFile {
@@ -234,13 +294,9 @@ pub const FALLOC_KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
 pub const FALLOC_PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE;
 
 impl GmemFile {
-    pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
-    }
-
     pub fn fallocate(&self, mode: i32, offset: u64, len: u64) -> SysResult<()> {
         // SAFETY: plain syscall on an fd we own.
-        let r = unsafe { libc::fallocate64(self.fd(), mode, offset as i64, len as i64) };
+        let r = unsafe { libc::fallocate64(self.as_raw_fd(), mode, offset as i64, len as i64) };
         if r == 0 {
             Ok(())
         } else {
@@ -260,7 +316,7 @@ impl GmemFile {
         // SAFETY: st is a valid out buffer.
         unsafe {
             let mut st: libc::stat64 = std::mem::zeroed();
-            if libc::fstat64(self.fd(), &mut st) == 0 {
+            if libc::fstat64(self.as_raw_fd(), &mut st) == 0 {
                 Ok(st)
             } else {
                 Err(last())
@@ -269,7 +325,7 @@ impl GmemFile {
     }
 
     pub fn mmap(&self, len: usize, flags: i32) -> SysResult<Mapping> {
-        Mapping::new(len, flags, self.fd())
+        Mapping::new(len, flags, self.as_raw_fd())
     }
 
     pub fn mmap_shared(&self, len: usize) -> SysResult<Mapping> {
@@ -278,7 +334,7 @@ impl GmemFile {
 
     pub fn read(&self, buf: &mut [u8]) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
-        let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe { libc::read(self.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             Err(last())
         } else {
@@ -288,7 +344,7 @@ impl GmemFile {
 
     pub fn write(&self, buf: &[u8]) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
-        let n = unsafe { libc::write(self.fd(), buf.as_ptr().cast(), buf.len()) };
+        let n = unsafe { libc::write(self.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
         if n < 0 {
             Err(last())
         } else {
@@ -298,7 +354,14 @@ impl GmemFile {
 
     pub fn pread(&self, buf: &mut [u8], off: u64) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
-        let n = unsafe { libc::pread64(self.fd(), buf.as_mut_ptr().cast(), buf.len(), off as i64) };
+        let n = unsafe {
+            libc::pread64(
+                self.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as i64,
+            )
+        };
         if n < 0 {
             Err(last())
         } else {
@@ -308,7 +371,8 @@ impl GmemFile {
 
     pub fn pwrite(&self, buf: &[u8], off: u64) -> SysResult<usize> {
         // SAFETY: buf valid for its length.
-        let n = unsafe { libc::pwrite64(self.fd(), buf.as_ptr().cast(), buf.len(), off as i64) };
+        let n =
+            unsafe { libc::pwrite64(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as i64) };
         if n < 0 {
             Err(last())
         } else {
@@ -415,40 +479,6 @@ impl Drop for Mapping {
         unsafe {
             libc::munmap(self.ptr.cast(), self.len);
         }
-    }
-}
-
-/// Runs `f` in a throwaway child and returns the signal that killed it, if
-/// any (used for "this access must SIGBUS").
-pub fn dies_with_signal<F: FnOnce()>(f: F) -> Result<Option<i32>, String> {
-    // SAFETY: fork; the child only runs `f` and _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", ename(&last())));
-    }
-    if pid == 0 {
-        // The signal is expected: no core dump for it.
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-        f();
-        // SAFETY: leave the child without unwinding into the parent's code.
-        unsafe { libc::_exit(0) };
-    }
-    let mut st = 0;
-    loop {
-        // SAFETY: st is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && last().errno() != libc::EINTR {
-            return Err(format!("waitpid: {}", ename(&last())));
-        }
-    }
-    if libc::WIFSIGNALED(st) {
-        Ok(Some(libc::WTERMSIG(st)))
-    } else {
-        Ok(None)
     }
 }
 

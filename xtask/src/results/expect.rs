@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use protocol::ktap;
 use serde::Deserialize;
 
 use super::Ktap;
@@ -114,21 +115,20 @@ pub enum Lack {
 /// The alternatives a skip reason says are missing, or None when the
 /// reason does not start with `lacks TOKEN: `.
 pub fn parse_lacks(reason: &str) -> Option<Vec<Lack>> {
-    let rest = reason.strip_prefix("lacks ")?;
-    let token = rest.split_once(": ").map(|(t, _)| t).unwrap_or(rest);
+    let (token, _why) = ktap::split_skip_reason(reason)?;
     Some(
         token
             .split('|')
             .map(|t| {
                 if t == "/dev/kvm" {
                     Lack::Kvm
-                } else if let Some(v) = t.strip_prefix("vm_type=") {
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_VM_TYPE) {
                     Lack::VmType(v.into())
-                } else if let Some(v) = t.strip_prefix("env=") {
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_ENV) {
                     Lack::Env(v.into())
-                } else if let Some(v) = t.strip_prefix("boot=") {
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_BOOT) {
                     Lack::Boot(v.into())
-                } else if let Some(v) = t.strip_prefix("numa=") {
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_NUMA) {
                     Lack::Numa(v.into())
                 } else if let Some((cap, mask)) = t.split_once('&') {
                     match mask

@@ -147,7 +147,7 @@ fn judge_cases(ev: &Evidence, running: Option<&str>) -> (Tally, Vec<Culprit>) {
                 c.diagnostics
                     .iter()
                     .rev()
-                    .find(|d| d.starts_with("FAIL"))
+                    .find(|d| d.starts_with(protocol::ktap::FAIL))
                     .or(c.diagnostics.last())
                     .cloned()
                     .unwrap_or_else(|| "not ok".into()),

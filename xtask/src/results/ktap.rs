@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use protocol::ktap;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -247,7 +248,7 @@ fn parse_block(
             continue;
         }
         *pos += 1;
-        if t == "KTAP version 1" || t.starts_with("TAP version") {
+        if t == ktap::VERSION_LINE || t.starts_with("TAP version") {
             continue;
         }
         if let Some(rest) = t.strip_prefix("Bail out!") {
@@ -262,7 +263,7 @@ fn parse_block(
         }
         if let Some(d) = t.strip_prefix('#') {
             let d = d.trim();
-            if let Some(rest) = d.strip_prefix("time ") {
+            if let Some(rest) = d.strip_prefix(ktap::TIME) {
                 let mut it = rest.split_whitespace();
                 if let (Some(name), Some(ms)) =
                     (it.next(), it.next().and_then(|m| m.parse::<u64>().ok()))
@@ -274,7 +275,7 @@ fn parse_block(
                     continue;
                 }
             }
-            if let Some(rest) = d.strip_prefix("totals:") {
+            if let Some(rest) = d.strip_prefix(ktap::TOTALS) {
                 let nums: Vec<usize> = rest
                     .split_whitespace()
                     .filter_map(|w| w.parse().ok())
@@ -284,13 +285,13 @@ fn parse_block(
                 }
                 continue;
             }
-            if let Some(rest) = d.strip_prefix("caps ") {
+            if let Some(rest) = d.strip_prefix(ktap::CAPS) {
                 if indent == 0 {
                     record_caps(k, rest);
                     continue;
                 }
             }
-            if let Some(name) = d.strip_prefix("begin ") {
+            if let Some(name) = d.strip_prefix(ktap::BEGIN) {
                 begun = Some(name.trim().to_string());
             }
             diags.push(d.to_string());
@@ -348,7 +349,7 @@ fn record_caps(k: &mut Ktap, rest: &str) {
     };
     let mut values = BTreeMap::new();
     for w in words {
-        if w == "unavailable" {
+        if w == ktap::CAPS_UNAVAILABLE {
             k.caps.insert(scope.to_string(), None);
             return;
         }

@@ -2,29 +2,34 @@
 
 use std::sync::OnceLock;
 
+use protocol::kmsg::{self, Edge};
+use protocol::taint;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::ktap::re;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SplatKind {
-    Warning,
-    Bug,
-    Kasan,
-    Ubsan,
-    Lockdep,
-    GeneralProtectionFault,
-    Oops,
-    RcuStall,
-    HungTask,
-    SoftLockup,
-    Panic,
+pub use protocol::splat::{classify as classify_splat, SplatKind};
+
+/// `SplatKind` in results files: its snake_case name.
+mod kind_name {
+    use protocol::splat::SplatKind;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &SplatKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SplatKind, D::Error> {
+        let name = String::deserialize(d)?;
+        SplatKind::from_name(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown splat kind `{name}`")))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Splat {
+    #[serde(with = "kind_name")]
     pub kind: SplatKind,
     /// The headline (timestamp stripped).
     pub title: String,
@@ -50,81 +55,9 @@ pub fn strip_kmsg_prefix(line: &str) -> &str {
     &line[end..]
 }
 
-/// Decide whether a (prefix-stripped) kernel log line starts a splat.
-///
-/// Anchored at the start of the message on purpose: reports begin with
-/// their keyword (`WARNING: CPU: 0 PID: 1 at ...`, `BUG: KASAN: ...`),
-/// while benign lines carry the word after a subsystem prefix (`Spectre V2 :
-/// WARNING: Unprivileged eBPF is enabled ...`). A bare `WARNING:` line
-/// counts only in the shapes __warn() and lockdep print; others (e.g. the
-/// deprecation notice `WARNING: The mand mount option ...`) are not splats.
-pub fn classify_splat(msg: &str) -> Option<SplatKind> {
-    static WARN: OnceLock<Regex> = OnceLock::new();
-    static LOCKDEP: OnceLock<Regex> = OnceLock::new();
-    static BUG: OnceLock<Regex> = OnceLock::new();
-    static RCU: OnceLock<Regex> = OnceLock::new();
-    let warn = re(&WARN, r"^WARNING: (?:CPU: \d+ PID: \d+ at |at )");
-    let lockdep = re(
-        &LOCKDEP,
-        r"^WARNING: (?:possible (?:circular|recursive|irq lock inversion) |inconsistent lock state|bad unlock balance|suspicious RCU usage|held lock freed|lock held (?:when|at)|\S+ lock order detected|bad contention detected|Nested lock was not taken|\S+/\d+ still has locks held|.*-safe -> .*-unsafe lock order detected|possible deadlock)",
-    );
-    let bug = re(&BUG, r"^(?:[\w./-]+: )?BUG: ");
-    let rcu = re(&RCU, r"^(?:rcu: )?INFO: rcu_\w+ (?:self-)?detected stalls?");
-    let msg = msg.trim_end();
-    if lockdep.is_match(msg) {
-        return Some(SplatKind::Lockdep);
-    }
-    if warn.is_match(msg) {
-        return Some(SplatKind::Warning);
-    }
-    if bug.is_match(msg) {
-        if msg.contains("BUG: KASAN:") {
-            return Some(SplatKind::Kasan);
-        }
-        if msg.contains("soft lockup") {
-            return Some(SplatKind::SoftLockup);
-        }
-        return Some(SplatKind::Bug);
-    }
-    if msg.starts_with("kernel BUG at ") {
-        return Some(SplatKind::Bug);
-    }
-    if msg.starts_with("KASAN: ") {
-        return Some(SplatKind::Kasan);
-    }
-    if msg.starts_with("UBSAN: ") {
-        return Some(SplatKind::Ubsan);
-    }
-    if msg.starts_with("general protection fault") {
-        return Some(SplatKind::GeneralProtectionFault);
-    }
-    if msg.starts_with("Oops: ") || msg.starts_with("Oops#") {
-        return Some(SplatKind::Oops);
-    }
-    if rcu.is_match(msg) {
-        return Some(SplatKind::RcuStall);
-    }
-    if msg.starts_with("INFO: task ") && msg.contains(" blocked for more than ") {
-        return Some(SplatKind::HungTask);
-    }
-    if msg.starts_with("Watchdog detected hard LOCKUP")
-        || msg.starts_with("NMI watchdog: Watchdog detected hard LOCKUP")
-    {
-        return Some(SplatKind::SoftLockup);
-    }
-    if msg.starts_with("Kernel panic - not syncing") {
-        return Some(SplatKind::Panic);
-    }
-    None
-}
-
-/// The selftests' kmsg markers.
+/// The selftests' kmsg markers: (begin?, case name).
 fn marker(msg: &str) -> Option<(bool, &str)> {
-    let rest = msg.strip_prefix("gmem-selftests: ")?;
-    if let Some(n) = rest.strip_prefix("begin ") {
-        return Some((true, n.trim()));
-    }
-    rest.strip_prefix("end ").map(|n| (false, n.trim()))
+    kmsg::parse_marker(msg).map(|(edge, name)| (edge == Edge::Begin, name))
 }
 
 /// Scan a kernel log for splats, attributing each to the test running
@@ -205,35 +138,14 @@ pub fn scan_splats(log: &str) -> Vec<Splat> {
     splats
 }
 
-/// Taint flag letters for /proc/sys/kernel/tainted (kernel/panic.c order).
+/// Taint flag letters for /proc/sys/kernel/tainted, from the kernel's table.
 pub fn decode_taint(value: u64) -> String {
-    const FLAGS: [(char, &str); 19] = [
-        ('P', "proprietary module"),
-        ('F', "forced module load"),
-        ('S', "unsafe SMP"),
-        ('R', "forced module unload"),
-        ('M', "machine check"),
-        ('B', "bad page"),
-        ('U', "user request"),
-        ('D', "kernel died (oops/BUG)"),
-        ('A', "ACPI table override"),
-        ('W', "warning (WARN)"),
-        ('C', "staging driver"),
-        ('I', "firmware workaround"),
-        ('O', "out-of-tree module"),
-        ('E', "unsigned module"),
-        ('L', "soft lockup"),
-        ('K', "live patched"),
-        ('X', "auxiliary"),
-        ('T', "randstruct"),
-        ('N', "test"),
-    ];
-    let mut v = Vec::new();
-    for (bit, (c, what)) in FLAGS.iter().enumerate() {
-        if value & (1 << bit) != 0 {
-            v.push(format!("{c} ({what}, {})", 1u64 << bit));
-        }
-    }
+    let v: Vec<String> = taint::bits(value)
+        .map(|bit| match taint::flag_of(bit) {
+            Some(f) => format!("{} ({}, {})", f.letter, f.meaning, 1u64 << bit),
+            None => format!("bit {bit} (unknown, {})", 1u64 << bit),
+        })
+        .collect();
     if v.is_empty() {
         "none".into()
     } else {
