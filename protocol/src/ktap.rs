@@ -26,10 +26,12 @@ pub const FAIL: &str = "FAIL: ";
 /// programs), then the explanation.
 pub const LACKS: &str = "lacks ";
 /// Skip tokens other than `KVM_CAP_X[&MASK]` and `/dev/kvm` start with one
-/// of these: a VM type, something outside KVM, a boot-time parameter.
+/// of these: a VM type, something outside KVM, a boot-time parameter, a
+/// number of guest NUMA nodes.
 pub const LACK_VM_TYPE: &str = "vm_type=";
 pub const LACK_ENV: &str = "env=";
 pub const LACK_BOOT: &str = "boot=";
+pub const LACK_NUMA: &str = "numa=";
 
 /// `lacks TOKEN: why`, the one way a skip reason is written.
 pub fn skip_reason(token: &str, why: &str) -> String {

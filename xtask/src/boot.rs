@@ -266,6 +266,9 @@ pub struct VngSpec {
     pub exec: String,
     /// Extra kernel command line.
     pub append: Vec<String>,
+    /// vng `--numa` values, one per guest NUMA node ([`numa_layout`]);
+    /// empty for QEMU's single node.
+    pub numa: Vec<String>,
 }
 
 /// The vng argument vector (without the program name).
@@ -290,6 +293,10 @@ pub fn vng_args(spec: &VngSpec) -> Vec<OsString> {
             // from the host.
         }
     }
+    for node in &spec.numa {
+        a.push("--numa".into());
+        a.push(node.into());
+    }
     let mut rw = OsString::from("--rwdir=");
     rw.push(spec.rwdir.as_os_str());
     a.push(rw);
@@ -300,6 +307,50 @@ pub fn vng_args(spec: &VngSpec) -> Vec<OsString> {
     a.push("--exec".into());
     a.push(spec.exec.clone().into());
     a
+}
+
+/// vng `--numa` values giving the guest `nodes` NUMA nodes: `memory` (a
+/// QEMU size: a number of MiB or one with an M/G suffix) split evenly, the
+/// `cpus` vCPUs spread over the first nodes in order (a node left without a
+/// vCPU is memory-only). vng wants the nodes' sizes to add up to its
+/// `--memory`, so an uneven split is refused rather than rounded.
+pub fn numa_layout(nodes: u32, cpus: u32, memory: &str) -> Result<Vec<String>> {
+    if nodes < 2 {
+        bail!("--numa {nodes}: give 2 or more nodes (one node is what a guest has without --numa)");
+    }
+    let mib = parse_mib(memory).with_context(|| {
+        format!("--memory {memory}: --numa needs a size in MiB or with an M or G suffix, e.g. 2G")
+    })?;
+    if mib % u64::from(nodes) != 0 {
+        bail!("--memory {memory} ({mib} MiB) does not split evenly into {nodes} NUMA nodes: choose a multiple of {nodes} MiB");
+    }
+    let per = mib / u64::from(nodes);
+    if per < 128 {
+        bail!("--memory {memory} gives each of {nodes} NUMA nodes {per} MiB: give each at least 128 MiB");
+    }
+    Ok((0..nodes)
+        .map(|n| {
+            // vCPUs [first, last) of node n; nodes past the vCPU count get none.
+            let first = u64::from(n) * u64::from(cpus) / u64::from(nodes);
+            let last = u64::from(n + 1) * u64::from(cpus) / u64::from(nodes);
+            match (first, last) {
+                (f, l) if l == f => format!("{per}M"),
+                (f, l) if l == f + 1 => format!("{per}M,cpus={f}"),
+                (f, l) => format!("{per}M,cpus={f}-{}", l - 1),
+            }
+        })
+        .collect())
+}
+
+/// A QEMU memory size in MiB: `2048`, `2048M`, `2G`.
+fn parse_mib(size: &str) -> Option<u64> {
+    let s = size.trim();
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 'G' | 'g') => (&s[..i], 1024),
+        (i, 'M' | 'm') => (&s[..i], 1),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().filter(|&n| n > 0).map(|n| n * mul)
 }
 
 /// Kernel arguments every run gets: /dev/kmsg writes from the selftests'
@@ -609,6 +660,7 @@ pub fn bench_boot() -> Result<ExitCode> {
             rwdir: dir.clone(),
             exec: "true".into(),
             append: default_append(),
+            numa: Vec::new(),
         };
         let boot = |spec: &VngSpec| {
             let timeout = Duration::from_secs(600);
@@ -663,4 +715,58 @@ pub fn newest_image() -> Option<PathBuf> {
         })
         .max_by_key(|(t, _)| *t)
         .map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod numa_tests {
+    use super::*;
+
+    #[test]
+    fn two_nodes_split_memory_and_vcpus() {
+        assert_eq!(
+            numa_layout(2, 2, "2G").unwrap(),
+            ["1024M,cpus=0", "1024M,cpus=1"]
+        );
+        assert_eq!(
+            numa_layout(2, 4, "4096M").unwrap(),
+            ["2048M,cpus=0-1", "2048M,cpus=2-3"]
+        );
+        // More nodes than vCPUs: the last nodes are memory-only.
+        assert_eq!(
+            numa_layout(3, 1, "768").unwrap(),
+            ["256M", "256M", "256M,cpus=0"]
+        );
+    }
+
+    #[test]
+    fn bad_numa_requests_say_what_to_change() {
+        let err = |n, m: &str| format!("{:#}", numa_layout(n, 2, m).unwrap_err());
+        assert!(err(1, "2G").contains("give 2 or more nodes"));
+        assert!(err(2, "2T").contains("--memory 2T"));
+        assert!(err(3, "2G").contains("does not split evenly into 3"));
+        assert!(err(4, "256M").contains("at least 128 MiB"));
+    }
+
+    #[test]
+    fn numa_values_reach_vng() {
+        let spec = VngSpec {
+            image: "bzImage".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory: "2G".into(),
+            rwdir: "/tmp/run".into(),
+            exec: "true".into(),
+            append: Vec::new(),
+            numa: numa_layout(2, 2, "2G").unwrap(),
+        };
+        let args: Vec<String> = vng_args(&spec)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = args.iter().position(|a| a == "--numa").unwrap();
+        assert_eq!(
+            &args[at..at + 4],
+            ["--numa", "1024M,cpus=0", "--numa", "1024M,cpus=1"]
+        );
+    }
 }

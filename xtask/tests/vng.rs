@@ -13,6 +13,7 @@ fn spec(accel: Accel) -> VngSpec {
         rwdir: PathBuf::from("/w/target/results/20261125-170000-base+gmem-tcg"),
         exec: "sh /w/target/results/20261125-170000-base+gmem-tcg/guest.sh".into(),
         append: default_append(),
+        numa: Vec::new(),
     }
 }
 

@@ -22,6 +22,7 @@ pub const CASES: &[Case] = &[
     case!(gmem_overlap_disjoint_gpa, needs: NEEDS),
     case!(modify_gmem_slot_einval, needs: NEEDS),
     case!(delete_then_rebind, needs: NEEDS),
+    case!(failed_create_releases_range, needs: NEEDS),
     case!(file_keeps_vm_alive, needs: NEEDS),
 ];
 
@@ -302,6 +303,53 @@ fn delete_then_rebind(tx: &Tx) -> TestResult {
         "slot 0 on the rest of the file",
         b.vm.set_region2(&b.region(0, 0, 4, 4)),
     )?;
+    Ok(())
+}
+
+/// GPA of a slot no x86 MMU can map: gfn 2^40 is above kvm_mmu_max_gfn()
+/// for every MAXPHYADDR (at most 52 bits), while the generic memslot checks
+/// only refuse a GPA range that wraps around.
+const UNMAPPABLE_GPA: u64 = 1 << 52;
+
+/// A memslot creation that fails after the guest_memfd range was bound (the
+/// arch code refuses a GPA above the MMU's largest gfn, in
+/// kvm_arch_prepare_memory_region(), which runs after kvm_gmem_bind()) must
+/// release the range again, as upstream's `out_unbind` does: the same range
+/// binds afterwards, through the same slot id and through another one.
+fn failed_create_releases_range(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let high = Region {
+        gpa: UNMAPPABLE_GPA,
+        ..b.region(0, 0, 4, 0)
+    };
+    expect_errno(
+        &format!("slot 0 at GPA {UNMAPPABLE_GPA:#x} on file pages 0..4"),
+        b.vm.set_region2(&high),
+        libc::EINVAL,
+    )?;
+    expect_ok(
+        "slot 0 on the same file pages at a mappable GPA",
+        b.vm.set_region2(&b.region(0, 0, 4, 0)),
+    )?;
+    expect_ok("delete slot 0", b.vm.delete_region(&b.region(0, 0, 4, 0)))?;
+    expect_errno(
+        &format!("slot 1 at GPA {UNMAPPABLE_GPA:#x} on file pages 2..6"),
+        b.vm.set_region2(&Region {
+            slot: 1,
+            gpa: UNMAPPABLE_GPA,
+            ..b.region(1, 0, 4, 2)
+        }),
+        libc::EINVAL,
+    )?;
+    expect_ok(
+        "slot 2 on file pages 0..8 (covers both failed ranges)",
+        b.vm.set_region2(&b.region(2, 0, FILE_PAGES, 0)),
+    )?;
+    // Closing the file before the VM walks the file's bindings: a stale one
+    // would point at a freed memslot (KASAN builds report it here).
+    let Bind { vm, gmem, .. } = b;
+    drop(gmem);
+    drop(vm);
     Ok(())
 }
 

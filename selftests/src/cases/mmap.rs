@@ -1,8 +1,10 @@
 //! mmap() of guest_memfd (GUEST_MEMFD_FLAG_MMAP, 6.18+).
 
+use std::path::Path;
+
 use crate::harness::case::{ensure, expect_errno, fail, Case, OrFail, Stop, TestResult, Tx};
 use crate::harness::isolate::{dies_with_signal, signal_name};
-use crate::kvm::caps::Need;
+use crate::kvm::caps::{Lack, Need};
 use crate::kvm::{errno_name, Errno, Mapping, GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
 use std::os::fd::AsRawFd;
 
@@ -143,10 +145,11 @@ fn past_eof_sigbus(tx: &Tx) -> TestResult {
 }
 
 /// The online NUMA nodes, from /sys/devices/system/node/online.
-fn online_nodes() -> Result<Vec<u32>, String> {
-    let path = "/sys/devices/system/node/online";
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    parse_node_list(&text).ok_or_else(|| format!("{path}: cannot parse {text:?}"))
+pub const NODE_ONLINE: &str = "/sys/devices/system/node/online";
+
+pub fn online_nodes() -> Result<Vec<u32>, String> {
+    let text = std::fs::read_to_string(NODE_ONLINE).map_err(|e| format!("{NODE_ONLINE}: {e}"))?;
+    parse_node_list(&text).ok_or_else(|| format!("{NODE_ONLINE}: cannot parse {text:?}"))
 }
 
 /// A kernel node list such as "0-1,3" (a trailing newline is fine).
@@ -166,15 +169,26 @@ fn parse_node_list(text: &str) -> Option<Vec<u32>> {
 /// Skips unless nodes 0 and 1 are online (upstream's
 /// is_multi_numa_node_system()); a one-node guest has nowhere to place pages.
 fn need_two_nodes(tx: &Tx) -> Result<(), Stop> {
+    if !Path::new(NODE_ONLINE).exists() {
+        return Err(Stop::lacking(
+            Lack::Numa(2),
+            format!(
+                "no {NODE_ONLINE}: the kernel is built without CONFIG_NUMA (the numa fragment)"
+            ),
+        ));
+    }
     let nodes = online_nodes().map_err(Stop::Fail)?;
     tx.diag(format!("online NUMA nodes {nodes:?}"));
     if nodes.contains(&0) && nodes.contains(&1) {
         Ok(())
     } else {
-        Err(Stop::Skip(format!(
-            "NUMA nodes 0 and 1 not both online (online: {nodes:?}): one node leaves nowhere \
-             else to place pages (QEMU -numa gives a guest two)"
-        )))
+        Err(Stop::lacking(
+            Lack::Numa(2),
+            format!(
+                "NUMA nodes 0 and 1 not both online (online: {nodes:?}): one node leaves nowhere \
+                 else to place pages (`cargo xtask test --numa 2` gives a guest two)"
+            ),
+        ))
     }
 }
 

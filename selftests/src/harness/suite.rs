@@ -131,6 +131,18 @@ pub fn run(opts: &Options) -> u8 {
     }
 }
 
+/// The guest's NUMA nodes, for the record (the mbind cases need two).
+fn numa_note() -> String {
+    use crate::cases::mmap::{online_nodes, NODE_ONLINE};
+    if !std::path::Path::new(NODE_ONLINE).exists() {
+        return format!("numa: no {NODE_ONLINE} (kernel without CONFIG_NUMA)");
+    }
+    match online_nodes() {
+        Ok(nodes) => format!("numa: {} online node(s) {nodes:?}", nodes.len()),
+        Err(e) => format!("numa: {e}"),
+    }
+}
+
 /// Runs `list` and writes KTAP to `out`; returns whether any case failed.
 pub fn run_instances<W: Write>(
     list: &[Instance],
@@ -150,6 +162,7 @@ pub fn run_instances<W: Write>(
     for n in &monitor.notes {
         k.diag(n)?;
     }
+    k.diag(&numa_note())?;
     k.diag(&format!("per-case timeout {}", secs(timeout)))?;
 
     let mut area_ms: BTreeMap<&str, u128> = BTreeMap::new();

@@ -222,7 +222,9 @@ impl VmCaps {
 /// - `A|B`: none of the alternatives is there (the case could use any);
 /// - `env=WHAT`: something outside KVM (a file, a permission) is missing;
 /// - `boot=PARAM=VALUE`: the case needs a boot the run was not given (a
-///   read-only module parameter set otherwise).
+///   read-only module parameter set otherwise);
+/// - `numa=N`: the case needs a guest with at least N online NUMA nodes
+///   (`cargo xtask test --numa N` on a kernel with CONFIG_NUMA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lack {
     Kvm,
@@ -232,6 +234,7 @@ pub enum Lack {
     AnyOf(Vec<Lack>),
     Env(String),
     Boot(&'static str),
+    Numa(u32),
 }
 
 impl Lack {
@@ -245,6 +248,7 @@ impl Lack {
             // The token ends at the first ": " and holds no spaces or `|`.
             Lack::Env(what) => format!("{}{}", ktap::LACK_ENV, what.replace([' ', '|', ':'], "_")),
             Lack::Boot(param) => format!("{}{param}", ktap::LACK_BOOT),
+            Lack::Numa(nodes) => format!("{}{nodes}", ktap::LACK_NUMA),
         }
     }
 

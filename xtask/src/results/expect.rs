@@ -106,6 +106,8 @@ pub enum Lack {
     Env(String),
     /// A boot parameter the run was not given (`boot=PARAM=VALUE`).
     Boot(String),
+    /// A guest with this many NUMA nodes (`numa=N`).
+    Numa(String),
     /// A token of no known shape.
     Unknown(String),
 }
@@ -126,6 +128,8 @@ pub fn parse_lacks(reason: &str) -> Option<Vec<Lack>> {
                     Lack::Env(v.into())
                 } else if let Some(v) = t.strip_prefix(ktap::LACK_BOOT) {
                     Lack::Boot(v.into())
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_NUMA) {
+                    Lack::Numa(v.into())
                 } else if let Some((cap, mask)) = t.split_once('&') {
                     match mask
                         .strip_prefix("0x")
@@ -204,6 +208,9 @@ impl KernelExpect {
             // A boot with a non-default parameter (one the kernel makes
             // read-only) is another lane's job: the default boot lacks it.
             Lack::Boot(_) => Ok(false),
+            // Likewise a guest with several NUMA nodes (`--numa N`, a kernel
+            // with the numa fragment): a default boot has one node.
+            Lack::Numa(_) => Ok(false),
             Lack::Unknown(t) => Err(format!(
                 "skipped for `{t}`, which is no `lacks` token the judge knows"
             )),
@@ -265,6 +272,7 @@ fn lack_name(lack: &Lack) -> String {
         Lack::Bits(c, m) => format!("{c} bits {m:#x}"),
         Lack::Env(e) => format!("{e} (environment)"),
         Lack::Boot(b) => format!("a boot with {b}"),
+        Lack::Numa(n) => format!("a guest with {n} NUMA nodes"),
         Lack::Unknown(t) => t.clone(),
     }
 }
@@ -339,6 +347,15 @@ mod tests {
             Some(vec![Lack::VmType("sw_protected".into())])
         );
         assert_eq!(parse_lacks("lacks /dev/kvm: ENOENT"), Some(vec![Lack::Kvm]));
+        assert_eq!(
+            parse_lacks("lacks numa=2: NUMA nodes 0 and 1 not both online"),
+            Some(vec![Lack::Numa("2".into())])
+        );
+        // Another lane's job, like a boot parameter: due on a default boot.
+        assert_eq!(
+            series().unexpected_skip("default", "lacks numa=2: one node"),
+            None
+        );
         assert_eq!(
             parse_lacks("lacks boot=kvm.tdp_mmu=0: read-only"),
             Some(vec![Lack::Boot("kvm.tdp_mmu=0".into())])

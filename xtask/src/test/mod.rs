@@ -67,6 +67,11 @@ pub struct TestArgs {
     /// Extra guest kernel command line (repeatable).
     #[arg(long)]
     pub append: Vec<String>,
+    /// Give the guest N NUMA nodes (vng --numa): --memory split evenly,
+    /// the vCPUs spread over them. The kernel needs CONFIG_NUMA (the `numa`
+    /// fragment: `--config gmem,numa`).
+    #[arg(long, value_name = "N", conflicts_with = "host")]
+    pub numa: Option<u32>,
     /// Run a shell command in the guest instead of the selftests (boot check).
     #[arg(long, conflicts_with_all = ["host", "mutant", "mutants"])]
     pub exec: Option<String>,
@@ -99,6 +104,8 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
             return Ok(code);
         }
     }
+    // Refuse a --numa the guest cannot be given before any build starts.
+    numa_layout(&args)?;
     if !args.host {
         use crate::doctor::Stage;
         let stages: &[Stage] = match (&args.kernel, &args.tree) {
@@ -124,6 +131,14 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The vng `--numa` values `--numa N` asks for (none without it).
+fn numa_layout(args: &TestArgs) -> Result<Vec<String>> {
+    match args.numa {
+        Some(n) => boot::numa_layout(n, args.cpus, &args.memory),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Build (or find) the selftests binary.
@@ -349,6 +364,7 @@ pub fn boot_image(
     std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
     let mut append = boot::default_append();
     append.extend(args.append.iter().cloned());
+    let numa = numa_layout(args)?;
     let spec = VngSpec {
         image: image.clone(),
         accel: choice.accel,
@@ -357,6 +373,7 @@ pub fn boot_image(
         rwdir: dir.clone(),
         exec: format!("sh {}", boot::sh_quote(&script.display().to_string())),
         append,
+        numa,
     };
     let vng_args = boot::vng_args(&spec);
     let mut command = vec!["vng".to_string()];
@@ -658,6 +675,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         cpus: 2,
         memory: "2G".into(),
         append: Vec::new(),
+        numa: None,
         exec: None,
         mutant: None,
         mutants: None,
