@@ -8,9 +8,9 @@
 //! regenerated into a side file and only copied over `.config` when it
 //! differs, so an unchanged config does not touch a single object.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -89,7 +89,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     }
     let tree = match &args.tree {
         Some(t) => t.clone(),
-        None => default_series_checkout()?,
+        None => crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree,
     };
     let plan = plan(&tree, &fragments, args.jobs, !args.no_ccache)?;
     configure(&plan)?;
@@ -124,7 +124,7 @@ pub fn plan(
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let ccache = want_ccache && which("ccache").is_some();
+    let ccache = want_ccache && util::which("ccache").is_some();
     Ok(BuildPlan {
         tree,
         fragments: fragments.to_vec(),
@@ -159,10 +159,13 @@ pub fn check_tree(tree: &Path) -> Result<PathBuf> {
 
 /// `target/kbuild/<tree-name>-<8 hex of sha256(path)>/<frag+frag>`.
 pub fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
-    util::kernel_dir()
-        .join("kbuild")
-        .join(tree_id(tree))
-        .join(fragments.join("+"))
+    tree_build_root(tree).join(fragments.join("+"))
+}
+
+/// `kbuild/<tree-id>/`: the build directories of one tree, and the scratch
+/// worktree the series is checked out in.
+pub fn tree_build_root(tree: &Path) -> PathBuf {
+    util::kernel_work_dir().join("kbuild").join(tree_id(tree))
 }
 
 pub fn tree_id(tree: &Path) -> String {
@@ -172,13 +175,6 @@ pub fn tree_id(tree: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "tree".into());
     format!("{name}-{}", &hex::encode(digest)[..8])
-}
-
-pub fn which(prog: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
 }
 
 fn make_vars(plan: &BuildPlan) -> Vec<String> {
@@ -253,7 +249,7 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
         bail!(
             "generating the kernel config failed (see {}):\n{}",
             log.display(),
-            tail_lines(&String::from_utf8_lossy(&text), 15)
+            util::tail_lines(&String::from_utf8_lossy(&text), 15)
         );
     }
     let new_path = plan.dir.join(new_name);
@@ -331,11 +327,6 @@ fn strip_header(text: &str) -> String {
         .join("\n")
 }
 
-fn tail_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 60.0 {
@@ -380,7 +371,6 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
     let vars = make_vars(plan);
     let jobs = format!("-j{}", plan.jobs);
     let mut command: Command = cmd!(sh, "make {vars...} {jobs} {target}").into();
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let expected = std::fs::read_to_string(plan.dir.join("xtask-objects"))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
@@ -399,36 +389,11 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
     pb.enable_steady_tick(Duration::from_millis(250));
     pb.set_message(format!("make {target} ({})", plan.dir.display()));
     let start = Instant::now();
-    let mut child = command
-        .spawn()
-        .context("starting make (is it installed?)")?;
-    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if tx.send((false, line)).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
-                if tx.send((true, line)).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let spawned = util::spawn_lines(&mut command).context("starting make (is it installed?)")?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut compiled = 0usize;
     let mut problems: Vec<String> = Vec::new();
-    for (is_err, line) in rx {
+    for (stream, line) in spawned.lines.iter() {
         let _ = writeln!(log, "{line}");
         if let Some((verb, what)) = classify_make_line(&line) {
             if verb == "CC" || verb == "AS" {
@@ -447,21 +412,20 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
                 .strip_prefix(&format!("{}/", plan.dir.display()))
                 .unwrap_or(what);
             pb.set_message(format!("{verb} {short}"));
-        } else if is_err && (line.contains("error") || line.contains("Error")) {
+        } else if stream == util::Stream::Stderr
+            && (line.contains("error") || line.contains("Error"))
+        {
             problems.push(line);
         }
     }
-    for r in readers {
-        let _ = r.join();
-    }
-    let status = child.wait()?;
+    let status = spawned.wait()?;
     pb.finish_and_clear();
     let duration = start.elapsed();
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let mut shown: Vec<String> = problems.iter().take(20).cloned().collect();
         if shown.is_empty() {
-            shown.push(tail_lines(&text, 20));
+            shown.push(util::tail_lines(&text, 20));
         }
         bail!(
             "make {target} failed after {} ({}); errors:\n{}\nfull log: {}",
@@ -527,23 +491,9 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
         }
         return Ok(v);
     }
-    // A branch of our own, replaced on every run; the user's branches and
-    // checkout stay as they are (apply does not check out).
-    let branch = "guest_memfd/each-patch".to_string();
-    delete_branch_if_exists(tree, &branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: "guest_memfd".into(),
-        tree: tree.to_path_buf(),
-        extra: Vec::new(),
-        branch: Some(branch),
-    })
-    .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
-    println!(
-        "each-patch: series applied on branch {} ({} patches)",
-        applied.branch,
-        applied.commits.len()
-    );
-    Ok(applied
+    let checkout = crate::series::checkout(tree, &crate::series::Purpose::EachPatch)
+        .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
+    Ok(checkout
         .commits
         .into_iter()
         .filter_map(|p| p.commit.map(|c| (c, p.subject)))
@@ -560,7 +510,7 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     // The same scratch worktree (and so the same build directory) as the
     // default flow and the mutants: walking the series rebuilds only the
     // files each patch touches, and a `test` afterwards finds the tip built.
-    let scratch = scratch_worktree(&tree, "series", &commits[0].0)?;
+    let scratch = crate::series::checkout::scratch_worktree(&tree, &commits[0].0)?;
     let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
     plan.allow_undefined = true;
     let wsh = Shell::new()?;
@@ -621,91 +571,6 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     }
 }
 
-/// No --tree: the pinned tree (fetched or cached) with the series applied on
-/// the harness's own branch `<series>/v<N>-xtask` (re-created each time from
-/// patches/, so it is never stale), checked out in a scratch worktree. The
-/// user's checkout and branches are left alone.
-pub fn default_series_checkout() -> Result<PathBuf> {
-    let tree = crate::tree::ensure_default_tree().context(
-        "no --tree given and the default tree is not available; pass --tree /path/to/linux",
-    )?;
-    let tree = tree
-        .canonicalize()
-        .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
-    let branch = "guest_memfd/xtask".to_string();
-    delete_branch_if_exists(&tree, &branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: "guest_memfd".into(),
-        tree: tree.clone(),
-        extra: Vec::new(),
-        branch: Some(branch.clone()),
-    })
-    .context("applying patches/guest_memfd to the default tree")?;
-    let tip = applied
-        .commits
-        .iter()
-        .rev()
-        .find_map(|c| c.commit.clone())
-        .unwrap_or_else(|| applied.base.clone());
-    println!(
-        "series: {} patches on {} (branch {branch}, tip {})",
-        applied.commits.len(),
-        tree.display(),
-        &tip[..12.min(tip.len())]
-    );
-    scratch_worktree(&tree, "series", &tip)
-}
-
-/// A detached worktree of `tree` under target/kbuild/<tree-id>/<name>-src,
-/// checked out at `commit`. Builds of applied branches happen here, so the
-/// user's checkout is never touched; reusing it keeps builds incremental.
-pub fn scratch_worktree(tree: &Path, name: &str, commit: &str) -> Result<PathBuf> {
-    let root = util::kernel_dir().join("kbuild").join(tree_id(tree));
-    let scratch = root.join(format!("{name}-src"));
-    let sh = Shell::new()?;
-    sh.change_dir(tree);
-    if !scratch.join(".git").exists() {
-        std::fs::create_dir_all(&root)?;
-        cmd!(sh, "git worktree prune").quiet().run()?;
-        cmd!(sh, "git worktree add --quiet --detach {scratch} {commit}")
-            .quiet()
-            .run()
-            .with_context(|| format!("creating the scratch worktree {}", scratch.display()))?;
-    } else {
-        let wsh = Shell::new()?;
-        wsh.change_dir(&scratch);
-        cmd!(wsh, "git checkout --quiet --force --detach {commit}")
-            .quiet()
-            .run()
-            .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
-    }
-    Ok(scratch)
-}
-
-/// Delete a branch the harness owns (mutant and each-patch branches) so
-/// that it can be re-created; refuses when it is checked out somewhere.
-pub fn delete_branch_if_exists(tree: &Path, branch: &str) -> Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(tree);
-    let refname = format!("refs/heads/{branch}");
-    if cmd!(sh, "git show-ref --verify --quiet {refname}")
-        .quiet()
-        .run()
-        .is_ok()
-    {
-        cmd!(sh, "git branch -D {branch}")
-            .quiet()
-            .run()
-            .with_context(|| {
-                format!(
-                    "deleting the old harness branch {branch} in {}",
-                    tree.display()
-                )
-            })?;
-    }
-    Ok(())
-}
-
 /// `cargo xtask bench build`: cold build (ccache disabled, fresh directory),
 /// no-op rebuild, rebuild after touching virt/kvm/kvm_main.c. The tree is
 /// $XTASK_TREE or the default tree; the config is base+gmem, or
@@ -715,13 +580,14 @@ pub fn bench_build() -> Result<ExitCode> {
         Some(t) => PathBuf::from(t),
         // The default config needs the series (gmem.config names options it
         // adds): bench what `cargo xtask test` builds, the series checkout.
-        None => default_series_checkout()
+        None => crate::series::checkout_default_tree(&crate::series::Purpose::Default)
+            .map(|c| c.worktree)
             .context("set XTASK_TREE=/path/to/linux, or make the default series checkout work")?,
     };
     let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
     let fragments = kconfig::fragment_list(&spec)?;
     let mut p = plan(&tree, &fragments, None, false)?;
-    p.dir = util::kernel_dir()
+    p.dir = util::kernel_work_dir()
         .join("kbuild")
         .join("bench")
         .join(fragments.join("+"));
@@ -811,7 +677,7 @@ fn bench_reference_cold(fragments: &[String], base: &Built, base_objects: usize)
         progress: true,
     })?;
     let mut p = plan(&fetched.path, fragments, None, false)?;
-    p.dir = util::kernel_dir()
+    p.dir = util::kernel_work_dir()
         .join("kbuild")
         .join("bench")
         .join(format!("ref-{version}"))

@@ -540,7 +540,8 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
     // as a plain `cargo xtask test` run.
     let (tree, image) = match &spec.kind {
         Kind::Series => {
-            let tree = build::default_series_checkout()?;
+            let tree =
+                crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree;
             let fragments = crate::kconfig::fragment_list(&m.config)?;
             let plan = build::plan(&tree, &fragments, None, true)?;
             build::configure(&plan)?;
@@ -620,9 +621,9 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
     };
     let cells = cells_of(&result);
     let log_name = if matches!(spec.kind, Kind::Host) {
-        "stdout.log"
+        crate::boot::files::STDOUT_LOG
     } else {
-        "guest.log"
+        crate::boot::files::GUEST_LOG
     };
     let log = dir.join(log_name);
     let lane = Lane {

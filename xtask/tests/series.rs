@@ -1751,7 +1751,7 @@ fn b4_round_trip_of_the_formatted_fixture_series() {
 #[ignore = "needs b4 and the fetched 6.1.176 tree"]
 fn b4_round_trip_of_the_formatted_real_series() {
     let series = Series::load(&xtask::util::patches_dir().join("guest_memfd")).unwrap();
-    let fetched = xtask::util::kernel_dir()
+    let fetched = xtask::util::kernel_work_dir()
         .join("kernel")
         .join(format!("linux-{}", series.toml.base.version));
     assert!(

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod bases;
 pub mod bench;
+pub mod checkout;
 pub mod checkpatch;
 pub mod export;
 pub mod format;
@@ -21,7 +22,7 @@ pub mod outdir;
 pub mod rebase;
 mod rebase_bench;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -29,6 +30,7 @@ use clap::{Args, Subcommand};
 /// The series `patches/` holds today; every command defaults to it.
 pub const DEFAULT_SERIES: &str = "guest_memfd";
 
+pub use checkout::{checkout, checkout_default_tree, Checkout, Purpose};
 pub use model::{Series, SeriesToml};
 
 #[derive(Debug, Args)]
@@ -314,10 +316,4 @@ pub fn apply(req: &ApplyRequest) -> anyhow::Result<Applied> {
         req.branch.as_deref(),
         &apply::ApplyOptions::default(),
     )
-}
-
-/// Check out a branch `apply` created (safe: refuses to overwrite local changes).
-pub fn checkout(tree: &Path, branch: &str) -> anyhow::Result<()> {
-    let repo = apply::open_repo(tree)?;
-    apply::checkout_branch(&repo, branch)
 }

@@ -221,7 +221,7 @@ pub fn kernel_image(
     }
     let tree = match tree_override.or(args.tree.as_deref()) {
         Some(t) => t.to_path_buf(),
-        None => build::default_series_checkout()?,
+        None => crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree,
     };
     let plan = build::plan(&tree, fragments, None, true)?;
     build::configure(&plan)?;
@@ -244,7 +244,9 @@ pub fn expectation(
     series: Option<&SeriesTag>,
     fragments: Option<&[String]>,
 ) -> Result<Option<KernelExpect>> {
-    let name = series.map(|t| t.name.as_str()).unwrap_or("guest_memfd");
+    let name = series
+        .map(|t| t.name.as_str())
+        .unwrap_or(crate::series::DEFAULT_SERIES);
     let kind = match (&args.expect, series) {
         (Some(k), _) => k.as_str(),
         (None, Some(_)) => "series",
@@ -340,7 +342,7 @@ pub fn boot_image(
         .unwrap_or("kernel")
         .to_string();
     let (run_id, dir) = new_run_dir(&format!("{tag}-{}", choice.accel.name()))?;
-    let script = dir.join("guest.sh");
+    let script = dir.join(boot::files::GUEST_SCRIPT);
     let text = match (&args.exec, &bin) {
         (Some(e), _) => boot::guest_script(&dir, Path::new("/bin/sh"), &["-c".into(), e.clone()]),
         (None, Some(b)) => boot::guest_script(&dir, b, &selftest_args(args)),
@@ -355,13 +357,13 @@ pub fn boot_image(
         cpus: args.cpus,
         memory: args.memory.clone(),
         rwdir: dir.clone(),
-        exec: format!("sh {}", boot::sh_quote(&script.display().to_string())),
+        exec: format!("sh {}", util::sh_quote(&script.display().to_string())),
         append,
     };
     let vng_args = boot::vng_args(&spec);
     let mut command = vec!["vng".to_string()];
     command.extend(vng_args.iter().map(|a| a.to_string_lossy().into_owned()));
-    std::fs::write(dir.join("command"), shell_words(&command)).ok();
+    std::fs::write(dir.join(boot::files::COMMAND), util::shell_words(&command)).ok();
     let boot_timeout = Duration::from_secs(args.boot_timeout.unwrap_or(match choice.accel {
         Accel::Tcg => 180,
         Accel::Kvm => 60,
@@ -369,7 +371,7 @@ pub fn boot_image(
     let run_timeout = Duration::from_secs(args.timeout.unwrap_or(900));
     println!(
         "boot: {} (boot timeout {}s, run timeout {}s)",
-        shell_words(&command),
+        util::shell_words(&command),
         boot_timeout.as_secs(),
         run_timeout.as_secs()
     );
@@ -409,7 +411,7 @@ pub fn boot_image(
         ..Default::default()
     };
     result.set_judgement(judgement);
-    finish(&result, &dir, "guest.log")?;
+    finish(&result, &dir, boot::files::GUEST_LOG)?;
     if let Some(up) = guest.up_s {
         println!("guest userspace up after {up:.1}s");
     }
@@ -430,9 +432,8 @@ struct GuestRunFiles {
 fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFiles {
     // The kernel log: dmesg from the guest when it got that far (complete
     // and in order with the kmsg markers), else the console capture.
-    let dmesg = std::fs::read_to_string(dir.join("guest-dmesg.log"))
-        .ok()
-        .filter(|s| !s.trim().is_empty());
+    let files = boot::GuestArtifacts::read(dir);
+    let dmesg = files.dmesg;
     let kernel_log = dmesg.clone().unwrap_or_else(|| guest.console.clone());
     let mut splats = results::scan_splats(&kernel_log);
     if dmesg.is_some() {
@@ -446,9 +447,8 @@ fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFil
     // The KTAP stream: the guest's own copy (clean), else vng's stdout, else
     // the console (where it lands, mixed with kernel messages, when
     // virtme-ng-init had to fall back to the serial console).
-    let ktap_text = std::fs::read_to_string(dir.join("ktap.log"))
-        .ok()
-        .filter(|t| !t.trim().is_empty())
+    let ktap_text = files
+        .ktap_log
         .or_else(|| {
             guest
                 .stdout
@@ -464,53 +464,32 @@ fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFil
     } else {
         results::parse_ktap(&ktap_text)
     };
-    // The exit status the guest script recorded; vng's own status is only
-    // meaningful when virtio-serial script I/O worked.
-    let guest_exit = std::fs::read_to_string(dir.join("exit-code"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    let read_num = |n: &str| {
-        std::fs::read_to_string(dir.join(n))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-    };
-    let taint_before = read_num("taint-before");
-    let taint_after = read_num("taint-after");
-    let uname = std::fs::read_to_string(dir.join("guest-uname"))
-        .ok()
-        .map(|s| s.trim().to_string());
-    let console_lines: Vec<&str> = guest.console.lines().collect();
     let boot = Boot {
         killed: guest.killed.as_ref().map(|k| match k {
             Killed::BootTimeout(s) => Deadline::Boot(*s),
             Killed::RunTimeout(s) => Deadline::Run(*s),
         }),
         userspace_up: guest.up_s.is_some(),
-        panic_line: console_lines
-            .iter()
-            .map(|l| results::strip_kmsg_prefix(l))
+        panic_line: guest
+            .console
+            .lines()
+            .map(results::strip_kmsg_prefix)
             .find(|l| l.starts_with("Kernel panic - not syncing"))
             .map(str::to_string),
-        exit: guest_exit,
+        // The exit status the guest script recorded; vng's own status is
+        // only meaningful when virtio-serial script I/O worked.
+        exit: files.exit_code,
         vng_exit: guest.exit,
-        console_tail: console_lines[console_lines.len().saturating_sub(15)..].join("\n"),
+        console_tail: util::tail_lines(&guest.console, 15),
     };
     GuestRunFiles {
         boot,
         ktap,
         splats,
-        taint_before,
-        taint_after,
-        uname,
+        taint_before: files.taint_before,
+        taint_after: files.taint_after,
+        uname: files.uname,
     }
-}
-
-fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| boot::sh_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `--host`: the same binary against the running kernel. New kernel log
@@ -610,13 +589,13 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         ..Default::default()
     };
     result.set_judgement(judgement);
-    finish(&result, &dir, "stdout.log")?;
+    finish(&result, &dir, boot::files::STDOUT_LOG)?;
     Ok(result)
 }
 
 /// The series (and mutant) a build of the default flow comes from.
 pub fn series_tag(mutant: Option<&str>) -> Option<SeriesTag> {
-    let dir = util::patches_dir().join("guest_memfd");
+    let dir = util::patches_dir().join(crate::series::DEFAULT_SERIES);
     let toml = crate::series::model::SeriesToml::load(&dir.join("series.toml")).ok()?;
     Some(SeriesTag {
         name: toml.name,
