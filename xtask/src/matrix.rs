@@ -739,12 +739,20 @@ impl Matrix {
             .unwrap_or_else(Cell::absent)
     }
 
-    fn divergence_mark(&self, case: &str) -> &'static str {
-        match self.divergences.iter().find(|d| d.case == case) {
-            None => "",
-            Some(d) if d.explained.is_some() => "explained",
-            Some(_) => "DIVERGES",
-        }
+    /// The case table's rows, in case order, each with its cell in every
+    /// lane (lane order): the table, markdown and HTML all render these.
+    fn rows(&self) -> impl Iterator<Item = CaseRow<'_>> + '_ {
+        self.cases.keys().map(|case| CaseRow {
+            case,
+            cells: self.lanes.iter().map(|l| self.cell(case, &l.id)).collect(),
+            divergence: self.divergences.iter().find(|d| &d.case == case),
+        })
+    }
+
+    /// The two lanes the divergence rule compared, "?" where unknown.
+    fn compared_pair(&self) -> (&str, &str) {
+        let name = |i: usize| self.compared.get(i).map(String::as_str).unwrap_or("?");
+        (name(0), name(1))
     }
 
     /// The readable table on stdout.
@@ -756,12 +764,12 @@ impl Matrix {
             let _ = write!(out, "  {:<lw$}", l.label);
         }
         out.push_str("  divergence\n");
-        for case in self.cases.keys() {
-            let _ = write!(out, "{case:<w$}");
-            for (l, lw) in self.lanes.iter().zip(&widths) {
-                let _ = write!(out, "  {:<lw$}", self.cell(case, &l.id).verdict.label());
+        for row in self.rows() {
+            let _ = write!(out, "{:<w$}", row.case);
+            for (c, lw) in row.cells.iter().zip(&widths) {
+                let _ = write!(out, "  {:<lw$}", c.verdict.label());
             }
-            let _ = writeln!(out, "  {}", self.divergence_mark(case));
+            let _ = writeln!(out, "  {}", row.mark());
         }
         out.push('\n');
         for l in &self.lanes {
@@ -783,11 +791,10 @@ impl Matrix {
 
     pub fn markdown(&self) -> String {
         let mut out = String::from("### Cross-kernel matrix\n\n");
+        let (series, reference) = self.compared_pair();
         let _ = writeln!(
             out,
-            "Divergence rule: {} vs {}: {} unexplained, {} explained by divergences.toml, {} stale entries.\n",
-            self.compared.first().map(String::as_str).unwrap_or("?"),
-            self.compared.get(1).map(String::as_str).unwrap_or("?"),
+            "Divergence rule: {series} vs {reference}: {} unexplained, {} explained by divergences.toml, {} stale entries.\n",
             self.unexplained(),
             self.explained(),
             self.stale.len()
@@ -816,13 +823,12 @@ impl Matrix {
             out.push_str(" --- |");
         }
         out.push_str(" --- |\n");
-        for case in self.cases.keys() {
-            let _ = write!(out, "| `{case}` |");
-            for l in &self.lanes {
-                let c = self.cell(case, &l.id);
+        for row in self.rows() {
+            let _ = write!(out, "| `{}` |", row.case);
+            for c in &row.cells {
                 let _ = write!(out, " {} |", md(c.verdict.label()));
             }
-            let _ = writeln!(out, " {} |", self.divergence_mark(case));
+            let _ = writeln!(out, " {} |", row.mark());
         }
         if !self.divergences.is_empty() {
             out.push_str("\n#### Divergences\n\n");
@@ -888,12 +894,13 @@ details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:4
 .legend span{display:inline-block;padding:1px 8px;margin-right:6px;border:1px solid #bbb}\n\
 </style></head><body>\n<h1>Cross-kernel matrix</h1>\n",
         );
+        let (series, reference) = self.compared_pair();
         let _ = writeln!(
             out,
             "<p>Generated {}. Divergence rule: <b>{}</b> vs <b>{}</b>: {} unexplained, {} explained, {} stale entries.</p>",
             esc(&self.generated),
-            esc(self.compared.first().map(String::as_str).unwrap_or("?")),
-            esc(self.compared.get(1).map(String::as_str).unwrap_or("?")),
+            esc(series),
+            esc(reference),
             self.unexplained(),
             self.explained(),
             self.stale.len()
@@ -925,51 +932,22 @@ details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:4
             let _ = write!(out, "<th>{}</th>", esc(&l.label));
         }
         out.push_str("<th>divergence</th></tr>\n");
-        for case in self.cases.keys() {
-            let _ = write!(out, "<tr><td><code>{}</code></td>", esc(case));
-            for l in &self.lanes {
-                let c = self.cell(case, &l.id);
-                let class = match c.verdict {
-                    Verdict::Pass => "pass",
-                    Verdict::Fail => "fail",
-                    Verdict::Skip => "skip",
-                    Verdict::NoResult => "no_result",
-                    Verdict::Absent => "absent",
-                };
-                let mut detail: Vec<String> = Vec::new();
-                if let Some(r) = &c.reason {
-                    detail.push(r.clone());
-                }
-                detail.extend(c.splats.iter().map(|s| format!("splat: {s}")));
-                detail.extend(c.diagnostics.iter().map(|d| format!("# {d}")));
-                let body = if detail.is_empty() {
-                    esc(c.verdict.label())
-                } else {
-                    format!(
-                        "<details><summary>{}</summary><pre>{}</pre></details>",
-                        esc(c.verdict.label()),
-                        esc(&detail.join("\n"))
-                    )
-                };
-                let _ = write!(
-                    out,
-                    "<td class=\"{class}\" title=\"{}\">{body}</td>",
-                    esc(c.reason.as_deref().unwrap_or(&c.key))
-                );
+        for row in self.rows() {
+            let _ = write!(out, "<tr><td><code>{}</code></td>", esc(row.case));
+            for c in &row.cells {
+                out.push_str(&html_cell(c));
             }
-            let (class, text) = match self.divergences.iter().find(|d| &d.case == case) {
+            let (class, text) = match row.divergence.map(|d| &d.explained) {
                 None => ("", String::new()),
-                Some(d) => match &d.explained {
-                    Some(e) => (
-                        "div-ok",
-                        format!(
-                            "<details><summary>explained</summary><pre>{}\n{}</pre></details>",
-                            esc(&e.reason),
-                            esc(&e.upstream)
-                        ),
+                Some(Some(e)) => (
+                    "div-ok",
+                    format!(
+                        "<details><summary>explained</summary><pre>{}\n{}</pre></details>",
+                        esc(&e.reason),
+                        esc(&e.upstream)
                     ),
-                    None => ("div-no", "DIVERGES".into()),
-                },
+                ),
+                Some(None) => ("div-no", "DIVERGES".into()),
             };
             let _ = writeln!(out, "<td class=\"{class}\">{text}</td></tr>");
         }
@@ -989,6 +967,55 @@ details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:4
         out.push_str("</body></html>\n");
         out
     }
+}
+
+/// One case across the lanes.
+struct CaseRow<'m> {
+    case: &'m str,
+    cells: Vec<Cell>,
+    divergence: Option<&'m Divergence>,
+}
+
+impl CaseRow<'_> {
+    /// The divergence column of the text and markdown tables.
+    fn mark(&self) -> &'static str {
+        match self.divergence {
+            None => "",
+            Some(d) if d.explained.is_some() => "explained",
+            Some(_) => "DIVERGES",
+        }
+    }
+}
+
+/// One lane's cell of the HTML case table: coloured by verdict, the reason
+/// on hover, the reason, splats and diagnostics behind a click.
+fn html_cell(c: &Cell) -> String {
+    let class = match c.verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Skip => "skip",
+        Verdict::NoResult => "no_result",
+        Verdict::Absent => "absent",
+    };
+    let mut detail: Vec<String> = Vec::new();
+    if let Some(r) = &c.reason {
+        detail.push(r.clone());
+    }
+    detail.extend(c.splats.iter().map(|s| format!("splat: {s}")));
+    detail.extend(c.diagnostics.iter().map(|d| format!("# {d}")));
+    let body = if detail.is_empty() {
+        esc(c.verdict.label())
+    } else {
+        format!(
+            "<details><summary>{}</summary><pre>{}</pre></details>",
+            esc(c.verdict.label()),
+            esc(&detail.join("\n"))
+        )
+    };
+    format!(
+        "<td class=\"{class}\" title=\"{}\">{body}</td>",
+        esc(c.reason.as_deref().unwrap_or(&c.key))
+    )
 }
 
 fn md(s: &str) -> String {

@@ -1,5 +1,5 @@
 //! Patch series: `patches/<series>/series.toml` plus format-patch files;
-//! `apply`, `series export` and `series format`. (Issue #2.)
+//! `apply`, `series export` and `series format`.
 //!
 //! Submodules: [`model`] (series.toml and the directory layout), [`mail`]
 //! (format-patch parsing and diff checks), [`apply`] (git am with git2),

@@ -12,7 +12,7 @@ use xshell::{cmd, Shell};
 
 use super::{debian, fetch_dir, import_tarball, ImportRequest};
 
-/// Goal from issue #2: the import may take at most this many times `tar x`.
+/// The goal: the import may take at most this many times `tar x`.
 const GOAL_RATIO: f64 = 1.5;
 /// Rounds of each side. On a disk filesystem the outputs of all of them
 /// stay until the end (about 4 GB per round for 6.1).

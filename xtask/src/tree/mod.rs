@@ -1,5 +1,5 @@
 //! `cargo xtask tree fetch`: a git repository whose first (only) commit is
-//! a pristine upstream kernel source, tagged `v<version>`. (Issue #2.)
+//! a pristine upstream kernel source, tagged `v<version>`.
 //!
 //! Sources: Debian's orig tarball (default, checked against the .dsc), a
 //! shallow clone of one ref of a git repository, or a local tarball.
