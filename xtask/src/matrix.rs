@@ -543,9 +543,7 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
             let tree =
                 crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree;
             let fragments = crate::kconfig::fragment_list(&m.config)?;
-            let plan = build::plan(&tree, &fragments, None, true)?;
-            build::configure(&plan)?;
-            let image = build::make_bzimage(&plan)?.image;
+            let image = build::build_kernel("series kernel", &tree, &fragments, None)?.image;
             (Some(tree), Some(image))
         }
         Kind::Reference(v) => {

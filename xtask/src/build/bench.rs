@@ -1,12 +1,12 @@
 //! `cargo xtask bench build`: the kernel build's cold, no-op and one-file
 //! times, and the upstream reference's cold build beside them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::{configure, count_objects, fmt_duration, make_bzimage, plan, Built};
+use super::{configure, count_objects, fmt_duration, make_bzimage, plan, BuildPlan, Built};
 use crate::kconfig;
 use crate::util;
 
@@ -25,15 +25,7 @@ pub fn bench_build() -> Result<ExitCode> {
     };
     let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
     let fragments = kconfig::fragment_list(&spec)?;
-    let mut p = plan(&tree, &fragments, None, false)?;
-    p.dir = util::kernel_work_dir()
-        .join("kbuild")
-        .join("bench")
-        .join(fragments.join("+"));
-    if p.dir.exists() {
-        std::fs::remove_dir_all(&p.dir)
-            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
-    }
+    let p = fresh_plan(&tree, &fragments, &fragments.join("+"))?;
     println!(
         "bench build: tree {}, config {}, -j{}, ccache off, fresh {}",
         p.tree.display(),
@@ -115,16 +107,11 @@ fn bench_reference_cold(fragments: &[String], base: &Built, base_objects: usize)
         dir: None,
         progress: true,
     })?;
-    let mut p = plan(&fetched.path, fragments, None, false)?;
-    p.dir = util::kernel_work_dir()
-        .join("kbuild")
-        .join("bench")
-        .join(format!("ref-{version}"))
-        .join(fragments.join("+"));
-    if p.dir.exists() {
-        std::fs::remove_dir_all(&p.dir)
-            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
-    }
+    let p = fresh_plan(
+        &fetched.path,
+        fragments,
+        &format!("ref-{version}/{}", fragments.join("+")),
+    )?;
     println!(
         "\nbench build: reference linux {version}, tree {}, -j{}, ccache off, fresh {}",
         p.tree.display(),
@@ -156,4 +143,19 @@ fn bench_reference_cold(fragments: &[String], base: &Built, base_objects: usize)
         "<= 1.5"
     );
     Ok(())
+}
+
+/// A build of `tree` without ccache in an empty `kbuild/bench/<dir>`
+/// (the harness's own directory, emptied if an earlier bench left it).
+fn fresh_plan(tree: &Path, fragments: &[String], dir: &str) -> Result<BuildPlan> {
+    let mut p = plan(tree, fragments, None, false)?;
+    p.dir = util::kernel_work_dir()
+        .join("kbuild")
+        .join("bench")
+        .join(dir);
+    if p.dir.exists() {
+        std::fs::remove_dir_all(&p.dir)
+            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
+    }
+    Ok(p)
 }

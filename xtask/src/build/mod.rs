@@ -113,6 +113,27 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Plan, configure and build `tree`'s bzImage with `fragments` (ccache on
+/// when installed): what `test`, the reference lane and the matrix build.
+/// `what` names the kernel in the line printed afterwards.
+pub fn build_kernel(
+    what: &str,
+    tree: &Path,
+    fragments: &[String],
+    jobs: Option<usize>,
+) -> Result<Built> {
+    let plan = plan(tree, fragments, jobs, true)?;
+    configure(&plan)?;
+    let built = make_bzimage(&plan)?;
+    println!(
+        "{what}: {} ({} objects compiled, {})",
+        built.image.display(),
+        built.compiled,
+        fmt_duration(built.duration)
+    );
+    Ok(built)
+}
+
 /// Check the tree and pick the build directory.
 pub fn plan(
     tree: &Path,

@@ -225,15 +225,7 @@ pub fn kernel_image(
         Some(t) => t.to_path_buf(),
         None => crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree,
     };
-    let plan = build::plan(&tree, fragments, None, true)?;
-    build::configure(&plan)?;
-    let built = build::make_bzimage(&plan)?;
-    println!(
-        "kernel: {} ({} objects compiled, {})",
-        built.image.display(),
-        built.compiled,
-        build::fmt_duration(built.duration)
-    );
+    let built = build::build_kernel("kernel", &tree, fragments, None)?;
     Ok((built.image, built.kernel_release))
 }
 
@@ -303,7 +295,8 @@ pub fn run_boot(
     boot_image(args, &image, release, series, &fragments)
 }
 
-/// Boot `image` and judge what comes back.
+/// Boot `image` and judge what comes back: prepare the run directory and
+/// the vng command, boot, read the guest's files, judge, write the results.
 pub fn boot_image(
     args: &TestArgs,
     image: &Path,
@@ -311,7 +304,6 @@ pub fn boot_image(
     series: Option<SeriesTag>,
     fragments: &[String],
 ) -> Result<RunResult> {
-    let image = image.to_path_buf();
     let expect = if args.exec.is_some() {
         None
     } else {
@@ -320,68 +312,18 @@ pub fn boot_image(
     if let Some(e) = &expect {
         println!("expect: judged against [{}] ({})", e.kind, e.description);
     }
-    let bin = match &args.exec {
-        Some(_) => None,
-        None => Some(selftests_binary(args)?),
-    };
-    // With --kernel the fragments are whatever that image was built from:
-    // an image under target/kbuild/.../<set>/arch/x86/boot names its set.
-    let config_label = match &args.kernel {
-        None => fragments.join("+"),
-        Some(_) => image
-            .ancestors()
-            .nth(4)
-            .filter(|d| d.join("xtask-merged.config").is_file())
-            .and_then(|d| d.file_name())
-            .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
-            .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
-    };
-    let choice: AccelChoice = boot::choose_accel(&args.accel, &image)?;
-    println!("accel: {} — {}", choice.accel.name(), choice.reason);
-    let tag = config_label
-        .split(' ')
-        .next()
-        .unwrap_or("kernel")
-        .to_string();
-    let (run_id, dir) = new_run_dir(&format!("{tag}-{}", choice.accel.name()))?;
-    let script = dir.join(boot::files::GUEST_SCRIPT);
-    let text = match (&args.exec, &bin) {
-        (Some(e), _) => boot::guest_script(&dir, Path::new("/bin/sh"), &["-c".into(), e.clone()]),
-        (None, Some(b)) => boot::guest_script(&dir, b, &selftest_args(args)),
-        (None, None) => unreachable!("selftests binary resolved above"),
-    };
-    std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
-    let mut append = boot::default_append();
-    append.extend(args.append.iter().cloned());
-    let spec = VngSpec {
-        image: image.clone(),
-        accel: choice.accel,
-        cpus: args.cpus,
-        memory: args.memory.clone(),
-        rwdir: dir.clone(),
-        exec: format!("sh {}", util::sh_quote(&script.display().to_string())),
-        append,
-    };
-    let vng_args = boot::vng_args(&spec);
-    let mut command = vec!["vng".to_string()];
-    command.extend(vng_args.iter().map(|a| a.to_string_lossy().into_owned()));
-    std::fs::write(dir.join(boot::files::COMMAND), util::shell_words(&command)).ok();
-    let boot_timeout = Duration::from_secs(args.boot_timeout.unwrap_or(match choice.accel {
-        Accel::Tcg => 180,
-        Accel::Kvm => 60,
-    }));
-    let run_timeout = Duration::from_secs(args.timeout.unwrap_or(900));
-    println!(
-        "boot: {} (boot timeout {}s, run timeout {}s)",
-        util::shell_words(&command),
-        boot_timeout.as_secs(),
-        run_timeout.as_secs()
-    );
+    let plan = prepare_guest(args, image, fragments)?;
     let start = Instant::now();
-    let guest = boot::run_guest("vng", &vng_args, &dir, boot_timeout, run_timeout, true)?;
+    let guest = boot::run_guest(
+        "vng",
+        &plan.vng_args,
+        &plan.dir,
+        plan.boot_timeout,
+        plan.run_timeout,
+        true,
+    )?;
 
-    let got = read_guest_run(&dir, &guest, args.exec.is_some());
-    let kernel = got.uname.clone().or(release);
+    let got = read_guest_run(&plan.dir, &guest, args.exec.is_some());
     let judgement = judge(&Evidence {
         boot: &got.boot,
         ktap: &got.ktap,
@@ -392,14 +334,14 @@ pub fn boot_image(
         exec: args.exec.is_some(),
     });
     let mut result = RunResult {
-        run_id,
+        run_id: plan.run_id,
         mode: "vng".into(),
-        kernel,
-        kernel_image: Some(image),
-        config: config_label,
-        accel: choice.accel.name().into(),
-        accel_reason: choice.reason.clone(),
-        command,
+        kernel: got.uname.or(release),
+        kernel_image: Some(image.to_path_buf()),
+        config: plan.config_label,
+        accel: plan.accel.accel.name().into(),
+        accel_reason: plan.accel.reason,
+        command: plan.command,
         guest_exit: got.boot.exit,
         boot_to_first_ktap_s: guest.first_ktap_s,
         duration_s: start.elapsed().as_secs_f64(),
@@ -413,11 +355,89 @@ pub fn boot_image(
         ..Default::default()
     };
     result.set_judgement(judgement);
-    finish(&result, &dir, boot::files::GUEST_LOG)?;
+    finish(&result, &plan.dir, boot::files::GUEST_LOG)?;
     if let Some(up) = guest.up_s {
         println!("guest userspace up after {up:.1}s");
     }
     Ok(result)
+}
+
+/// Everything a boot needs, decided before it starts.
+struct GuestPlan {
+    run_id: String,
+    dir: PathBuf,
+    accel: AccelChoice,
+    /// The fragment set the kernel was built from, as results name it.
+    config_label: String,
+    /// The vng command line: `command` for results.json, `vng_args` to run.
+    command: Vec<String>,
+    vng_args: Vec<std::ffi::OsString>,
+    boot_timeout: Duration,
+    run_timeout: Duration,
+}
+
+/// Picks the accelerator, makes the run directory, writes the guest script
+/// and the vng command line into it.
+fn prepare_guest(args: &TestArgs, image: &Path, fragments: &[String]) -> Result<GuestPlan> {
+    let (program, program_args) = match &args.exec {
+        Some(e) => (PathBuf::from("/bin/sh"), vec!["-c".to_string(), e.clone()]),
+        None => (selftests_binary(args)?, selftest_args(args)),
+    };
+    // With --kernel the fragments are whatever that image was built from:
+    // an image under target/kbuild/.../<set>/arch/x86/boot names its set.
+    let config_label = match &args.kernel {
+        None => fragments.join("+"),
+        Some(_) => image
+            .ancestors()
+            .nth(4)
+            .filter(|d| d.join("xtask-merged.config").is_file())
+            .and_then(|d| d.file_name())
+            .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
+            .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
+    };
+    let accel: AccelChoice = boot::choose_accel(&args.accel, image)?;
+    println!("accel: {} — {}", accel.accel.name(), accel.reason);
+    let tag = config_label.split(' ').next().unwrap_or("kernel");
+    let (run_id, dir) = new_run_dir(&format!("{tag}-{}", accel.accel.name()))?;
+    let script = dir.join(boot::files::GUEST_SCRIPT);
+    let text = boot::guest_script(&dir, &program, &program_args);
+    std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
+    let mut append = boot::default_append();
+    append.extend(args.append.iter().cloned());
+    let spec = VngSpec {
+        image: image.to_path_buf(),
+        accel: accel.accel,
+        cpus: args.cpus,
+        memory: args.memory.clone(),
+        rwdir: dir.clone(),
+        exec: format!("sh {}", util::sh_quote(&script.display().to_string())),
+        append,
+    };
+    let vng_args = boot::vng_args(&spec);
+    let mut command = vec!["vng".to_string()];
+    command.extend(vng_args.iter().map(|a| a.to_string_lossy().into_owned()));
+    std::fs::write(dir.join(boot::files::COMMAND), util::shell_words(&command)).ok();
+    let boot_timeout = Duration::from_secs(args.boot_timeout.unwrap_or(match accel.accel {
+        Accel::Tcg => 180,
+        Accel::Kvm => 60,
+    }));
+    let run_timeout = Duration::from_secs(args.timeout.unwrap_or(900));
+    println!(
+        "boot: {} (boot timeout {}s, run timeout {}s)",
+        util::shell_words(&command),
+        boot_timeout.as_secs(),
+        run_timeout.as_secs()
+    );
+    Ok(GuestPlan {
+        run_id,
+        dir,
+        accel,
+        config_label,
+        command,
+        vng_args,
+        boot_timeout,
+        run_timeout,
+    })
 }
 
 /// What a guest run left in its run directory, read back.
