@@ -119,7 +119,22 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
             }
         }
     }
-    let timeout = Duration::from_secs(30);
+    let (boots, detail) = boot_under_kvm(image, Duration::from_secs(30))?;
+    let probe = KvmProbe {
+        boots,
+        detail,
+        boot_id,
+    };
+    if let Ok(text) = serde_json::to_string_pretty(&probe) {
+        std::fs::create_dir_all(util::target_dir()).ok();
+        std::fs::write(&cache, text).ok();
+    }
+    Ok(probe)
+}
+
+/// Runs the probe's QEMU for up to `timeout`: whether the kernel reached
+/// its root mount, and what it got to.
+fn boot_under_kvm(image: &Path, timeout: Duration) -> Result<(bool, String)> {
     eprintln!(
         "accel: probing whether /dev/kvm boots a kernel (qemu -accel kvm, up to {}s)...",
         timeout.as_secs()
@@ -210,16 +225,7 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
     // killed, and its status is in the verdict.
     let _ = spawned.child.kill();
     let _ = spawned.wait();
-    let probe = KvmProbe {
-        boots: verdict.0,
-        detail: verdict.1,
-        boot_id,
-    };
-    if let Ok(text) = serde_json::to_string_pretty(&probe) {
-        std::fs::create_dir_all(util::target_dir()).ok();
-        std::fs::write(&cache, text).ok();
-    }
-    Ok(probe)
+    Ok(verdict)
 }
 
 /// Everything that decides the vng command line.

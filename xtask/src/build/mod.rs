@@ -214,6 +214,14 @@ fn make_vars(plan: &BuildPlan) -> Vec<String> {
 pub fn configure(plan: &BuildPlan) -> Result<()> {
     std::fs::create_dir_all(&plan.dir)
         .with_context(|| format!("creating {}", plan.dir.display()))?;
+    let (merged, merged_path) = merge_fragments(plan)?;
+    let config = generate_config(plan, &merged_path)?;
+    check_requested(plan, &merged, &config)
+}
+
+/// The plan's fragments (with the tree version's `since/` additions)
+/// merged into `<dir>/xtask-merged.config`.
+fn merge_fragments(plan: &BuildPlan) -> Result<(kconfig::Merged, PathBuf)> {
     let version = crate::tree::version_from_makefile(&plan.tree).ok();
     let frags =
         kconfig::load_fragments_for(&util::kconfigs_dir(), &plan.fragments, version.as_deref())?;
@@ -237,7 +245,13 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
     let merged_path = plan.dir.join("xtask-merged.config");
     std::fs::write(&merged_path, merged.render())
         .with_context(|| format!("writing {}", merged_path.display()))?;
+    Ok((merged, merged_path))
+}
 
+/// allnoconfig with the merged fragments, then olddefconfig, into a new
+/// file that replaces `.config` only when an option changed (so that make
+/// rebuilds nothing for a config it already has). Returns the new text.
+fn generate_config(plan: &BuildPlan, merged_path: &Path) -> Result<String> {
     let sh = Shell::new()?;
     sh.change_dir(&plan.tree);
     let vars = make_vars(plan);
@@ -298,8 +312,14 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
             plan.fragments.join(", ")
         );
     }
-    let dot = kconfig::parse_dotconfig(&new_text);
-    let mut dropped = kconfig::check_survivors(&merged, &dot);
+    Ok(new_text)
+}
+
+/// Every option the fragments request must have its value in `config`;
+/// with `allow_undefined`, options the tree does not define yet are noted.
+fn check_requested(plan: &BuildPlan, merged: &kconfig::Merged, config: &str) -> Result<()> {
+    let dot = kconfig::parse_dotconfig(config);
+    let mut dropped = kconfig::check_survivors(merged, &dot);
     if !dropped.is_empty() {
         kconfig::explain_dropped(&plan.tree, &mut dropped, &dot)?;
     }
