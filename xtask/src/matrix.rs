@@ -532,13 +532,17 @@ fn host_key() -> String {
 
 /// Builds (a no-op when nothing changed) or finds the lane's kernel, then
 /// reuses or makes its run.
-fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
-    let start = Instant::now();
-    let mut extra = vec!["--selftests".to_string(), bin.display().to_string()];
+/// The lane's kernel tree and image (built where the lane builds one),
+/// with the `test` arguments that pick that kernel added to `extra`.
+fn lane_kernel(
+    spec: &Spec,
+    m: &MatrixArgs,
+    extra: &mut Vec<String>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
     // Built lanes boot through `test`'s own build of their tree (a no-op
     // after the build here), so their results carry the same config label
     // as a plain `cargo xtask test` run.
-    let (tree, image) = match &spec.kind {
+    Ok(match &spec.kind {
         Kind::Series => {
             let tree =
                 crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree;
@@ -564,7 +568,13 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
             extra.push("--host".into());
             (None, None)
         }
-    };
+    })
+}
+
+fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
+    let start = Instant::now();
+    let mut extra = vec!["--selftests".to_string(), bin.display().to_string()];
+    let (tree, image) = lane_kernel(spec, m, &mut extra)?;
     let image_sha = match &image {
         Some(i) => sha256_of(i)?,
         None => host_key(),
@@ -1053,16 +1063,9 @@ pub fn write(matrix: &mut Matrix, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(m: MatrixArgs) -> Result<ExitCode> {
-    use crate::doctor::Stage;
-    crate::doctor::preflight(&[Stage::Tree, Stage::Build, Stage::Boot])?;
-    let divergences = DivergenceFile::load(&m.divergences)?;
-    let reference = crate::reference::version(m.reference.as_deref())?;
-    let base = crate::tree::default_version()?;
-    let kernels = [
-        format!("{}+series", series_of(&base)),
-        series_of(&reference),
-    ];
+/// The lanes of a run: the series, the reference, the host (unless
+/// --no-host) and each --kernel.
+fn lane_specs(m: &MatrixArgs, base: &str, reference: &str) -> Vec<Spec> {
     let series_label = match crate::test::series_tag(None) {
         Some(t) => format!("{}+{} v{}", t.base, t.name, t.version),
         None => format!("{base}+series"),
@@ -1076,7 +1079,7 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
         Spec {
             id: REFERENCE_LANE.into(),
             label: format!("{reference} (upstream)"),
-            kind: Kind::Reference(reference.clone()),
+            kind: Kind::Reference(reference.to_string()),
         },
     ];
     if !m.no_host {
@@ -1099,6 +1102,62 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
             kind: Kind::Kernel(k.clone()),
         });
     }
+    specs
+}
+
+/// Each divergence the rule found (with both sides' splats and
+/// diagnostics when unexplained) and each stale divergences.toml entry.
+fn print_divergences(matrix: &Matrix) {
+    for d in &matrix.divergences {
+        match &d.explained {
+            Some(e) => println!(
+                "explained divergence {}: series {} / reference {}: {} ({})",
+                d.case,
+                d.series.brief(),
+                d.reference.brief(),
+                e.reason,
+                e.upstream
+            ),
+            None => {
+                println!(
+                    "DIVERGENCE {}: 6.1 + series {} / reference {}",
+                    d.case,
+                    d.series.brief(),
+                    d.reference.brief()
+                );
+                for (side, c) in [("series", &d.series), ("reference", &d.reference)] {
+                    for line in c
+                        .splats
+                        .iter()
+                        .map(|s| format!("splat: {s}"))
+                        .chain(c.diagnostics.iter().cloned())
+                    {
+                        println!("    {side}: # {line}");
+                    }
+                }
+            }
+        }
+    }
+    for e in &matrix.stale {
+        println!(
+            "stale divergences.toml entry: {} ({}): no such divergence in this run; remove it",
+            e.case,
+            e.kernels.join(" vs ")
+        );
+    }
+}
+
+pub fn run(m: MatrixArgs) -> Result<ExitCode> {
+    use crate::doctor::Stage;
+    crate::doctor::preflight(&[Stage::Tree, Stage::Build, Stage::Boot])?;
+    let divergences = DivergenceFile::load(&m.divergences)?;
+    let reference = crate::reference::version(m.reference.as_deref())?;
+    let base = crate::tree::default_version()?;
+    let kernels = [
+        format!("{}+series", series_of(&base)),
+        series_of(&reference),
+    ];
+    let specs = lane_specs(&m, &base, &reference);
     let bin = crate::test::selftests_binary(&test_args(
         &m.selftests
             .iter()
@@ -1154,43 +1213,7 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&m.out).with_context(|| format!("creating {}", m.out.display()))?;
     write(&mut matrix, &m.out)?;
     println!("\n{}", matrix.table());
-    for d in &matrix.divergences {
-        match &d.explained {
-            Some(e) => println!(
-                "explained divergence {}: series {} / reference {}: {} ({})",
-                d.case,
-                d.series.brief(),
-                d.reference.brief(),
-                e.reason,
-                e.upstream
-            ),
-            None => {
-                println!(
-                    "DIVERGENCE {}: 6.1 + series {} / reference {}",
-                    d.case,
-                    d.series.brief(),
-                    d.reference.brief()
-                );
-                for (side, c) in [("series", &d.series), ("reference", &d.reference)] {
-                    for line in c
-                        .splats
-                        .iter()
-                        .map(|s| format!("splat: {s}"))
-                        .chain(c.diagnostics.iter().cloned())
-                    {
-                        println!("    {side}: # {line}");
-                    }
-                }
-            }
-        }
-    }
-    for e in &matrix.stale {
-        println!(
-            "stale divergences.toml entry: {} ({}): no such divergence in this run; remove it",
-            e.case,
-            e.kernels.join(" vs ")
-        );
-    }
+    print_divergences(&matrix);
     let lane_failures: Vec<&Lane> = matrix.lanes.iter().filter(|l| !l.passed).collect();
     for l in &lane_failures {
         println!("lane {} failed on its own results: {}", l.label, l.outcome);
