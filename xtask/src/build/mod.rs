@@ -513,8 +513,25 @@ pub fn count_objects(dir: &Path) -> usize {
         .count()
 }
 
+/// One commit `--each-patch` builds, and how its build went.
+struct PatchBuild {
+    commit: String,
+    subject: String,
+    status: String,
+}
+
+impl PatchBuild {
+    fn new(commit: String, subject: String) -> PatchBuild {
+        PatchBuild {
+            commit,
+            subject,
+            status: "not built".into(),
+        }
+    }
+}
+
 /// The commits to build one by one: from `--range` or from applying the series.
-fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, String)>> {
+fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<PatchBuild>> {
     let sh = Shell::new()?;
     sh.change_dir(tree);
     if let Some(range) = &args.range {
@@ -528,7 +545,7 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
         let mut v = Vec::new();
         for c in out.lines().filter(|l| !l.is_empty()) {
             let subject = cmd!(sh, "git log -1 --format=%s {c}").quiet().read()?;
-            v.push((c.to_string(), subject));
+            v.push(PatchBuild::new(c.to_string(), subject));
         }
         if v.is_empty() {
             bail!("--range {range} holds no commits");
@@ -537,11 +554,19 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
     }
     let checkout = crate::series::checkout(tree, &crate::series::Purpose::EachPatch)
         .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
-    Ok(checkout
+    let patches: Vec<PatchBuild> = checkout
         .commits
         .into_iter()
-        .filter_map(|p| p.commit.map(|c| (c, p.subject)))
-        .collect())
+        .filter_map(|p| p.commit.map(|c| PatchBuild::new(c, p.subject)))
+        .collect();
+    if patches.is_empty() {
+        bail!(
+            "every patch of the series is already in the base of {}: there is nothing to build \
+             one by one",
+            tree.display()
+        );
+    }
+    Ok(patches)
 }
 
 /// `--each-patch`: one scratch worktree and one build directory, every
@@ -550,62 +575,56 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     let tree = tree
         .canonicalize()
         .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
-    let commits = each_patch_commits(args, &tree)?;
+    let mut patches = each_patch_commits(args, &tree)?;
     // The same scratch worktree (and so the same build directory) as the
     // default flow and the mutants: walking the series rebuilds only the
     // files each patch touches, and a `test` afterwards finds the tip built.
-    let scratch = crate::series::checkout::scratch_worktree(&tree, &commits[0].0)?;
+    let scratch = crate::series::checkout::scratch_worktree(&tree, &patches[0].commit)?;
     let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
     plan.allow_undefined = true;
     let wsh = Shell::new()?;
     wsh.change_dir(&scratch);
-    let total = commits.len();
-    let mut rows: Vec<(usize, String, String, String)> = Vec::new();
-    let mut broken: Option<(usize, String, String)> = None;
-    for (i, (commit, subject)) in commits.iter().enumerate() {
+    let total = patches.len();
+    // The first patch that breaks the build, and make's errors.
+    let mut broken: Option<(usize, String)> = None;
+    for (i, p) in patches.iter_mut().enumerate() {
+        let commit = &p.commit;
         println!(
-            "[{}/{total}] {} {subject}",
+            "[{}/{total}] {} {}",
             i + 1,
-            &commit[..12.min(commit.len())]
+            util::short_hash(commit),
+            p.subject
         );
         cmd!(wsh, "git checkout --quiet --force --detach {commit}")
             .quiet()
             .run()
             .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
-        let result = configure(&plan).and_then(|_| make_bzimage(&plan));
-        match result {
-            Ok(b) => rows.push((
-                i + 1,
-                commit.clone(),
-                subject.clone(),
-                format!("ok ({})", fmt_duration(b.duration)),
-            )),
+        match configure(&plan).and_then(|_| make_bzimage(&plan)) {
+            Ok(b) => p.status = format!("ok ({})", fmt_duration(b.duration)),
             Err(e) => {
-                rows.push((i + 1, commit.clone(), subject.clone(), "FAILED".into()));
-                broken = Some((i + 1, subject.clone(), format!("{e:#}")));
+                p.status = "FAILED".into();
+                broken = Some((i, format!("{e:#}")));
                 break;
             }
         }
     }
     println!("\n{:>3}  {:<12}  {:<16}  subject", "#", "commit", "build");
-    for (n, c, s, st) in &rows {
-        println!("{n:>3}  {:<12}  {st:<16}  {s}", &c[..12.min(c.len())]);
-    }
-    for (n, c, s) in commits
-        .iter()
-        .enumerate()
-        .skip(rows.len())
-        .map(|(i, (c, s))| (i + 1, c, s))
-    {
+    for (i, p) in patches.iter().enumerate() {
         println!(
-            "{n:>3}  {:<12}  {:<16}  {s}",
-            &c[..12.min(c.len())],
-            "not built"
+            "{:>3}  {:<12}  {:<16}  {}",
+            i + 1,
+            util::short_hash(&p.commit),
+            p.status,
+            p.subject
         );
     }
     match broken {
-        Some((n, subject, err)) => {
-            println!("\nfirst patch that breaks the build: {n}/{total} \"{subject}\"\n{err}");
+        Some((i, err)) => {
+            println!(
+                "\nfirst patch that breaks the build: {}/{total} \"{}\"\n{err}",
+                i + 1,
+                patches[i].subject
+            );
             Ok(ExitCode::FAILURE)
         }
         None => {

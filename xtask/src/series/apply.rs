@@ -125,7 +125,7 @@ fn workdir_name(repo: &Repository) -> String {
 }
 
 pub fn short(id: Oid) -> String {
-    id.to_string()[..12].to_string()
+    crate::util::short_hash(&id.to_string()).to_string()
 }
 
 /// Refuse a work tree with modified or staged tracked files.

@@ -160,7 +160,7 @@ pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     println!(
         "branch {} created from base {} with {} commits{}; {}",
         applied.branch,
-        &applied.base[..12],
+        crate::util::short_hash(&applied.base),
         applied.commits.len() - skipped,
         if skipped > 0 {
             format!(" ({skipped} patches already in the base, skipped)")
@@ -201,7 +201,7 @@ pub fn applied_table(applied: &Applied) -> String {
         let commit = c
             .commit
             .as_deref()
-            .map_or("skipped".to_string(), |id| id[..12].to_string());
+            .map_or("skipped", crate::util::short_hash);
         out.push_str(&format!("{name:<width$}  {commit:<12}  {}\n", c.subject));
     }
     out.trim_end().to_string()
