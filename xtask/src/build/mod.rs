@@ -159,7 +159,7 @@ pub fn plan(
     })
 }
 
-pub fn check_tree(tree: &Path) -> Result<PathBuf> {
+fn check_tree(tree: &Path) -> Result<PathBuf> {
     let tree = tree
         .canonicalize()
         .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
@@ -182,7 +182,7 @@ pub fn check_tree(tree: &Path) -> Result<PathBuf> {
 }
 
 /// `target/kbuild/<tree-name>-<8 hex of sha256(path)>/<frag+frag>`.
-pub fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
+fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
     tree_build_root(tree).join(fragments.join("+"))
 }
 
@@ -192,7 +192,7 @@ pub fn tree_build_root(tree: &Path) -> PathBuf {
     util::kernel_work_dir().join("kbuild").join(tree_id(tree))
 }
 
-pub fn tree_id(tree: &Path) -> String {
+fn tree_id(tree: &Path) -> String {
     let digest = Sha256::digest(tree.as_os_str().as_encoded_bytes());
     let name = tree
         .file_name()
@@ -381,7 +381,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// Which make output lines are steps of the build (` CC  foo.o`).
-pub fn classify_make_line(line: &str) -> Option<(&str, &str)> {
+fn classify_make_line(line: &str) -> Option<(&str, &str)> {
     let t = line.trim_start();
     if !line.starts_with("  ") {
         return None;
@@ -403,15 +403,12 @@ pub fn classify_make_line(line: &str) -> Option<(&str, &str)> {
 /// `make bzImage` with a progress bar fed from make's output; the full
 /// output goes to `<dir>/build.log`.
 pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
-    make_target(plan, &plan.tree, "bzImage")
-}
-
-pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> {
+    let target = "bzImage";
     let log_path = plan.dir.join("build.log");
     let mut log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let sh = Shell::new()?;
-    sh.change_dir(src);
+    sh.change_dir(&plan.tree);
     let vars = make_vars(plan);
     let jobs = format!("-j{}", plan.jobs);
     let mut command: Command = cmd!(sh, "make {vars...} {jobs} {target}").into();
@@ -631,5 +628,70 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
             println!("\nall {total} patches build with {}", fragments.join("+"));
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_lines_are_classified_for_the_progress_line() {
+        assert_eq!(
+            classify_make_line("  CC      arch/x86/kvm/x86.o"),
+            Some(("CC", "arch/x86/kvm/x86.o"))
+        );
+        assert_eq!(
+            classify_make_line("  LD [M]  foo.ko"),
+            Some(("LD", "[M]  foo.ko"))
+        );
+        assert_eq!(
+            classify_make_line("  AS      arch/x86/entry/entry_64.o"),
+            Some(("AS", "arch/x86/entry/entry_64.o"))
+        );
+        assert_eq!(classify_make_line("make[1]: Entering directory '/x'"), None);
+        assert_eq!(
+            classify_make_line("arch/x86/kvm/x86.c:12:1: error: expected ';'"),
+            None
+        );
+        assert_eq!(classify_make_line("  lowercase   thing"), None);
+    }
+
+    #[test]
+    fn build_dirs_differ_per_tree_and_config_set() {
+        let a = build_dir(Path::new("/src/linux"), &["base".into(), "gmem".into()]);
+        let b = build_dir(Path::new("/other/linux"), &["base".into(), "gmem".into()]);
+        let c = build_dir(Path::new("/src/linux"), &["base".into()]);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert!(a.ends_with("base+gmem"));
+        assert!(tree_id(Path::new("/src/linux")).starts_with("linux-"));
+        assert_eq!(
+            tree_id(Path::new("/src/linux")),
+            tree_id(Path::new("/src/linux"))
+        );
+    }
+
+    #[test]
+    fn check_tree_refuses_non_kernel_dirs_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_tree(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("does not look like a Linux source tree"),
+            "{err}"
+        );
+        let err = check_tree(Path::new("/nonexistent/linux"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_duration(std::time::Duration::from_millis(7600)), "7.6s");
+        assert_eq!(
+            fmt_duration(std::time::Duration::from_secs(608)),
+            "10m08.0s"
+        );
     }
 }
