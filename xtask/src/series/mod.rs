@@ -273,19 +273,6 @@ pub fn bench_apply() -> anyhow::Result<ExitCode> {
     bench::run()
 }
 
-/// What `apply` is asked to do; also used by `build-kernel --each-patch`
-/// and `test --mutant` (extra patches go on top of the series).
-#[derive(Debug, Clone)]
-pub struct ApplyRequest {
-    /// Series name under patches/, or a path to a series directory.
-    pub series: String,
-    pub tree: PathBuf,
-    /// Patches applied after the series, e.g. patches/mutants/NAME.patch.
-    pub extra: Vec<PathBuf>,
-    /// Branch to create (default `<series>/v<N>`).
-    pub branch: Option<String>,
-}
-
 /// What `apply` did.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -303,17 +290,4 @@ pub struct AppliedPatch {
     pub subject: String,
     /// None when the patch was already contained in the base and skipped.
     pub commit: Option<String>,
-}
-
-/// Apply a series (and `extra` patches) on a new branch, atomically; the
-/// checkout is left as it was (see [`checkout`]). Fails if the branch exists.
-pub fn apply(req: &ApplyRequest) -> anyhow::Result<Applied> {
-    let series = load_series(&req.series)?;
-    apply::apply_series(
-        &series,
-        &req.tree,
-        &req.extra,
-        req.branch.as_deref(),
-        &apply::ApplyOptions::default(),
-    )
 }
