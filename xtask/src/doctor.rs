@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context};
@@ -175,22 +175,9 @@ pub struct Finding {
     pub found: Option<String>,
 }
 
-/// Look a program up on the given PATH value, like `command -v`.
-pub fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
 /// Whether `gcc` (looked up on `path`) can include `header`.
 fn header_found(header: &str, path: &OsString) -> Option<String> {
-    let gcc = find_program("gcc", path)?;
+    let gcc = crate::util::find_program("gcc", path)?;
     let mut child = Command::new(gcc)
         .args(["-E", "-x", "c", "-", "-o", "/dev/null"])
         .env("PATH", path)
@@ -215,7 +202,9 @@ pub fn check(stages: &[Stage], path: &OsString) -> Vec<Finding> {
         .filter(|r| stages.contains(&r.stage))
         .map(|r| {
             let found = match r.probe {
-                Probe::Program(name) => find_program(name, path).map(|p| p.display().to_string()),
+                Probe::Program(name) => {
+                    crate::util::find_program(name, path).map(|p| p.display().to_string())
+                }
                 Probe::Header(h) => header_found(h, path),
             };
             Finding { req: *r, found }
@@ -259,28 +248,6 @@ pub fn install_commands(findings: &[Finding]) -> Vec<Vec<String>> {
         cmds.push(c);
     }
     cmds
-}
-
-/// What /dev/kvm says: usable for KVM ioctls or not, and why.
-pub fn kvm_status(dev: &Path) -> Result<String, String> {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dev)
-        .map_err(|e| format!("cannot open {}: {e}", dev.display()))?;
-    // KVM_GET_API_VERSION = _IO(0xAE, 0x00)
-    // SAFETY: an ioctl on a file we own; KVM insists the argument is 0.
-    let version = unsafe { libc::ioctl(file.as_raw_fd(), 0xAE00, 0) };
-    if version == 12 {
-        Ok(format!("{}: KVM API version 12", dev.display()))
-    } else {
-        Err(format!(
-            "{}: KVM_GET_API_VERSION returned {version} ({}), expected 12",
-            dev.display(),
-            std::io::Error::last_os_error()
-        ))
-    }
 }
 
 /// The text doctor prints: one line per requirement, then what to do.
@@ -340,7 +307,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut findings = check(&stages, &path);
     println!("host tools:");
     print!("{}", report(&findings));
-    match kvm_status(Path::new("/dev/kvm")) {
+    match crate::util::kvm_status(Path::new(crate::util::DEV_KVM)) {
         Ok(s) => println!("  ok      /dev/kvm  {s} (whether it can boot a kernel is probed by `cargo xtask test --accel auto`)"),
         Err(e) => println!("  warn    /dev/kvm  {e}: the host lane (`test --host`) cannot run; booting uses TCG"),
     }
@@ -451,7 +418,9 @@ mod tests {
     fn non_executable_file_is_not_a_program() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("qemu-system-x86_64"), "").unwrap();
-        assert!(find_program("qemu-system-x86_64", &OsString::from(dir.path())).is_none());
+        assert!(
+            crate::util::find_program("qemu-system-x86_64", &OsString::from(dir.path())).is_none()
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Kconfig fragments under kconfigs/: merge in order (later wins) and check
-//! which requested options survived olddefconfig. (Issue #3.)
+//! which requested options survived olddefconfig.
 //!
 //! A fragment holds `CONFIG_FOO=value` and `# CONFIG_FOO is not set` lines
 //! plus comments; anything else is an error naming the file and line. The

@@ -1,8 +1,11 @@
 //! Library behind `cargo xtask`. One module per stage of the pipeline:
 //! `tree` (fetch/import an upstream tree), `series` (series.toml, apply,
-//! export, format), `kconfig` (fragments), `build` (kernel builds), `boot`
-//! (virtme-ng), `results` (KTAP, splats, JSON/JUnit), `test` (the
-//! orchestration behind `cargo xtask test`), `doctor` and `bench`.
+//! the harness checkouts, export, format), `kconfig` (fragments), `build`
+//! (kernel builds), `boot` (virtme-ng and the guest script's files),
+//! `results` (KTAP, splats, the judge, JSON/JUnit), `test` (the
+//! orchestration behind `cargo xtask test`), `reference` and `matrix`
+//! (the upstream lane and the cross-kernel table), `mutate`, `doctor`,
+//! `bench` (dispatch to each stage's bench) and `util`.
 
 pub mod bench;
 pub mod boot;

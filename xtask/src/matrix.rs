@@ -584,19 +584,22 @@ fn counts(cells: &BTreeMap<String, Cell>) -> Counts {
 
 /// Builds (a no-op when nothing changed) or finds the lane's kernel, then
 /// reuses or makes its run.
-fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
-    let start = Instant::now();
-    let mut extra = vec!["--selftests".to_string(), bin.display().to_string()];
+/// The lane's kernel tree and image (built where the lane builds one),
+/// with the `test` arguments that pick that kernel added to `extra`.
+fn lane_kernel(
+    spec: &Spec,
+    m: &MatrixArgs,
+    extra: &mut Vec<String>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
     // Built lanes boot through `test`'s own build of their tree (a no-op
     // after the build here), so their results carry the same config label
     // as a plain `cargo xtask test` run.
-    let (tree, image) = match &spec.kind {
+    Ok(match &spec.kind {
         Kind::Series => {
-            let tree = build::default_series_checkout()?;
+            let tree =
+                crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree;
             let fragments = crate::kconfig::fragment_list(&m.config)?;
-            let plan = build::plan(&tree, &fragments, None, true)?;
-            build::configure(&plan)?;
-            let image = build::make_bzimage(&plan)?.image;
+            let image = build::build_kernel("series kernel", &tree, &fragments, None)?.image;
             (Some(tree), Some(image))
         }
         Kind::Reference(v) => {
@@ -617,7 +620,13 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
             extra.push("--host".into());
             (None, None)
         }
-    };
+    })
+}
+
+fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
+    let start = Instant::now();
+    let mut extra = vec!["--selftests".to_string(), bin.display().to_string()];
+    let (tree, image) = lane_kernel(spec, m, &mut extra)?;
     let image_sha = match &image {
         Some(i) => util::sha256_file(i)?,
         None => util::host_kernel_key(),
@@ -696,9 +705,9 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
     };
     let cells = cells_of(&result);
     let log_name = if matches!(spec.kind, Kind::Host) {
-        "stdout.log"
+        crate::boot::files::STDOUT_LOG
     } else {
-        "guest.log"
+        crate::boot::files::GUEST_LOG
     };
     let log = dir.join(log_name);
     let lane = Lane {
@@ -814,12 +823,20 @@ impl Matrix {
             .unwrap_or_else(Cell::absent)
     }
 
-    fn divergence_mark(&self, case: &str) -> &'static str {
-        match self.divergences.iter().find(|d| d.case == case) {
-            None => "",
-            Some(d) if d.explained.is_some() => "explained",
-            Some(_) => "DIVERGES",
-        }
+    /// The case table's rows, in case order, each with its cell in every
+    /// lane (lane order): the table, markdown and HTML all render these.
+    fn rows(&self) -> impl Iterator<Item = CaseRow<'_>> + '_ {
+        self.cases.keys().map(|case| CaseRow {
+            case,
+            cells: self.lanes.iter().map(|l| self.cell(case, &l.id)).collect(),
+            divergence: self.divergences.iter().find(|d| &d.case == case),
+        })
+    }
+
+    /// The two lanes the divergence rule compared, "?" where unknown.
+    fn compared_pair(&self) -> (&str, &str) {
+        let name = |i: usize| self.compared.get(i).map(String::as_str).unwrap_or("?");
+        (name(0), name(1))
     }
 
     /// The readable table on stdout.
@@ -831,12 +848,12 @@ impl Matrix {
             let _ = write!(out, "  {:<lw$}", l.label);
         }
         out.push_str("  divergence\n");
-        for case in self.cases.keys() {
-            let _ = write!(out, "{case:<w$}");
-            for (l, lw) in self.lanes.iter().zip(&widths) {
-                let _ = write!(out, "  {:<lw$}", self.cell(case, &l.id).verdict.label());
+        for row in self.rows() {
+            let _ = write!(out, "{:<w$}", row.case);
+            for (c, lw) in row.cells.iter().zip(&widths) {
+                let _ = write!(out, "  {:<lw$}", c.verdict.label());
             }
-            let _ = writeln!(out, "  {}", self.divergence_mark(case));
+            let _ = writeln!(out, "  {}", row.mark());
         }
         out.push('\n');
         for l in &self.lanes {
@@ -858,11 +875,10 @@ impl Matrix {
 
     pub fn markdown(&self) -> String {
         let mut out = String::from("### Cross-kernel matrix\n\n");
+        let (series, reference) = self.compared_pair();
         let _ = writeln!(
             out,
-            "Divergence rule: {} vs {}: {} unexplained, {} explained by divergences.toml, {} stale entries.\n",
-            self.compared.first().map(String::as_str).unwrap_or("?"),
-            self.compared.get(1).map(String::as_str).unwrap_or("?"),
+            "Divergence rule: {series} vs {reference}: {} unexplained, {} explained by divergences.toml, {} stale entries.\n",
             self.unexplained(),
             self.explained(),
             self.stale.len()
@@ -891,13 +907,12 @@ impl Matrix {
             out.push_str(" --- |");
         }
         out.push_str(" --- |\n");
-        for case in self.cases.keys() {
-            let _ = write!(out, "| `{case}` |");
-            for l in &self.lanes {
-                let c = self.cell(case, &l.id);
+        for row in self.rows() {
+            let _ = write!(out, "| `{}` |", row.case);
+            for c in &row.cells {
                 let _ = write!(out, " {} |", md(c.verdict.label()));
             }
-            let _ = writeln!(out, " {} |", self.divergence_mark(case));
+            let _ = writeln!(out, " {} |", row.mark());
         }
         if !self.divergences.is_empty() {
             out.push_str("\n#### Divergences\n\n");
@@ -963,12 +978,13 @@ details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:4
 .legend span{display:inline-block;padding:1px 8px;margin-right:6px;border:1px solid #bbb}\n\
 </style></head><body>\n<h1>Cross-kernel matrix</h1>\n",
         );
+        let (series, reference) = self.compared_pair();
         let _ = writeln!(
             out,
             "<p>Generated {}. Divergence rule: <b>{}</b> vs <b>{}</b>: {} unexplained, {} explained, {} stale entries.</p>",
             esc(&self.generated),
-            esc(self.compared.first().map(String::as_str).unwrap_or("?")),
-            esc(self.compared.get(1).map(String::as_str).unwrap_or("?")),
+            esc(series),
+            esc(reference),
             self.unexplained(),
             self.explained(),
             self.stale.len()
@@ -1000,51 +1016,22 @@ details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:4
             let _ = write!(out, "<th>{}</th>", esc(&l.label));
         }
         out.push_str("<th>divergence</th></tr>\n");
-        for case in self.cases.keys() {
-            let _ = write!(out, "<tr><td><code>{}</code></td>", esc(case));
-            for l in &self.lanes {
-                let c = self.cell(case, &l.id);
-                let class = match c.verdict {
-                    Verdict::Pass => "pass",
-                    Verdict::Fail => "fail",
-                    Verdict::Skip => "skip",
-                    Verdict::NoResult => "no_result",
-                    Verdict::Absent => "absent",
-                };
-                let mut detail: Vec<String> = Vec::new();
-                if let Some(r) = &c.reason {
-                    detail.push(r.clone());
-                }
-                detail.extend(c.splats.iter().map(|s| format!("splat: {s}")));
-                detail.extend(c.diagnostics.iter().map(|d| format!("# {d}")));
-                let body = if detail.is_empty() {
-                    esc(c.verdict.label())
-                } else {
-                    format!(
-                        "<details><summary>{}</summary><pre>{}</pre></details>",
-                        esc(c.verdict.label()),
-                        esc(&detail.join("\n"))
-                    )
-                };
-                let _ = write!(
-                    out,
-                    "<td class=\"{class}\" title=\"{}\">{body}</td>",
-                    esc(c.reason.as_deref().unwrap_or(&c.key))
-                );
+        for row in self.rows() {
+            let _ = write!(out, "<tr><td><code>{}</code></td>", esc(row.case));
+            for c in &row.cells {
+                out.push_str(&html_cell(c));
             }
-            let (class, text) = match self.divergences.iter().find(|d| &d.case == case) {
+            let (class, text) = match row.divergence.map(|d| &d.explained) {
                 None => ("", String::new()),
-                Some(d) => match &d.explained {
-                    Some(e) => (
-                        "div-ok",
-                        format!(
-                            "<details><summary>explained</summary><pre>{}\n{}</pre></details>",
-                            esc(&e.reason),
-                            esc(&e.upstream)
-                        ),
+                Some(Some(e)) => (
+                    "div-ok",
+                    format!(
+                        "<details><summary>explained</summary><pre>{}\n{}</pre></details>",
+                        esc(&e.reason),
+                        esc(&e.upstream)
                     ),
-                    None => ("div-no", "DIVERGES".into()),
-                },
+                ),
+                Some(None) => ("div-no", "DIVERGES".into()),
             };
             let _ = writeln!(out, "<td class=\"{class}\">{text}</td></tr>");
         }
@@ -1064,6 +1051,55 @@ details summary{cursor:pointer}pre{margin:2px 0;white-space:pre-wrap;max-width:4
         out.push_str("</body></html>\n");
         out
     }
+}
+
+/// One case across the lanes.
+struct CaseRow<'m> {
+    case: &'m str,
+    cells: Vec<Cell>,
+    divergence: Option<&'m Divergence>,
+}
+
+impl CaseRow<'_> {
+    /// The divergence column of the text and markdown tables.
+    fn mark(&self) -> &'static str {
+        match self.divergence {
+            None => "",
+            Some(d) if d.explained.is_some() => "explained",
+            Some(_) => "DIVERGES",
+        }
+    }
+}
+
+/// One lane's cell of the HTML case table: coloured by verdict, the reason
+/// on hover, the reason, splats and diagnostics behind a click.
+fn html_cell(c: &Cell) -> String {
+    let class = match c.verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Skip => "skip",
+        Verdict::NoResult => "no_result",
+        Verdict::Absent => "absent",
+    };
+    let mut detail: Vec<String> = Vec::new();
+    if let Some(r) = &c.reason {
+        detail.push(r.clone());
+    }
+    detail.extend(c.splats.iter().map(|s| format!("splat: {s}")));
+    detail.extend(c.diagnostics.iter().map(|d| format!("# {d}")));
+    let body = if detail.is_empty() {
+        esc(c.verdict.label())
+    } else {
+        format!(
+            "<details><summary>{}</summary><pre>{}</pre></details>",
+            esc(c.verdict.label()),
+            esc(&detail.join("\n"))
+        )
+    };
+    format!(
+        "<td class=\"{class}\" title=\"{}\">{body}</td>",
+        esc(c.reason.as_deref().unwrap_or(&c.key))
+    )
 }
 
 fn md(s: &str) -> String {
@@ -1103,16 +1139,9 @@ pub fn write(matrix: &mut Matrix, out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(m: MatrixArgs) -> Result<ExitCode> {
-    use crate::doctor::Stage;
-    crate::doctor::preflight(&[Stage::Tree, Stage::Build, Stage::Boot])?;
-    let divergences = DivergenceFile::load(&m.divergences)?;
-    let reference = crate::reference::version(m.reference.as_deref())?;
-    let base = crate::tree::default_version()?;
-    let kernels = [
-        format!("{}+series", series_of(&base)),
-        series_of(&reference),
-    ];
+/// The lanes of a run: the series, the reference, the host (unless
+/// --no-host) and each --kernel.
+fn lane_specs(m: &MatrixArgs, base: &str, reference: &str) -> Vec<Spec> {
     let series_label = match crate::test::series_tag(None) {
         Some(t) => format!("{}+{} v{}", t.base, t.name, t.version),
         None => format!("{base}+series"),
@@ -1126,7 +1155,7 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
         Spec {
             id: REFERENCE_LANE.into(),
             label: format!("{reference} (upstream)"),
-            kind: Kind::Reference(reference.clone()),
+            kind: Kind::Reference(reference.to_string()),
         },
     ];
     if !m.no_host {
@@ -1149,6 +1178,62 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
             kind: Kind::Kernel(k.clone()),
         });
     }
+    specs
+}
+
+/// Each divergence the rule found (with both sides' splats and
+/// diagnostics when unexplained) and each stale divergences.toml entry.
+fn print_divergences(matrix: &Matrix) {
+    for d in &matrix.divergences {
+        match &d.explained {
+            Some(e) => println!(
+                "explained divergence {}: series {} / reference {}: {} ({})",
+                d.case,
+                d.series.brief(),
+                d.reference.brief(),
+                e.reason,
+                e.upstream
+            ),
+            None => {
+                println!(
+                    "DIVERGENCE {}: 6.1 + series {} / reference {}",
+                    d.case,
+                    d.series.brief(),
+                    d.reference.brief()
+                );
+                for (side, c) in [("series", &d.series), ("reference", &d.reference)] {
+                    for line in c
+                        .splats
+                        .iter()
+                        .map(|s| format!("splat: {s}"))
+                        .chain(c.diagnostics.iter().cloned())
+                    {
+                        println!("    {side}: # {line}");
+                    }
+                }
+            }
+        }
+    }
+    for e in &matrix.stale {
+        println!(
+            "stale divergences.toml entry: {} ({}): no such divergence in this run; remove it",
+            e.case,
+            e.kernels.join(" vs ")
+        );
+    }
+}
+
+pub fn run(m: MatrixArgs) -> Result<ExitCode> {
+    use crate::doctor::Stage;
+    crate::doctor::preflight(&[Stage::Tree, Stage::Build, Stage::Boot])?;
+    let divergences = DivergenceFile::load(&m.divergences)?;
+    let reference = crate::reference::version(m.reference.as_deref())?;
+    let base = crate::tree::default_version()?;
+    let kernels = [
+        format!("{}+series", series_of(&base)),
+        series_of(&reference),
+    ];
+    let specs = lane_specs(&m, &base, &reference);
     let bin = crate::test::selftests_binary(&test_args(
         &m.selftests
             .iter()
@@ -1204,43 +1289,7 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&m.out).with_context(|| format!("creating {}", m.out.display()))?;
     write(&mut matrix, &m.out)?;
     println!("\n{}", matrix.table());
-    for d in &matrix.divergences {
-        match &d.explained {
-            Some(e) => println!(
-                "explained divergence {}: series {} / reference {}: {} ({})",
-                d.case,
-                d.series.brief(),
-                d.reference.brief(),
-                e.reason,
-                e.upstream
-            ),
-            None => {
-                println!(
-                    "DIVERGENCE {}: 6.1 + series {} / reference {}",
-                    d.case,
-                    d.series.brief(),
-                    d.reference.brief()
-                );
-                for (side, c) in [("series", &d.series), ("reference", &d.reference)] {
-                    for line in c
-                        .splats
-                        .iter()
-                        .map(|s| format!("splat: {s}"))
-                        .chain(c.diagnostics.iter().cloned())
-                    {
-                        println!("    {side}: # {line}");
-                    }
-                }
-            }
-        }
-    }
-    for e in &matrix.stale {
-        println!(
-            "stale divergences.toml entry: {} ({}): no such divergence in this run; remove it",
-            e.case,
-            e.kernels.join(" vs ")
-        );
-    }
+    print_divergences(&matrix);
     let lane_failures: Vec<&Lane> = matrix.lanes.iter().filter(|l| !l.passed).collect();
     for l in &lane_failures {
         println!("lane {} failed on its own results: {}", l.label, l.outcome);

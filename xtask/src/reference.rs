@@ -80,15 +80,7 @@ pub fn build(version: &str, config: &str, jobs: Option<usize>) -> Result<Referen
         fetched.path.display(),
         fetched.tree
     );
-    let plan = build::plan(&fetched.path, &fragments, jobs, true)?;
-    build::configure(&plan)?;
-    let built = build::make_bzimage(&plan)?;
-    println!(
-        "reference kernel: {} ({} objects compiled, {})",
-        built.image.display(),
-        built.compiled,
-        build::fmt_duration(built.duration)
-    );
+    let built = build::build_kernel("reference kernel", &fetched.path, &fragments, jobs)?;
     Ok(ReferenceKernel {
         version: version.to_string(),
         tree: fetched.path,

@@ -387,12 +387,14 @@ fn apply_through_the_public_api_with_an_extra_patch() {
     let mutant = fx.tmp.path().join("mutants/skip_invalidate.patch");
     let diff = "diff --git a/virt/kvm/guest_memfd.c b/virt/kvm/guest_memfd.c\nindex 000000000000..111111111111 100644\n--- a/virt/kvm/guest_memfd.c\n+++ b/virt/kvm/guest_memfd.c\n@@ -4,4 +4,4 @@\n int kvm_gmem_create(struct kvm *kvm, unsigned long size)\n {\n-\treturn -ENOSYS;\n+\treturn 0;\n }\n";
     write(&mutant, diff);
-    let applied = xtask::series::apply(&xtask::series::ApplyRequest {
-        series: fx.series_dir.display().to_string(),
-        tree: fx.tree.clone(),
-        extra: vec![mutant],
-        branch: Some("mutant/skip_invalidate".into()),
-    })
+    let series = xtask::series::load_series(&fx.series_dir.display().to_string()).unwrap();
+    let applied = xtask::series::apply::apply_series(
+        &series,
+        &fx.tree,
+        &[mutant],
+        Some("mutant/skip_invalidate"),
+        &xtask::series::apply::ApplyOptions::default(),
+    )
     .unwrap();
     assert_eq!(applied.branch, "mutant/skip_invalidate");
     assert_eq!(applied.commits.len(), 4);
@@ -1751,7 +1753,7 @@ fn b4_round_trip_of_the_formatted_fixture_series() {
 #[ignore = "needs b4 and the fetched 6.1.176 tree"]
 fn b4_round_trip_of_the_formatted_real_series() {
     let series = Series::load(&xtask::util::patches_dir().join("guest_memfd")).unwrap();
-    let fetched = xtask::util::kernel_dir()
+    let fetched = xtask::util::kernel_work_dir()
         .join("kernel")
         .join(format!("linux-{}", series.toml.base.version));
     assert!(

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use xtask::boot::{default_append, guest_script, sh_quote, vng_args, Accel, VngSpec};
+use xtask::boot::{default_append, guest_script, vng_args, Accel, VngSpec};
+use xtask::util::sh_quote;
 
 fn spec(accel: Accel) -> VngSpec {
     VngSpec {

@@ -283,13 +283,13 @@ mod tests {
     use crate::results::parse_ktap;
 
     fn series() -> KernelExpect {
-        let path = crate::util::patches_dir().join("guest_memfd.expect.toml");
+        let path = path_for(&crate::util::patches_dir(), crate::series::DEFAULT_SERIES);
         Expectations::load(&path).unwrap().kinds["series"].clone()
     }
 
     #[test]
     fn the_project_file_has_both_kernel_kinds_and_applies_only_with_gmem() {
-        let path = crate::util::patches_dir().join("guest_memfd.expect.toml");
+        let path = path_for(&crate::util::patches_dir(), crate::series::DEFAULT_SERIES);
         let e = Expectations::load(&path).unwrap();
         assert!(e.kinds.contains_key("series") && e.kinds.contains_key("upstream-6.12"));
         let gmem = vec!["base".to_string(), "gmem".to_string()];

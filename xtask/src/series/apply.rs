@@ -125,7 +125,7 @@ fn workdir_name(repo: &Repository) -> String {
 }
 
 pub fn short(id: Oid) -> String {
-    id.to_string()[..12].to_string()
+    crate::util::short_hash(&id.to_string()).to_string()
 }
 
 /// Refuse a work tree with modified or staged tracked files.
@@ -325,6 +325,41 @@ fn index_entry(path: &str, id: Oid, mode: u32) -> git2::IndexEntry {
     }
 }
 
+/// Each patch (true for an extra one) and, in the same order, its diff.
+type ParsedPatches = (Vec<(PatchMail, bool)>, Vec<Diff<'static>>);
+
+/// The series' patches, then the `extra` ones, parsed, each with its diff
+/// as libgit2 reads it.
+fn parse_patches(series: &Series, extra: &[PathBuf]) -> Result<ParsedPatches> {
+    let mut patches = Vec::new();
+    for file in &series.patches {
+        patches.push((mail::parse_patch_file(file)?, false));
+    }
+    for file in extra {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        patches.push((
+            mail::parse_patch_or_diff(file, &format!("mutant: {stem}"))?,
+            true,
+        ));
+    }
+    let diffs = patches
+        .iter()
+        .map(|(p, _)| {
+            Diff::from_buffer(&p.diff).map_err(|err| {
+                anyhow::anyhow!(
+                    "{}: libgit2 cannot parse the diff: {}",
+                    p.file.display(),
+                    err.message()
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((patches, diffs))
+}
+
 /// The whole `apply`: parse, verify, build commits, create the branch.
 pub fn apply_series(
     series: &Series,
@@ -342,32 +377,7 @@ pub fn apply_series(
         );
     }
     ensure_no_operation(&repo)?;
-    let mut patches = Vec::new();
-    for file in &series.patches {
-        patches.push((mail::parse_patch_file(file)?, false));
-    }
-    for file in extra {
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        patches.push((
-            mail::parse_patch_or_diff(file, &format!("mutant: {stem}"))?,
-            true,
-        ));
-    }
-    let diffs: Vec<Diff<'static>> = patches
-        .iter()
-        .map(|(p, _)| {
-            Diff::from_buffer(&p.diff).map_err(|err| {
-                anyhow::anyhow!(
-                    "{}: libgit2 cannot parse the diff: {}",
-                    p.file.display(),
-                    err.message()
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
+    let (patches, diffs) = parse_patches(series, extra)?;
 
     let base = verify_base(&repo, series)?;
     let branch = branch

@@ -16,7 +16,7 @@ pub struct BasesArgs {
     /// Point releases, e.g. 6.1.170..6.1.177 (both ends included) or one version.
     pub range: String,
     /// Series name or path to a series directory.
-    #[arg(long, default_value = "guest_memfd")]
+    #[arg(long, default_value = super::DEFAULT_SERIES)]
     pub series: String,
     /// JSON output (default: target/series/<series>-bases.json).
     #[arg(long)]

@@ -1,5 +1,5 @@
 //! Patch series: `patches/<series>/series.toml` plus format-patch files;
-//! `apply`, `series export` and `series format`. (Issue #2.)
+//! `apply`, `series export` and `series format`.
 //!
 //! Submodules: [`model`] (series.toml and the directory layout), [`mail`]
 //! (format-patch parsing and diff checks), [`apply`] (git am with git2),
@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod bases;
 pub mod bench;
+pub mod checkout;
 pub mod checkpatch;
 pub mod export;
 pub mod format;
@@ -21,7 +22,7 @@ pub mod outdir;
 pub mod rebase;
 mod rebase_bench;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -29,6 +30,7 @@ use clap::{Args, Subcommand};
 /// The series `patches/` holds today; every command defaults to it.
 pub const DEFAULT_SERIES: &str = "guest_memfd";
 
+pub use checkout::{checkout, checkout_default_tree, Checkout, Purpose};
 pub use model::{Series, SeriesToml};
 
 #[derive(Debug, Args)]
@@ -158,7 +160,7 @@ pub fn run_apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     println!(
         "branch {} created from base {} with {} commits{}; {}",
         applied.branch,
-        &applied.base[..12],
+        crate::util::short_hash(&applied.base),
         applied.commits.len() - skipped,
         if skipped > 0 {
             format!(" ({skipped} patches already in the base, skipped)")
@@ -199,7 +201,7 @@ pub fn applied_table(applied: &Applied) -> String {
         let commit = c
             .commit
             .as_deref()
-            .map_or("skipped".to_string(), |id| id[..12].to_string());
+            .map_or("skipped", crate::util::short_hash);
         out.push_str(&format!("{name:<width$}  {commit:<12}  {}\n", c.subject));
     }
     out.trim_end().to_string()
@@ -271,19 +273,6 @@ pub fn bench_apply() -> anyhow::Result<ExitCode> {
     bench::run()
 }
 
-/// What `apply` is asked to do; also used by `build-kernel --each-patch`
-/// and `test --mutant` (extra patches go on top of the series).
-#[derive(Debug, Clone)]
-pub struct ApplyRequest {
-    /// Series name under patches/, or a path to a series directory.
-    pub series: String,
-    pub tree: PathBuf,
-    /// Patches applied after the series, e.g. patches/mutants/NAME.patch.
-    pub extra: Vec<PathBuf>,
-    /// Branch to create (default `<series>/v<N>`).
-    pub branch: Option<String>,
-}
-
 /// What `apply` did.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -301,23 +290,4 @@ pub struct AppliedPatch {
     pub subject: String,
     /// None when the patch was already contained in the base and skipped.
     pub commit: Option<String>,
-}
-
-/// Apply a series (and `extra` patches) on a new branch, atomically; the
-/// checkout is left as it was (see [`checkout`]). Fails if the branch exists.
-pub fn apply(req: &ApplyRequest) -> anyhow::Result<Applied> {
-    let series = load_series(&req.series)?;
-    apply::apply_series(
-        &series,
-        &req.tree,
-        &req.extra,
-        req.branch.as_deref(),
-        &apply::ApplyOptions::default(),
-    )
-}
-
-/// Check out a branch `apply` created (safe: refuses to overwrite local changes).
-pub fn checkout(tree: &Path, branch: &str) -> anyhow::Result<()> {
-    let repo = apply::open_repo(tree)?;
-    apply::checkout_branch(&repo, branch)
 }

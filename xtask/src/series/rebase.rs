@@ -1196,7 +1196,7 @@ fn bump_toml(
 #[derive(Debug, clap::Args)]
 pub struct RebaseArgs {
     /// Series name or path to a series directory.
-    #[arg(long, default_value = "guest_memfd")]
+    #[arg(long, default_value = super::DEFAULT_SERIES)]
     pub series: String,
     /// The new base, e.g. 6.1.177 (fetched as `tree fetch` does).
     #[arg(long, required_unless_present_any = ["cont", "abort"])]

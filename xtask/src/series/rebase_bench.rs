@@ -43,11 +43,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 pub fn run(to: &str) -> Result<ExitCode> {
-    let series = super::load_series("guest_memfd")?;
+    let series = super::load_series(super::DEFAULT_SERIES)?;
     let from = series.toml.base.version.clone();
     let old = rebase::fetch_base("debian", &from, None)?;
     let new = rebase::fetch_base("debian", to, None)?;
-    let scratch_parent = crate::util::kernel_dir().join("bench");
+    let scratch_parent = crate::util::kernel_work_dir().join("bench");
     std::fs::create_dir_all(&scratch_parent)?;
     let scratch = tempfile::Builder::new()
         .prefix("rebase-")

@@ -1,8 +1,10 @@
 //! `cargo xtask test`: build, boot, run the selftests, judge, report.
 //! `mutants` runs the same flow once per mutant of the series.
 
+mod bench;
 mod mutants;
 
+pub use bench::bench_selftests;
 pub use mutants::{classify, mutant_names};
 
 use std::path::{Path, PathBuf};
@@ -236,17 +238,9 @@ pub fn kernel_image(
     }
     let tree = match tree_override.or(args.tree.as_deref()) {
         Some(t) => t.to_path_buf(),
-        None => build::default_series_checkout()?,
+        None => crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree,
     };
-    let plan = build::plan(&tree, fragments, None, true)?;
-    build::configure(&plan)?;
-    let built = build::make_bzimage(&plan)?;
-    println!(
-        "kernel: {} ({} objects compiled, {})",
-        built.image.display(),
-        built.compiled,
-        build::fmt_duration(built.duration)
-    );
+    let built = build::build_kernel("kernel", &tree, fragments, None)?;
     Ok((built.image, built.kernel_release))
 }
 
@@ -259,7 +253,9 @@ pub fn expectation(
     series: Option<&SeriesTag>,
     fragments: Option<&[String]>,
 ) -> Result<Option<KernelExpect>> {
-    let name = series.map(|t| t.name.as_str()).unwrap_or("guest_memfd");
+    let name = series
+        .map(|t| t.name.as_str())
+        .unwrap_or(crate::series::DEFAULT_SERIES);
     let kind = match (&args.expect, series) {
         (Some(k), _) => k.as_str(),
         (None, Some(_)) => "series",
@@ -314,7 +310,8 @@ pub fn run_boot(
     boot_image(args, &image, release, series, &fragments)
 }
 
-/// Boot `image` and judge what comes back.
+/// Boot `image` and judge what comes back: prepare the run directory and
+/// the vng command, boot, read the guest's files, judge, write the results.
 pub fn boot_image(
     args: &TestArgs,
     image: &Path,
@@ -322,7 +319,6 @@ pub fn boot_image(
     series: Option<SeriesTag>,
     fragments: &[String],
 ) -> Result<RunResult> {
-    let image = image.to_path_buf();
     let expect = if args.exec.is_some() {
         None
     } else {
@@ -331,9 +327,80 @@ pub fn boot_image(
     if let Some(e) = &expect {
         println!("expect: judged against [{}] ({})", e.kind, e.description);
     }
-    let bin = match &args.exec {
-        Some(_) => None,
-        None => Some(selftests_binary(args)?),
+    let plan = prepare_guest(args, image, fragments)?;
+    let start = Instant::now();
+    let guest = boot::run_guest(
+        "vng",
+        &plan.vng_args,
+        &plan.dir,
+        plan.boot_timeout,
+        plan.run_timeout,
+        true,
+    )?;
+
+    let got = read_guest_run(&plan.dir, &guest, args.exec.is_some());
+    let judgement = judge(&Evidence {
+        boot: &got.boot,
+        ktap: &got.ktap,
+        splats: &got.splats,
+        taint_before: got.taint_before,
+        taint_after: got.taint_after,
+        expect: expect.as_ref(),
+        exec: args.exec.is_some(),
+    });
+    let mut result = RunResult {
+        run_id: plan.run_id,
+        mode: "vng".into(),
+        kernel: got.uname.or(release),
+        kernel_image: Some(image.to_path_buf()),
+        config: plan.config_label,
+        accel: plan.accel.accel.name().into(),
+        accel_reason: plan.accel.reason,
+        command: plan.command,
+        guest_exit: got.boot.exit,
+        boot_to_first_ktap_s: guest.first_ktap_s,
+        duration_s: start.elapsed().as_secs_f64(),
+        taint_before: got.taint_before,
+        taint_after: got.taint_after,
+        ktap: got.ktap,
+        splats: got.splats,
+        series,
+        filter: args.filter.clone(),
+        expect: expect.map(|e| e.kind),
+        image_sha256: util::sha256_file(image).ok(),
+        selftests_sha256: plan.selftests_sha256,
+        ..Default::default()
+    };
+    result.set_judgement(judgement);
+    finish(&result, &plan.dir, boot::files::GUEST_LOG)?;
+    if let Some(up) = guest.up_s {
+        println!("guest userspace up after {up:.1}s");
+    }
+    Ok(result)
+}
+
+/// Everything a boot needs, decided before it starts.
+struct GuestPlan {
+    run_id: String,
+    dir: PathBuf,
+    accel: AccelChoice,
+    /// The fragment set the kernel was built from, as results name it.
+    config_label: String,
+    /// The vng command line: `command` for results.json, `vng_args` to run.
+    command: Vec<String>,
+    vng_args: Vec<std::ffi::OsString>,
+    boot_timeout: Duration,
+    run_timeout: Duration,
+    /// Of the selftests binary the guest runs (none for `--exec`).
+    selftests_sha256: Option<String>,
+}
+
+/// Picks the accelerator, makes the run directory, writes the guest script
+/// and the vng command line into it.
+fn prepare_guest(args: &TestArgs, image: &Path, fragments: &[String]) -> Result<GuestPlan> {
+    let (program, program_args) = match &args.exec {
+        Some(e) => (PathBuf::from("/bin/sh"), vec!["-c".to_string(), e.clone()]),
+        None => (selftests_binary(args)?, selftest_args(args)),
     };
     // With --kernel the fragments are whatever that image was built from:
     // an image under target/kbuild/.../<set>/arch/x86/boot names its set.
@@ -347,93 +414,54 @@ pub fn boot_image(
             .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
             .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
     };
-    let choice: AccelChoice = boot::choose_accel(&args.accel, &image)?;
-    println!("accel: {} — {}", choice.accel.name(), choice.reason);
-    let tag = config_label
-        .split(' ')
-        .next()
-        .unwrap_or("kernel")
-        .to_string();
-    let (run_id, dir) = new_run_dir(&format!("{tag}-{}", choice.accel.name()))?;
-    let script = dir.join("guest.sh");
-    let text = match (&args.exec, &bin) {
-        (Some(e), _) => boot::guest_script(&dir, Path::new("/bin/sh"), &["-c".into(), e.clone()]),
-        (None, Some(b)) => boot::guest_script(&dir, b, &selftest_args(args)),
-        (None, None) => unreachable!("selftests binary resolved above"),
-    };
+    let accel: AccelChoice = boot::choose_accel(&args.accel, image)?;
+    println!("accel: {} — {}", accel.accel.name(), accel.reason);
+    let tag = config_label.split(' ').next().unwrap_or("kernel");
+    let (run_id, dir) = new_run_dir(&format!("{tag}-{}", accel.accel.name()))?;
+    let script = dir.join(boot::files::GUEST_SCRIPT);
+    let text = boot::guest_script(&dir, &program, &program_args);
     std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
     let mut append = boot::default_append();
     append.extend(args.append.iter().cloned());
-    let numa = numa_layout(args)?;
     let spec = VngSpec {
-        image: image.clone(),
-        accel: choice.accel,
+        image: image.to_path_buf(),
+        accel: accel.accel,
         cpus: args.cpus,
         memory: args.memory.clone(),
         rwdir: dir.clone(),
-        exec: format!("sh {}", boot::sh_quote(&script.display().to_string())),
+        exec: format!("sh {}", util::sh_quote(&script.display().to_string())),
         append,
-        numa,
+        numa: numa_layout(args)?,
     };
     let vng_args = boot::vng_args(&spec);
     let mut command = vec!["vng".to_string()];
     command.extend(vng_args.iter().map(|a| a.to_string_lossy().into_owned()));
-    std::fs::write(dir.join("command"), shell_words(&command)).ok();
-    let boot_timeout = Duration::from_secs(args.boot_timeout.unwrap_or(match choice.accel {
+    std::fs::write(dir.join(boot::files::COMMAND), util::shell_words(&command)).ok();
+    let boot_timeout = Duration::from_secs(args.boot_timeout.unwrap_or(match accel.accel {
         Accel::Tcg => 180,
         Accel::Kvm => 60,
     }));
     let run_timeout = Duration::from_secs(args.timeout.unwrap_or(900));
     println!(
         "boot: {} (boot timeout {}s, run timeout {}s)",
-        shell_words(&command),
+        util::shell_words(&command),
         boot_timeout.as_secs(),
         run_timeout.as_secs()
     );
-    let start = Instant::now();
-    let guest = boot::run_guest("vng", &vng_args, &dir, boot_timeout, run_timeout, true)?;
-
-    let got = read_guest_run(&dir, &guest, args.exec.is_some());
-    let kernel = got.uname.clone().or(release);
-    let image_sha256 = util::sha256_file(&image).ok();
-    let judgement = judge(&Evidence {
-        boot: &got.boot,
-        ktap: &got.ktap,
-        splats: &got.splats,
-        taint_before: got.taint_before,
-        taint_after: got.taint_after,
-        expect: expect.as_ref(),
-        exec: args.exec.is_some(),
-    });
-    let mut result = RunResult {
+    Ok(GuestPlan {
         run_id,
-        mode: "vng".into(),
-        kernel,
-        kernel_image: Some(image),
-        config: config_label,
-        accel: choice.accel.name().into(),
-        accel_reason: choice.reason.clone(),
+        dir,
+        accel,
+        config_label,
         command,
-        guest_exit: got.boot.exit,
-        boot_to_first_ktap_s: guest.first_ktap_s,
-        duration_s: start.elapsed().as_secs_f64(),
-        taint_before: got.taint_before,
-        taint_after: got.taint_after,
-        ktap: got.ktap,
-        splats: got.splats,
-        series,
-        filter: args.filter.clone(),
-        expect: expect.map(|e| e.kind),
-        image_sha256,
-        selftests_sha256: bin.as_deref().and_then(|b| util::sha256_file(b).ok()),
-        ..Default::default()
-    };
-    result.set_judgement(judgement);
-    finish(&result, &dir, "guest.log")?;
-    if let Some(up) = guest.up_s {
-        println!("guest userspace up after {up:.1}s");
-    }
-    Ok(result)
+        vng_args,
+        boot_timeout,
+        run_timeout,
+        selftests_sha256: match &args.exec {
+            Some(_) => None,
+            None => util::sha256_file(&program).ok(),
+        },
+    })
 }
 
 /// What a guest run left in its run directory, read back.
@@ -450,9 +478,8 @@ struct GuestRunFiles {
 fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFiles {
     // The kernel log: dmesg from the guest when it got that far (complete
     // and in order with the kmsg markers), else the console capture.
-    let dmesg = std::fs::read_to_string(dir.join("guest-dmesg.log"))
-        .ok()
-        .filter(|s| !s.trim().is_empty());
+    let files = boot::GuestArtifacts::read(dir);
+    let dmesg = files.dmesg;
     let kernel_log = dmesg.clone().unwrap_or_else(|| guest.console.clone());
     let mut splats = results::scan_splats(&kernel_log);
     if dmesg.is_some() {
@@ -466,9 +493,8 @@ fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFil
     // The KTAP stream: the guest's own copy (clean), else vng's stdout, else
     // the console (where it lands, mixed with kernel messages, when
     // virtme-ng-init had to fall back to the serial console).
-    let ktap_text = std::fs::read_to_string(dir.join("ktap.log"))
-        .ok()
-        .filter(|t| !t.trim().is_empty())
+    let ktap_text = files
+        .ktap_log
         .or_else(|| {
             guest
                 .stdout
@@ -484,53 +510,32 @@ fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFil
     } else {
         results::parse_ktap(&ktap_text)
     };
-    // The exit status the guest script recorded; vng's own status is only
-    // meaningful when virtio-serial script I/O worked.
-    let guest_exit = std::fs::read_to_string(dir.join("exit-code"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    let read_num = |n: &str| {
-        std::fs::read_to_string(dir.join(n))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-    };
-    let taint_before = read_num("taint-before");
-    let taint_after = read_num("taint-after");
-    let uname = std::fs::read_to_string(dir.join("guest-uname"))
-        .ok()
-        .map(|s| s.trim().to_string());
-    let console_lines: Vec<&str> = guest.console.lines().collect();
     let boot = Boot {
         killed: guest.killed.as_ref().map(|k| match k {
             Killed::BootTimeout(s) => Deadline::Boot(*s),
             Killed::RunTimeout(s) => Deadline::Run(*s),
         }),
         userspace_up: guest.up_s.is_some(),
-        panic_line: console_lines
-            .iter()
-            .map(|l| results::strip_kmsg_prefix(l))
+        panic_line: guest
+            .console
+            .lines()
+            .map(results::strip_kmsg_prefix)
             .find(|l| l.starts_with("Kernel panic - not syncing"))
             .map(str::to_string),
-        exit: guest_exit,
+        // The exit status the guest script recorded; vng's own status is
+        // only meaningful when virtio-serial script I/O worked.
+        exit: files.exit_code,
         vng_exit: guest.exit,
-        console_tail: console_lines[console_lines.len().saturating_sub(15)..].join("\n"),
+        console_tail: util::tail_lines(&guest.console, 15),
     };
     GuestRunFiles {
         boot,
         ktap,
         splats,
-        taint_before,
-        taint_after,
-        uname,
+        taint_before: files.taint_before,
+        taint_after: files.taint_after,
+        uname: files.uname,
     }
-}
-
-fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| boot::sh_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `--host`: the same binary against the running kernel. New kernel log
@@ -632,13 +637,13 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         ..Default::default()
     };
     result.set_judgement(judgement);
-    finish(&result, &dir, "stdout.log")?;
+    finish(&result, &dir, boot::files::STDOUT_LOG)?;
     Ok(result)
 }
 
 /// The series (and mutant) a build of the default flow comes from.
 pub fn series_tag(mutant: Option<&str>) -> Option<SeriesTag> {
-    let dir = util::patches_dir().join("guest_memfd");
+    let dir = util::patches_dir().join(crate::series::DEFAULT_SERIES);
     let toml = crate::series::model::SeriesToml::load(&dir.join("series.toml")).ok()?;
     Some(SeriesTag {
         name: toml.name,
@@ -654,77 +659,4 @@ fn default_series_tag(args: &TestArgs, mutant: Option<&str>) -> Option<SeriesTag
     (args.tree.is_none() && args.kernel.is_none() && args.exec.is_none())
         .then(|| series_tag(mutant))
         .flatten()
-}
-
-/// `cargo xtask bench selftests`: the suite on the host, per-area times from
-/// its `# time` diagnostics. The baseline (same run) is `--list`, i.e. the
-/// binary's start-up cost.
-pub fn bench_selftests() -> Result<ExitCode> {
-    let args = TestArgs {
-        host: true,
-        tree: None,
-        config: "gmem".into(),
-        kernel: None,
-        accel: "host".into(),
-        timeout: None,
-        filter: None,
-        boot_timeout: None,
-        case_timeout: None,
-        selftests: std::env::var_os("XTASK_SELFTESTS").map(PathBuf::from),
-        release: std::env::var_os("XTASK_SELFTESTS").is_none(),
-        cpus: 2,
-        memory: "2G".into(),
-        append: Vec::new(),
-        numa: None,
-        exec: None,
-        mutant: None,
-        mutants: None,
-        install_deps: false,
-        expect: None,
-        reference: None,
-    };
-    let bin = selftests_binary(&args)?;
-    let sh = Shell::new()?;
-    let t0 = Instant::now();
-    cmd!(sh, "{bin} --list").quiet().ignore_status().output()?;
-    let baseline = t0.elapsed();
-    let t1 = Instant::now();
-    let out = cmd!(sh, "{bin}").quiet().ignore_status().output()?;
-    let total = t1.elapsed();
-    let ktap = results::parse_ktap(&String::from_utf8_lossy(&out.stdout));
-    let mut areas: Vec<(String, u64, usize)> = Vec::new();
-    for c in &ktap.cases {
-        let area = c.name.split('.').next().unwrap_or(&c.name).to_string();
-        let ms = c.duration_ms.unwrap_or(0);
-        match areas.iter_mut().find(|a| a.0 == area) {
-            Some(a) => {
-                a.1 += ms;
-                a.2 += 1;
-            }
-            None => areas.push((area, ms, 1)),
-        }
-    }
-    let (p, f, s, m) = ktap.count();
-    println!(
-        "selftests on the host ({}): {p} pass, {f} fail, {s} skip, {m} no result",
-        bin.display()
-    );
-    println!(
-        "\n{:<16} {:>6} {:>10} {:>10}",
-        "area", "cases", "ms", "share"
-    );
-    let sum: u64 = areas.iter().map(|a| a.1).sum();
-    for (area, ms, n) in &areas {
-        println!(
-            "{area:<16} {n:>6} {ms:>10} {:>9.1}%",
-            100.0 * *ms as f64 / sum.max(1) as f64
-        );
-    }
-    println!(
-        "\nwhole suite {:.3}s; baseline `--list` {:.3}s; ratio {:.1}",
-        total.as_secs_f64(),
-        baseline.as_secs_f64(),
-        total.as_secs_f64() / baseline.as_secs_f64().max(0.000_001)
-    );
-    Ok(ExitCode::SUCCESS)
 }

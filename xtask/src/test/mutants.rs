@@ -3,15 +3,15 @@
 //! booted and judged like any run. A mutant is KILLED only by cases of a
 //! suite that ran; what could not be tested is shown and not scored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
 use super::{boot_image, kernel_image, new_run_dir, run_boot, series_tag, TestArgs};
-use crate::build;
 use crate::kconfig;
 use crate::results::{self, MutantRow, MutantVerdict, MutantsReport, RunResult};
+use crate::series::Purpose;
 use crate::util;
 
 /// The mutants to run: one name, or every patches/mutants/*.patch.
@@ -90,25 +90,6 @@ pub fn classify(r: &RunResult) -> MutantRow {
     }
 }
 
-/// Applies the series (and `extra` patches) to `tree` on `branch`, and
-/// checks the tip out in the series' scratch worktree: every run of a
-/// campaign shares one build directory, so each mutant recompiles only
-/// what its patch touches.
-fn series_worktree(tree: &Path, extra: Vec<PathBuf>, branch: &str) -> Result<PathBuf> {
-    build::delete_branch_if_exists(tree, branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: "guest_memfd".into(),
-        tree: tree.to_path_buf(),
-        extra,
-        branch: Some(branch.to_string()),
-    })
-    .context("could not apply")?;
-    let Some(tip) = applied.commits.iter().rev().find_map(|c| c.commit.clone()) else {
-        bail!("applying created no commit");
-    };
-    build::scratch_worktree(tree, "series", &tip)
-}
-
 fn row(name: &str, verdict: MutantVerdict, detail: String) -> MutantRow {
     MutantRow {
         name: name.to_string(),
@@ -120,7 +101,7 @@ fn row(name: &str, verdict: MutantVerdict, detail: String) -> MutantRow {
 }
 
 /// One mutant: apply, build, boot, judge.
-fn test_mutant(args: &TestArgs, tree: &Path, version: u32, name: &str) -> MutantRow {
+fn test_mutant(args: &TestArgs, tree: &Path, name: &str) -> MutantRow {
     let fragments = match kconfig::fragment_list(&args.config) {
         Ok(f) => f,
         Err(e) => return row(name, MutantVerdict::Error, format!("{e:#}")),
@@ -128,9 +109,12 @@ fn test_mutant(args: &TestArgs, tree: &Path, version: u32, name: &str) -> Mutant
     let patch = util::patches_dir()
         .join("mutants")
         .join(format!("{name}.patch"));
-    let branch = format!("guest_memfd/v{version}-mutant-{name}");
-    let src = match series_worktree(tree, vec![patch], &branch) {
-        Ok(s) => s,
+    let purpose = Purpose::Mutant {
+        name: name.to_string(),
+        patch,
+    };
+    let (src, branch) = match crate::series::checkout(tree, &purpose) {
+        Ok(c) => (c.worktree, c.branch),
         Err(e) => return row(name, MutantVerdict::Error, format!("{e:#}")),
     };
     println!(
@@ -165,12 +149,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     };
 
     println!("\n=== baseline: the unmutated series (must pass before any mutant counts)");
-    let baseline: Result<RunResult> = series_worktree(
-        &tree,
-        vec![],
-        &format!("guest_memfd/v{}-baseline", series.version),
-    )
-    .and_then(|src| run_boot(args, Some(&src), Some(series.clone())));
+    let baseline: Result<RunResult> = crate::series::checkout(&tree, &Purpose::Baseline)
+        .and_then(|c| run_boot(args, Some(&c.worktree), Some(series.clone())));
     let (baseline_ok, baseline_text, baseline_run_id) = match &baseline {
         Ok(r) => (
             r.outcome.is_pass(),
@@ -190,7 +170,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             continue;
         }
         println!("\n=== mutant {name}");
-        rows.push(test_mutant(args, &tree, series.version, name));
+        rows.push(test_mutant(args, &tree, name));
     }
     let report = MutantsReport {
         run_id: String::new(),

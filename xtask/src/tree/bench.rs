@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
-use super::{debian, import_tarball, kernel_dir, ImportRequest};
+use super::{debian, fetch_dir, import_tarball, ImportRequest};
 
-/// Goal from issue #2: the import may take at most this many times `tar x`.
+/// The goal: the import may take at most this many times `tar x`.
 const GOAL_RATIO: f64 = 1.5;
 /// Rounds of each side. On a disk filesystem the outputs of all of them
 /// stay until the end (about 4 GB per round for 6.1).
@@ -141,7 +141,7 @@ fn workspace(dir: Option<&Path>) -> Result<Workspace> {
 pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
     let level = super::import_compression()?;
     let version = super::default_version()?;
-    let tarball = debian::ensure_tarball(&kernel_dir().join("apt"), &version, true)?;
+    let tarball = debian::ensure_tarball(&fetch_dir().join("apt"), &version, true)?;
     let space = workspace(dir)?;
     let work = space.dir.clone();
     eprintln!(

@@ -1,5 +1,5 @@
 //! `cargo xtask tree fetch`: a git repository whose first (only) commit is
-//! a pristine upstream kernel source, tagged `v<version>`. (Issue #2.)
+//! a pristine upstream kernel source, tagged `v<version>`.
 //!
 //! Sources: Debian's orig tarball (default, checked against the .dsc), a
 //! shallow clone of one ref of a git repository, or a local tarball.
@@ -186,55 +186,47 @@ pub fn tag_tree(repo: &Path, version: &str) -> Result<git2::Oid> {
 }
 
 /// `target/kernel/`: downloads, apt state and imported trees.
-pub fn kernel_dir() -> PathBuf {
-    crate::util::kernel_dir().join("kernel")
+pub fn fetch_dir() -> PathBuf {
+    crate::util::kernel_work_dir().join("kernel")
 }
 
 fn default_dest(version: &str) -> PathBuf {
-    kernel_dir().join(format!("linux-{version}"))
+    fetch_dir().join(format!("linux-{version}"))
 }
 
 /// The series' pinned base: `[base].version` and `[base].trees.debian-orig`
 /// of patches/guest_memfd/series.toml, when that file exists.
 fn pinned_base() -> Result<Option<(String, Option<String>)>> {
-    pinned("base")
+    pinned(|t| Some(t.base))
 }
 
 /// The pinned upstream reference: `[reference].version` and
 /// `[reference].trees.debian-orig` of patches/guest_memfd/series.toml.
 pub fn pinned_reference() -> Result<Option<(String, Option<String>)>> {
-    pinned("reference")
+    pinned(|t| t.reference)
 }
 
-/// `[<table>].version` and `[<table>].trees.debian-orig` of series.toml.
-fn pinned(table: &str) -> Result<Option<(String, Option<String>)>> {
-    let path = crate::util::patches_dir()
-        .join("guest_memfd")
-        .join("series.toml");
-    let Ok(text) = fs::read_to_string(&path) else {
+/// `version` and `trees.debian-orig` of the table `pick` takes from the
+/// default series' series.toml; None when there is no such file or table.
+fn pinned(
+    pick: fn(crate::series::SeriesToml) -> Option<crate::series::model::Base>,
+) -> Result<Option<(String, Option<String>)>> {
+    let dir = crate::util::patches_dir().join(crate::series::DEFAULT_SERIES);
+    let path = dir.join(crate::series::model::SERIES_TOML);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let toml = crate::series::SeriesToml::load(&path)?;
+    let Some(pin) = pick(toml) else {
         return Ok(None);
     };
-    let value: toml::Value =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let Some(base) = value.get(table) else {
-        if table == "base" {
-            bail!("{} has no [base] version", path.display());
-        }
-        return Ok(None);
-    };
-    let base = Some(base);
-    let version = base
-        .and_then(|b| b.get("version"))
-        .and_then(|v| v.as_str())
-        .with_context(|| format!("{} has no [{table}] version", path.display()))?;
-    validate_version(version).with_context(|| format!("in {}", path.display()))?;
-    let tree = base
-        .and_then(|b| b.get("trees"))
-        .and_then(|t| t.get("debian-orig"))
-        .and_then(|t| t.as_str())
+    validate_version(&pin.version).with_context(|| format!("in {}", path.display()))?;
+    let tree = pin
+        .trees
+        .get("debian-orig")
         .filter(|t| t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string);
-    Ok(Some((version.to_string(), tree)))
+        .cloned();
+    Ok(Some((pin.version, tree)))
 }
 
 /// The tree series.toml expects for a Debian import of `version`, if known.
@@ -423,7 +415,7 @@ pub fn fetch(req: &FetchRequest) -> Result<Fetched> {
 }
 
 fn fetch_debian(req: &FetchRequest) -> Result<Fetched> {
-    let root = kernel_dir();
+    let root = fetch_dir();
     let version = match &req.version {
         Some(v) => v.clone(),
         None => debian::newest_upstream(&root.join("apt"))?,
@@ -579,7 +571,7 @@ fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> 
         (Some(dir), _) => dest_parent(dir)?,
         (None, Some(v)) => dest_parent(&default_dest(v))?,
         (None, None) => {
-            let k = kernel_dir();
+            let k = fetch_dir();
             fs::create_dir_all(&k).with_context(|| format!("creating {}", k.display()))?;
             k
         }
@@ -663,7 +655,7 @@ fn fetch_git(req: &FetchRequest, url: &str, reference: &str) -> Result<Fetched> 
 pub fn default_version() -> Result<String> {
     match pinned_base()? {
         Some((version, _)) => Ok(version),
-        None => debian::newest_upstream(&kernel_dir().join("apt")),
+        None => debian::newest_upstream(&fetch_dir().join("apt")),
     }
 }
 

@@ -1,5 +1,4 @@
 //! `cargo xtask build-kernel`: out-of-tree kernel builds from fragments.
-//! (Issue #3.)
 //!
 //! Every (tree, fragment set) pair gets its own `O=` directory under
 //! `target/kbuild/<tree-name>-<hash of its path>/<base+gmem+...>/`, so
@@ -8,9 +7,9 @@
 //! regenerated into a side file and only copied over `.config` when it
 //! differs, so an unchanged config does not touch a single object.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +20,10 @@ use xshell::{cmd, Shell};
 
 use crate::kconfig;
 use crate::util;
+
+mod bench;
+
+pub use bench::bench_build;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -89,7 +92,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     }
     let tree = match &args.tree {
         Some(t) => t.clone(),
-        None => default_series_checkout()?,
+        None => crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree,
     };
     let plan = plan(&tree, &fragments, args.jobs, !args.no_ccache)?;
     configure(&plan)?;
@@ -110,6 +113,27 @@ pub fn run(args: BuildArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Plan, configure and build `tree`'s bzImage with `fragments` (ccache on
+/// when installed): what `test`, the reference lane and the matrix build.
+/// `what` names the kernel in the line printed afterwards.
+pub fn build_kernel(
+    what: &str,
+    tree: &Path,
+    fragments: &[String],
+    jobs: Option<usize>,
+) -> Result<Built> {
+    let plan = plan(tree, fragments, jobs, true)?;
+    configure(&plan)?;
+    let built = make_bzimage(&plan)?;
+    println!(
+        "{what}: {} ({} objects compiled, {})",
+        built.image.display(),
+        built.compiled,
+        fmt_duration(built.duration)
+    );
+    Ok(built)
+}
+
 /// Check the tree and pick the build directory.
 pub fn plan(
     tree: &Path,
@@ -124,7 +148,7 @@ pub fn plan(
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let ccache = want_ccache && which("ccache").is_some();
+    let ccache = want_ccache && util::which("ccache").is_some();
     Ok(BuildPlan {
         tree,
         fragments: fragments.to_vec(),
@@ -135,7 +159,7 @@ pub fn plan(
     })
 }
 
-pub fn check_tree(tree: &Path) -> Result<PathBuf> {
+fn check_tree(tree: &Path) -> Result<PathBuf> {
     let tree = tree
         .canonicalize()
         .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
@@ -158,27 +182,23 @@ pub fn check_tree(tree: &Path) -> Result<PathBuf> {
 }
 
 /// `target/kbuild/<tree-name>-<8 hex of sha256(path)>/<frag+frag>`.
-pub fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
-    util::kernel_dir()
-        .join("kbuild")
-        .join(tree_id(tree))
-        .join(fragments.join("+"))
+fn build_dir(tree: &Path, fragments: &[String]) -> PathBuf {
+    tree_build_root(tree).join(fragments.join("+"))
 }
 
-pub fn tree_id(tree: &Path) -> String {
+/// `kbuild/<tree-id>/`: the build directories of one tree, and the scratch
+/// worktree the series is checked out in.
+pub fn tree_build_root(tree: &Path) -> PathBuf {
+    util::kernel_work_dir().join("kbuild").join(tree_id(tree))
+}
+
+fn tree_id(tree: &Path) -> String {
     let digest = Sha256::digest(tree.as_os_str().as_encoded_bytes());
     let name = tree
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "tree".into());
     format!("{name}-{}", &hex::encode(digest)[..8])
-}
-
-pub fn which(prog: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
 }
 
 fn make_vars(plan: &BuildPlan) -> Vec<String> {
@@ -194,6 +214,14 @@ fn make_vars(plan: &BuildPlan) -> Vec<String> {
 pub fn configure(plan: &BuildPlan) -> Result<()> {
     std::fs::create_dir_all(&plan.dir)
         .with_context(|| format!("creating {}", plan.dir.display()))?;
+    let (merged, merged_path) = merge_fragments(plan)?;
+    let config = generate_config(plan, &merged_path)?;
+    check_requested(plan, &merged, &config)
+}
+
+/// The plan's fragments (with the tree version's `since/` additions)
+/// merged into `<dir>/xtask-merged.config`.
+fn merge_fragments(plan: &BuildPlan) -> Result<(kconfig::Merged, PathBuf)> {
     let version = crate::tree::version_from_makefile(&plan.tree).ok();
     let frags =
         kconfig::load_fragments_for(&util::kconfigs_dir(), &plan.fragments, version.as_deref())?;
@@ -217,7 +245,13 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
     let merged_path = plan.dir.join("xtask-merged.config");
     std::fs::write(&merged_path, merged.render())
         .with_context(|| format!("writing {}", merged_path.display()))?;
+    Ok((merged, merged_path))
+}
 
+/// allnoconfig with the merged fragments, then olddefconfig, into a new
+/// file that replaces `.config` only when an option changed (so that make
+/// rebuilds nothing for a config it already has). Returns the new text.
+fn generate_config(plan: &BuildPlan, merged_path: &Path) -> Result<String> {
     let sh = Shell::new()?;
     sh.change_dir(&plan.tree);
     let vars = make_vars(plan);
@@ -253,7 +287,7 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
         bail!(
             "generating the kernel config failed (see {}):\n{}",
             log.display(),
-            tail_lines(&String::from_utf8_lossy(&text), 15)
+            util::tail_lines(&String::from_utf8_lossy(&text), 15)
         );
     }
     let new_path = plan.dir.join(new_name);
@@ -278,8 +312,14 @@ pub fn configure(plan: &BuildPlan) -> Result<()> {
             plan.fragments.join(", ")
         );
     }
-    let dot = kconfig::parse_dotconfig(&new_text);
-    let mut dropped = kconfig::check_survivors(&merged, &dot);
+    Ok(new_text)
+}
+
+/// Every option the fragments request must have its value in `config`;
+/// with `allow_undefined`, options the tree does not define yet are noted.
+fn check_requested(plan: &BuildPlan, merged: &kconfig::Merged, config: &str) -> Result<()> {
+    let dot = kconfig::parse_dotconfig(config);
+    let mut dropped = kconfig::check_survivors(merged, &dot);
     if !dropped.is_empty() {
         kconfig::explain_dropped(&plan.tree, &mut dropped, &dot)?;
     }
@@ -331,11 +371,6 @@ fn strip_header(text: &str) -> String {
         .join("\n")
 }
 
-fn tail_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 60.0 {
@@ -346,7 +381,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// Which make output lines are steps of the build (` CC  foo.o`).
-pub fn classify_make_line(line: &str) -> Option<(&str, &str)> {
+fn classify_make_line(line: &str) -> Option<(&str, &str)> {
     let t = line.trim_start();
     if !line.starts_with("  ") {
         return None;
@@ -368,19 +403,15 @@ pub fn classify_make_line(line: &str) -> Option<(&str, &str)> {
 /// `make bzImage` with a progress bar fed from make's output; the full
 /// output goes to `<dir>/build.log`.
 pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
-    make_target(plan, &plan.tree, "bzImage")
-}
-
-pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> {
+    let target = "bzImage";
     let log_path = plan.dir.join("build.log");
     let mut log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let sh = Shell::new()?;
-    sh.change_dir(src);
+    sh.change_dir(&plan.tree);
     let vars = make_vars(plan);
     let jobs = format!("-j{}", plan.jobs);
     let mut command: Command = cmd!(sh, "make {vars...} {jobs} {target}").into();
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let expected = std::fs::read_to_string(plan.dir.join("xtask-objects"))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
@@ -399,36 +430,11 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
     pb.enable_steady_tick(Duration::from_millis(250));
     pb.set_message(format!("make {target} ({})", plan.dir.display()));
     let start = Instant::now();
-    let mut child = command
-        .spawn()
-        .context("starting make (is it installed?)")?;
-    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if tx.send((false, line)).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
-                if tx.send((true, line)).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let spawned = util::spawn_lines(&mut command).context("starting make (is it installed?)")?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut compiled = 0usize;
     let mut problems: Vec<String> = Vec::new();
-    for (is_err, line) in rx {
+    for (stream, line) in spawned.lines.iter() {
         let _ = writeln!(log, "{line}");
         if let Some((verb, what)) = classify_make_line(&line) {
             if verb == "CC" || verb == "AS" {
@@ -447,21 +453,20 @@ pub fn make_target(plan: &BuildPlan, src: &Path, target: &str) -> Result<Built> 
                 .strip_prefix(&format!("{}/", plan.dir.display()))
                 .unwrap_or(what);
             pb.set_message(format!("{verb} {short}"));
-        } else if is_err && (line.contains("error") || line.contains("Error")) {
+        } else if stream == util::Stream::Stderr
+            && (line.contains("error") || line.contains("Error"))
+        {
             problems.push(line);
         }
     }
-    for r in readers {
-        let _ = r.join();
-    }
-    let status = child.wait()?;
+    let status = spawned.wait()?;
     pb.finish_and_clear();
     let duration = start.elapsed();
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let mut shown: Vec<String> = problems.iter().take(20).cloned().collect();
         if shown.is_empty() {
-            shown.push(tail_lines(&text, 20));
+            shown.push(util::tail_lines(&text, 20));
         }
         bail!(
             "make {target} failed after {} ({}); errors:\n{}\nfull log: {}",
@@ -505,8 +510,25 @@ pub fn count_objects(dir: &Path) -> usize {
         .count()
 }
 
+/// One commit `--each-patch` builds, and how its build went.
+struct PatchBuild {
+    commit: String,
+    subject: String,
+    status: String,
+}
+
+impl PatchBuild {
+    fn new(commit: String, subject: String) -> PatchBuild {
+        PatchBuild {
+            commit,
+            subject,
+            status: "not built".into(),
+        }
+    }
+}
+
 /// The commits to build one by one: from `--range` or from applying the series.
-fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, String)>> {
+fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<PatchBuild>> {
     let sh = Shell::new()?;
     sh.change_dir(tree);
     if let Some(range) = &args.range {
@@ -520,34 +542,28 @@ fn each_patch_commits(args: &BuildArgs, tree: &Path) -> Result<Vec<(String, Stri
         let mut v = Vec::new();
         for c in out.lines().filter(|l| !l.is_empty()) {
             let subject = cmd!(sh, "git log -1 --format=%s {c}").quiet().read()?;
-            v.push((c.to_string(), subject));
+            v.push(PatchBuild::new(c.to_string(), subject));
         }
         if v.is_empty() {
             bail!("--range {range} holds no commits");
         }
         return Ok(v);
     }
-    // A branch of our own, replaced on every run; the user's branches and
-    // checkout stay as they are (apply does not check out).
-    let branch = "guest_memfd/each-patch".to_string();
-    delete_branch_if_exists(tree, &branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: "guest_memfd".into(),
-        tree: tree.to_path_buf(),
-        extra: Vec::new(),
-        branch: Some(branch),
-    })
-    .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
-    println!(
-        "each-patch: series applied on branch {} ({} patches)",
-        applied.branch,
-        applied.commits.len()
-    );
-    Ok(applied
+    let checkout = crate::series::checkout(tree, &crate::series::Purpose::EachPatch)
+        .context("applying the series for --each-patch (or pass --range BASE..TIP)")?;
+    let patches: Vec<PatchBuild> = checkout
         .commits
         .into_iter()
-        .filter_map(|p| p.commit.map(|c| (c, p.subject)))
-        .collect())
+        .filter_map(|p| p.commit.map(|c| PatchBuild::new(c, p.subject)))
+        .collect();
+    if patches.is_empty() {
+        bail!(
+            "every patch of the series is already in the base of {}: there is nothing to build \
+             one by one",
+            tree.display()
+        );
+    }
+    Ok(patches)
 }
 
 /// `--each-patch`: one scratch worktree and one build directory, every
@@ -556,62 +572,56 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     let tree = tree
         .canonicalize()
         .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
-    let commits = each_patch_commits(args, &tree)?;
+    let mut patches = each_patch_commits(args, &tree)?;
     // The same scratch worktree (and so the same build directory) as the
     // default flow and the mutants: walking the series rebuilds only the
     // files each patch touches, and a `test` afterwards finds the tip built.
-    let scratch = scratch_worktree(&tree, "series", &commits[0].0)?;
+    let scratch = crate::series::checkout::scratch_worktree(&tree, &patches[0].commit)?;
     let mut plan = plan(&scratch, fragments, args.jobs, !args.no_ccache)?;
     plan.allow_undefined = true;
     let wsh = Shell::new()?;
     wsh.change_dir(&scratch);
-    let total = commits.len();
-    let mut rows: Vec<(usize, String, String, String)> = Vec::new();
-    let mut broken: Option<(usize, String, String)> = None;
-    for (i, (commit, subject)) in commits.iter().enumerate() {
+    let total = patches.len();
+    // The first patch that breaks the build, and make's errors.
+    let mut broken: Option<(usize, String)> = None;
+    for (i, p) in patches.iter_mut().enumerate() {
+        let commit = &p.commit;
         println!(
-            "[{}/{total}] {} {subject}",
+            "[{}/{total}] {} {}",
             i + 1,
-            &commit[..12.min(commit.len())]
+            util::short_hash(commit),
+            p.subject
         );
         cmd!(wsh, "git checkout --quiet --force --detach {commit}")
             .quiet()
             .run()
             .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
-        let result = configure(&plan).and_then(|_| make_bzimage(&plan));
-        match result {
-            Ok(b) => rows.push((
-                i + 1,
-                commit.clone(),
-                subject.clone(),
-                format!("ok ({})", fmt_duration(b.duration)),
-            )),
+        match configure(&plan).and_then(|_| make_bzimage(&plan)) {
+            Ok(b) => p.status = format!("ok ({})", fmt_duration(b.duration)),
             Err(e) => {
-                rows.push((i + 1, commit.clone(), subject.clone(), "FAILED".into()));
-                broken = Some((i + 1, subject.clone(), format!("{e:#}")));
+                p.status = "FAILED".into();
+                broken = Some((i, format!("{e:#}")));
                 break;
             }
         }
     }
     println!("\n{:>3}  {:<12}  {:<16}  subject", "#", "commit", "build");
-    for (n, c, s, st) in &rows {
-        println!("{n:>3}  {:<12}  {st:<16}  {s}", &c[..12.min(c.len())]);
-    }
-    for (n, c, s) in commits
-        .iter()
-        .enumerate()
-        .skip(rows.len())
-        .map(|(i, (c, s))| (i + 1, c, s))
-    {
+    for (i, p) in patches.iter().enumerate() {
         println!(
-            "{n:>3}  {:<12}  {:<16}  {s}",
-            &c[..12.min(c.len())],
-            "not built"
+            "{:>3}  {:<12}  {:<16}  {}",
+            i + 1,
+            util::short_hash(&p.commit),
+            p.status,
+            p.subject
         );
     }
     match broken {
-        Some((n, subject, err)) => {
-            println!("\nfirst patch that breaks the build: {n}/{total} \"{subject}\"\n{err}");
+        Some((i, err)) => {
+            println!(
+                "\nfirst patch that breaks the build: {}/{total} \"{}\"\n{err}",
+                i + 1,
+                patches[i].subject
+            );
             Ok(ExitCode::FAILURE)
         }
         None => {
@@ -621,234 +631,67 @@ fn each_patch(args: &BuildArgs, tree: &Path, fragments: &[String]) -> Result<Exi
     }
 }
 
-/// No --tree: the pinned tree (fetched or cached) with the series applied on
-/// the harness's own branch `<series>/v<N>-xtask` (re-created each time from
-/// patches/, so it is never stale), checked out in a scratch worktree. The
-/// user's checkout and branches are left alone.
-pub fn default_series_checkout() -> Result<PathBuf> {
-    let tree = crate::tree::ensure_default_tree().context(
-        "no --tree given and the default tree is not available; pass --tree /path/to/linux",
-    )?;
-    let tree = tree
-        .canonicalize()
-        .with_context(|| format!("kernel tree {} does not exist", tree.display()))?;
-    let branch = "guest_memfd/xtask".to_string();
-    delete_branch_if_exists(&tree, &branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: "guest_memfd".into(),
-        tree: tree.clone(),
-        extra: Vec::new(),
-        branch: Some(branch.clone()),
-    })
-    .context("applying patches/guest_memfd to the default tree")?;
-    let tip = applied
-        .commits
-        .iter()
-        .rev()
-        .find_map(|c| c.commit.clone())
-        .unwrap_or_else(|| applied.base.clone());
-    println!(
-        "series: {} patches on {} (branch {branch}, tip {})",
-        applied.commits.len(),
-        tree.display(),
-        &tip[..12.min(tip.len())]
-    );
-    scratch_worktree(&tree, "series", &tip)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A detached worktree of `tree` under target/kbuild/<tree-id>/<name>-src,
-/// checked out at `commit`. Builds of applied branches happen here, so the
-/// user's checkout is never touched; reusing it keeps builds incremental.
-pub fn scratch_worktree(tree: &Path, name: &str, commit: &str) -> Result<PathBuf> {
-    let root = util::kernel_dir().join("kbuild").join(tree_id(tree));
-    let scratch = root.join(format!("{name}-src"));
-    let sh = Shell::new()?;
-    sh.change_dir(tree);
-    if !scratch.join(".git").exists() {
-        std::fs::create_dir_all(&root)?;
-        cmd!(sh, "git worktree prune").quiet().run()?;
-        cmd!(sh, "git worktree add --quiet --detach {scratch} {commit}")
-            .quiet()
-            .run()
-            .with_context(|| format!("creating the scratch worktree {}", scratch.display()))?;
-    } else {
-        let wsh = Shell::new()?;
-        wsh.change_dir(&scratch);
-        cmd!(wsh, "git checkout --quiet --force --detach {commit}")
-            .quiet()
-            .run()
-            .with_context(|| format!("checking out {commit} in {}", scratch.display()))?;
+    #[test]
+    fn make_lines_are_classified_for_the_progress_line() {
+        assert_eq!(
+            classify_make_line("  CC      arch/x86/kvm/x86.o"),
+            Some(("CC", "arch/x86/kvm/x86.o"))
+        );
+        assert_eq!(
+            classify_make_line("  LD [M]  foo.ko"),
+            Some(("LD", "[M]  foo.ko"))
+        );
+        assert_eq!(
+            classify_make_line("  AS      arch/x86/entry/entry_64.o"),
+            Some(("AS", "arch/x86/entry/entry_64.o"))
+        );
+        assert_eq!(classify_make_line("make[1]: Entering directory '/x'"), None);
+        assert_eq!(
+            classify_make_line("arch/x86/kvm/x86.c:12:1: error: expected ';'"),
+            None
+        );
+        assert_eq!(classify_make_line("  lowercase   thing"), None);
     }
-    Ok(scratch)
-}
 
-/// Delete a branch the harness owns (mutant and each-patch branches) so
-/// that it can be re-created; refuses when it is checked out somewhere.
-pub fn delete_branch_if_exists(tree: &Path, branch: &str) -> Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(tree);
-    let refname = format!("refs/heads/{branch}");
-    if cmd!(sh, "git show-ref --verify --quiet {refname}")
-        .quiet()
-        .run()
-        .is_ok()
-    {
-        cmd!(sh, "git branch -D {branch}")
-            .quiet()
-            .run()
-            .with_context(|| {
-                format!(
-                    "deleting the old harness branch {branch} in {}",
-                    tree.display()
-                )
-            })?;
+    #[test]
+    fn build_dirs_differ_per_tree_and_config_set() {
+        let a = build_dir(Path::new("/src/linux"), &["base".into(), "gmem".into()]);
+        let b = build_dir(Path::new("/other/linux"), &["base".into(), "gmem".into()]);
+        let c = build_dir(Path::new("/src/linux"), &["base".into()]);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert!(a.ends_with("base+gmem"));
+        assert!(tree_id(Path::new("/src/linux")).starts_with("linux-"));
+        assert_eq!(
+            tree_id(Path::new("/src/linux")),
+            tree_id(Path::new("/src/linux"))
+        );
     }
-    Ok(())
-}
 
-/// `cargo xtask bench build`: cold build (ccache disabled, fresh directory),
-/// no-op rebuild, rebuild after touching virt/kvm/kvm_main.c. The tree is
-/// $XTASK_TREE or the default tree; the config is base+gmem, or
-/// $XTASK_BENCH_CONFIG.
-pub fn bench_build() -> Result<ExitCode> {
-    let tree = match std::env::var_os("XTASK_TREE") {
-        Some(t) => PathBuf::from(t),
-        // The default config needs the series (gmem.config names options it
-        // adds): bench what `cargo xtask test` builds, the series checkout.
-        None => default_series_checkout()
-            .context("set XTASK_TREE=/path/to/linux, or make the default series checkout work")?,
-    };
-    let spec = std::env::var("XTASK_BENCH_CONFIG").unwrap_or_else(|_| "gmem".into());
-    let fragments = kconfig::fragment_list(&spec)?;
-    let mut p = plan(&tree, &fragments, None, false)?;
-    p.dir = util::kernel_dir()
-        .join("kbuild")
-        .join("bench")
-        .join(fragments.join("+"));
-    if p.dir.exists() {
-        std::fs::remove_dir_all(&p.dir)
-            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
+    #[test]
+    fn check_tree_refuses_non_kernel_dirs_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_tree(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("does not look like a Linux source tree"),
+            "{err}"
+        );
+        let err = check_tree(Path::new("/nonexistent/linux"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
     }
-    println!(
-        "bench build: tree {}, config {}, -j{}, ccache off, fresh {}",
-        p.tree.display(),
-        fragments.join("+"),
-        p.jobs,
-        p.dir.display()
-    );
-    configure(&p)?;
-    let cold = make_bzimage(&p)?;
-    let objects = count_objects(&p.dir);
-    println!(
-        "cold build: {} ({} objects)",
-        fmt_duration(cold.duration),
-        objects
-    );
-    let noop = make_bzimage(&p)?;
-    println!("no-op rebuild: {}", fmt_duration(noop.duration));
-    let file = p.tree.join("virt/kvm/kvm_main.c");
-    let f = std::fs::File::options()
-        .append(true)
-        .open(&file)
-        .with_context(|| format!("opening {}", file.display()))?;
-    let old = f.metadata()?.modified()?;
-    f.set_modified(std::time::SystemTime::now())?;
-    let touched = make_bzimage(&p);
-    // Put the mtime back so the user's tree looks untouched.
-    f.set_modified(old).ok();
-    let touched = touched?;
-    println!(
-        "rebuild after touching virt/kvm/kvm_main.c: {} ({} objects compiled)",
-        fmt_duration(touched.duration),
-        touched.compiled
-    );
-    let c = cold.duration.as_secs_f64().max(0.001);
-    println!(
-        "\n{:<34} {:>10} {:>12} {:>10}",
-        "step", "time", "vs cold", "goal"
-    );
-    println!(
-        "{:<34} {:>10} {:>12} {:>10}",
-        "cold build",
-        fmt_duration(cold.duration),
-        "1.000",
-        "<= 15m"
-    );
-    println!(
-        "{:<34} {:>10} {:>12.4} {:>10}",
-        "no-op rebuild",
-        fmt_duration(noop.duration),
-        noop.duration.as_secs_f64() / c,
-        "<= 20s"
-    );
-    println!(
-        "{:<34} {:>10} {:>12.4} {:>10}",
-        "touch virt/kvm/kvm_main.c",
-        fmt_duration(touched.duration),
-        touched.duration.as_secs_f64() / c,
-        ""
-    );
-    println!("objects: {objects}");
-    bench_reference_cold(&fragments, &cold, objects)?;
-    Ok(ExitCode::SUCCESS)
-}
 
-/// The upstream reference's cold build (same fragments, plus its
-/// `kconfigs/since/` additions; ccache off, fresh directory) beside the
-/// 6.1 cold build just measured. `XTASK_BENCH_REFERENCE=none` leaves it
-/// out; `=VERSION` picks another reference than series.toml's.
-fn bench_reference_cold(fragments: &[String], base: &Built, base_objects: usize) -> Result<()> {
-    let requested = std::env::var("XTASK_BENCH_REFERENCE").ok();
-    if requested.as_deref() == Some("none") {
-        println!("reference cold build: left out (XTASK_BENCH_REFERENCE=none)");
-        return Ok(());
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_duration(std::time::Duration::from_millis(7600)), "7.6s");
+        assert_eq!(
+            fmt_duration(std::time::Duration::from_secs(608)),
+            "10m08.0s"
+        );
     }
-    let version = crate::reference::version(requested.as_deref().filter(|v| !v.is_empty()))?;
-    let fetched = crate::tree::fetch(&crate::tree::FetchRequest {
-        source: crate::tree::Source::Debian,
-        version: Some(version.clone()),
-        dir: None,
-        progress: true,
-    })?;
-    let mut p = plan(&fetched.path, fragments, None, false)?;
-    p.dir = util::kernel_dir()
-        .join("kbuild")
-        .join("bench")
-        .join(format!("ref-{version}"))
-        .join(fragments.join("+"));
-    if p.dir.exists() {
-        std::fs::remove_dir_all(&p.dir)
-            .with_context(|| format!("removing the old bench dir {}", p.dir.display()))?;
-    }
-    println!(
-        "\nbench build: reference linux {version}, tree {}, -j{}, ccache off, fresh {}",
-        p.tree.display(),
-        p.jobs,
-        p.dir.display()
-    );
-    configure(&p)?;
-    let cold = make_bzimage(&p)?;
-    let objects = count_objects(&p.dir);
-    let ratio = cold.duration.as_secs_f64() / base.duration.as_secs_f64().max(0.001);
-    println!(
-        "\n{:<34} {:>10} {:>9} {:>12} {:>10}",
-        "cold build", "time", "objects", "vs 6.1", "goal"
-    );
-    println!(
-        "{:<34} {:>10} {:>9} {:>12} {:>10}",
-        "6.1 + series",
-        fmt_duration(base.duration),
-        base_objects,
-        "1.000",
-        ""
-    );
-    println!(
-        "{:<34} {:>10} {:>9} {:>12.3} {:>10}",
-        format!("{version} (reference)"),
-        fmt_duration(cold.duration),
-        objects,
-        ratio,
-        "<= 1.5"
-    );
-    Ok(())
 }

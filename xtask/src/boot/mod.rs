@@ -1,5 +1,5 @@
 //! Booting a kernel with virtme-ng: accel detection and the vng command
-//! line. (Issue #3.)
+//! line.
 //!
 //! The guest runs a generated script (`guest.sh` in the run directory, which
 //! vng shares read-write) that records the taint before and after, runs the
@@ -9,9 +9,9 @@
 //! and interleaved into `guest.log` in arrival order.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +20,10 @@ use xshell::{cmd, Shell};
 
 use crate::results;
 use crate::util;
+
+mod bench;
+
+pub use bench::{bench_boot, newest_image};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +56,7 @@ pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
             reason: "requested with --accel tcg".into(),
         }),
         "kvm" => {
-            if let Err(e) = dev_kvm_usable() {
+            if let Err(e) = util::kvm_status(Path::new(util::DEV_KVM)) {
                 bail!("--accel kvm: {e}; use --accel tcg or auto");
             }
             Ok(AccelChoice {
@@ -61,7 +65,7 @@ pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
             })
         }
         "auto" => {
-            if let Err(e) = dev_kvm_usable() {
+            if let Err(e) = util::kvm_status(Path::new(util::DEV_KVM)) {
                 return Ok(AccelChoice {
                     accel: Accel::Tcg,
                     reason: format!("auto: {e}"),
@@ -81,17 +85,6 @@ pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
             })
         }
         other => bail!("--accel `{other}`: expected auto, kvm or tcg"),
-    }
-}
-
-fn dev_kvm_usable() -> Result<(), String> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("/dev/kvm is not usable ({e})")),
     }
 }
 
@@ -126,7 +119,22 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
             }
         }
     }
-    let timeout = Duration::from_secs(30);
+    let (boots, detail) = boot_under_kvm(image, Duration::from_secs(30))?;
+    let probe = KvmProbe {
+        boots,
+        detail,
+        boot_id,
+    };
+    if let Ok(text) = serde_json::to_string_pretty(&probe) {
+        std::fs::create_dir_all(util::target_dir()).ok();
+        std::fs::write(&cache, text).ok();
+    }
+    Ok(probe)
+}
+
+/// Runs the probe's QEMU for up to `timeout`: whether the kernel reached
+/// its root mount, and what it got to.
+fn boot_under_kvm(image: &Path, timeout: Duration) -> Result<(bool, String)> {
     eprintln!(
         "accel: probing whether /dev/kvm boots a kernel (qemu -accel kvm, up to {}s)...",
         timeout.as_secs()
@@ -153,42 +161,19 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
             "-append",
             "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 loglevel=7",
         ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     let start = Instant::now();
-    let mut child = command
-        .spawn()
+    let mut spawned = util::spawn_lines(&mut command)
         .context("starting qemu-system-x86_64 for the KVM probe (is QEMU installed?)")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
-                let _ = tx.send(line);
-            }
-        }));
-    }
-    drop(tx);
     let mut seen_linux = false;
     let mut last = String::new();
     let verdict = loop {
         let left = timeout.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left.min(Duration::from_millis(500))) {
-            Ok(line) => {
+        match spawned
+            .lines
+            .recv_timeout(left.min(Duration::from_millis(500)))
+        {
+            Ok((_, line)) => {
                 if line.contains("Linux version") {
                     seen_linux = true;
                 }
@@ -210,7 +195,7 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().ok();
+                let status = spawned.child.wait().ok();
                 break (
                     false,
                     format!(
@@ -236,21 +221,11 @@ pub fn probe_kvm(image: &Path) -> Result<KvmProbe> {
             }
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
-    for r in readers {
-        let _ = r.join();
-    }
-    let probe = KvmProbe {
-        boots: verdict.0,
-        detail: verdict.1,
-        boot_id,
-    };
-    if let Ok(text) = serde_json::to_string_pretty(&probe) {
-        std::fs::create_dir_all(util::target_dir()).ok();
-        std::fs::write(&cache, text).ok();
-    }
-    Ok(probe)
+    // The probe is over either way: a QEMU that already exited cannot be
+    // killed, and its status is in the verdict.
+    let _ = spawned.child.kill();
+    let _ = spawned.wait();
+    Ok(verdict)
 }
 
 /// Everything that decides the vng command line.
@@ -359,28 +334,45 @@ pub fn default_append() -> Vec<String> {
     vec!["printk.devkmsg=on".into()]
 }
 
-/// Single-quote a word for sh.
-pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-=+:,@%".contains(c))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// First line the guest script prints on stdout: the guest has booted and
 /// its userspace runs (before the selftests print their KTAP header).
 pub const GUEST_UP: &str = "# gmem-harness: guest up";
 
+/// The files of a run directory: what the guest script writes (it shares
+/// the directory read-write with the guest) and what the harness captures
+/// beside it. These names are the protocol between the script and
+/// [`GuestArtifacts::read`]; nothing else spells them.
+pub mod files {
+    /// The script the guest runs.
+    pub const GUEST_SCRIPT: &str = "guest.sh";
+    /// The vng command line, shell-quoted.
+    pub const COMMAND: &str = "command";
+    /// The selftests' exit status, as recorded in the guest.
+    pub const EXIT_CODE: &str = "exit-code";
+    /// /proc/sys/kernel/tainted before the selftests run.
+    pub const TAINT_BEFORE: &str = "taint-before";
+    /// /proc/sys/kernel/tainted after they ran.
+    pub const TAINT_AFTER: &str = "taint-after";
+    /// The selftests' stdout (the KTAP stream), as the guest saw it.
+    pub const KTAP_LOG: &str = "ktap.log";
+    /// `uname -r` of the guest.
+    pub const GUEST_UNAME: &str = "guest-uname";
+    /// `dmesg` of the guest after the run.
+    pub const GUEST_DMESG: &str = "guest-dmesg.log";
+    /// vng's stdout, vng's stderr (the console), and both interleaved.
+    pub const STDOUT_LOG: &str = "stdout.log";
+    pub const CONSOLE_LOG: &str = "console.log";
+    pub const GUEST_LOG: &str = "guest.log";
+}
+
 /// The script the guest runs.
 pub fn guest_script(run_dir: &Path, program: &Path, args: &[String]) -> String {
-    let run = sh_quote(&run_dir.display().to_string());
-    let mut cmdline = sh_quote(&program.display().to_string());
+    use files::*;
+    let run = util::sh_quote(&run_dir.display().to_string());
+    let mut cmdline = util::sh_quote(&program.display().to_string());
     for a in args {
         cmdline.push(' ');
-        cmdline.push_str(&sh_quote(a));
+        cmdline.push_str(&util::sh_quote(a));
     }
     // The selftests' stdout is also written to $RUN/ktap.log and their exit
     // status to $RUN/exit-code: without udev in the shared root,
@@ -393,15 +385,46 @@ pub fn guest_script(run_dir: &Path, program: &Path, args: &[String]) -> String {
          RUN={run}\n\
          echo 'gmem-harness: guest up' > /dev/kmsg 2>/dev/null\n\
          echo '{GUEST_UP}'\n\
-         cat /proc/sys/kernel/tainted > \"$RUN/taint-before\" 2>/dev/null\n\
-         uname -r > \"$RUN/guest-uname\" 2>/dev/null\n\
-         {{ {cmdline}; echo $? > \"$RUN/exit-code\"; }} | tee \"$RUN/ktap.log\"\n\
-         rc=$(cat \"$RUN/exit-code\" 2>/dev/null || echo 125)\n\
+         cat /proc/sys/kernel/tainted > \"$RUN/{TAINT_BEFORE}\" 2>/dev/null\n\
+         uname -r > \"$RUN/{GUEST_UNAME}\" 2>/dev/null\n\
+         {{ {cmdline}; echo $? > \"$RUN/{EXIT_CODE}\"; }} | tee \"$RUN/{KTAP_LOG}\"\n\
+         rc=$(cat \"$RUN/{EXIT_CODE}\" 2>/dev/null || echo 125)\n\
          echo \"gmem-harness: tests done rc=$rc\" > /dev/kmsg 2>/dev/null\n\
-         cat /proc/sys/kernel/tainted > \"$RUN/taint-after\" 2>/dev/null\n\
-         dmesg > \"$RUN/guest-dmesg.log\" 2>&1\n\
+         cat /proc/sys/kernel/tainted > \"$RUN/{TAINT_AFTER}\" 2>/dev/null\n\
+         dmesg > \"$RUN/{GUEST_DMESG}\" 2>&1\n\
          exit $rc\n"
     )
+}
+
+/// What the guest script left in a run directory. A file the guest never
+/// wrote (it did not boot, or stopped half-way), or wrote empty, is None.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestArtifacts {
+    pub exit_code: Option<i32>,
+    pub taint_before: Option<u64>,
+    pub taint_after: Option<u64>,
+    pub ktap_log: Option<String>,
+    pub uname: Option<String>,
+    pub dmesg: Option<String>,
+}
+
+impl GuestArtifacts {
+    pub fn read(dir: &Path) -> GuestArtifacts {
+        let text = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+        };
+        let taint = |name: &str| text(name).and_then(|t| t.trim().parse().ok());
+        GuestArtifacts {
+            exit_code: text(files::EXIT_CODE).and_then(|t| t.trim().parse().ok()),
+            taint_before: taint(files::TAINT_BEFORE),
+            taint_after: taint(files::TAINT_AFTER),
+            ktap_log: text(files::KTAP_LOG),
+            uname: text(files::GUEST_UNAME).map(|t| t.trim().to_string()),
+            dmesg: text(files::GUEST_DMESG),
+        }
+    }
 }
 
 /// What a guest run produced.
@@ -440,63 +463,19 @@ pub fn run_guest(
     // vng stays in our process group so that Ctrl-C reaches it and its
     // QEMU; on a timeout the harness kills the whole process tree itself.
     let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args).stdin(Stdio::null());
     let start = Instant::now();
-    let mut child = command.spawn().with_context(|| {
+    let spawned = util::spawn_lines(&mut command).with_context(|| {
         format!("starting {program} (is virtme-ng installed? `pip install virtme-ng`)")
     })?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
-    let mut readers = Vec::new();
-    for (is_console, stream) in [
-        (
-            false,
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-        (
-            true,
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(stream) = stream else { continue };
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut r = BufReader::new(stream);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf)
-                            .trim_end_matches(['\n', '\r'])
-                            .to_string();
-                        if tx.send((is_console, line)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let pid = spawned.child.id();
     let open = |name: &str| {
         std::fs::File::create(run_dir.join(name))
             .with_context(|| format!("creating {}", run_dir.join(name).display()))
     };
-    let mut f_out = open("stdout.log")?;
-    let mut f_con = open("console.log")?;
-    let mut f_all = open("guest.log")?;
+    let mut f_out = open(files::STDOUT_LOG)?;
+    let mut f_con = open(files::CONSOLE_LOG)?;
+    let mut f_all = open(files::GUEST_LOG)?;
     let mut stdout = String::new();
     let mut console = String::new();
     let mut first_ktap: Option<f64> = None;
@@ -512,8 +491,9 @@ pub fn run_guest(
             killed = Some(Killed::RunTimeout(run_timeout.as_secs()));
             break;
         }
-        match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok((is_console, line)) => {
+        match spawned.lines.recv_timeout(Duration::from_millis(250)) {
+            Ok((stream, line)) => {
+                let is_console = stream == util::Stream::Stderr;
                 let t = start.elapsed().as_secs_f64();
                 let _ = writeln!(f_all, "{}{line}", if is_console { "" } else { "| " });
                 let trimmed = results::strip_kmsg_prefix(line.trim());
@@ -554,10 +534,7 @@ pub fn run_guest(
     if killed.is_some() {
         kill_tree(pid);
     }
-    let status = child.wait()?;
-    for r in readers {
-        let _ = r.join();
-    }
+    let status = spawned.wait()?;
     Ok(GuestRun {
         exit: status.code(),
         stdout,
@@ -622,151 +599,4 @@ pub fn descendants(root: u32) -> Vec<u32> {
         }
     }
     out
-}
-
-/// `cargo xtask bench boot`: boot-to-first-KTAP-line of the newest built
-/// kernel (or $XTASK_KERNEL) under TCG, and under KVM when the probe says
-/// it works. The baseline, measured in the same run, is the round trip of
-/// the same kernel running `true`.
-pub fn bench_boot() -> Result<ExitCode> {
-    let image = match std::env::var_os("XTASK_KERNEL") {
-        Some(p) => PathBuf::from(p),
-        None => newest_image().context("no built kernel under target/kbuild; run `cargo xtask build-kernel` or set XTASK_KERNEL")?,
-    };
-    let dir = util::target_dir().join("results").join("bench-boot");
-    std::fs::create_dir_all(&dir)?;
-    let mut rows = Vec::new();
-    let mut accels = vec![AccelChoice {
-        accel: Accel::Tcg,
-        reason: "always measured".into(),
-    }];
-    let kvm = choose_accel("auto", &image)?;
-    println!(
-        "kernel {}\naccel probe: {} ({})",
-        image.display(),
-        kvm.accel.name(),
-        kvm.reason
-    );
-    if kvm.accel == Accel::Kvm {
-        accels.push(kvm);
-    }
-    for choice in accels {
-        // Baseline: boot and run `true`.
-        let spec = VngSpec {
-            image: image.clone(),
-            accel: choice.accel,
-            cpus: 2,
-            memory: "2G".into(),
-            rwdir: dir.clone(),
-            exec: "true".into(),
-            append: default_append(),
-            numa: Vec::new(),
-        };
-        let boot = |spec: &VngSpec| {
-            let timeout = Duration::from_secs(600);
-            run_guest("vng", &vng_args(spec), &dir, timeout, timeout, false)
-        };
-        let base = boot(&spec)?;
-        // Measured: a KTAP header printed by the guest as the first thing.
-        let script = dir.join("ktap.sh");
-        std::fs::write(&script, "#!/bin/sh\necho 'KTAP version 1'\necho '1..0'\n")?;
-        let spec = VngSpec {
-            exec: format!("sh {}", sh_quote(&script.display().to_string())),
-            ..spec
-        };
-        let run = boot(&spec)?;
-        let first = run.first_ktap_s.context(
-            "the guest never printed its KTAP header; see target/results/bench-boot/guest.log",
-        )?;
-        rows.push((
-            choice.accel.name(),
-            first,
-            base.duration.as_secs_f64(),
-            run.duration.as_secs_f64(),
-        ));
-    }
-    println!(
-        "\n{:<6} {:>18} {:>20} {:>10} {:>8}",
-        "accel", "first KTAP line", "baseline (`true`)", "ratio", "goal"
-    );
-    for (a, first, base, _) in &rows {
-        println!(
-            "{a:<6} {first:>17.1}s {base:>19.1}s {:>10.3} {:>8}",
-            first / base.max(0.001),
-            if *a == "tcg" { "<= 25s" } else { "" }
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The most recently built bzImage under target/kbuild.
-pub fn newest_image() -> Option<PathBuf> {
-    let root = util::kernel_dir().join("kbuild");
-    walkdir::WalkDir::new(root)
-        .max_depth(6)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name() == "bzImage" && e.path().ends_with("arch/x86/boot/bzImage"))
-        .filter_map(|e| {
-            e.metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(|t| (t, e.into_path()))
-        })
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p)
-}
-
-#[cfg(test)]
-mod numa_tests {
-    use super::*;
-
-    #[test]
-    fn two_nodes_split_memory_and_vcpus() {
-        assert_eq!(
-            numa_layout(2, 2, "2G").unwrap(),
-            ["1024M,cpus=0", "1024M,cpus=1"]
-        );
-        assert_eq!(
-            numa_layout(2, 4, "4096M").unwrap(),
-            ["2048M,cpus=0-1", "2048M,cpus=2-3"]
-        );
-        // More nodes than vCPUs: the last nodes are memory-only.
-        assert_eq!(
-            numa_layout(3, 1, "768").unwrap(),
-            ["256M", "256M", "256M,cpus=0"]
-        );
-    }
-
-    #[test]
-    fn bad_numa_requests_say_what_to_change() {
-        let err = |n, m: &str| format!("{:#}", numa_layout(n, 2, m).unwrap_err());
-        assert!(err(1, "2G").contains("give 2 or more nodes"));
-        assert!(err(2, "2T").contains("--memory 2T"));
-        assert!(err(3, "2G").contains("does not split evenly into 3"));
-        assert!(err(4, "256M").contains("at least 128 MiB"));
-    }
-
-    #[test]
-    fn numa_values_reach_vng() {
-        let spec = VngSpec {
-            image: "bzImage".into(),
-            accel: Accel::Tcg,
-            cpus: 2,
-            memory: "2G".into(),
-            rwdir: "/tmp/run".into(),
-            exec: "true".into(),
-            append: Vec::new(),
-            numa: numa_layout(2, 2, "2G").unwrap(),
-        };
-        let args: Vec<String> = vng_args(&spec)
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let at = args.iter().position(|a| a == "--numa").unwrap();
-        assert_eq!(
-            &args[at..at + 4],
-            ["--numa", "1024M,cpus=0", "--numa", "1024M,cpus=1"]
-        );
-    }
 }
