@@ -279,6 +279,24 @@ mod tests {
     }
 
     #[test]
+    fn the_projects_list_parses_and_its_hand_written_entries_are_current() {
+        let eq = load(&default_path()).unwrap();
+        let hand: Vec<&Entry> = eq
+            .entries
+            .iter()
+            .filter(|e| matches!(e.subject, Subject::HandWritten(_)))
+            .collect();
+        assert!(hand.len() >= 4, "{hand:?}");
+        let dir = crate::util::patches_dir().join("mutants");
+        let stale: Vec<Stale> = eq
+            .stale(&[], &dir)
+            .into_iter()
+            .filter(|s| !s.id.contains(':'))
+            .collect();
+        assert!(stale.is_empty(), "{stale:?}");
+    }
+
+    #[test]
     fn stale_entries_are_found() {
         let dir = std::env::temp_dir().join(format!("gmem61-eq-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -358,4 +358,16 @@ fn generate_from_the_series() {
         println!("{:?}", f);
     }
     println!("{} mutants, tip {}", g.mutants.len(), g.tip);
+    let repo = crate::series::apply::open_repo(&tree).unwrap();
+    let tip = repo
+        .find_commit(Oid::from_str(&g.tip).unwrap())
+        .unwrap()
+        .tree()
+        .unwrap();
+    for m in &g.mutants {
+        let diff = git2::Diff::from_buffer(m.diff.as_bytes()).unwrap();
+        repo.apply_to_tree(&tip, &diff, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", m.id));
+    }
+    println!("every diff applies to the tip's tree (git2)");
 }
