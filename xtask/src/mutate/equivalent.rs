@@ -68,7 +68,7 @@ pub struct Entry {
 }
 
 /// An entry that no longer describes a mutant of the series.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stale {
     pub id: String,
     pub why: String,
