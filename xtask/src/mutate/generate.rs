@@ -371,3 +371,22 @@ fn generate_from_the_series() {
     }
     println!("every diff applies to the tip's tree (git2)");
 }
+
+/// equivalent.toml's generated entries against the series in
+/// $XTASK_KERNEL_DIR (run by hand, as above).
+#[cfg(test)]
+#[test]
+#[ignore]
+fn equivalent_entries_match_the_series() {
+    let tree = crate::tree::ensure_default_tree().unwrap();
+    let g = generate(&tree).unwrap();
+    let eq = super::equivalent::load(&super::equivalent::default_path()).unwrap();
+    let stale = eq.stale(&g.mutants, &crate::util::patches_dir().join("mutants"));
+    assert!(stale.is_empty(), "{stale:#?}");
+    let listed = g
+        .mutants
+        .iter()
+        .filter(|m| eq.reason_for(m).is_some())
+        .count();
+    println!("{listed} generated mutants listed as equivalent, none stale");
+}
