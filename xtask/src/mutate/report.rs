@@ -620,6 +620,34 @@ pub fn tested_line_from(path: &Path) -> Option<String> {
     Some(report.tested_line())
 }
 
+/// The Tested: paragraph of the newest campaign of `series` (`guest_memfd
+/// v2`) on `base` among the run directories under `results_root`
+/// (target/results/); None when there is none.
+pub fn newest_tested_line(results_root: &Path, series: &str, base: &str) -> Option<String> {
+    let mut best: Option<(String, Report)> = None;
+    for entry in std::fs::read_dir(results_root).ok()?.flatten() {
+        // `latest` is a symlink to one of the others.
+        if entry.file_type().map(|t| t.is_symlink()).unwrap_or(true) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path().join(JSON)) else {
+            continue;
+        };
+        // `test --mutants` writes a mutants.json of another shape: skipped.
+        let Ok(report) = serde_json::from_str::<Report>(&text) else {
+            continue;
+        };
+        if report.meta.series != series || report.meta.base != base {
+            continue;
+        }
+        let key = entry.file_name().to_string_lossy().into_owned();
+        if best.as_ref().is_none_or(|(k, _)| key > *k) {
+            best = Some((key, report));
+        }
+    }
+    best.map(|(_, r)| r.tested_line())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,6 +893,35 @@ mod tests {
         assert!(r.survivors.is_empty() && r.per_file.is_empty());
         assert_eq!(r.seconds_per_mutant, None);
         assert!(r.text().contains("mutation score n/a"));
+    }
+
+    #[test]
+    fn the_newest_campaign_of_the_series_gives_the_tested_line() {
+        let root = std::env::temp_dir().join(format!("gmem61-newest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let old = sample();
+        let mut newer = build(vec![], meta());
+        newer.meta.run_id = Some("mutate-2".into());
+        let mut other = build(vec![], meta());
+        other.meta.base = "6.1.177".into();
+        old.write(&root.join("20261202-010000-mutate")).unwrap();
+        newer.write(&root.join("20261202-020000-mutate")).unwrap();
+        other.write(&root.join("20261202-030000-mutate")).unwrap();
+        // A `test --mutants` report of another shape is skipped.
+        std::fs::create_dir_all(root.join("20261202-040000-mutants")).unwrap();
+        std::fs::write(
+            root.join("20261202-040000-mutants").join(JSON),
+            "{\"rows\": []}",
+        )
+        .unwrap();
+        let line = newest_tested_line(&root, "guest_memfd v2", "6.1.176").unwrap();
+        assert!(line.contains("(run mutate-2)"), "{line}");
+        assert_eq!(newest_tested_line(&root, "guest_memfd v3", "6.1.176"), None);
+        assert_eq!(
+            newest_tested_line(&root.join("none"), "guest_memfd v2", "6.1.176"),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
