@@ -57,14 +57,12 @@ pub fn generate(tree: &Path) -> Result<Generated> {
         crate::series::DEFAULT_SERIES,
         series.toml.version
     );
-    crate::build::delete_branch_if_exists(tree, &branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: crate::series::DEFAULT_SERIES.into(),
-        tree: tree.to_path_buf(),
-        extra: vec![],
-        branch: Some(branch.clone()),
-    })
-    .context("could not apply the series to generate mutants from")?;
+    let opts = crate::series::apply::ApplyOptions {
+        force: true,
+        ..Default::default()
+    };
+    let applied = crate::series::apply::apply_series(&series, tree, &[], Some(&branch), &opts)
+        .context("could not apply the series to generate mutants from")?;
     let Some(tip) = applied.commits.iter().rev().find_map(|c| c.commit.clone()) else {
         bail!("applying the series created no commit: every patch is already in the base");
     };
