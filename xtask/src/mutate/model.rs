@@ -165,6 +165,9 @@ pub enum Outcome {
     Panic { by: Vec<String> },
     /// Every case passed, twice (a survivor is rerun once).
     Survived,
+    /// Every case passed, then the rerun on the same kernel failed `by`:
+    /// a case is flaky (or the mutant is racy). Not in the score.
+    Flaky { by: Vec<String> },
     /// The mutated kernel did not compile: not in the score.
     BuildFailed { log_tail: String },
     /// The mutant could not be tested (did not apply, no boot, harness

@@ -3,6 +3,7 @@
 
 mod mutants;
 
+pub(crate) use mutants::test_mutant;
 pub use mutants::{classify, mutant_names};
 
 use std::path::{Path, PathBuf};
@@ -612,6 +613,25 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     result.set_judgement(judgement);
     finish(&result, &dir, "stdout.log")?;
     Ok(result)
+}
+
+/// Applies the series (and `extra` patches) to `tree` on `branch`, and
+/// checks the tip out in the series' scratch worktree: every run of a
+/// campaign shares one build directory, so each mutant recompiles only
+/// what its patch touches.
+pub fn series_worktree(tree: &Path, extra: Vec<PathBuf>, branch: &str) -> Result<PathBuf> {
+    build::delete_branch_if_exists(tree, branch)?;
+    let applied = crate::series::apply(&crate::series::ApplyRequest {
+        series: "guest_memfd".into(),
+        tree: tree.to_path_buf(),
+        extra,
+        branch: Some(branch.to_string()),
+    })
+    .context("could not apply")?;
+    let Some(tip) = applied.commits.iter().rev().find_map(|c| c.commit.clone()) else {
+        bail!("applying created no commit");
+    };
+    build::scratch_worktree(tree, "series", &tip)
 }
 
 /// The series (and mutant) a build of the default flow comes from.

@@ -3,13 +3,14 @@
 //! booted and judged like any run. A mutant is KILLED only by cases of a
 //! suite that ran; what could not be tested is shown and not scored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::{boot_image, kernel_image, new_run_dir, run_boot, series_tag, TestArgs};
-use crate::build;
+use super::{
+    boot_image, kernel_image, new_run_dir, run_boot, series_tag, series_worktree, TestArgs,
+};
 use crate::kconfig;
 use crate::results::{self, MutantRow, MutantVerdict, MutantsReport, RunResult};
 use crate::util;
@@ -90,25 +91,6 @@ pub fn classify(r: &RunResult) -> MutantRow {
     }
 }
 
-/// Applies the series (and `extra` patches) to `tree` on `branch`, and
-/// checks the tip out in the series' scratch worktree: every run of a
-/// campaign shares one build directory, so each mutant recompiles only
-/// what its patch touches.
-fn series_worktree(tree: &Path, extra: Vec<PathBuf>, branch: &str) -> Result<PathBuf> {
-    build::delete_branch_if_exists(tree, branch)?;
-    let applied = crate::series::apply(&crate::series::ApplyRequest {
-        series: "guest_memfd".into(),
-        tree: tree.to_path_buf(),
-        extra,
-        branch: Some(branch.to_string()),
-    })
-    .context("could not apply")?;
-    let Some(tip) = applied.commits.iter().rev().find_map(|c| c.commit.clone()) else {
-        bail!("applying created no commit");
-    };
-    build::scratch_worktree(tree, "series", &tip)
-}
-
 fn row(name: &str, verdict: MutantVerdict, detail: String) -> MutantRow {
     MutantRow {
         name: name.to_string(),
@@ -120,7 +102,7 @@ fn row(name: &str, verdict: MutantVerdict, detail: String) -> MutantRow {
 }
 
 /// One mutant: apply, build, boot, judge.
-fn test_mutant(args: &TestArgs, tree: &Path, version: u32, name: &str) -> MutantRow {
+pub(crate) fn test_mutant(args: &TestArgs, tree: &Path, version: u32, name: &str) -> MutantRow {
     let fragments = match kconfig::fragment_list(&args.config) {
         Ok(f) => f,
         Err(e) => return row(name, MutantVerdict::Error, format!("{e:#}")),
