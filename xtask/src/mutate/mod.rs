@@ -2,10 +2,13 @@
 //! `list` shows them; `run` builds, boots and judges each one on top of the
 //! series (run.rs), after the unmutated series has passed.
 
+pub mod equivalent;
+pub mod generate;
 pub mod model;
+pub mod operators;
+pub mod report;
 pub mod run;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -98,18 +101,6 @@ pub fn run(cmd: MutateCmd) -> Result<ExitCode> {
         MutateCmd::List(args) => run::list(&args),
         MutateCmd::Run(args) => run::run(&args),
     }
-}
-
-/// The generator's mutants of the series tip on `tree`.
-pub(crate) fn generate_for_run(_tree: &Path) -> Result<Vec<model::Mutant>> {
-    anyhow::bail!(
-        "the mutant generator is not in this build yet; pass --from FILE (a JSON array of mutants) or run only the hand-written ones (--hand-written --no-generated)"
-    )
-}
-
-/// patches/mutants/equivalent.toml: reason by mutant id or hand-written name.
-pub(crate) fn equivalent_for_run() -> Result<BTreeMap<String, String>> {
-    Ok(BTreeMap::new())
 }
 
 /// The report files beside campaign.json.

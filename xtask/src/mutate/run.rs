@@ -11,7 +11,6 @@
 //! time), a compile error is build-failed, anything else is an error. Only
 //! killed and survived mutants are in the score.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -210,9 +209,19 @@ pub fn hand_written() -> Result<Vec<(String, PathBuf)>> {
     Ok(v)
 }
 
-/// The generated mutants of the series tip (the generator's output).
-fn generated(tree: &Path) -> Result<Vec<Mutant>> {
-    super::generate_for_run(tree)
+/// The generated mutants and the series tip their lines are from (None
+/// for mutants read from a file: the series is applied again).
+struct Source {
+    mutants: Vec<Mutant>,
+    tip: Option<String>,
+}
+
+fn generated(tree: &Path) -> Result<Source> {
+    let g = super::generate::generate(tree)?;
+    Ok(Source {
+        mutants: g.mutants,
+        tip: Some(g.tip),
+    })
 }
 
 /// Picks the subjects the arguments ask for, in run order (hand-written
@@ -570,19 +579,14 @@ fn default_tree(tree: &Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// Reasons from patches/mutants/equivalent.toml, by id or name.
-fn equivalent_reasons() -> Result<BTreeMap<String, String>> {
-    super::equivalent_for_run()
-}
-
 /// Runs `subjects` after the baseline; stops starting new ones when
 /// `budget` is spent.
-fn campaign(args: &RunArgs, subjects: Vec<Subject>) -> Result<Campaign> {
+fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Result<Campaign> {
     let wall = Instant::now();
     let Some(series) = test::series_tag(None) else {
         bail!("cannot read patches/guest_memfd/series.toml: mutants are edits of that series");
     };
-    let equivalent = equivalent_reasons()?;
+    let equivalent = super::equivalent::load(&super::equivalent::default_path())?;
     let tree = default_tree(&args.tree)?;
     let fragments = kconfig::fragment_list(&args.config)?;
     let selftests = match &args.selftests {
@@ -600,11 +604,16 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>) -> Result<Campaign> {
         "\n=== baseline: the unmutated series v{} on {} (must pass before any mutant counts)",
         series.version, series.base
     );
-    let src = test::series_worktree(
-        &tree,
-        Vec::new(),
-        &format!("guest_memfd/v{}-mutate", series.version),
-    )?;
+    // The generator left the tip on its branch; mutants from a file get
+    // the series applied afresh.
+    let src = match &tip {
+        Some(tip) => build::scratch_worktree(&tree, "series", tip)?,
+        None => test::series_worktree(
+            &tree,
+            Vec::new(),
+            &format!("guest_memfd/v{}-mutate", series.version),
+        )?,
+    };
     let mut wt = Worktree::new(src)?;
     let plan = build::plan(wt.src(), &fragments, None, true)?;
     build::configure(&plan)?;
@@ -684,7 +693,11 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>) -> Result<Campaign> {
                 None,
             ),
         };
-        let eq = equivalent.get(&name).cloned();
+        let eq = match &s {
+            Subject::Generated(m) => equivalent.reason_for(m),
+            Subject::HandWritten { name, .. } => equivalent.reason_for_name(name),
+        }
+        .map(str::to_string);
         println!(
             "mutant {name}: {} ({:.1}s: apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}{})",
             outcome_text(&outcome, eq.is_some()),
@@ -821,21 +834,27 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     ])?;
     let tree = default_tree(&args.tree)?;
     let hand = hand_written()?;
-    let generated = if args.no_generated && args.only.is_empty() {
-        Vec::new()
+    let source = if args.no_generated && args.only.is_empty() {
+        Source {
+            mutants: Vec::new(),
+            tip: None,
+        }
     } else if let Some(f) = &args.from {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("--from {}: cannot read it", f.display()))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "--from {}: not a JSON array of mutants (`cargo xtask mutate list --json` writes one)",
-                f.display()
-            )
-        })?
+        Source {
+            mutants: serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "--from {}: not a JSON array of mutants (`cargo xtask mutate list --json` writes one)",
+                    f.display()
+                )
+            })?,
+            tip: None,
+        }
     } else {
         generated(&tree)?
     };
-    let subjects = select(args, generated, hand)?;
+    let subjects = select(args, source.mutants, hand)?;
     println!(
         "mutate: {} mutants to run (seed `{}`{}{})",
         subjects.len(),
@@ -847,7 +866,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .map(|b| format!(", budget {}", humantime::format_duration(b)))
             .unwrap_or_default()
     );
-    let c = campaign(args, subjects)?;
+    let c = campaign(args, subjects, source.tip)?;
     print_summary(&c);
     let (run_id, dir) = test::new_run_dir("mutate")?;
     let path = dir.join("campaign.json");
@@ -874,7 +893,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 /// `cargo xtask mutate list`.
 pub fn list(args: &ListArgs) -> Result<ExitCode> {
     let tree = default_tree(&args.tree)?;
-    let generated = generated(&tree)?;
+    let generated = generated(&tree)?.mutants;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&generated)?);
         return Ok(ExitCode::SUCCESS);
