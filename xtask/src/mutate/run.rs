@@ -502,8 +502,10 @@ impl Bench {
         };
         t.build_s = built.duration.as_secs_f64();
         println!(
-            "mutant {name}: built in {:.1}s ({} objects compiled)",
-            t.build_s, built.compiled
+            "{}: built in {:.1}s ({} objects compiled)",
+            if name.is_empty() { "baseline" } else { name },
+            t.build_s,
+            built.compiled
         );
         let first = match self.boot(&built.image, built.kernel_release.clone(), name) {
             Ok(r) => r,
@@ -546,7 +548,7 @@ impl Bench {
     }
 }
 
-fn test_args(args: &RunArgs, selftests: PathBuf) -> TestArgs {
+fn test_args(args: &RunArgs, selftests: Option<PathBuf>) -> TestArgs {
     TestArgs {
         host: false,
         tree: None,
@@ -557,7 +559,7 @@ fn test_args(args: &RunArgs, selftests: PathBuf) -> TestArgs {
         filter: None,
         boot_timeout: None,
         case_timeout: args.case_timeout,
-        selftests: Some(selftests),
+        selftests,
         release: false,
         cpus: 2,
         memory: "2G".into(),
@@ -589,17 +591,9 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
     let equivalent = super::equivalent::load(&super::equivalent::default_path())?;
     let tree = default_tree(&args.tree)?;
     let fragments = kconfig::fragment_list(&args.config)?;
-    let selftests = match &args.selftests {
-        Some(p) => p.clone(),
-        None => test::selftests_binary(&TestArgs {
-            release: false,
-            ..test_args(args, PathBuf::new())
-        })?,
-    };
-    let test = TestArgs {
-        selftests: Some(selftests),
-        ..test_args(args, PathBuf::new())
-    };
+    // Built once: every boot of the campaign runs the same binary.
+    let selftests = test::selftests_binary(&test_args(args, args.selftests.clone()))?;
+    let test = test_args(args, Some(selftests));
     println!(
         "\n=== baseline: the unmutated series v{} on {} (must pass before any mutant counts)",
         series.version, series.base
@@ -678,7 +672,12 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
         let start = Instant::now();
         let applied = match &s {
             Subject::Generated(m) => {
-                println!("  {}\n  -> {}", m.original.trim(), m.mutated.trim());
+                println!(
+                    "  {}\n  -> {}\n  in {}",
+                    m.original.trim(),
+                    m.mutated.trim(),
+                    m.function.as_deref().unwrap_or("?")
+                );
                 wt.set_line(m)
             }
             Subject::HandWritten { patch, .. } => wt.apply_patch(patch),
@@ -967,8 +966,8 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         from: None,
     };
     let fragments = kconfig::fragment_list(&args.config)?;
-    let bin = test::selftests_binary(&test_args(&args, PathBuf::new()))?;
-    let targs = test_args(&args, bin);
+    let bin = test::selftests_binary(&test_args(&args, None))?;
+    let targs = test_args(&args, Some(bin));
     let branch = format!("guest_memfd/v{}-mutate", series.version);
     let tip_build = |label: &str| -> Result<(PathBuf, BuildPlan)> {
         println!("\n=== bench mutate: the series tip, built ({label}, not timed)");
