@@ -24,7 +24,7 @@ pub enum MutateCmd {
     /// Run a campaign: the unmutated series first (it must pass), then each
     /// mutant as a one-line edit of the series tip, built incrementally,
     /// booted under virtme-ng and judged by the whole suite.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,10 +68,12 @@ pub struct RunArgs {
     /// No generated mutants (with --hand-written: only the hand-written).
     #[arg(long)]
     pub no_generated: bool,
-    /// Whole-run timeout per boot in seconds: a guest still running then is
-    /// a hang, which kills the mutant (default 300).
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
+    /// Whole-run timeout per mutant's boot in seconds: a guest still
+    /// running then is a hang, which kills the mutant (default: three times
+    /// the baseline's boot + suite, at least 120 s; the baseline itself
+    /// gets 900 s).
+    #[arg(long)]
+    pub timeout: Option<u64>,
     /// Per-case timeout passed to the selftests.
     #[arg(long)]
     pub case_timeout: Option<u64>,

@@ -555,7 +555,7 @@ fn test_args(args: &RunArgs, selftests: Option<PathBuf>) -> TestArgs {
         config: args.config.clone(),
         kernel: None,
         accel: args.accel.clone(),
-        timeout: Some(args.timeout),
+        timeout: Some(args.timeout.unwrap_or(900)),
         filter: None,
         boot_timeout: None,
         case_timeout: args.case_timeout,
@@ -611,13 +611,27 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
     let mut wt = Worktree::new(src)?;
     let plan = build::plan(wt.src(), &fragments, None, true)?;
     build::configure(&plan)?;
-    let bench = Bench {
+    let mut bench = Bench {
         test,
         plan,
         series: series.clone(),
     };
     let mut bt = Timing::default();
     let (base_outcome, base_run) = bench.judge_current("", &mut bt, false);
+    // A mutant that hangs the kernel costs the whole timeout: scale it to
+    // what the unmutated series needs on this machine now.
+    let per_boot = args
+        .timeout
+        .unwrap_or_else(|| ((3.0 * (bt.boot_s + bt.suite_s)).ceil() as u64).max(120));
+    bench.test.timeout = Some(per_boot);
+    println!(
+        "per-mutant boot timeout: {per_boot}s ({})",
+        if args.timeout.is_some() {
+            "--timeout"
+        } else {
+            "3x the baseline's boot + suite, at least 120 s"
+        }
+    );
     let baseline = Baseline {
         passed: base_outcome == Outcome::Survived,
         headline: match &base_outcome {
@@ -958,7 +972,7 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         only: Vec::new(),
         hand_written: false,
         no_generated: false,
-        timeout: 300,
+        timeout: None,
         case_timeout: None,
         accel: "auto".into(),
         selftests: None,
@@ -1091,7 +1105,7 @@ mod tests {
             ],
             hand_written: false,
             no_generated: false,
-            timeout: 300,
+            timeout: None,
             case_timeout: None,
             accel: "auto".into(),
             selftests: None,
