@@ -68,7 +68,7 @@ pub struct Entry {
 }
 
 /// An entry that no longer describes a mutant of the series.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stale {
     pub id: String,
     pub why: String,
@@ -276,6 +276,24 @@ mod tests {
             let e = parse(text, "eq.toml").unwrap_err().to_string();
             assert!(e.contains(want) && e.starts_with("eq.toml"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_projects_list_parses_and_its_hand_written_entries_are_current() {
+        let eq = load(&default_path()).unwrap();
+        let hand: Vec<&Entry> = eq
+            .entries
+            .iter()
+            .filter(|e| matches!(e.subject, Subject::HandWritten(_)))
+            .collect();
+        assert!(hand.len() >= 4, "{hand:?}");
+        let dir = crate::util::patches_dir().join("mutants");
+        let stale: Vec<Stale> = eq
+            .stale(&[], &dir)
+            .into_iter()
+            .filter(|s| !s.id.contains(':'))
+            .collect();
+        assert!(stale.is_empty(), "{stale:?}");
     }
 
     #[test]

@@ -358,4 +358,35 @@ fn generate_from_the_series() {
         println!("{:?}", f);
     }
     println!("{} mutants, tip {}", g.mutants.len(), g.tip);
+    let repo = crate::series::apply::open_repo(&tree).unwrap();
+    let tip = repo
+        .find_commit(Oid::from_str(&g.tip).unwrap())
+        .unwrap()
+        .tree()
+        .unwrap();
+    for m in &g.mutants {
+        let diff = git2::Diff::from_buffer(m.diff.as_bytes()).unwrap();
+        repo.apply_to_tree(&tip, &diff, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", m.id));
+    }
+    println!("every diff applies to the tip's tree (git2)");
+}
+
+/// equivalent.toml's generated entries against the series in
+/// $XTASK_KERNEL_DIR (run by hand, as above).
+#[cfg(test)]
+#[test]
+#[ignore]
+fn equivalent_entries_match_the_series() {
+    let tree = crate::tree::ensure_default_tree().unwrap();
+    let g = generate(&tree).unwrap();
+    let eq = super::equivalent::load(&super::equivalent::default_path()).unwrap();
+    let stale = eq.stale(&g.mutants, &crate::util::patches_dir().join("mutants"));
+    assert!(stale.is_empty(), "{stale:#?}");
+    let listed = g
+        .mutants
+        .iter()
+        .filter(|m| eq.reason_for(m).is_some())
+        .count();
+    println!("{listed} generated mutants listed as equivalent, none stale");
 }

@@ -89,7 +89,7 @@ pub fn scan(src: &str) -> Vec<LineInfo> {
                         i += 2;
                         state = State::BlockComment;
                     } else if c == b'/' && bytes.get(i + 1) == Some(&b'/') {
-                        code.extend(std::iter::repeat(' ').take(bytes.len() - i));
+                        code.extend(std::iter::repeat_n(' ', bytes.len() - i));
                         i = bytes.len();
                     } else if c == b'"' || c == b'\'' {
                         // A literal: keep the quotes, blank the contents.
@@ -98,7 +98,7 @@ pub fn scan(src: &str) -> Vec<LineInfo> {
                         while i < bytes.len() && bytes[i] != c {
                             let n = if bytes[i] == b'\\' { 2 } else { 1 };
                             let n = n.min(bytes.len() - i);
-                            code.extend(std::iter::repeat(' ').take(n));
+                            code.extend(std::iter::repeat_n(' ', n));
                             i += n;
                         }
                         if i < bytes.len() {

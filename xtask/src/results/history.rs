@@ -392,6 +392,11 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
             );
         }
     }
+    if let Some(line) =
+        crate::mutate::report::newest_tested_line(root, &format!("{name} v{version}"), base)
+    {
+        let _ = writeln!(out, "{line}");
+    }
     Some(out.trim_end().to_string())
 }
 
