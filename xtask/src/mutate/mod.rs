@@ -105,7 +105,43 @@ pub fn run(cmd: MutateCmd) -> Result<ExitCode> {
     }
 }
 
-/// The report files beside campaign.json.
-pub(crate) fn write_reports(_c: &run::Campaign, _dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(Vec::new())
+/// The report (mutants.json, mutants.md) beside campaign.json; prints its
+/// text. `generated_total` is how many mutants the generator made.
+pub(crate) fn write_reports(
+    c: &run::Campaign,
+    dir: &Path,
+    run_id: &str,
+    config: &str,
+    generated_total: usize,
+    stale_equivalents: Vec<equivalent::Stale>,
+) -> Result<Vec<PathBuf>> {
+    let rows = c
+        .hand_written
+        .iter()
+        .map(|r| {
+            report::Row::hand_written(
+                &r.name,
+                r.outcome.clone(),
+                r.equivalent.clone(),
+                r.seconds,
+                r.run_id.clone(),
+            )
+        })
+        .chain(c.generated.iter().map(report::Row::generated))
+        .collect();
+    let meta = report::Meta {
+        series: format!("{} v{}", c.series.name, c.series.version),
+        base: c.series.base.clone(),
+        config: config.to_string(),
+        seed: c.seed.clone(),
+        generated_total,
+        not_started: c.not_started.clone(),
+        wall_s: c.wall_s,
+        baseline: Some(c.baseline.headline.clone()),
+        stale_equivalents,
+        run_id: Some(run_id.to_string()),
+    };
+    let r = report::build(rows, meta);
+    println!("\n{}", r.text());
+    r.write(dir)
 }

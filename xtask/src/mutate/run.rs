@@ -867,7 +867,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     } else {
         generated(&tree)?
     };
-    let subjects = select(args, source.mutants, hand)?;
+    let all_generated = source.mutants;
+    let subjects = select(args, all_generated.clone(), hand)?;
     println!(
         "mutate: {} mutants to run (seed `{}`{}{})",
         subjects.len(),
@@ -885,7 +886,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let path = dir.join("campaign.json");
     std::fs::write(&path, serde_json::to_string_pretty(&c)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    for f in super::write_reports(&c, &dir)? {
+    let stale = super::equivalent::load(&super::equivalent::default_path())?
+        .stale(&all_generated, &util::patches_dir().join("mutants"));
+    for f in super::write_reports(&c, &dir, &run_id, &args.config, all_generated.len(), stale)? {
         println!("files: {}", f.display());
     }
     println!("files: {} (run {run_id})", path.display());
