@@ -29,6 +29,13 @@ pub enum BenchCmd {
     Boot,
     /// Selftest suite on the host, per-area times.
     Selftests,
+    /// One mutant the `test --mutant` way (series re-applied on a branch)
+    /// vs `mutate run`'s worktree edit, same mutant, same run.
+    Mutate {
+        /// A patches/mutants/NAME.patch.
+        #[arg(long, default_value = "punch-no-invalidate")]
+        mutant: String,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
@@ -39,5 +46,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Build => crate::build::bench_build(),
         BenchCmd::Boot => crate::boot::bench_boot(),
         BenchCmd::Selftests => crate::test::bench_selftests(),
+        BenchCmd::Mutate { mutant } => crate::mutate::run::bench_mutate(&mutant),
     }
 }

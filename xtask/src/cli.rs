@@ -29,6 +29,10 @@ pub enum Command {
     /// The suite on 6.1 + series, the upstream reference and the host:
     /// cases x kernels, and the divergence rule.
     Matrix(crate::matrix::MatrixArgs),
+    /// Mutation campaign: generated mutants of the series, built, booted,
+    /// judged, scored.
+    #[command(subcommand)]
+    Mutate(crate::mutate::MutateCmd),
     /// Check (and optionally install) the host tools the pipeline needs.
     Doctor(crate::doctor::DoctorArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
@@ -44,6 +48,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::BuildKernel(args) => crate::build::run(args),
         Command::Test(args) => crate::test::run(args),
         Command::Matrix(args) => crate::matrix::run(args),
+        Command::Mutate(cmd) => crate::mutate::run(cmd),
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Bench(cmd) => crate::bench::run(cmd),
     }

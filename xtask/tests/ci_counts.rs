@@ -147,3 +147,73 @@ fn an_unreadable_results_json_is_a_problem() {
     assert!(out.contains("CI: host: cannot read the tally"), "{out}");
     assert!(out.trim_end().ends_with("problems 1"), "{out}");
 }
+
+#[test]
+fn campaign_json_passes_kills_fails_the_untested_and_skips_equivalents_and_the_unstarted() {
+    use xtask::mutate::model::{Mutant, MutantId, MutantResult, Operator, Outcome};
+    use xtask::mutate::run::{Baseline, Campaign, HandWrittenResult, Timing};
+    let result = |line: u32, outcome: Outcome, equivalent: Option<&str>| MutantResult {
+        mutant: Mutant {
+            id: MutantId {
+                file: "virt/kvm/guest_memfd.c".into(),
+                line,
+                op: Operator::DropCall,
+                nth: 1,
+            },
+            function: None,
+            original: "\tf();".into(),
+            mutated: String::new(),
+            diff: String::new(),
+        },
+        outcome,
+        equivalent: equivalent.map(Into::into),
+        seconds: 1.0,
+        run_id: None,
+    };
+    let c = Campaign {
+        series: tag(),
+        seed: "s".into(),
+        baseline: Baseline {
+            passed: true,
+            headline: "PASSED".into(),
+            run_id: None,
+            timing: Timing::default(),
+        },
+        generated: vec![
+            result(
+                1,
+                Outcome::Killed {
+                    by: vec!["a.b".into()],
+                },
+                None,
+            ),
+            result(2, Outcome::Timeout { by: vec![] }, None),
+            result(3, Outcome::Survived, None),
+            result(4, Outcome::Survived, Some("why")),
+            result(5, Outcome::Panic { by: vec![] }, Some("wrong")),
+            result(6, Outcome::Flaky { by: vec![] }, None),
+        ],
+        hand_written: vec![HandWrittenResult {
+            name: "h".into(),
+            outcome: Outcome::BuildFailed {
+                log_tail: String::new(),
+            },
+            equivalent: None,
+            seconds: 1.0,
+            run_id: None,
+        }],
+        timings: Vec::new(),
+        not_started: vec!["x".into(), "y".into()],
+        wall_s: 1.0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("campaign.json");
+    std::fs::write(&file, serde_json::to_string(&c).unwrap()).unwrap();
+    let out = ci(&format!(
+        "count_campaign_json {} mutants; echo \"total $passed $failed $skipped\"",
+        file.display()
+    ));
+    // pass: baseline, killed, timeout; fail: survived, killed equivalent,
+    // flaky, build-failed; skip: the listed survivor, two not started.
+    assert!(out.trim_end().ends_with("total 3 4 3"), "{out}");
+}

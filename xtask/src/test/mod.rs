@@ -5,6 +5,7 @@ mod bench;
 mod mutants;
 
 pub use bench::bench_selftests;
+pub(crate) use mutants::test_mutant;
 pub use mutants::{classify, mutant_names};
 
 use std::path::{Path, PathBuf};

@@ -101,7 +101,7 @@ fn row(name: &str, verdict: MutantVerdict, detail: String) -> MutantRow {
 }
 
 /// One mutant: apply, build, boot, judge.
-fn test_mutant(args: &TestArgs, tree: &Path, name: &str) -> MutantRow {
+pub(crate) fn test_mutant(args: &TestArgs, tree: &Path, name: &str) -> MutantRow {
     let fragments = match kconfig::fragment_list(&args.config) {
         Ok(f) => f,
         Err(e) => return row(name, MutantVerdict::Error, format!("{e:#}")),

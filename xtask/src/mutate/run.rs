@@ -1,0 +1,1151 @@
+//! Running a campaign: the series tip is checked out once in the scratch
+//! worktree and built; each mutant is then an edit of that worktree (one
+//! line for a generated mutant, `git apply` for a hand-written patch), an
+//! incremental `make bzImage` in the shared build directory, a boot and the
+//! whole suite. The edit is undone before the next one, so make sees only
+//! the files that mutant changes (plus the one it restores).
+//!
+//! Verdicts: a run that fails names its culprits (killed), a hang or panic
+//! is a kill by timeout or panic, a pass is rerun once on the same image
+//! (survived when it passes again, flaky when it is killed the second
+//! time), a compile error is build-failed, anything else is an error. Only
+//! killed and survived mutants are in the score.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xshell::{cmd, Shell};
+
+use super::model::{Mutant, MutantId, MutantResult, Outcome};
+use super::{ListArgs, RunArgs};
+use crate::build::{self, BuildPlan};
+use crate::kconfig;
+use crate::results::{RunResult, SeriesTag};
+use crate::test::{self, TestArgs};
+use crate::util;
+
+/// What a campaign runs: a generated one-line mutant or a hand-written
+/// patch from patches/mutants/.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Generated(Mutant),
+    HandWritten { name: String, patch: PathBuf },
+}
+
+impl Subject {
+    pub fn name(&self) -> String {
+        match self {
+            Subject::Generated(m) => m.id.to_string(),
+            Subject::HandWritten { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// Where one mutant's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Editing the worktree (and undoing the previous edit).
+    pub apply_s: f64,
+    /// `make bzImage` after the edit.
+    pub build_s: f64,
+    /// Boot to the first KTAP line.
+    pub boot_s: f64,
+    /// The suite, from the first KTAP line to the guest's exit.
+    pub suite_s: f64,
+    /// The survivor's second boot and suite, when there was one.
+    pub rerun_s: f64,
+}
+
+impl Timing {
+    pub fn total(&self) -> f64 {
+        self.apply_s + self.build_s + self.boot_s + self.suite_s + self.rerun_s
+    }
+}
+
+/// A hand-written mutant's result (its name is not a generated id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandWrittenResult {
+    pub name: String,
+    pub outcome: Outcome,
+    pub equivalent: Option<String>,
+    pub seconds: f64,
+    pub run_id: Option<String>,
+}
+
+/// The unmutated series' run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub passed: bool,
+    pub headline: String,
+    pub run_id: Option<String>,
+    pub timing: Timing,
+}
+
+/// Everything a campaign did, as written to campaign.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub series: SeriesTag,
+    pub seed: String,
+    pub baseline: Baseline,
+    pub generated: Vec<MutantResult>,
+    pub hand_written: Vec<HandWrittenResult>,
+    /// Per mutant (by id or name), in run order.
+    pub timings: Vec<(String, Timing)>,
+    /// Mutants the budget left unstarted, in the order they would have run.
+    pub not_started: Vec<String>,
+    /// Wall time of the whole campaign, baseline included.
+    pub wall_s: f64,
+}
+
+/// Counts over every mutant that ran (generated and hand-written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub killed: usize,
+    pub timeout: usize,
+    pub panic: usize,
+    pub survived: usize,
+    pub flaky: usize,
+    pub build_failed: usize,
+    pub error: usize,
+    /// Listed in equivalent.toml and survived: not scored.
+    pub equivalent: usize,
+    /// Listed in equivalent.toml and killed: the entry is wrong (or a case
+    /// is flaky); scored as the kill it is.
+    pub equivalent_killed: usize,
+}
+
+impl Counts {
+    pub fn kills(&self) -> usize {
+        self.killed + self.timeout + self.panic
+    }
+    /// killed / (killed + survived).
+    pub fn score(&self) -> (usize, usize) {
+        (self.kills(), self.kills() + self.survived)
+    }
+    fn add(&mut self, outcome: &Outcome, equivalent: bool) {
+        match outcome {
+            Outcome::Survived if equivalent => self.equivalent += 1,
+            Outcome::Survived => self.survived += 1,
+            Outcome::Killed { .. } => self.killed += 1,
+            Outcome::Timeout { .. } => self.timeout += 1,
+            Outcome::Panic { .. } => self.panic += 1,
+            Outcome::Flaky { .. } => self.flaky += 1,
+            Outcome::BuildFailed { .. } => self.build_failed += 1,
+            Outcome::Error { .. } => self.error += 1,
+        }
+        if equivalent && outcome.is_kill() {
+            self.equivalent_killed += 1;
+        }
+    }
+}
+
+impl Campaign {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for r in &self.generated {
+            c.add(&r.outcome, r.equivalent.is_some());
+        }
+        for r in &self.hand_written {
+            c.add(&r.outcome, r.equivalent.is_some());
+        }
+        c
+    }
+
+    /// Seconds per mutant that ran (baseline excluded), and the mean split.
+    pub fn per_mutant(&self) -> Option<(f64, Timing)> {
+        let n = self.timings.len();
+        if n == 0 {
+            return None;
+        }
+        let mut sum = Timing::default();
+        for (_, t) in &self.timings {
+            sum.apply_s += t.apply_s;
+            sum.build_s += t.build_s;
+            sum.boot_s += t.boot_s;
+            sum.suite_s += t.suite_s;
+            sum.rerun_s += t.rerun_s;
+        }
+        let d = n as f64;
+        let mean = Timing {
+            apply_s: sum.apply_s / d,
+            build_s: sum.build_s / d,
+            boot_s: sum.boot_s / d,
+            suite_s: sum.suite_s / d,
+            rerun_s: sum.rerun_s / d,
+        };
+        Some((mean.total(), mean))
+    }
+}
+
+/// A deterministic order of the generated mutants for `seed`: sorted by id,
+/// then shuffled by a generator seeded from sha256(seed), so the same seed
+/// and the same series give the same order on every machine.
+pub fn seeded_order(mut mutants: Vec<Mutant>, seed: &str) -> Vec<Mutant> {
+    mutants.sort_by(|a, b| a.id.cmp(&b.id));
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest[..8]);
+    let mut rng = fastrand::Rng::with_seed(u64::from_le_bytes(word));
+    rng.shuffle(&mut mutants);
+    mutants
+}
+
+/// Every patches/mutants/*.patch, by name.
+pub fn hand_written() -> Result<Vec<(String, PathBuf)>> {
+    let dir = util::patches_dir().join("mutants");
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".patch")?.to_string();
+            Some((name, e.path()))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The generated mutants and the series tip their lines are from (None
+/// for mutants read from a file: the series is applied again).
+struct Source {
+    mutants: Vec<Mutant>,
+    tip: Option<String>,
+}
+
+fn generated(tree: &Path) -> Result<Source> {
+    let g = super::generate::generate(tree)?;
+    Ok(Source {
+        mutants: g.mutants,
+        tip: Some(g.tip),
+    })
+}
+
+/// Picks the subjects the arguments ask for, in run order (hand-written
+/// first, then the seeded generated ones).
+pub fn select(
+    args: &RunArgs,
+    generated: Vec<Mutant>,
+    hand: Vec<(String, PathBuf)>,
+) -> Result<Vec<Subject>> {
+    if !args.only.is_empty() {
+        let mut out = Vec::new();
+        for want in &args.only {
+            if let Some((name, patch)) = hand.iter().find(|(n, _)| n == want) {
+                out.push(Subject::HandWritten {
+                    name: name.clone(),
+                    patch: patch.clone(),
+                });
+                continue;
+            }
+            let id: MutantId = want.parse().map_err(|e: String| {
+                anyhow::anyhow!(
+                    "--only {want}: neither a patches/mutants/{want}.patch nor a mutant id: {e}"
+                )
+            })?;
+            let Some(m) = generated.iter().find(|m| m.id == id) else {
+                bail!("--only {want}: the generator makes no such mutant of this series (`cargo xtask mutate list` shows them)");
+            };
+            out.push(Subject::Generated(m.clone()));
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    if args.hand_written {
+        out.extend(
+            hand.into_iter()
+                .map(|(name, patch)| Subject::HandWritten { name, patch }),
+        );
+    }
+    if !args.no_generated {
+        let mut order = seeded_order(generated, &args.seed);
+        if let Some(n) = args.sample {
+            order.truncate(n);
+        }
+        out.extend(order.into_iter().map(Subject::Generated));
+    }
+    if out.is_empty() {
+        bail!("nothing to run: --no-generated without --hand-written (or --sample 0)");
+    }
+    Ok(out)
+}
+
+/// The one edit the scratch worktree carries on top of the series tip.
+enum Active {
+    None,
+    /// A generated mutant's file, with its text as the tip has it.
+    Line {
+        path: PathBuf,
+        pristine: String,
+    },
+    /// A hand-written patch, applied with `git apply`.
+    Patch(PathBuf),
+}
+
+/// The series tip checked out in the harness's scratch worktree, with at
+/// most one mutant's edit on it. Dropping it undoes the edit.
+pub struct Worktree {
+    src: PathBuf,
+    active: Active,
+}
+
+impl Worktree {
+    /// `src` must be a clean checkout of the series tip.
+    pub fn new(src: PathBuf) -> Result<Worktree> {
+        let sh = Shell::new()?;
+        sh.change_dir(&src);
+        let dirty = cmd!(sh, "git status --porcelain --untracked-files=no")
+            .quiet()
+            .read()?;
+        if !dirty.trim().is_empty() {
+            bail!(
+                "{} has changes on top of the series tip; a campaign edits only a clean checkout:\n{}",
+                src.display(),
+                dirty
+            );
+        }
+        Ok(Worktree {
+            src,
+            active: Active::None,
+        })
+    }
+
+    pub fn src(&self) -> &Path {
+        &self.src
+    }
+
+    /// Puts `m`'s line in place. A mutant of the file already edited is
+    /// written over that edit, so make sees that one file changed.
+    pub fn set_line(&mut self, m: &Mutant) -> Result<()> {
+        let path = self.src.join(&m.id.file);
+        let same_file = matches!(&self.active, Active::Line { path: p, .. } if *p == path);
+        if !same_file {
+            self.restore()?;
+        }
+        let pristine = match &self.active {
+            Active::Line { pristine, .. } => pristine.clone(),
+            _ => std::fs::read_to_string(&path)
+                .with_context(|| format!("mutant {}: cannot read {}", m.id, path.display()))?,
+        };
+        let text = mutate_text(&pristine, m)?;
+        write_beside(&path, &text)?;
+        self.active = Active::Line { path, pristine };
+        Ok(())
+    }
+
+    /// Applies a hand-written patch (after undoing any edit).
+    pub fn apply_patch(&mut self, patch: &Path) -> Result<()> {
+        self.restore()?;
+        let sh = Shell::new()?;
+        sh.change_dir(&self.src);
+        cmd!(sh, "git apply --check {patch}")
+            .quiet()
+            .run()
+            .with_context(|| format!("{} does not apply on the series tip", patch.display()))?;
+        cmd!(sh, "git apply {patch}").quiet().run()?;
+        self.active = Active::Patch(patch.to_path_buf());
+        Ok(())
+    }
+
+    /// Back to the series tip. The restored file gets a new mtime (its
+    /// object is the mutant's), so the next build recompiles it.
+    pub fn restore(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.active, Active::None) {
+            Active::None => {}
+            Active::Line { path, pristine } => write_beside(&path, &pristine)?,
+            Active::Patch(patch) => {
+                let sh = Shell::new()?;
+                sh.change_dir(&self.src);
+                cmd!(sh, "git apply -R {patch}")
+                    .quiet()
+                    .run()
+                    .with_context(|| {
+                        format!("undoing {} in {}", patch.display(), self.src.display())
+                    })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Worktree {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            eprintln!(
+                "mutate: could not restore the series tip in {}: {e:#}; `git -C {} checkout -- .` does",
+                self.src.display(),
+                self.src.display()
+            );
+        }
+    }
+}
+
+/// `text` with line `m.id.line` replaced by `m.mutated`, after checking
+/// that the line is `m.original` (else the mutant is not of this tree).
+pub fn mutate_text(text: &str, m: &Mutant) -> Result<String> {
+    let idx = (m.id.line as usize)
+        .checked_sub(1)
+        .context("line 0 does not exist")?;
+    let mut out = String::with_capacity(text.len() + m.mutated.len());
+    let mut found = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i == idx {
+            let body = line.strip_suffix('\n').unwrap_or(line);
+            if body != m.original {
+                bail!(
+                    "mutant {}: line {} of {} is `{}`, the mutant expects `{}` (generated from another series tip? run `cargo xtask mutate list` again)",
+                    m.id,
+                    m.id.line,
+                    m.id.file,
+                    body.trim(),
+                    m.original.trim()
+                );
+            }
+            out.push_str(&m.mutated);
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+            found = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !found {
+        bail!(
+            "mutant {}: {} has fewer than {} lines",
+            m.id,
+            m.id.file,
+            m.id.line
+        );
+    }
+    Ok(out)
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over.
+fn write_beside(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().context("a file has a directory")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    let perm = std::fs::metadata(path).map(|m| m.permissions()).ok();
+    tmp.persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    if let Some(p) = perm {
+        std::fs::set_permissions(path, p).ok();
+    }
+    Ok(())
+}
+
+/// What a judged run says: culprits kill; a hang or panic kills (naming
+/// the running case when there was one); a pass survives (for now); a run
+/// that failed with nobody to blame, or never reached the suite, is an
+/// error.
+pub fn judge_run(r: &RunResult) -> Outcome {
+    use crate::results::run::Outcome as Run;
+    let by: Vec<String> = r
+        .culprits
+        .iter()
+        .map(|c| format!("{} ({})", c.case, c.why))
+        .collect();
+    match &r.outcome {
+        Run::Passed => Outcome::Survived,
+        Run::Hang(_) => Outcome::Timeout { by },
+        Run::Panic(_) => Outcome::Panic { by },
+        Run::Failed(_) if !by.is_empty() => Outcome::Killed { by },
+        other => Outcome::Error {
+            detail: other.headline(),
+        },
+    }
+}
+
+/// The campaign's fixed parts: where it builds, what it boots with.
+struct Bench {
+    test: TestArgs,
+    plan: BuildPlan,
+    series: SeriesTag,
+}
+
+/// A boot's cost split, from its result.
+fn boot_split(r: &RunResult) -> (f64, f64) {
+    let boot = r.boot_to_first_ktap_s.unwrap_or(r.duration_s);
+    (boot, (r.duration_s - boot).max(0.0))
+}
+
+impl Bench {
+    fn build(&self) -> Result<build::Built> {
+        build::make_bzimage(&self.plan)
+    }
+
+    fn boot(&self, image: &Path, release: Option<String>, mutant: &str) -> Result<RunResult> {
+        let mut tag = self.series.clone();
+        tag.mutant = (!mutant.is_empty()).then(|| mutant.to_string());
+        test::boot_image(&self.test, image, release, Some(tag), &self.plan.fragments)
+    }
+
+    /// Build and boot what the worktree holds now; a pass is rerun once.
+    fn judge_current(&self, name: &str, t: &mut Timing, rerun: bool) -> (Outcome, Option<String>) {
+        let start = Instant::now();
+        let built = match self.build() {
+            Ok(b) => b,
+            Err(e) => {
+                t.build_s = start.elapsed().as_secs_f64();
+                return (
+                    Outcome::BuildFailed {
+                        log_tail: format!("{e:#}"),
+                    },
+                    None,
+                );
+            }
+        };
+        t.build_s = built.duration.as_secs_f64();
+        println!(
+            "{}: built in {:.1}s ({} objects compiled)",
+            if name.is_empty() { "baseline" } else { name },
+            t.build_s,
+            built.compiled
+        );
+        let first = match self.boot(&built.image, built.kernel_release.clone(), name) {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Outcome::Error {
+                        detail: format!("{e:#}"),
+                    },
+                    None,
+                )
+            }
+        };
+        (t.boot_s, t.suite_s) = boot_split(&first);
+        let outcome = judge_run(&first);
+        if outcome != Outcome::Survived || !rerun {
+            return (outcome, Some(first.run_id));
+        }
+        println!("mutant {name}: every case passed; rerunning once to rule out a flaky pass");
+        let again = self.boot(&built.image, built.kernel_release, name);
+        match again {
+            Ok(r) => {
+                t.rerun_s = r.duration_s;
+                let second = judge_run(&r);
+                let outcome = match second {
+                    Outcome::Survived => Outcome::Survived,
+                    Outcome::Killed { by } | Outcome::Timeout { by } | Outcome::Panic { by } => {
+                        Outcome::Flaky { by }
+                    }
+                    other => other,
+                };
+                (outcome, Some(r.run_id))
+            }
+            Err(e) => (
+                Outcome::Error {
+                    detail: format!("the survivor's rerun could not run: {e:#}"),
+                },
+                Some(first.run_id),
+            ),
+        }
+    }
+}
+
+fn test_args(args: &RunArgs, selftests: Option<PathBuf>) -> TestArgs {
+    TestArgs {
+        host: false,
+        tree: None,
+        config: args.config.clone(),
+        kernel: None,
+        accel: args.accel.clone(),
+        timeout: Some(args.timeout.unwrap_or(900)),
+        filter: None,
+        boot_timeout: None,
+        case_timeout: args.case_timeout,
+        selftests,
+        release: false,
+        cpus: 2,
+        memory: "2G".into(),
+        append: Vec::new(),
+        numa: None,
+        exec: None,
+        mutant: None,
+        mutants: None,
+        install_deps: false,
+        expect: None,
+        reference: None,
+    }
+}
+
+fn default_tree(tree: &Option<PathBuf>) -> Result<PathBuf> {
+    match tree {
+        Some(t) => Ok(t.clone()),
+        None => crate::tree::ensure_default_tree()
+            .context("no --tree given and the default tree is not available"),
+    }
+}
+
+/// Runs `subjects` after the baseline; stops starting new ones when
+/// `budget` is spent.
+fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Result<Campaign> {
+    let wall = Instant::now();
+    let Some(series) = test::series_tag(None) else {
+        bail!("cannot read patches/guest_memfd/series.toml: mutants are edits of that series");
+    };
+    let equivalent = super::equivalent::load(&super::equivalent::default_path())?;
+    let tree = default_tree(&args.tree)?;
+    let fragments = kconfig::fragment_list(&args.config)?;
+    // Built once: every boot of the campaign runs the same binary.
+    let selftests = test::selftests_binary(&test_args(args, args.selftests.clone()))?;
+    let test = test_args(args, Some(selftests));
+    println!(
+        "\n=== baseline: the unmutated series v{} on {} (must pass before any mutant counts)",
+        series.version, series.base
+    );
+    // The generator left the tip on its branch; mutants from a file get
+    // the series applied afresh.
+    let src = match &tip {
+        Some(tip) => crate::series::checkout::scratch_worktree(&tree, tip)?,
+        None => crate::series::checkout(&tree, &crate::series::Purpose::Baseline)?.worktree,
+    };
+    let mut wt = Worktree::new(src)?;
+    let plan = build::plan(wt.src(), &fragments, None, true)?;
+    build::configure(&plan)?;
+    let mut bench = Bench {
+        test,
+        plan,
+        series: series.clone(),
+    };
+    let mut bt = Timing::default();
+    let (base_outcome, base_run) = bench.judge_current("", &mut bt, false);
+    // A mutant that hangs the kernel costs the whole timeout: scale it to
+    // what the unmutated series needs on this machine now.
+    let per_boot = args
+        .timeout
+        .unwrap_or_else(|| ((3.0 * (bt.boot_s + bt.suite_s)).ceil() as u64).max(120));
+    bench.test.timeout = Some(per_boot);
+    println!(
+        "per-mutant boot timeout: {per_boot}s ({})",
+        if args.timeout.is_some() {
+            "--timeout"
+        } else {
+            "3x the baseline's boot + suite, at least 120 s"
+        }
+    );
+    let baseline = Baseline {
+        passed: base_outcome == Outcome::Survived,
+        headline: match &base_outcome {
+            Outcome::Survived => "PASSED".into(),
+            other => format!("{other:?}"),
+        },
+        run_id: base_run,
+        timing: bt,
+    };
+    let mut out = Campaign {
+        series,
+        seed: args.seed.clone(),
+        baseline,
+        generated: Vec::new(),
+        hand_written: Vec::new(),
+        timings: Vec::new(),
+        not_started: Vec::new(),
+        wall_s: 0.0,
+    };
+    if !out.baseline.passed {
+        println!(
+            "baseline did not pass ({}): no mutant is run",
+            out.baseline.headline
+        );
+        out.not_started = subjects.iter().map(Subject::name).collect();
+        out.wall_s = wall.elapsed().as_secs_f64();
+        return Ok(out);
+    }
+    let total = subjects.len();
+    let mut queue = subjects.into_iter().enumerate();
+    while let Some((i, s)) = queue.next() {
+        if let Some(b) = args.budget {
+            if wall.elapsed() >= b {
+                out.not_started.push(s.name());
+                out.not_started.extend(queue.map(|(_, s)| s.name()));
+                println!(
+                    "\nbudget of {} spent after {} of {total} mutants: {} not started",
+                    humantime::format_duration(b),
+                    i,
+                    out.not_started.len()
+                );
+                break;
+            }
+        }
+        let name = s.name();
+        println!(
+            "\n=== mutant {}/{total}: {name} ({:.0}s into the campaign)",
+            i + 1,
+            wall.elapsed().as_secs_f64()
+        );
+        let mut t = Timing::default();
+        let start = Instant::now();
+        let applied = match &s {
+            Subject::Generated(m) => {
+                println!(
+                    "  {}\n  -> {}\n  in {}",
+                    m.original.trim(),
+                    m.mutated.trim(),
+                    m.function.as_deref().unwrap_or("?")
+                );
+                wt.set_line(m)
+            }
+            Subject::HandWritten { patch, .. } => wt.apply_patch(patch),
+        };
+        t.apply_s = start.elapsed().as_secs_f64();
+        let (outcome, run_id) = match applied {
+            Ok(()) => bench.judge_current(&name, &mut t, !args.no_rerun),
+            Err(e) => (
+                Outcome::Error {
+                    detail: format!("{e:#}"),
+                },
+                None,
+            ),
+        };
+        let eq = match &s {
+            Subject::Generated(m) => equivalent.reason_for(m),
+            Subject::HandWritten { name, .. } => equivalent.reason_for_name(name),
+        }
+        .map(str::to_string);
+        println!(
+            "mutant {name}: {} ({:.1}s: apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}{})",
+            outcome_text(&outcome, eq.is_some()),
+            t.total(),
+            t.apply_s,
+            t.build_s,
+            t.boot_s,
+            t.suite_s,
+            if t.rerun_s > 0.0 {
+                format!(", rerun {:.1}", t.rerun_s)
+            } else {
+                String::new()
+            }
+        );
+        out.timings.push((name.clone(), t));
+        match s {
+            Subject::Generated(m) => out.generated.push(MutantResult {
+                mutant: m,
+                outcome,
+                equivalent: eq,
+                seconds: t.total(),
+                run_id,
+            }),
+            Subject::HandWritten { name, .. } => out.hand_written.push(HandWrittenResult {
+                name,
+                outcome,
+                equivalent: eq,
+                seconds: t.total(),
+                run_id,
+            }),
+        }
+    }
+    wt.restore()?;
+    out.wall_s = wall.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+pub fn outcome_text(o: &Outcome, equivalent: bool) -> String {
+    let by = |v: &Vec<String>| {
+        if v.is_empty() {
+            "outside any case".to_string()
+        } else {
+            crate::results::brief(v, 2)
+        }
+    };
+    let text = match o {
+        Outcome::Killed { by: v } => format!("KILLED by {}", by(v)),
+        Outcome::Timeout { by: v } => format!("KILLED (hang) during {}", by(v)),
+        Outcome::Panic { by: v } => format!("KILLED (panic) during {}", by(v)),
+        Outcome::Survived if equivalent => "EQUIVALENT (survived; listed)".into(),
+        Outcome::Survived => "SURVIVED (twice)".into(),
+        Outcome::Flaky { by: v } => format!("FLAKY: passed, then killed by {}", by(v)),
+        Outcome::BuildFailed { log_tail } => {
+            format!("BUILD-FAILED: {}", log_tail.lines().next().unwrap_or(""))
+        }
+        Outcome::Error { detail } => format!("ERROR: {}", detail.lines().next().unwrap_or("")),
+    };
+    if equivalent && o.is_kill() {
+        format!("{text} -- listed as equivalent, yet killed: fix the entry")
+    } else {
+        text
+    }
+}
+
+fn print_summary(c: &Campaign) {
+    println!(
+        "\nbaseline (unmutated series): {} (run {}, build {:.1}s, boot {:.1}s, suite {:.1}s)",
+        c.baseline.headline,
+        c.baseline.run_id.as_deref().unwrap_or("none"),
+        c.baseline.timing.build_s,
+        c.baseline.timing.boot_s,
+        c.baseline.timing.suite_s
+    );
+    let rows: Vec<(String, &Outcome, bool)> = c
+        .hand_written
+        .iter()
+        .map(|r| (r.name.clone(), &r.outcome, r.equivalent.is_some()))
+        .chain(
+            c.generated
+                .iter()
+                .map(|r| (r.mutant.id.to_string(), &r.outcome, r.equivalent.is_some())),
+        )
+        .collect();
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+    println!("\n{:<w$}  verdict", "mutant");
+    for (name, o, eq) in &rows {
+        println!("{name:<w$}  {}", outcome_text(o, *eq));
+    }
+    let n = c.counts();
+    let (k, s) = n.score();
+    println!(
+        "\nmutation score: {k}/{s} ({:.0}%): {} killed by a case, {} by a hang, {} by a panic, {} survived",
+        100.0 * k as f64 / s.max(1) as f64,
+        n.killed,
+        n.timeout,
+        n.panic,
+        n.survived
+    );
+    println!(
+        "not scored: {} equivalent, {} flaky, {} build-failed, {} error, {} not started (budget)",
+        n.equivalent,
+        n.flaky,
+        n.build_failed,
+        n.error,
+        c.not_started.len()
+    );
+    if n.equivalent_killed > 0 {
+        println!(
+            "{} mutant(s) listed in equivalent.toml were killed: those entries are wrong",
+            n.equivalent_killed
+        );
+    }
+    match c.per_mutant() {
+        Some((per, m)) => println!(
+            "time: {:.0}s wall for {} mutants + baseline; {per:.1}s per mutant (apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}, survivor reruns {:.1})",
+            c.wall_s,
+            c.timings.len(),
+            m.apply_s,
+            m.build_s,
+            m.boot_s,
+            m.suite_s,
+            m.rerun_s
+        ),
+        None => println!("time: {:.0}s wall, no mutant ran", c.wall_s),
+    }
+}
+
+/// `cargo xtask mutate run`.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    crate::doctor::preflight(&[
+        crate::doctor::Stage::Tree,
+        crate::doctor::Stage::Build,
+        crate::doctor::Stage::Boot,
+    ])?;
+    let tree = default_tree(&args.tree)?;
+    let hand = hand_written()?;
+    let source = if args.no_generated && args.only.is_empty() {
+        Source {
+            mutants: Vec::new(),
+            tip: None,
+        }
+    } else if let Some(f) = &args.from {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--from {}: cannot read it", f.display()))?;
+        Source {
+            mutants: serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "--from {}: not a JSON array of mutants (`cargo xtask mutate list --json` writes one)",
+                    f.display()
+                )
+            })?,
+            tip: None,
+        }
+    } else {
+        generated(&tree)?
+    };
+    let all_generated = source.mutants;
+    let subjects = select(args, all_generated.clone(), hand)?;
+    println!(
+        "mutate: {} mutants to run (seed `{}`{}{})",
+        subjects.len(),
+        args.seed,
+        args.sample
+            .map(|n| format!(", sample {n}"))
+            .unwrap_or_default(),
+        args.budget
+            .map(|b| format!(", budget {}", humantime::format_duration(b)))
+            .unwrap_or_default()
+    );
+    let c = campaign(args, subjects, source.tip)?;
+    print_summary(&c);
+    let (run_id, dir) = test::new_run_dir("mutate")?;
+    let path = dir.join("campaign.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&c)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let stale = super::equivalent::load(&super::equivalent::default_path())?
+        .stale(&all_generated, &util::patches_dir().join("mutants"));
+    for f in super::write_reports(&c, &dir, &run_id, &args.config, all_generated.len(), stale)? {
+        println!("files: {}", f.display());
+    }
+    println!("files: {} (run {run_id})", path.display());
+    let n = c.counts();
+    let ok = c.baseline.passed
+        && n.survived == 0
+        && n.flaky == 0
+        && n.error == 0
+        && n.build_failed == 0
+        && n.equivalent_killed == 0;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo xtask mutate list`.
+pub fn list(args: &ListArgs) -> Result<ExitCode> {
+    let tree = default_tree(&args.tree)?;
+    let generated = generated(&tree)?.mutants;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&generated)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = generated
+        .iter()
+        .map(|m| m.id.to_string().len())
+        .max()
+        .unwrap_or(2);
+    for m in &generated {
+        println!(
+            "{:<w$}  {:<28}  {}  ->  {}",
+            m.id.to_string(),
+            m.function.as_deref().unwrap_or("?"),
+            m.original.trim(),
+            m.mutated.trim()
+        );
+    }
+    let hand = hand_written()?;
+    println!(
+        "\n{} generated mutants; {} hand-written in patches/mutants/: {}",
+        generated.len(),
+        hand.len(),
+        hand.iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask bench mutate`: the same hand-written mutant the
+/// `test --mutant` way (series and patch applied on a new branch, checked
+/// out, configured, built, booted) and the campaign's way (the patch
+/// applied to the built series tip, built, booted), each after a build of
+/// the series tip, in one run; prints both costs and their ratio.
+pub fn bench_mutate(name: &str) -> Result<ExitCode> {
+    crate::doctor::preflight(&[
+        crate::doctor::Stage::Tree,
+        crate::doctor::Stage::Build,
+        crate::doctor::Stage::Boot,
+    ])?;
+    let hand = hand_written()?;
+    let Some((_, patch)) = hand.iter().find(|(n, _)| n == name) else {
+        bail!(
+            "--mutant {name}: no patches/mutants/{name}.patch (there are: {})",
+            hand.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let Some(series) = test::series_tag(None) else {
+        bail!("cannot read patches/guest_memfd/series.toml");
+    };
+    let tree = default_tree(&None)?;
+    let args = RunArgs {
+        tree: None,
+        config: "gmem".into(),
+        seed: "0".into(),
+        sample: None,
+        budget: None,
+        only: Vec::new(),
+        hand_written: false,
+        no_generated: false,
+        timeout: None,
+        case_timeout: None,
+        accel: "auto".into(),
+        selftests: None,
+        no_rerun: true,
+        from: None,
+    };
+    let fragments = kconfig::fragment_list(&args.config)?;
+    let bin = test::selftests_binary(&test_args(&args, None))?;
+    let targs = test_args(&args, Some(bin));
+    let tip_build = |label: &str| -> Result<(PathBuf, BuildPlan)> {
+        println!("\n=== bench mutate: the series tip, built ({label}, not timed)");
+        let src = crate::series::checkout(&tree, &crate::series::Purpose::Baseline)?.worktree;
+        let plan = build::plan(&src, &fragments, None, true)?;
+        build::configure(&plan)?;
+        build::make_bzimage(&plan)?;
+        Ok((src, plan))
+    };
+    tip_build("before the `test --mutant` path")?;
+    println!("\n=== bench mutate: {name} the `test --mutant` way");
+    let t0 = Instant::now();
+    let old = test::test_mutant(&targs, &tree, name);
+    let old_s = t0.elapsed().as_secs_f64();
+    let (src, plan) = tip_build("before the campaign path")?;
+    println!("\n=== bench mutate: {name} the `mutate run` way");
+    let mut wt = Worktree::new(src)?;
+    let bench = Bench {
+        test: targs,
+        plan,
+        series,
+    };
+    let mut t = Timing::default();
+    let t1 = Instant::now();
+    let fast = match wt.apply_patch(patch) {
+        Ok(()) => {
+            t.apply_s = t1.elapsed().as_secs_f64();
+            bench.judge_current(name, &mut t, false).0
+        }
+        Err(e) => Outcome::Error {
+            detail: format!("{e:#}"),
+        },
+    };
+    let fast_s = t1.elapsed().as_secs_f64();
+    wt.restore()?;
+    println!("\nmutant {name}");
+    println!(
+        "  test --mutant (baseline): {old_s:>6.1}s  {} {}",
+        old.verdict.label(),
+        crate::results::brief(&old.killed_by, 1)
+    );
+    println!(
+        "  mutate run:               {fast_s:>6.1}s  {} (apply {:.1}, build {:.1}, boot {:.1}, suite {:.1})",
+        outcome_text(&fast, false),
+        t.apply_s,
+        t.build_s,
+        t.boot_s,
+        t.suite_s
+    );
+    println!(
+        "  ratio (baseline / mutate run): {:.2}; goal: mutate run <= 30 s per mutant",
+        old_s / fast_s.max(0.001)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mutate::model::Operator;
+
+    fn mutant(line: u32, original: &str, mutated: &str) -> Mutant {
+        Mutant {
+            id: MutantId {
+                file: "virt/kvm/guest_memfd.c".into(),
+                line,
+                op: Operator::NegateCondition,
+                nth: 1,
+            },
+            function: Some("f".into()),
+            original: original.into(),
+            mutated: mutated.into(),
+            diff: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_mutant_changes_exactly_its_line_and_checks_the_original() {
+        let text = "a\n\tif (x)\n\t\treturn 0;\n";
+        let m = mutant(2, "\tif (x)", "\tif (!(x))");
+        assert_eq!(
+            mutate_text(text, &m).unwrap(),
+            "a\n\tif (!(x))\n\t\treturn 0;\n"
+        );
+        let stale = mutant(3, "\tif (x)", "\tif (!(x))");
+        let e = mutate_text(text, &stale).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("mutate list"), "{e}");
+        let past = mutant(9, "\tif (x)", "\tif (!(x))");
+        assert!(mutate_text(text, &past)
+            .unwrap_err()
+            .to_string()
+            .contains("fewer than 9"));
+    }
+
+    #[test]
+    fn the_seeded_order_depends_only_on_the_seed_and_the_set() {
+        let ms: Vec<Mutant> = (1..=20).map(|l| mutant(l, "x", "y")).collect();
+        let mut reversed = ms.clone();
+        reversed.reverse();
+        let a = seeded_order(ms.clone(), "abc");
+        assert_eq!(a, seeded_order(reversed, "abc"));
+        assert_ne!(a, seeded_order(ms.clone(), "abd"));
+        let mut sorted = a.clone();
+        sorted.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(sorted, ms);
+    }
+
+    #[test]
+    fn only_takes_hand_written_names_and_ids_and_rejects_the_rest() {
+        let gen = vec![mutant(2, "x", "y")];
+        let hand = vec![("punch-no-invalidate".to_string(), PathBuf::from("p.patch"))];
+        let mut args = RunArgs {
+            tree: None,
+            config: "gmem".into(),
+            seed: "0".into(),
+            sample: None,
+            budget: None,
+            only: vec![
+                "punch-no-invalidate".into(),
+                "virt/kvm/guest_memfd.c:2:negate-condition".into(),
+            ],
+            hand_written: false,
+            no_generated: false,
+            timeout: None,
+            case_timeout: None,
+            accel: "auto".into(),
+            selftests: None,
+            no_rerun: false,
+            from: None,
+        };
+        let s = select(&args, gen.clone(), hand.clone()).unwrap();
+        assert_eq!(s.iter().map(Subject::name).collect::<Vec<_>>(), args.only);
+        args.only = vec!["virt/kvm/guest_memfd.c:3:negate-condition".into()];
+        let e = select(&args, gen.clone(), hand.clone()).unwrap_err();
+        assert!(e.to_string().contains("mutate list"), "{e}");
+        args.only = vec!["no-such".into()];
+        let e = select(&args, gen.clone(), hand.clone()).unwrap_err();
+        assert!(
+            e.to_string().contains("patches/mutants/no-such.patch"),
+            "{e}"
+        );
+        args.only.clear();
+        args.hand_written = true;
+        args.sample = Some(0);
+        let s = select(&args, gen, hand).unwrap();
+        assert_eq!(s.len(), 1, "the hand-written one, no generated");
+    }
+
+    #[test]
+    fn outcomes_are_scored_as_the_issue_says() {
+        let mut c = Counts::default();
+        c.add(&Outcome::Killed { by: vec![] }, false);
+        c.add(&Outcome::Timeout { by: vec![] }, false);
+        c.add(&Outcome::Survived, false);
+        c.add(&Outcome::Survived, true);
+        c.add(&Outcome::Killed { by: vec![] }, true);
+        c.add(&Outcome::Flaky { by: vec![] }, false);
+        c.add(
+            &Outcome::BuildFailed {
+                log_tail: String::new(),
+            },
+            false,
+        );
+        assert_eq!(c.score(), (3, 4));
+        assert_eq!((c.equivalent, c.equivalent_killed, c.flaky), (1, 1, 1));
+        assert_eq!(c.build_failed, 1);
+    }
+}
