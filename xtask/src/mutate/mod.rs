@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// it a survivor is reported as survived once).
     #[arg(long)]
     pub no_rerun: bool,
+    /// Leave out the mutants patches/mutants/equivalent.toml lists: they
+    /// are expected to survive, and checking that they still do (an entry
+    /// that gets killed is wrong) is the whole campaign's job, not a quick
+    /// run's.
+    #[arg(long)]
+    pub skip_listed: bool,
     /// Take the generated mutants from this JSON file (an array of mutants,
     /// as `cargo xtask mutate list --json` writes) instead of generating.
     #[arg(long, value_name = "FILE")]

@@ -865,7 +865,19 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         generated(&tree)?
     };
     let all_generated = source.mutants;
-    let subjects = select(args, all_generated.clone(), hand)?;
+    let mut subjects = select(args, all_generated.clone(), hand)?;
+    if args.skip_listed {
+        let listed = super::equivalent::load(&super::equivalent::default_path())?;
+        let before = subjects.len();
+        subjects.retain(|s| match s {
+            Subject::Generated(m) => listed.reason_for(m).is_none(),
+            Subject::HandWritten { name, .. } => listed.reason_for_name(name).is_none(),
+        });
+        println!(
+            "mutate: --skip-listed leaves out {} mutant(s) listed in equivalent.toml",
+            before - subjects.len()
+        );
+    }
     println!(
         "mutate: {} mutants to run (seed `{}`{}{})",
         subjects.len(),
@@ -977,6 +989,7 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         accel: "auto".into(),
         selftests: None,
         no_rerun: true,
+        skip_listed: false,
         from: None,
     };
     let fragments = kconfig::fragment_list(&args.config)?;
@@ -1109,6 +1122,7 @@ mod tests {
             accel: "auto".into(),
             selftests: None,
             no_rerun: false,
+            skip_listed: false,
             from: None,
         };
         let s = select(&args, gen.clone(), hand.clone()).unwrap();
