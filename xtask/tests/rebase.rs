@@ -272,6 +272,46 @@ fn rebase_onto_a_base_that_only_shifts_lines_reports_offsets_and_writes_v2() {
 }
 
 #[test]
+fn rebase_written_over_the_series_directory_itself_replaces_it_whole() {
+    // The default of `series rebase`: --out is the series directory, so the
+    // previous version's files must be read (for the range-diff) before the
+    // rebased ones replace them.
+    let fx = fixture();
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\nadded line b;\n{t}")
+        })
+    });
+    let mut req = fx.request(&new);
+    req.out = fx.series_dir.clone();
+    let d = done(rebase::rebase(&req).unwrap());
+    assert_eq!(d.out, fx.series_dir);
+    let out = Series::load(&fx.series_dir).unwrap();
+    assert_eq!(out.toml.version, 2);
+    assert_eq!(out.toml.base.version, "6.1.177");
+    let p1 = std::fs::read_to_string(&out.patches[0]).unwrap();
+    assert!(p1.contains("@@ -9,7 +9,7 @@"), "{p1}");
+    let rd = std::fs::read_to_string(&d.range_diff).unwrap();
+    assert_eq!(
+        rd.lines()
+            .filter(|l| l.contains(" = ") || l.contains(" ! "))
+            .count(),
+        3,
+        "{rd}"
+    );
+    assert_eq!(
+        git(&new, &["rev-list", "--count", "v6.1.177..guest_memfd/v2"]),
+        "3"
+    );
+    // No staging directory is left beside the series.
+    let left: Vec<_> = std::fs::read_dir(fx.series_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["guest_memfd".to_string()]);
+}
+
+#[test]
 fn rebase_merges_three_way_when_the_context_changed_but_not_the_lines() {
     let fx = fixture();
     // Line 13 (context of patch 1) changed in the new base.

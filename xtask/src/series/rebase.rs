@@ -1019,8 +1019,12 @@ fn finish(
             state.to
         );
     }
-    repo.branch(&branch, &tip_c, false)
-        .with_context(|| format!("creating branch {branch}"))?;
+    // Everything that can fail comes before anything the user sees changes:
+    // the range-diff (its old side is built from the series files as they are
+    // now, before the swap replaces them), the staged export, then the swap,
+    // the branch and the range-diff file.
+    let tip_hex = tip.to_string();
+    let range_diff = range_diff_text(repo, series, state, &new_base, &tip_hex)?;
 
     let toml_text = std::fs::read_to_string(series.dir.join(SERIES_TOML))?;
     let source_key = tree_source_key(repo);
@@ -1052,14 +1056,36 @@ fn finish(
             staged.join(p.file_name().context("patch without a name")?),
         )?;
     }
-    let range = format!("v{}..{branch}", state.to);
+    let range = format!("v{}..{tip_hex}", state.to);
     let report = super::export::export(&staged, &state.new_tree, Some(&range))
-        .with_context(|| format!("exporting {range} (branch {branch} is kept)"))?;
+        .with_context(|| format!("exporting the rebased commits {range}"))?;
     // Check the staged series loads before it replaces anything.
     Series::load(&staged)?;
     super::export::swap_dir(&staged, &state.out)?;
+    repo.branch(&branch, &tip_c, false)
+        .with_context(|| format!("creating branch {branch}"))?;
+    crate::tree::dest_parent(&state.range_diff)?;
+    std::fs::write(&state.range_diff, range_diff + "\n")
+        .with_context(|| format!("writing {}", state.range_diff.display()))?;
+    Ok(RebaseResult::Done(Done {
+        branch,
+        reports,
+        version,
+        out: state.out.clone(),
+        export: report.to_string(),
+        range_diff: state.range_diff.clone(),
+    }))
+}
 
-    // Range-diff against the previous version, old commits built on the old base.
+/// `git range-diff` of the previous version (the series files rebuilt on the
+/// old base) against the rebased commits ending at `tip`.
+fn range_diff_text(
+    repo: &Repository,
+    series: &Series,
+    state: &State,
+    new_base: &Commit<'_>,
+    tip: &str,
+) -> Result<String> {
     let old_repo = open_repo(&state.old_tree)?;
     let old_base = apply::verify_base(&old_repo, series)?;
     let patches = load_patches(series)?;
@@ -1076,27 +1102,16 @@ fn finish(
         old_tip.id().to_string(),
         new_base.id().to_string(),
     );
-    let text = cmd!(
+    cmd!(
         sh,
-        "git -C {new_tree} range-diff --no-color {ob}..{ot} {nb}..{branch}"
+        "git -C {new_tree} range-diff --no-color {ob}..{ot} {nb}..{tip}"
     )
     .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &alt)
     .env("GIT_CONFIG_NOSYSTEM", "1")
     .env("GIT_CONFIG_GLOBAL", "/dev/null")
     .quiet()
     .read()
-    .context("git range-diff against the previous version")?;
-    crate::tree::dest_parent(&state.range_diff)?;
-    std::fs::write(&state.range_diff, text + "\n")
-        .with_context(|| format!("writing {}", state.range_diff.display()))?;
-    Ok(RebaseResult::Done(Done {
-        branch,
-        reports,
-        version,
-        out: state.out.clone(),
-        export: report.to_string(),
-        range_diff: state.range_diff.clone(),
-    }))
+    .context("git range-diff against the previous version")
 }
 
 fn tree_source_key(repo: &Repository) -> String {
