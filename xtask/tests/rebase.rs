@@ -312,6 +312,40 @@ fn rebase_written_over_the_series_directory_itself_replaces_it_whole() {
 }
 
 #[test]
+fn rebase_writes_into_the_new_tree_the_objects_only_the_old_tree_had() {
+    // The old tree has the series applied (as `apply` leaves it), so the
+    // patched header exists there; the new base changes only kvm_main.c, so
+    // patch 3's result is that same blob. The new tree must get its own copy.
+    let fx = fixture();
+    let author = fx.root.join("author");
+    git(
+        &fx.old,
+        &["fetch", "-q", author.to_str().unwrap(), "master:applied"],
+    );
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\n{t}")
+        })
+    });
+    let d = done(rebase::rebase(&fx.request(&new)).unwrap());
+    assert_eq!(d.reports.len(), 3);
+    let missing = git(
+        &new,
+        &[
+            "rev-list",
+            "--objects",
+            "--missing=print",
+            "v6.1.177..guest_memfd/v2",
+        ],
+    );
+    assert!(
+        !missing.lines().any(|l| l.starts_with('?')),
+        "objects missing from the new tree:\n{missing}"
+    );
+    git(&new, &["fsck", "--no-dangling", "--connectivity-only"]);
+}
+
+#[test]
 fn rebase_merges_three_way_when_the_context_changed_but_not_the_lines() {
     let fx = fixture();
     // Line 13 (context of patch 1) changed in the new base.

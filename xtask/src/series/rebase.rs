@@ -802,8 +802,78 @@ fn default_worktree(new_tree: &Path, name: &str) -> PathBuf {
 }
 
 /// Leave the conflict branch, its worktree with the markers, and the state.
+/// Copies into the new tree's own object database what the commits
+/// `base..tip` (first parents) need and it lacks. `repo` reads the old
+/// tree's objects through an in-memory alternate, and libgit2 does not
+/// write an object the alternate already has (a patched file identical to
+/// one the old tree holds, or a commit rebuilt exactly as it was there), so
+/// without this a branch could name objects only the old tree has. Trees
+/// written here may name such objects too, so every tree that differs from
+/// the new base's at its path is walked.
+fn persist_commits(repo: &Repository, new_tree: &Path, base: Oid, tip: Oid) -> Result<()> {
+    let own = open_repo(new_tree)?;
+    let (src, dst) = (repo.odb()?, own.odb()?);
+    let copy_raw = |oid: Oid| -> Result<()> {
+        if !dst.exists(oid) {
+            let obj = src
+                .read(oid)
+                .with_context(|| format!("reading object {oid}"))?;
+            dst.write(obj.kind(), obj.data())?;
+        }
+        Ok(())
+    };
+    let mut seen = std::collections::HashSet::new();
+    // Children first, so the new tree never holds a tree without its entries.
+    fn walk(
+        repo: &Repository,
+        tree: Oid,
+        base: Option<Oid>,
+        seen: &mut std::collections::HashSet<Oid>,
+        copy_raw: &dyn Fn(Oid) -> Result<()>,
+    ) -> Result<()> {
+        if Some(tree) == base || !seen.insert(tree) {
+            return Ok(());
+        }
+        let t = repo.find_tree(tree)?;
+        let b = base.map(|b| repo.find_tree(b)).transpose()?;
+        for e in t.iter() {
+            let in_base = b
+                .as_ref()
+                .and_then(|b| b.iter().find(|x| x.name_bytes() == e.name_bytes()))
+                .map(|x| x.id());
+            if in_base == Some(e.id()) {
+                continue;
+            }
+            match e.kind() {
+                Some(git2::ObjectType::Tree) => walk(repo, e.id(), in_base, seen, copy_raw)?,
+                Some(git2::ObjectType::Blob) => copy_raw(e.id())?,
+                // Gitlinks name commits of another repository.
+                _ => {}
+            }
+        }
+        copy_raw(tree)
+    }
+    let mut commits = Vec::new();
+    let mut at = repo.find_commit(tip)?;
+    while at.id() != base {
+        commits.push(at.id());
+        at = at
+            .parent(0)
+            .with_context(|| format!("commit {} does not lead to the new base", at.id()))?;
+    }
+    let base_tree = repo.find_commit(base)?.tree_id();
+    for id in commits.into_iter().rev() {
+        let c = repo.find_commit(id)?;
+        walk(repo, c.tree_id(), Some(base_tree), &mut seen, &copy_raw)?;
+        copy_raw(id)?;
+    }
+    Ok(())
+}
+
 fn stop(repo: &Repository, state: State, files: &[(String, Vec<u8>)]) -> Result<RebaseResult> {
     let tip = repo.find_commit(Oid::from_str(&state.stop_tip)?)?;
+    let base = tag_commit(repo, &state.to, &state.new_tree)?.id();
+    persist_commits(repo, &state.new_tree, base, tip.id())?;
     repo.branch(&state.branch, &tip, false)
         .with_context(|| format!("creating branch {}", state.branch))?;
     let sh = Shell::new()?;
@@ -1023,6 +1093,7 @@ fn finish(
     // the range-diff (its old side is built from the series files as they are
     // now, before the swap replaces them), the staged export, then the swap,
     // the branch and the range-diff file.
+    persist_commits(repo, &state.new_tree, new_base.id(), tip)?;
     let tip_hex = tip.to_string();
     let range_diff = range_diff_text(repo, series, state, &new_base, &tip_hex)?;
 
