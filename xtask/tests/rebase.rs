@@ -8,7 +8,7 @@ use std::process::Command;
 
 use xtask::series::bases;
 use xtask::series::model::Series;
-use xtask::series::rebase::{self, Outcome, RebaseRequest, RebaseResult};
+use xtask::series::rebase::{self, Outcome, RebaseJob, RebaseRequest, RebaseResult};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -166,12 +166,14 @@ impl Fx {
 
     fn request(&self, new: &Path) -> RebaseRequest {
         RebaseRequest {
-            series_dir: self.series_dir.clone(),
-            old_tree: self.old.clone(),
-            new_tree: new.to_path_buf(),
-            to: "6.1.177".into(),
-            out: self.root.join("out").join("guest_memfd"),
-            range_diff: self.root.join("out").join("guest_memfd-v2.range-diff"),
+            job: RebaseJob {
+                series_dir: self.series_dir.clone(),
+                old_tree: self.old.clone(),
+                new_tree: new.to_path_buf(),
+                to: "6.1.177".into(),
+                out: self.root.join("out").join("guest_memfd"),
+                range_diff: self.root.join("out").join("guest_memfd-v2.range-diff"),
+            },
             worktree: None,
             progress: false,
         }
@@ -283,7 +285,7 @@ fn rebase_written_over_the_series_directory_itself_replaces_it_whole() {
         })
     });
     let mut req = fx.request(&new);
-    req.out = fx.series_dir.clone();
+    req.job.out = fx.series_dir.clone();
     let d = done(rebase::rebase(&req).unwrap());
     assert_eq!(d.out, fx.series_dir);
     let out = Series::load(&fx.series_dir).unwrap();
