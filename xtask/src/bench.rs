@@ -10,10 +10,12 @@ use clap::Subcommand;
 pub enum BenchCmd {
     /// Apply a generated 30-patch series with git2 vs `git am` on a copy.
     Apply,
-    /// Rebase of the series onto a newer 6.1.y vs `git rebase` of it.
+    /// Rebase of the series onto another 6.1.y vs `git rebase` of it.
     Rebase {
-        /// The new base (both trees must be fetchable or fetched).
-        #[arg(long, default_value = "6.1.177")]
+        /// The base to rebase onto (both trees must be fetchable or fetched);
+        /// the default is the previous pinned base, onto which the series
+        /// applies with offsets only.
+        #[arg(long, default_value = "6.1.176")]
         to: String,
     },
     /// Tree import vs plain `tar x` of the same tarball.

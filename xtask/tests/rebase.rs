@@ -8,7 +8,7 @@ use std::process::Command;
 
 use xtask::series::bases;
 use xtask::series::model::Series;
-use xtask::series::rebase::{self, Outcome, RebaseRequest, RebaseResult};
+use xtask::series::rebase::{self, Outcome, RebaseJob, RebaseRequest, RebaseResult};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -166,12 +166,14 @@ impl Fx {
 
     fn request(&self, new: &Path) -> RebaseRequest {
         RebaseRequest {
-            series_dir: self.series_dir.clone(),
-            old_tree: self.old.clone(),
-            new_tree: new.to_path_buf(),
-            to: "6.1.177".into(),
-            out: self.root.join("out").join("guest_memfd"),
-            range_diff: self.root.join("out").join("guest_memfd-v2.range-diff"),
+            job: RebaseJob {
+                series_dir: self.series_dir.clone(),
+                old_tree: self.old.clone(),
+                new_tree: new.to_path_buf(),
+                to: "6.1.177".into(),
+                out: self.root.join("out").join("guest_memfd"),
+                range_diff: self.root.join("out").join("guest_memfd-v2.range-diff"),
+            },
             worktree: None,
             progress: false,
         }
@@ -269,6 +271,80 @@ fn rebase_onto_a_base_that_only_shifts_lines_reports_offsets_and_writes_v2() {
         std::fs::read_to_string(fx.series_dir.join("series.toml")).unwrap(),
         series_before
     );
+}
+
+#[test]
+fn rebase_written_over_the_series_directory_itself_replaces_it_whole() {
+    // The default of `series rebase`: --out is the series directory, so the
+    // previous version's files must be read (for the range-diff) before the
+    // rebased ones replace them.
+    let fx = fixture();
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\nadded line b;\n{t}")
+        })
+    });
+    let mut req = fx.request(&new);
+    req.job.out = fx.series_dir.clone();
+    let d = done(rebase::rebase(&req).unwrap());
+    assert_eq!(d.out, fx.series_dir);
+    let out = Series::load(&fx.series_dir).unwrap();
+    assert_eq!(out.toml.version, 2);
+    assert_eq!(out.toml.base.version, "6.1.177");
+    let p1 = std::fs::read_to_string(&out.patches[0]).unwrap();
+    assert!(p1.contains("@@ -9,7 +9,7 @@"), "{p1}");
+    let rd = std::fs::read_to_string(&d.range_diff).unwrap();
+    assert_eq!(
+        rd.lines()
+            .filter(|l| l.contains(" = ") || l.contains(" ! "))
+            .count(),
+        3,
+        "{rd}"
+    );
+    assert_eq!(
+        git(&new, &["rev-list", "--count", "v6.1.177..guest_memfd/v2"]),
+        "3"
+    );
+    // No staging directory is left beside the series.
+    let left: Vec<_> = std::fs::read_dir(fx.series_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["guest_memfd".to_string()]);
+}
+
+#[test]
+fn rebase_writes_into_the_new_tree_the_objects_only_the_old_tree_had() {
+    // The old tree has the series applied (as `apply` leaves it), so the
+    // patched header exists there; the new base changes only kvm_main.c, so
+    // patch 3's result is that same blob. The new tree must get its own copy.
+    let fx = fixture();
+    let author = fx.root.join("author");
+    git(
+        &fx.old,
+        &["fetch", "-q", author.to_str().unwrap(), "master:applied"],
+    );
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\n{t}")
+        })
+    });
+    let d = done(rebase::rebase(&fx.request(&new)).unwrap());
+    assert_eq!(d.reports.len(), 3);
+    let missing = git(
+        &new,
+        &[
+            "rev-list",
+            "--objects",
+            "--missing=print",
+            "v6.1.177..guest_memfd/v2",
+        ],
+    );
+    assert!(
+        !missing.lines().any(|l| l.starts_with('?')),
+        "objects missing from the new tree:\n{missing}"
+    );
+    git(&new, &["fsck", "--no-dangling", "--connectivity-only"]);
 }
 
 #[test]

@@ -1744,13 +1744,13 @@ fn b4_round_trip_of_the_formatted_fixture_series() {
     println!("{printed}");
 }
 
-/// The real series on the fetched 6.1.176 tree, `--reroll 2`, with the
+/// The real series on the fetched tree of its pinned base, `--reroll 2`, with the
 /// tree's checkpatch, through b4. Ignored by default: it needs b4 and the
 /// tree under $XTASK_KERNEL_DIR/kernel (`cargo xtask tree fetch`), and
 /// `.ci/run` runs it after the main job has fetched the tree. The tree is
 /// only read: the work happens in a `git clone --shared` of it.
 #[test]
-#[ignore = "needs b4 and the fetched 6.1.176 tree"]
+#[ignore = "needs b4 and the fetched tree of the pinned base"]
 fn b4_round_trip_of_the_formatted_real_series() {
     let series = Series::load(&xtask::util::patches_dir().join("guest_memfd")).unwrap();
     let fetched = xtask::util::kernel_work_dir()

@@ -629,9 +629,10 @@ pub fn survey(
     .reports)
 }
 
-/// What `series rebase` is asked to do.
-#[derive(Debug, Clone)]
-pub struct RebaseRequest {
+/// What a rebase works on: the series, the two trees and where its output
+/// goes. Part of the request and of the state a stopped rebase keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RebaseJob {
     pub series_dir: PathBuf,
     /// Repository holding the series' current base (tag v<base.version>).
     pub old_tree: PathBuf,
@@ -642,6 +643,12 @@ pub struct RebaseRequest {
     pub out: PathBuf,
     /// Where the range-diff against the previous version is written.
     pub range_diff: PathBuf,
+}
+
+/// What `series rebase` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RebaseRequest {
+    pub job: RebaseJob,
     /// Worktree for a conflict (default: beside the new tree).
     pub worktree: Option<PathBuf>,
     pub progress: bool,
@@ -650,12 +657,8 @@ pub struct RebaseRequest {
 /// A rebase stopped at a conflict (also the `--continue` state).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
-    pub series_dir: PathBuf,
-    pub old_tree: PathBuf,
-    pub new_tree: PathBuf,
-    pub to: String,
-    pub out: PathBuf,
-    pub range_diff: PathBuf,
+    #[serde(flatten)]
+    pub job: RebaseJob,
     pub branch: String,
     pub worktree: PathBuf,
     /// 0-based index of the patch that conflicted.
@@ -710,27 +713,27 @@ fn write_state(repo: &Repository, state: &State) -> Result<()> {
 
 /// Start a rebase.
 pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
-    let series = Series::load(&req.series_dir)?;
-    if series.toml.base.version == req.to {
+    let series = Series::load(&req.job.series_dir)?;
+    if series.toml.base.version == req.job.to {
         bail!(
             "series {} is already based on {}; nothing to rebase",
             series.name(),
-            req.to
+            req.job.to
         );
     }
-    let repo = open_repo(&req.new_tree)?;
+    let repo = open_repo(&req.job.new_tree)?;
     ensure_no_operation(&repo)?;
     if state_path(&repo).exists() {
         bail!(
             "a series rebase is already in progress in {}; finish it with `cargo xtask series rebase \
              --continue` or drop it with `--abort`",
-            req.new_tree.display()
+            req.job.new_tree.display()
         );
     }
-    add_alternate(&repo, &req.old_tree)?;
-    let old_repo = open_repo(&req.old_tree)?;
+    add_alternate(&repo, &req.job.old_tree)?;
+    let old_repo = open_repo(&req.job.old_tree)?;
     let old_base = apply::verify_base(&old_repo, &series)?.id();
-    let new_base = tag_commit(&repo, &req.to, &req.new_tree)?;
+    let new_base = tag_commit(&repo, &req.job.to, &req.job.new_tree)?;
     let version = series.toml.version + 1;
     let branch = format!("{}/v{version}", series.name());
     let conflict_branch = format!("{branch}-rebase");
@@ -738,15 +741,15 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
         if repo.find_branch(b, git2::BranchType::Local).is_ok() {
             bail!(
                 "branch {b} already exists in {}; delete it (`git -C {} branch -D {b}`) and run again",
-                req.new_tree.display(),
-                req.new_tree.display()
+                req.job.new_tree.display(),
+                req.job.new_tree.display()
             );
         }
     }
     let worktree = req
         .worktree
         .clone()
-        .unwrap_or_else(|| default_worktree(&req.new_tree, series.name()));
+        .unwrap_or_else(|| default_worktree(&req.job.new_tree, series.name()));
     if worktree.exists() {
         bail!(
             "{} exists; move it away or pass --worktree DIR",
@@ -761,7 +764,7 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
             series.toml.version,
             patches.mails.len(),
             series.toml.base.version,
-            req.to
+            req.job.to
         );
     }
     let r = replay(
@@ -771,16 +774,11 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
         new_base.id(),
         old_base,
         &new_base,
-        &req.to,
+        &req.job.to,
         req.progress,
     )?;
     let state = State {
-        series_dir: req.series_dir.clone(),
-        old_tree: req.old_tree.clone(),
-        new_tree: req.new_tree.clone(),
-        to: req.to.clone(),
-        out: req.out.clone(),
-        range_diff: req.range_diff.clone(),
+        job: req.job.clone(),
         branch: conflict_branch,
         worktree,
         stopped_at: r.reports.len().saturating_sub(1),
@@ -789,7 +787,7 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
     };
     match r.conflict {
         Some(files) => stop(&repo, state, &files),
-        None => finish(&repo, &series, &state, r.reports, r.tip),
+        None => finish(&repo, &series, &state, r.reports, r.tip, r.old_tip),
     }
 }
 
@@ -802,12 +800,83 @@ fn default_worktree(new_tree: &Path, name: &str) -> PathBuf {
 }
 
 /// Leave the conflict branch, its worktree with the markers, and the state.
+/// Copies into the new tree's own object database what the commits
+/// `base..tip` (first parents) need and it lacks. `repo` reads the old
+/// tree's objects through an in-memory alternate, and libgit2 does not
+/// write an object the alternate already has (a patched file identical to
+/// one the old tree holds, or a commit rebuilt exactly as it was there), so
+/// without this a branch could name objects only the old tree has. Trees
+/// written here may name such objects too, so every tree that differs from
+/// the new base's at its path is walked.
+fn persist_commits(repo: &Repository, new_tree: &Path, base: Oid, tip: Oid) -> Result<()> {
+    let own = open_repo(new_tree)?;
+    let (src, dst) = (repo.odb()?, own.odb()?);
+    let copy_raw = |oid: Oid| -> Result<()> {
+        // No refresh of the pack list on a miss: nothing else writes here meanwhile.
+        if !dst.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH) {
+            let obj = src
+                .read(oid)
+                .with_context(|| format!("reading object {oid}"))?;
+            dst.write(obj.kind(), obj.data())?;
+        }
+        Ok(())
+    };
+    let mut seen = std::collections::HashSet::new();
+    // Children first, so the new tree never holds a tree without its entries.
+    fn walk(
+        repo: &Repository,
+        tree: Oid,
+        base: Option<Oid>,
+        seen: &mut std::collections::HashSet<Oid>,
+        copy_raw: &dyn Fn(Oid) -> Result<()>,
+    ) -> Result<()> {
+        if Some(tree) == base || !seen.insert(tree) {
+            return Ok(());
+        }
+        let t = repo.find_tree(tree)?;
+        let b = base.map(|b| repo.find_tree(b)).transpose()?;
+        for e in t.iter() {
+            let in_base = b
+                .as_ref()
+                .and_then(|b| b.get_name_bytes(e.name_bytes()))
+                .map(|x| x.id());
+            if in_base == Some(e.id()) {
+                continue;
+            }
+            match e.kind() {
+                Some(git2::ObjectType::Tree) => walk(repo, e.id(), in_base, seen, copy_raw)?,
+                Some(git2::ObjectType::Blob) => copy_raw(e.id())?,
+                // Gitlinks name commits of another repository.
+                _ => {}
+            }
+        }
+        copy_raw(tree)
+    }
+    let mut commits = Vec::new();
+    let mut at = repo.find_commit(tip)?;
+    while at.id() != base {
+        commits.push(at.id());
+        at = at
+            .parent(0)
+            .with_context(|| format!("commit {} does not lead to the new base", at.id()))?;
+    }
+    let base_tree = repo.find_commit(base)?.tree_id();
+    for id in commits.into_iter().rev() {
+        let c = repo.find_commit(id)?;
+        walk(repo, c.tree_id(), Some(base_tree), &mut seen, &copy_raw)?;
+        copy_raw(id)?;
+    }
+    Ok(())
+}
+
 fn stop(repo: &Repository, state: State, files: &[(String, Vec<u8>)]) -> Result<RebaseResult> {
     let tip = repo.find_commit(Oid::from_str(&state.stop_tip)?)?;
+    let base = tag_commit(repo, &state.job.to, &state.job.new_tree)?.id();
+    persist_commits(repo, &state.job.new_tree, base, tip.id())?;
     repo.branch(&state.branch, &tip, false)
         .with_context(|| format!("creating branch {}", state.branch))?;
     let sh = Shell::new()?;
-    let (tree, wt, branch) = (&state.new_tree, &state.worktree, &state.branch);
+    let (tree, wt, branch) = (&state.job.new_tree, &state.worktree, &state.branch);
     let out = cmd!(sh, "git -C {tree} worktree add --quiet {wt} {branch}")
         .quiet()
         .ignore_status()
@@ -852,29 +921,36 @@ pub fn stopped_message(state: &State) -> String {
         state.branch,
         state.stopped_at,
         state.worktree.display(),
-        state.new_tree.display(),
+        state.job.new_tree.display(),
         state.worktree.display(),
-        state.new_tree.display(),
+        state.job.new_tree.display(),
     )
+}
+
+/// `git worktree remove [--force] WT` in `new_tree`, its error text kept.
+fn remove_worktree(new_tree: &Path, wt: &Path, force: bool) -> Result<()> {
+    let sh = Shell::new()?;
+    let force = force.then_some("--force");
+    let out = cmd!(sh, "git -C {new_tree} worktree remove {force...} {wt}")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "git worktree remove {} failed: {}",
+            wt.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// `--abort`: remove the worktree, the conflict branch and the state.
 pub fn abort(new_tree: &Path) -> Result<String> {
     let (repo, state) = read_state(new_tree)?;
     let sh = Shell::new()?;
-    let wt = &state.worktree;
-    if wt.exists() {
-        let out = cmd!(sh, "git -C {new_tree} worktree remove --force {wt}")
-            .quiet()
-            .ignore_status()
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "git worktree remove {} failed: {}",
-                wt.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+    if state.worktree.exists() {
+        remove_worktree(new_tree, &state.worktree, true)?;
     }
     let _ = cmd!(sh, "git -C {new_tree} worktree prune")
         .quiet()
@@ -887,8 +963,8 @@ pub fn abort(new_tree: &Path) -> Result<String> {
     std::fs::remove_file(state_path(&repo))?;
     Ok(format!(
         "rebase onto {} aborted: removed worktree {} and branch {}; nothing else was changed",
-        state.to,
-        wt.display(),
+        state.job.to,
+        state.worktree.display(),
         state.branch
     ))
 }
@@ -896,8 +972,8 @@ pub fn abort(new_tree: &Path) -> Result<String> {
 /// `--continue`: take the worktree's committed fix as the stopped patch, go on.
 pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     let (repo, mut state) = read_state(new_tree)?;
-    add_alternate(&repo, &state.old_tree)?;
-    let series = Series::load(&state.series_dir)?;
+    add_alternate(&repo, &state.job.old_tree)?;
+    let series = Series::load(&state.job.series_dir)?;
     let patches = load_patches(&series)?;
     let wt_repo = open_repo(&state.worktree)?;
     ensure_no_operation(&wt_repo)?;
@@ -940,13 +1016,13 @@ pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     last.commit = Some(resolved.to_string());
 
     // The old side up to and including the stopped patch.
-    let old_repo = open_repo(&state.old_tree)?;
+    let old_repo = open_repo(&state.job.old_tree)?;
     let mut old_tip = repo.find_commit(apply::verify_base(&old_repo, &series)?.id())?;
     for k in 0..=state.stopped_at {
         let oid = commit_patch(&repo, &old_tip, &patches.mails[k], &patches.diffs[k])?;
         old_tip = repo.find_commit(oid)?;
     }
-    let new_base = tag_commit(&repo, &state.to, new_tree)?;
+    let new_base = tag_commit(&repo, &state.job.to, new_tree)?;
     let r = replay(
         &repo,
         &patches,
@@ -954,7 +1030,7 @@ pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
         resolved,
         old_tip.id(),
         &new_base,
-        &state.to,
+        &state.job.to,
         progress,
     )?;
     let mut reports = state.reports.clone();
@@ -979,24 +1055,12 @@ pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
             Ok(RebaseResult::Stopped(Box::new(state)))
         }
         None => {
-            let sh = Shell::new()?;
-            let wt = &state.worktree;
-            let out = cmd!(sh, "git -C {new_tree} worktree remove {wt}")
-                .quiet()
-                .ignore_status()
-                .output()?;
-            if !out.status.success() {
-                bail!(
-                    "git worktree remove {} failed: {}",
-                    wt.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            remove_worktree(new_tree, &state.worktree, false)?;
             if let Ok(mut b) = repo.find_branch(&state.branch, git2::BranchType::Local) {
                 b.delete()?;
             }
             std::fs::remove_file(state_path(&repo))?;
-            finish(&repo, &series, &state, reports, resolved_c.id())
+            finish(&repo, &series, &state, reports, resolved_c.id(), r.old_tip)
         }
     }
 }
@@ -1008,35 +1072,52 @@ fn finish(
     state: &State,
     reports: Vec<PatchReport>,
     tip: Oid,
+    old_tip: Oid,
 ) -> Result<RebaseResult> {
     let version = series.toml.version + 1;
     let branch = format!("{}/v{version}", series.name());
-    let new_base = tag_commit(repo, &state.to, &state.new_tree)?;
+    let new_base = tag_commit(repo, &state.job.to, &state.job.new_tree)?;
     let tip_c = repo.find_commit(tip)?;
     if tip == new_base.id() {
         bail!(
             "every patch of the series is already in {}: nothing left to write",
-            state.to
+            state.job.to
         );
     }
-    repo.branch(&branch, &tip_c, false)
-        .with_context(|| format!("creating branch {branch}"))?;
+    // Everything that can fail comes before anything the user sees changes:
+    // the range-diff (its old side is built from the series files as they are
+    // now, before the swap replaces them), the staged export, then the swap,
+    // the branch and the range-diff file.
+    persist_commits(repo, &state.job.new_tree, new_base.id(), tip)?;
+    let tip_hex = tip.to_string();
+    let mut range_diff = Some(spawn_range_diff(series, state, &new_base, old_tip, tip)?);
+    // Whatever stops the export stops the range-diff with it.
+    struct KillOnDrop<'a>(&'a mut Option<std::process::Child>);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let guard = KillOnDrop(&mut range_diff);
 
     let toml_text = std::fs::read_to_string(series.dir.join(SERIES_TOML))?;
     let source_key = tree_source_key(repo);
-    let changes = changelog(&state.to, &reports);
+    let changes = changelog(&state.job.to, &reports);
     let new_toml = bump_toml(
         &toml_text,
         &series.toml,
         version,
-        &state.to,
+        &state.job.to,
         &source_key,
         &new_base.tree_id().to_string(),
         &changes,
     )?;
 
     // Stage a complete series directory, export into it, then move it in.
-    let parent = crate::tree::dest_parent(&state.out)?;
+    let parent = crate::tree::dest_parent(&state.job.out)?;
     let stage_root = tempfile::Builder::new()
         .prefix(".xtask-rebase-")
         .tempdir_in(&parent)?;
@@ -1052,51 +1133,72 @@ fn finish(
             staged.join(p.file_name().context("patch without a name")?),
         )?;
     }
-    let range = format!("v{}..{branch}", state.to);
-    let report = super::export::export(&staged, &state.new_tree, Some(&range))
-        .with_context(|| format!("exporting {range} (branch {branch} is kept)"))?;
+    let range = format!("v{}..{tip_hex}", state.job.to);
+    let report = super::export::export(&staged, &state.job.new_tree, Some(&range))
+        .with_context(|| format!("exporting the rebased commits {range}"))?;
+    let range_diff = range_diff_text(guard.0.take().context("range-diff already collected")?)?;
+    drop(guard);
     // Check the staged series loads before it replaces anything.
     Series::load(&staged)?;
-    super::export::swap_dir(&staged, &state.out)?;
-
-    // Range-diff against the previous version, old commits built on the old base.
-    let old_repo = open_repo(&state.old_tree)?;
-    let old_base = apply::verify_base(&old_repo, series)?;
-    let patches = load_patches(series)?;
-    let mut old_tip = repo.find_commit(old_base.id())?;
-    for (m, d) in patches.mails.iter().zip(&patches.diffs) {
-        let oid = commit_patch(repo, &old_tip, m, d)?;
-        old_tip = repo.find_commit(oid)?;
-    }
-    let sh = Shell::new()?;
-    let alt = old_repo.path().join("objects");
-    let new_tree = &state.new_tree;
-    let (ob, ot, nb) = (
-        old_base.id().to_string(),
-        old_tip.id().to_string(),
-        new_base.id().to_string(),
-    );
-    let text = cmd!(
-        sh,
-        "git -C {new_tree} range-diff --no-color {ob}..{ot} {nb}..{branch}"
-    )
-    .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &alt)
-    .env("GIT_CONFIG_NOSYSTEM", "1")
-    .env("GIT_CONFIG_GLOBAL", "/dev/null")
-    .quiet()
-    .read()
-    .context("git range-diff against the previous version")?;
-    crate::tree::dest_parent(&state.range_diff)?;
-    std::fs::write(&state.range_diff, text + "\n")
-        .with_context(|| format!("writing {}", state.range_diff.display()))?;
+    super::export::swap_dir(&staged, &state.job.out)?;
+    repo.branch(&branch, &tip_c, false)
+        .with_context(|| format!("creating branch {branch}"))?;
+    crate::tree::dest_parent(&state.job.range_diff)?;
+    std::fs::write(&state.job.range_diff, range_diff + "\n")
+        .with_context(|| format!("writing {}", state.job.range_diff.display()))?;
     Ok(RebaseResult::Done(Done {
         branch,
         reports,
         version,
-        out: state.out.clone(),
+        out: state.job.out.clone(),
         export: report.to_string(),
-        range_diff: state.range_diff.clone(),
+        range_diff: state.job.range_diff.clone(),
     }))
+}
+
+/// Starts `git range-diff` of the previous version (`old_tip`, the series
+/// files as they were, on the old base) against the rebased commits ending
+/// at `tip`; it runs while the export does, [`range_diff_text`] collects it.
+fn spawn_range_diff(
+    series: &Series,
+    state: &State,
+    new_base: &Commit<'_>,
+    old_tip: Oid,
+    tip: Oid,
+) -> Result<std::process::Child> {
+    let old_repo = open_repo(&state.job.old_tree)?;
+    let old_base = apply::verify_base(&old_repo, series)?.id();
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(&state.job.new_tree)
+        .args(["range-diff", "--no-color"])
+        .arg(format!("{old_base}..{old_tip}"))
+        .arg(format!("{}..{tip}", new_base.id()))
+        .env(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+            old_repo.path().join("objects"),
+        )
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running git range-diff against the previous version")
+}
+
+fn range_diff_text(child: std::process::Child) -> Result<String> {
+    let out = child
+        .wait_with_output()
+        .context("git range-diff against the previous version")?;
+    if !out.status.success() {
+        bail!(
+            "git range-diff against the previous version failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
 }
 
 fn tree_source_key(repo: &Repository) -> String {
@@ -1297,12 +1399,14 @@ pub fn run(args: RebaseArgs) -> Result<std::process::ExitCode> {
         series.toml.version + 1
     ));
     let req = RebaseRequest {
-        series_dir: dir.clone(),
-        old_tree,
-        new_tree,
-        to,
-        out: args.out.unwrap_or(dir),
-        range_diff,
+        job: RebaseJob {
+            series_dir: dir.clone(),
+            old_tree,
+            new_tree,
+            to,
+            out: args.out.unwrap_or(dir),
+            range_diff,
+        },
         worktree: args.worktree,
         progress: true,
     };

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
-use super::rebase::{self, RebaseRequest, RebaseResult};
+use super::rebase::{self, RebaseJob, RebaseRequest, RebaseResult};
 
 const ROUNDS: usize = 3;
 
@@ -117,12 +117,14 @@ pub fn run(to: &str) -> Result<ExitCode> {
             .quiet()
             .run()?;
         let req = RebaseRequest {
-            series_dir: series.dir.clone(),
-            old_tree: old.clone(),
-            new_tree: ours_dir.clone(),
-            to: to.to_string(),
-            out: s.join(format!("out-{round}")).join(series.name()),
-            range_diff: s.join(format!("out-{round}.range-diff")),
+            job: RebaseJob {
+                series_dir: series.dir.clone(),
+                old_tree: old.clone(),
+                new_tree: ours_dir.clone(),
+                to: to.to_string(),
+                out: s.join(format!("out-{round}")).join(series.name()),
+                range_diff: s.join(format!("out-{round}.range-diff")),
+            },
             worktree: Some(s.join(format!("wt-{round}"))),
             progress: false,
         };

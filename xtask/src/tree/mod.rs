@@ -34,7 +34,8 @@ pub use import::{import_tarball, ImportRequest, Imported, UnsafeEntry};
 pub enum TreeCmd {
     /// Fetch (or reuse) an upstream tree and print its path.
     Fetch {
-        /// Upstream version, e.g. 6.1.176 (default: newest 6.1.y in Debian main).
+        /// Upstream version, e.g. 6.1.177 (default from Debian: the series' pinned
+        /// base, series.toml's `[base].version`; without a series, the newest 6.1.y).
         #[arg(long)]
         version: Option<String>,
         /// debian | git:<url>#<ref> | tarball:<path>
@@ -50,6 +51,12 @@ pub fn run(cmd: TreeCmd) -> Result<ExitCode> {
     match cmd {
         TreeCmd::Fetch { version, from, dir } => {
             let source: Source = from.parse()?;
+            // The newest 6.1.y in Debian's index is often not downloadable
+            // yet (listed, 404); the pinned base is what the project needs.
+            let version = match (version, &source) {
+                (None, Source::Debian) => Some(default_version()?),
+                (v, _) => v,
+            };
             let fetched = fetch(&FetchRequest {
                 source,
                 version,
