@@ -155,23 +155,23 @@ pub struct Counts {
 
 impl Counts {
     fn add(&mut self, row: &Row) {
-        match row.class() {
-            Class::Killed => self.killed += 1,
-            Class::Timeout => self.timeout += 1,
-            Class::Panic => self.panic += 1,
-            Class::Survived => self.survived += 1,
-            Class::Flaky => self.flaky += 1,
-            Class::BuildFailed => self.build_failed += 1,
-            Class::Error => self.error += 1,
-            Class::Equivalent => self.equivalent += 1,
-            Class::EquivalentKilled => {
-                self.equivalent_killed += 1;
-                match row.outcome {
-                    Outcome::Timeout { .. } => self.timeout += 1,
-                    Outcome::Panic { .. } => self.panic += 1,
-                    _ => self.killed += 1,
-                }
-            }
+        self.add_outcome(&row.outcome, row.equivalent.is_some());
+    }
+
+    /// One mutant's outcome; `equivalent` when equivalent.toml lists it.
+    pub fn add_outcome(&mut self, outcome: &Outcome, equivalent: bool) {
+        match outcome {
+            Outcome::Survived if equivalent => self.equivalent += 1,
+            Outcome::Survived => self.survived += 1,
+            Outcome::Killed { .. } => self.killed += 1,
+            Outcome::Timeout { .. } => self.timeout += 1,
+            Outcome::Panic { .. } => self.panic += 1,
+            Outcome::Flaky { .. } => self.flaky += 1,
+            Outcome::BuildFailed { .. } => self.build_failed += 1,
+            Outcome::Error { .. } => self.error += 1,
+        }
+        if equivalent && outcome.is_kill() {
+            self.equivalent_killed += 1;
         }
     }
 

@@ -101,56 +101,18 @@ pub struct Campaign {
     pub wall_s: f64,
 }
 
-/// Counts over every mutant that ran (generated and hand-written).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub killed: usize,
-    pub timeout: usize,
-    pub panic: usize,
-    pub survived: usize,
-    pub flaky: usize,
-    pub build_failed: usize,
-    pub error: usize,
-    /// Listed in equivalent.toml and survived: not scored.
-    pub equivalent: usize,
-    /// Listed in equivalent.toml and killed: the entry is wrong (or a case
-    /// is flaky); scored as the kill it is.
-    pub equivalent_killed: usize,
-}
-
-impl Counts {
-    pub fn kills(&self) -> usize {
-        self.killed + self.timeout + self.panic
-    }
-    /// killed / (killed + survived).
-    pub fn score(&self) -> (usize, usize) {
-        (self.kills(), self.kills() + self.survived)
-    }
-    fn add(&mut self, outcome: &Outcome, equivalent: bool) {
-        match outcome {
-            Outcome::Survived if equivalent => self.equivalent += 1,
-            Outcome::Survived => self.survived += 1,
-            Outcome::Killed { .. } => self.killed += 1,
-            Outcome::Timeout { .. } => self.timeout += 1,
-            Outcome::Panic { .. } => self.panic += 1,
-            Outcome::Flaky { .. } => self.flaky += 1,
-            Outcome::BuildFailed { .. } => self.build_failed += 1,
-            Outcome::Error { .. } => self.error += 1,
-        }
-        if equivalent && outcome.is_kill() {
-            self.equivalent_killed += 1;
-        }
-    }
-}
+/// Counts over every mutant that ran (generated and hand-written): the
+/// report's, so the campaign and its report cannot count differently.
+pub use super::report::Counts;
 
 impl Campaign {
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for r in &self.generated {
-            c.add(&r.outcome, r.equivalent.is_some());
+            c.add_outcome(&r.outcome, r.equivalent.is_some());
         }
         for r in &self.hand_written {
-            c.add(&r.outcome, r.equivalent.is_some());
+            c.add_outcome(&r.outcome, r.equivalent.is_some());
         }
         c
     }
@@ -1146,13 +1108,13 @@ mod tests {
     #[test]
     fn outcomes_are_scored_as_the_issue_says() {
         let mut c = Counts::default();
-        c.add(&Outcome::Killed { by: vec![] }, false);
-        c.add(&Outcome::Timeout { by: vec![] }, false);
-        c.add(&Outcome::Survived, false);
-        c.add(&Outcome::Survived, true);
-        c.add(&Outcome::Killed { by: vec![] }, true);
-        c.add(&Outcome::Flaky { by: vec![] }, false);
-        c.add(
+        c.add_outcome(&Outcome::Killed { by: vec![] }, false);
+        c.add_outcome(&Outcome::Timeout { by: vec![] }, false);
+        c.add_outcome(&Outcome::Survived, false);
+        c.add_outcome(&Outcome::Survived, true);
+        c.add_outcome(&Outcome::Killed { by: vec![] }, true);
+        c.add_outcome(&Outcome::Flaky { by: vec![] }, false);
+        c.add_outcome(
             &Outcome::BuildFailed {
                 log_tail: String::new(),
             },
