@@ -481,7 +481,30 @@ impl Bench {
             }
         };
         (t.boot_s, t.suite_s) = boot_split(&first);
-        let outcome = judge_run(&first);
+        let mut outcome = judge_run(&first);
+        let mut first = first;
+        if let Outcome::Error { detail } = &outcome {
+            // No case ran (the kernel did not come up, or the suite never
+            // started): under TCG on a loaded machine that can be the
+            // machine's doing. One more boot of the same image tells; a
+            // mutant that really stops the boot fails it again.
+            println!(
+                "{}: no case ran ({}); booting the same image once more",
+                if name.is_empty() { "baseline" } else { name },
+                detail.lines().next().unwrap_or("")
+            );
+            let first_detail = detail.clone();
+            if let Ok(r) = self.boot(&built.image, built.kernel_release.clone(), name) {
+                t.rerun_s = r.duration_s;
+                outcome = match judge_run(&r) {
+                    Outcome::Error { detail } => Outcome::Error {
+                        detail: format!("twice no case ran: {first_detail}; again: {detail}"),
+                    },
+                    other => other,
+                };
+                first = r;
+            }
+        }
         if outcome != Outcome::Survived || !rerun {
             return (outcome, Some(first.run_id));
         }
