@@ -121,6 +121,23 @@ pub fn kvm_status(dev: &Path) -> Result<String, String> {
     }
 }
 
+/// SHA-256 of a file's bytes, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// What stands for "the kernel image" of a run on the running kernel: the
+/// hash of /proc/version (release, build and compiler), which changes with
+/// every kernel the host boots.
+pub fn host_kernel_key() -> String {
+    use sha2::{Digest, Sha256};
+    let v = std::fs::read_to_string("/proc/version").unwrap_or_default();
+    hex::encode(Sha256::digest(v.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,21 +162,4 @@ mod tests {
         assert!(find_program("sh", dir.path().as_os_str()).is_none());
         assert!(find_program("sh", OsStr::new("/bin:/usr/bin")).is_some());
     }
-}
-
-/// SHA-256 of a file's bytes, hex.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
-/// What stands for "the kernel image" of a run on the running kernel: the
-/// hash of /proc/version (release, build and compiler), which changes with
-/// every kernel the host boots.
-pub fn host_kernel_key() -> String {
-    use sha2::{Digest, Sha256};
-    let v = std::fs::read_to_string("/proc/version").unwrap_or_default();
-    hex::encode(Sha256::digest(v.as_bytes()))
 }
