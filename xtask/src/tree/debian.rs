@@ -4,12 +4,10 @@
 //! the archive keys, never changed), and checked against the .dsc.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 /// The suites and component we take Linux 6.1 from: bookworm's point
@@ -273,24 +271,6 @@ pub fn orig_of(dsc: &Path) -> Result<DscFile> {
         .with_context(|| format!("{} lists no .orig.tar.* in Checksums-Sha256", dsc.display()))
 }
 
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path, bar: &indicatif::ProgressBar) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bar.inc(n as u64);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// Checks `file` (in the .dsc's directory, named as in the .dsc) against
 /// the .dsc's Checksums-Sha256.
 pub fn verify_against_dsc(dsc: &Path, file: &Path, progress: bool) -> Result<()> {
@@ -309,7 +289,7 @@ pub fn verify_against_dsc(dsc: &Path, file: &Path, progress: bool) -> Result<()>
         .with_context(|| format!("reading {}", file.display()))?
         .len();
     let bar = super::progress_bar(progress, size, "verify sha256");
-    let found = sha256_file(file, &bar)?;
+    let found = crate::util::sha256_file_with(file, |n| bar.inc(n))?;
     bar.finish_and_clear();
     if found != entry.sha256 {
         return Err(ChecksumMismatch {

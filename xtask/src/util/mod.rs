@@ -123,10 +123,30 @@ pub fn kvm_status(dev: &Path) -> Result<String, String> {
 
 /// SHA-256 of a file's bytes, hex.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    sha256_file_with(path, |_| {})
+}
+
+/// [`sha256_file`], read in 1 MiB pieces, calling `progress` with each
+/// piece's length (a download check drives its progress bar with it).
+pub fn sha256_file_with(path: &Path, mut progress: impl FnMut(u64)) -> anyhow::Result<String> {
     use anyhow::Context as _;
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    use std::io::Read as _;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        progress(n as u64);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// What stands for "the kernel image" of a run on the running kernel: the
