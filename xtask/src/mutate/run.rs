@@ -402,11 +402,14 @@ fn write_beside(path: &Path, text: &str) -> Result<()> {
 }
 
 /// What a judged run says: culprits kill; a hang or panic kills (naming
-/// the running case when there was one); a pass survives (for now); a run
-/// that failed with nobody to blame, or never reached the suite, is an
-/// error.
+/// the running case when there was one); a kernel splat outside any case
+/// kills too, since the unmutated kernel booted without one (an oops, BUG
+/// or general protection fault counts as a panic: the kernel died); a pass
+/// survives (for now); a run that failed with nobody and nothing to blame,
+/// or never reached the suite, is an error.
 pub fn judge_run(r: &RunResult) -> Outcome {
     use crate::results::run::Outcome as Run;
+    use protocol::splat::SplatKind;
     let by: Vec<String> = r
         .culprits
         .iter()
@@ -417,6 +420,30 @@ pub fn judge_run(r: &RunResult) -> Outcome {
         Run::Hang(_) => Outcome::Timeout { by },
         Run::Panic(_) => Outcome::Panic { by },
         Run::Failed(_) if !by.is_empty() => Outcome::Killed { by },
+        Run::Failed(_) if !r.splats.is_empty() => {
+            let by = r
+                .splats
+                .iter()
+                .map(|s| {
+                    let when = s.test.as_deref().unwrap_or(&s.phase);
+                    format!("{when} (kernel splat: {})", s.title)
+                })
+                .collect();
+            let died = r.splats.iter().any(|s| {
+                matches!(
+                    s.kind,
+                    SplatKind::Oops
+                        | SplatKind::Bug
+                        | SplatKind::GeneralProtectionFault
+                        | SplatKind::Panic
+                )
+            });
+            if died {
+                Outcome::Panic { by }
+            } else {
+                Outcome::Killed { by }
+            }
+        }
         other => Outcome::Error {
             detail: other.headline(),
         },
@@ -1053,6 +1080,54 @@ mod tests {
             mutated: mutated.into(),
             diff: String::new(),
         }
+    }
+
+    fn failed_run(culprits: &[&str], splats: &[(protocol::splat::SplatKind, &str)]) -> RunResult {
+        use crate::results::judge::Culprit;
+        use crate::results::Splat;
+        RunResult {
+            outcome: crate::results::run::Outcome::Failed(vec!["KTAP: no KTAP header".into()]),
+            culprits: culprits
+                .iter()
+                .map(|c| Culprit {
+                    case: c.to_string(),
+                    why: "FAIL".into(),
+                })
+                .collect(),
+            splats: splats
+                .iter()
+                .map(|(kind, title)| Splat {
+                    kind: *kind,
+                    title: title.to_string(),
+                    line: 1,
+                    test: None,
+                    phase: "boot".into(),
+                    excerpt: vec![],
+                })
+                .collect(),
+            ..RunResult::default()
+        }
+    }
+
+    #[test]
+    fn a_splat_with_no_case_to_blame_kills_and_a_bare_failure_is_an_error() {
+        use protocol::splat::SplatKind;
+        let oops = failed_run(&[], &[(SplatKind::Oops, "Oops: 0000 [#1] SMP")]);
+        match judge_run(&oops) {
+            Outcome::Panic { by } => assert_eq!(by, ["boot (kernel splat: Oops: 0000 [#1] SMP)"]),
+            other => panic!("an oops at boot is a panic kill, got {other:?}"),
+        }
+        let warn = failed_run(&[], &[(SplatKind::Warning, "WARNING: at kvm_main.c:1376")]);
+        assert!(matches!(judge_run(&warn), Outcome::Killed { .. }));
+        let blamed = failed_run(&["create.basic@default"], &[(SplatKind::Oops, "Oops")]);
+        match judge_run(&blamed) {
+            Outcome::Killed { by } => assert_eq!(by, ["create.basic@default (FAIL)"]),
+            other => panic!("a failing case is named first, got {other:?}"),
+        }
+        assert!(matches!(
+            judge_run(&failed_run(&[], &[])),
+            Outcome::Error { .. }
+        ));
     }
 
     #[test]
