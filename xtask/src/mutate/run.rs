@@ -254,14 +254,42 @@ pub struct Worktree {
     active: Active,
 }
 
+/// Where a campaign notes the edit it has on the worktree, beside it:
+/// one stopped mid-mutant (Ctrl-C, a killed CI job) leaves the edit in
+/// place, and the next campaign undoes exactly that edit and nothing else.
+fn edit_note(src: &Path) -> PathBuf {
+    let mut name = src.file_name().unwrap_or_default().to_os_string();
+    name.push(".mutant-edit.json");
+    src.with_file_name(name)
+}
+
+/// The edit an [`edit_note`] records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum EditNote {
+    /// A generated mutant's line, in this file (relative to the worktree).
+    Line { mutant: String, file: String },
+    /// A hand-written patch, applied with `git apply`.
+    Patch { patch: PathBuf },
+}
+
 impl Worktree {
-    /// `src` must be a clean checkout of the series tip.
+    /// `src` must be a clean checkout of the series tip, or one whose only
+    /// changes are the edit a stopped campaign noted (which is undone).
     pub fn new(src: PathBuf) -> Result<Worktree> {
         let sh = Shell::new()?;
         sh.change_dir(&src);
-        let dirty = cmd!(sh, "git status --porcelain --untracked-files=no")
-            .quiet()
-            .read()?;
+        let status = || {
+            cmd!(sh, "git status --porcelain --untracked-files=no")
+                .quiet()
+                .read()
+        };
+        let mut dirty = status()?;
+        if !dirty.trim().is_empty() {
+            if let Some(undone) = undo_noted_edit(&sh, &src, &dirty)? {
+                println!("mutate: {undone}");
+                dirty = status()?;
+            }
+        }
         if !dirty.trim().is_empty() {
             bail!(
                 "{} has changes on top of the series tip; a campaign edits only a clean checkout:\n{}",
@@ -273,6 +301,12 @@ impl Worktree {
             src,
             active: Active::None,
         })
+    }
+
+    fn note(&self, note: &EditNote) -> Result<()> {
+        let path = edit_note(&self.src);
+        std::fs::write(&path, serde_json::to_string(note)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     pub fn src(&self) -> &Path {
@@ -293,6 +327,10 @@ impl Worktree {
                 .with_context(|| format!("mutant {}: cannot read {}", m.id, path.display()))?,
         };
         let text = mutate_text(&pristine, m)?;
+        self.note(&EditNote::Line {
+            mutant: m.id.to_string(),
+            file: m.id.file.clone(),
+        })?;
         write_beside(&path, &text)?;
         self.active = Active::Line { path, pristine };
         Ok(())
@@ -307,6 +345,9 @@ impl Worktree {
             .quiet()
             .run()
             .with_context(|| format!("{} does not apply on the series tip", patch.display()))?;
+        self.note(&EditNote::Patch {
+            patch: patch.to_path_buf(),
+        })?;
         cmd!(sh, "git apply {patch}").quiet().run()?;
         self.active = Active::Patch(patch.to_path_buf());
         Ok(())
@@ -329,8 +370,55 @@ impl Worktree {
                     })?;
             }
         }
+        let note = edit_note(&self.src);
+        if note.exists() {
+            std::fs::remove_file(&note).with_context(|| format!("removing {}", note.display()))?;
+        }
         Ok(())
     }
+}
+
+/// Undoes the edit a stopped campaign noted beside `src`, when `dirty`
+/// (`git status --porcelain`) shows exactly that edit; what it did, or
+/// None when there is no note or the changes are not (only) the noted edit.
+fn undo_noted_edit(sh: &Shell, src: &Path, dirty: &str) -> Result<Option<String>> {
+    let path = edit_note(src);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(note) = serde_json::from_str::<EditNote>(&text) else {
+        return Ok(None);
+    };
+    let changed: Vec<&str> = dirty
+        .lines()
+        .filter_map(|l| l.get(3..))
+        .map(str::trim)
+        .collect();
+    let what = match &note {
+        EditNote::Line { mutant, file } => {
+            if changed != [file.as_str()] {
+                return Ok(None);
+            }
+            cmd!(sh, "git checkout -- {file}").quiet().run()?;
+            format!("undid mutant {mutant}, left in {file} by a campaign that stopped")
+        }
+        EditNote::Patch { patch } => {
+            if cmd!(sh, "git apply -R --check {patch}")
+                .quiet()
+                .run()
+                .is_err()
+            {
+                return Ok(None);
+            }
+            cmd!(sh, "git apply -R {patch}").quiet().run()?;
+            format!(
+                "undid {}, left applied by a campaign that stopped",
+                patch.display()
+            )
+        }
+    };
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(Some(what))
 }
 
 impl Drop for Worktree {
@@ -1107,6 +1195,47 @@ mod tests {
                 .collect(),
             ..RunResult::default()
         }
+    }
+
+    #[test]
+    fn a_stopped_campaigns_edit_is_undone_next_time_and_nothing_else_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("series-src");
+        let file = src.join("virt/kvm/guest_memfd.c");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "a\nif (x)\nb\n").unwrap();
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&src);
+        cmd!(sh, "git init -q").run().unwrap();
+        cmd!(sh, "git add -A").run().unwrap();
+        cmd!(sh, "git -c user.name=t -c user.email=t@t commit -qm tip")
+            .run()
+            .unwrap();
+
+        // A campaign stopped mid-mutant: its edit stays, its Drop never ran.
+        let mut wt = Worktree::new(src.clone()).unwrap();
+        wt.set_line(&mutant(2, "if (x)", "if (!x)")).unwrap();
+        std::mem::forget(wt);
+        assert!(std::fs::read_to_string(&file).unwrap().contains("!x"));
+        assert!(edit_note(&src).exists());
+
+        let wt = Worktree::new(src.clone()).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "a\nif (x)\nb\n");
+        assert!(!edit_note(&src).exists());
+        drop(wt);
+
+        // A change the note does not account for is the user's: refused.
+        let mut wt = Worktree::new(src.clone()).unwrap();
+        wt.set_line(&mutant(2, "if (x)", "if (!x)")).unwrap();
+        std::mem::forget(wt);
+        std::fs::write(src.join("other.c"), "mine\n").unwrap();
+        cmd!(sh, "git add other.c").run().unwrap();
+        let err = Worktree::new(src.clone()).err().expect("refused");
+        assert!(format!("{err:#}").contains("has changes on top of the series tip"));
+        assert!(
+            std::fs::read_to_string(&file).unwrap().contains("!x"),
+            "left as found"
+        );
     }
 
     #[test]
