@@ -27,11 +27,14 @@ pub const FAIL: &str = "FAIL: ";
 pub const LACKS: &str = "lacks ";
 /// Skip tokens other than `KVM_CAP_X[&MASK]` and `/dev/kvm` start with one
 /// of these: a VM type, something outside KVM, a boot-time parameter, a
-/// number of guest NUMA nodes.
+/// number of guest NUMA nodes, a module parameter writable at run time.
 pub const LACK_VM_TYPE: &str = "vm_type=";
 pub const LACK_ENV: &str = "env=";
 pub const LACK_BOOT: &str = "boot=";
 pub const LACK_NUMA: &str = "numa=";
+/// A module parameter root can change at run time (`param=kvm.tdp_mmu`):
+/// a kernel that makes it read-only has nothing for the case to race.
+pub const LACK_PARAM: &str = "param=";
 
 /// `lacks TOKEN: why`, the one way a skip reason is written.
 pub fn skip_reason(token: &str, why: &str) -> String {

@@ -9,6 +9,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::harness::case::{ensure, expect_ok, fail, Case, Stop, TestResult, Tx};
 use crate::kvm::caps::{listed_in_vm_types, Lack, Need};
@@ -20,6 +22,7 @@ use crate::kvm::{
 pub const CASES: &[Case] = &[
     // Runs even where the type cannot be created: that may be the point.
     case!(private_mem_needs_tdp_mmu, needs: &[Need::Kvm]),
+    case!(creation_races_tdp_mmu_toggle, needs: &[Need::Kvm]),
 ];
 
 const TDP_MMU_PARAM: &str = "/sys/module/kvm/parameters/tdp_mmu";
@@ -258,6 +261,128 @@ fn private_mem_needs_tdp_mmu(tx: &Tx) -> TestResult {
                 Ok(())
             }
         }
+    }
+}
+
+/// How long the race runs at least (and at most, when one of the two
+/// outcomes has not shown up yet), and how often each outcome must have
+/// been seen before it may stop early. Under TCG a VM that is created and
+/// destroyed costs about half a second while the parameter flips, a
+/// refusal a few milliseconds, so most attempts are refusals and the few
+/// created VMs bound the time.
+const RACE_MIN: Duration = Duration::from_secs(1);
+const RACE_MAX: Duration = Duration::from_secs(5);
+const RACE_EACH: u64 = 3;
+
+/// What the creating side of the race saw.
+#[derive(Default)]
+struct RaceTally {
+    created: u64,
+    refused: u64,
+}
+
+/// Creates VMs of `t` until the tally is conclusive, while `flipping` runs.
+fn create_while_flipping(t: VmType) -> Result<RaceTally, Stop> {
+    let start = Instant::now();
+    let mut n = RaceTally::default();
+    loop {
+        match Vm::create(t) {
+            Ok(vm) => {
+                n.created += 1;
+                drop(vm);
+            }
+            Err(CreateVmError::CreateVm(_, e)) if e.errno() == libc::EINVAL => n.refused += 1,
+            Err(e) => {
+                return Err(Stop::Fail(format!(
+                    "KVM_CREATE_VM({}) while kvm.tdp_mmu flips: {e} (after {} created, {} refused)",
+                    t.uapi_name(),
+                    n.created,
+                    n.refused
+                )))
+            }
+        }
+        let seen_both = n.created >= RACE_EACH && (t == VmType::Default || n.refused >= RACE_EACH);
+        let spent = start.elapsed();
+        if (spent >= RACE_MIN && seen_both) || spent >= RACE_MAX {
+            return Ok(n);
+        }
+    }
+}
+
+/// 6.1 samples `kvm.tdp_mmu` when KVM_CREATE_VM checks the type and again
+/// when it sets up the VM's MMU, and root may flip it in between. A VM type
+/// with private memory must then still be refused with EINVAL (the series
+/// checks which MMU the VM got) and the half-made VM torn down cleanly (a
+/// splat fails the case), never handed out on the shadow MMU; default VMs
+/// are created whatever the parameter says. Where the parameter is
+/// read-only (upstream since 6.3) there is nothing to race.
+fn creation_races_tdp_mmu_toggle(tx: &Tx) -> TestResult {
+    let t = tx.vm_type;
+    let param = TdpMmuParam::read().map_err(|e| {
+        Stop::lacking(
+            Lack::Env("kvm.tdp_mmu".into()),
+            format!("no kvm.tdp_mmu module parameter to flip: {e}"),
+        )
+    })?;
+    if !param.writable {
+        return Err(Stop::lacking(
+            Lack::Param("kvm.tdp_mmu"),
+            "kvm.tdp_mmu is read-only on this kernel: it cannot change while a VM is created",
+        ));
+    }
+    if param.on {
+        if let Some(why) = &tx.vm_caps().unavailable {
+            return Err(Stop::lacking(
+                Lack::VmType(t),
+                format!("no {} VM even with kvm.tdp_mmu=Y: {why}", t.suffix()),
+            ));
+        }
+    }
+    let _restore = TdpMmuSet::new(tx, param.on, param.on)?;
+    let stop = AtomicBool::new(false);
+    let flips = AtomicU64::new(0);
+    let (tally, flipped) = std::thread::scope(|s| {
+        let flipper = s.spawn(|| {
+            let mut on = !param.on;
+            while !stop.load(Ordering::Relaxed) {
+                write_tdp_mmu(on)?;
+                flips.fetch_add(1, Ordering::Relaxed);
+                on = !on;
+            }
+            Ok::<(), String>(())
+        });
+        let tally = create_while_flipping(t);
+        stop.store(true, Ordering::Relaxed);
+        let flipped = flipper
+            .join()
+            .unwrap_or_else(|_| Err("the flipping thread panicked".into()));
+        (tally, flipped)
+    });
+    flipped.map_err(Stop::Fail)?;
+    let n = tally?;
+    let flips = flips.load(Ordering::Relaxed);
+    tx.diag(format!(
+        "{} KVM_CREATE_VM({}) calls while kvm.tdp_mmu flipped {flips} times: {} created, {} refused with EINVAL",
+        n.created + n.refused,
+        t.uapi_name(),
+        n.created,
+        n.refused
+    ));
+    match t {
+        VmType::Default => ensure(n.refused == 0, || {
+            format!(
+                "KVM_CREATE_VM(KVM_X86_DEFAULT_VM) was refused {} times: the default type needs no TDP MMU",
+                n.refused
+            )
+        }),
+        VmType::SwProtected => ensure(n.created > 0 && n.refused > 0, || {
+            format!(
+                "the flips never showed in KVM_CREATE_VM ({} created, {} refused in {}s): the race was not run",
+                n.created,
+                n.refused,
+                RACE_MAX.as_secs()
+            )
+        }),
     }
 }
 

@@ -235,6 +235,8 @@ pub enum Lack {
     Env(String),
     Boot(&'static str),
     Numa(u32),
+    /// A module parameter writable at run time (`module.name`).
+    Param(&'static str),
 }
 
 impl Lack {
@@ -249,6 +251,7 @@ impl Lack {
             Lack::Env(what) => format!("{}{}", ktap::LACK_ENV, what.replace([' ', '|', ':'], "_")),
             Lack::Boot(param) => format!("{}{param}", ktap::LACK_BOOT),
             Lack::Numa(nodes) => format!("{}{nodes}", ktap::LACK_NUMA),
+            Lack::Param(name) => format!("{}{name}", ktap::LACK_PARAM),
         }
     }
 
