@@ -1,6 +1,8 @@
 //! KVM_CREATE_GUEST_MEMFD: flags, sizes, identity, fstat, no read/write.
 
-use crate::harness::case::{ensure, expect_errno, expect_ok, Case, OrFail, TestResult, Tx};
+use std::os::fd::AsRawFd;
+
+use crate::harness::case::{ensure, expect_errno, expect_ok, fail, Case, OrFail, TestResult, Tx};
 use crate::kvm::caps::flag_names;
 use crate::kvm::caps::Need;
 use crate::kvm::{GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
@@ -13,6 +15,7 @@ pub const CASES: &[Case] = &[
     case!(mmap_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)]),
     case!(init_shared_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)]),
     case!(read_write_fail, needs: &[Need::GmemCreate]),
+    case!(lowest_free_fd_is_zero, needs: &[Need::GmemCreate]),
 ];
 
 /// Every single flag bit: those in KVM_CAP_GUEST_MEMFD_FLAGS succeed, the rest EINVAL.
@@ -188,4 +191,31 @@ fn read_write_fail(tx: &Tx) -> TestResult {
     expect_errno("pread", g.pread(&mut buf, 0), libc::ESPIPE)?;
     expect_errno("pwrite", g.pwrite(&buf, 0), libc::ESPIPE)?;
     Ok(())
+}
+
+/// The new file gets the lowest free descriptor, as any open() does, and
+/// that may be 0: with stdin closed KVM_CREATE_GUEST_MEMFD returns 0, a
+/// file that works like any other (not an error, and not an unfilled slot).
+fn lowest_free_fd_is_zero(tx: &Tx) -> TestResult {
+    let p = tx.page();
+    let vm = tx.vm()?;
+    // SAFETY: closes stdin of this forked case process, which never reads it.
+    if unsafe { libc::close(0) } != 0 {
+        return fail(format!("close(0): {}", std::io::Error::last_os_error()));
+    }
+    let g = vm
+        .create_gmem(2 * p, 0)
+        .or_fail("KVM_CREATE_GUEST_MEMFD with fd 0 free")?;
+    ensure(g.as_raw_fd() == 0, || {
+        format!(
+            "KVM_CREATE_GUEST_MEMFD returned fd {}, but fd 0 was the lowest free one",
+            g.as_raw_fd()
+        )
+    })?;
+    let st = g.fstat().or_fail("fstat of the guest_memfd at fd 0")?;
+    ensure(st.st_size as u64 == 2 * p, || {
+        format!("fstat(0): st_size {} != requested {}", st.st_size, 2 * p)
+    })?;
+    expect_ok("fallocate on the guest_memfd at fd 0", g.allocate(0, 2 * p))?;
+    expect_ok("punch on the guest_memfd at fd 0", g.punch(0, p))
 }

@@ -1,8 +1,12 @@
 //! fallocate() on guest_memfd: allocate and punch, alignment, EOF, modes.
 
-use crate::harness::case::{expect_errno, expect_ok, Case, TestResult, Tx};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::case::{ensure, expect_errno, expect_ok, fail, Case, Stop, TestResult, Tx};
+use crate::harness::meminfo::{batch_slack_kib, unevictable_kib};
 use crate::kvm::caps::Need;
-use crate::kvm::{FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
+use crate::kvm::{errno_name, FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
 
 pub const CASES: &[Case] = &[
     case!(allocate_aligned, needs: &[Need::GmemCreate]),
@@ -11,6 +15,7 @@ pub const CASES: &[Case] = &[
     case!(punch_past_eof_ok, needs: &[Need::GmemCreate]),
     case!(bad_mode_eopnotsupp, needs: &[Need::GmemCreate]),
     case!(punch_unaligned_pairs_einval, needs: &[Need::GmemCreate]),
+    case!(signal_stops_allocation_with_eintr, needs: &[Need::GmemCreate]),
 ];
 
 const PAGES: u64 = 4;
@@ -129,4 +134,126 @@ fn punch_unaligned_pairs_einval(tx: &Tx) -> TestResult {
         )?;
     }
     Ok(())
+}
+
+/// SIGALRMs delivered while [`Alarms`] was armed.
+static ALARMS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_alarm(_: libc::c_int) {
+    ALARMS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SIGALRM every `period` (ITIMER_REAL), caught without SA_RESTART so a
+/// system call it interrupts returns EINTR; disarmed on drop.
+struct Alarms;
+
+impl Alarms {
+    fn start(period: Duration) -> Result<Alarms, Stop> {
+        ALARMS.store(0, Ordering::Relaxed);
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: period.as_micros() as libc::suseconds_t,
+        };
+        let it = libc::itimerval {
+            it_interval: tv,
+            it_value: tv,
+        };
+        // SAFETY: the handler only bumps an atomic (async-signal-safe);
+        // sigaction and setitimer get valid pointers to locals.
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = count_alarm as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = 0;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) != 0 {
+                -1
+            } else {
+                libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut())
+            }
+        };
+        if r != 0 {
+            return Err(Stop::Fail(format!(
+                "arming SIGALRM every {period:?}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(Alarms)
+    }
+
+    fn delivered(&self) -> u64 {
+        ALARMS.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Alarms {
+    fn drop(&mut self) {
+        // SAFETY: a zeroed itimerval disarms the timer; the handler stays
+        // installed (harmless) in this forked case process.
+        unsafe {
+            let off: libc::itimerval = std::mem::zeroed();
+            libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Allocating a large file while signals keep arriving: the allocation
+/// loop stops at a pending signal with EINTR (as upstream's does, so the
+/// caller can retry), and when fallocate() does report success the whole
+/// range is allocated. The pages are counted in /proc/meminfo's
+/// Unevictable (guest_memfd's mapping is unevictable).
+fn signal_stops_allocation_with_eintr(tx: &Tx) -> TestResult {
+    const MIB: u64 = 256;
+    let p = tx.page();
+    let pages = MIB * 1024 * 1024 / p;
+    let want_kib = MIB * 1024;
+    let slack_kib = batch_slack_kib(p);
+    let (_vm, g) = tx.vm_with_gmem(pages, 0)?;
+    let before = unevictable_kib()?;
+
+    let alarms = Alarms::start(Duration::from_millis(2))?;
+    let start = Instant::now();
+    let first = g.allocate(0, pages * p);
+    let took = start.elapsed();
+    let signals = alarms.delivered();
+    drop(alarms);
+    let grew = unevictable_kib()?.saturating_sub(before);
+    tx.diag(format!(
+        "fallocate of {MIB} MiB with SIGALRM every 2 ms: {} after {took:?}, {signals} signal(s) \
+         caught, Unevictable grew by {grew} KiB",
+        match &first {
+            Ok(()) => "success".to_string(),
+            Err(e) => errno_name(e.errno()),
+        }
+    ));
+    match first {
+        Ok(()) => ensure(grew + slack_kib >= want_kib, || {
+            format!(
+                "fallocate reported success, but only {grew} KiB of {want_kib} KiB were allocated \
+                 ({signals} signal(s) arrived during the call): an interrupted allocation must \
+                 return EINTR"
+            )
+        }),
+        Err(e) if e.errno() == libc::EINTR => {
+            ensure(signals > 0, || {
+                "fallocate returned EINTR although no signal was caught".into()
+            })?;
+            ensure(grew < want_kib, || {
+                format!("fallocate returned EINTR after allocating all {want_kib} KiB")
+            })?;
+            // Without signals the rest of the range is allocated, and what
+            // the interrupted call allocated is kept.
+            expect_ok(
+                "fallocate of the whole file again, without signals",
+                g.allocate(0, pages * p),
+            )?;
+            let total = unevictable_kib()?.saturating_sub(before);
+            ensure(total + slack_kib >= want_kib, || {
+                format!("after the retry Unevictable grew by {total} KiB of {want_kib} KiB")
+            })
+        }
+        Err(e) => fail(format!(
+            "fallocate of {MIB} MiB with signals arriving: expected success or EINTR, got {}",
+            errno_name(e.errno())
+        )),
+    }
 }

@@ -1,10 +1,11 @@
 //! The harness: case declaration and assertions ([`case`]), isolation
 //! ([`isolate`]), kernel log and taint checks ([`kmsg`]), KTAP output
-//! ([`ktap`]) and the runner ([`suite`]).
+//! ([`ktap`]), memory counters ([`meminfo`]) and the runner ([`suite`]).
 
 #[macro_use]
 pub mod case;
 pub mod isolate;
 pub mod kmsg;
 pub mod ktap;
+pub mod meminfo;
 pub mod suite;

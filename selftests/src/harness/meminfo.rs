@@ -1,0 +1,59 @@
+//! Memory counters from /proc/meminfo, for cases that check that
+//! guest_memfd pages are allocated and freed when they should be.
+//!
+//! guest_memfd marks its mapping unevictable, so its page cache folios sit
+//! on the unevictable LRU and are counted in `Unevictable`: in the quiet
+//! guest (nothing mlock()s, no ramfs in use) that counter moves only with
+//! guest_memfd pages. Additions reach it through per-CPU LRU batches of up
+//! to 15 folios, so it may lag by that many pages per CPU.
+
+use std::time::Duration;
+
+use super::case::Stop;
+
+/// Pages the per-CPU LRU batches may hold back from the counter, per CPU.
+pub const LRU_BATCH_PAGES: u64 = 15;
+
+/// The `Unevictable:` line of /proc/meminfo, in KiB.
+pub fn unevictable_kib() -> Result<u64, Stop> {
+    let text = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| Stop::Fail(format!("read /proc/meminfo: {e}")))?;
+    parse_kib(&text, "Unevictable")
+        .ok_or_else(|| Stop::Fail("/proc/meminfo has no `Unevictable:` line".into()))
+}
+
+/// `field:   N kB` from meminfo text.
+fn parse_kib(text: &str, field: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+/// How far the counter may be off because of the LRU batches, in KiB.
+pub fn batch_slack_kib(page: u64) -> u64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    // Freed folios leave the counter at once; RCU-deferred frees may take
+    // a grace period, which the caller waits out with `settle`.
+    2 * cpus * LRU_BATCH_PAGES * page / 1024
+}
+
+/// Gives deferred frees (RCU callbacks, per-CPU batches drained by other
+/// activity) a moment before a counter is read for the last time.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_kib;
+
+    #[test]
+    fn reads_a_field_in_kib() {
+        let t = "MemTotal:        2030596 kB\nUnevictable:        1234 kB\nMlocked: 0 kB\n";
+        assert_eq!(parse_kib(t, "Unevictable"), Some(1234));
+        assert_eq!(parse_kib(t, "MemTotal"), Some(2030596));
+        assert_eq!(parse_kib(t, "Unevict"), None);
+        assert_eq!(parse_kib(t, "Missing"), None);
+    }
+}
