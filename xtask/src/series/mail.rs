@@ -7,6 +7,7 @@
 //! deletion is reported with the patch file and the target file instead of an
 //! opaque libgit2 message.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -84,48 +85,164 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         bail!("{p}: empty file, not a patch");
     }
     check_line_endings(path, bytes)?;
-    let mut rest = bytes;
-    let mut from_sha = None;
-    if rest.starts_with(b"From ") {
-        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-        let line = String::from_utf8_lossy(&rest[..end]);
-        let token = line.split_whitespace().nth(1).unwrap_or("");
-        if token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            from_sha = Some(token.to_string());
-        }
-        rest = &rest[(end + 1).min(rest.len())..];
-    }
-    let mail = mailparse::parse_mail(rest)
+    let envelope = split_from_line(bytes);
+    let mail = mailparse::parse_mail(envelope.mail)
         .map_err(|err| anyhow::anyhow!("{p}: not a mail written by `git format-patch`: {err}"))?;
-    let header = |name: &str| {
-        mail.headers
-            .iter()
-            .find(|h| h.get_key().eq_ignore_ascii_case(name))
-    };
-    let (Some(from), Some(date), Some(subject)) =
-        (header("From"), header("Date"), header("Subject"))
-    else {
-        bail!(
-            "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
-             a series directory holds only format-patch files and series.toml"
-        );
-    };
-    let (mut author_name, mut author_email) = parse_author(&from.get_value())
-        .with_context(|| format!("{p}: bad From: header {:?}", from.get_value()))?;
-    let date_text = date.get_value();
-    let mut time = mailparse::dateparse(&date_text)
-        .map_err(|err| anyhow::anyhow!("{p}: bad Date: header {date_text:?}: {err}"))?;
-    let mut offset_minutes = parse_zone(&date_text)
-        .with_context(|| format!("{p}: Date: header {date_text:?} has no +HHMM zone"))?;
-    let mut subject = clean_subject(&subject.get_value());
-    if subject.is_empty() {
-        bail!("{p}: empty Subject:");
-    }
+    let mut headers = MailHeaders::read(path, &mail)?;
     let body = mail
         .get_body_raw()
         .map_err(|err| anyhow::anyhow!("{p}: cannot decode the mail body: {err}"))?;
+    let parts = split_body(path, &body)?;
+    let message_text = decode_message(path, &mail.ctype.charset, &body[..parts.msg_end])?;
+    let diffstat = diffstat_totals(&body[parts.msg_end..parts.diff_start]);
+    let body_text = headers.apply_in_body(path, &message_text)?;
+    let message = stripspace(&format!("{}\n\n{body_text}", headers.subject));
+    let diff = read_diff(path, &body[parts.diff_start..], diffstat)?;
+    Ok(PatchMail {
+        file: path.to_path_buf(),
+        from_sha: envelope.from_sha,
+        author_name: headers.author.name,
+        author_email: headers.author.email,
+        time: headers.date.time,
+        offset_minutes: headers.date.offset_minutes,
+        subject: headers.subject,
+        message,
+        diff: diff.diff,
+        signature: diff.signature,
+        files: diff.files,
+    })
+}
 
-    // Message: up to the first `---` line (or the diff if there is no `---`).
+/// A mail with its mbox `From ` line split off.
+struct Envelope<'a> {
+    /// The commit id that line names, if it names one.
+    from_sha: Option<String>,
+    mail: &'a [u8],
+}
+
+fn split_from_line(bytes: &[u8]) -> Envelope<'_> {
+    if !bytes.starts_with(b"From ") {
+        return Envelope {
+            from_sha: None,
+            mail: bytes,
+        };
+    }
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    let token = line.split_whitespace().nth(1).unwrap_or("");
+    let from_sha = (token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| token.to_string());
+    Envelope {
+        from_sha,
+        mail: &bytes[(end + 1).min(bytes.len())..],
+    }
+}
+
+struct Author {
+    name: String,
+    email: String,
+}
+
+/// Seconds since the epoch and the zone offset in minutes.
+struct AuthorDate {
+    time: i64,
+    offset_minutes: i32,
+}
+
+/// What `git am` takes from the headers (and in-body header lines).
+struct MailHeaders {
+    author: Author,
+    date: AuthorDate,
+    subject: String,
+}
+
+impl MailHeaders {
+    fn read(path: &Path, mail: &mailparse::ParsedMail) -> Result<Self> {
+        let p = path.display();
+        let header = |name: &str| {
+            mail.headers
+                .iter()
+                .find(|h| h.get_key().eq_ignore_ascii_case(name))
+        };
+        let (Some(from), Some(date), Some(subject)) =
+            (header("From"), header("Date"), header("Subject"))
+        else {
+            bail!(
+                "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
+                 a series directory holds only format-patch files and series.toml"
+            );
+        };
+        let author = parse_author(&from.get_value())
+            .with_context(|| format!("{p}: bad From: header {:?}", from.get_value()))?;
+        let date_text = date.get_value();
+        let time = mailparse::dateparse(&date_text)
+            .map_err(|err| anyhow::anyhow!("{p}: bad Date: header {date_text:?}: {err}"))?;
+        let offset_minutes = parse_zone(&date_text)
+            .with_context(|| format!("{p}: Date: header {date_text:?} has no +HHMM zone"))?;
+        let subject = clean_subject(&subject.get_value());
+        if subject.is_empty() {
+            bail!("{p}: empty Subject:");
+        }
+        Ok(MailHeaders {
+            author,
+            date: AuthorDate {
+                time,
+                offset_minutes,
+            },
+            subject,
+        })
+    }
+
+    /// In-body headers (`From:`/`Date:`/`Subject:` lines opening the body,
+    /// as `git format-patch --from` and mailing lists write them) override
+    /// the mail headers, as in `git am`. Returns the body after them.
+    fn apply_in_body<'a>(&mut self, path: &Path, text: &'a str) -> Result<&'a str> {
+        let p = path.display();
+        let mut body_text = text.trim_start_matches('\n');
+        let mut in_body = false;
+        while let Some((line, rest)) = body_text.split_once('\n') {
+            if let Some(value) = line.strip_prefix("From: ") {
+                // RFC 2047 encoded words decoded, as in a mail header.
+                let raw = format!("From: {value}");
+                let (header, _) = mailparse::parse_header(raw.as_bytes()).map_err(|err| {
+                    anyhow::anyhow!("{p}: bad in-body From: line {value:?}: {err}")
+                })?;
+                self.author = parse_author(&header.get_value())
+                    .with_context(|| format!("{p}: bad in-body From: line {value:?}"))?;
+            } else if let Some(value) = line.strip_prefix("Date: ") {
+                self.date.time = mailparse::dateparse(value).map_err(|err| {
+                    anyhow::anyhow!("{p}: bad in-body Date: line {value:?}: {err}")
+                })?;
+                self.date.offset_minutes = parse_zone(value)
+                    .with_context(|| format!("{p}: in-body Date: {value:?} has no +HHMM zone"))?;
+            } else if let Some(value) = line.strip_prefix("Subject: ") {
+                self.subject = clean_subject(value);
+            } else {
+                break;
+            }
+            in_body = true;
+            body_text = rest;
+        }
+        if in_body && !body_text.starts_with('\n') && !body_text.is_empty() {
+            bail!("{p}: in-body From:/Date:/Subject: lines must be followed by a blank line");
+        }
+        Ok(body_text)
+    }
+}
+
+/// Where the message ends and the diff starts in a mail body.
+struct BodyParts {
+    msg_end: usize,
+    diff_start: usize,
+}
+
+/// The message runs up to the first `---` line (or the diff if there is
+/// no `---`); the diff starts at the first `diff --git` line.
+fn split_body(path: &Path, body: &[u8]) -> Result<BodyParts> {
+    let p = path.display();
     let mut msg_end = None;
     let mut diff_start = None;
     let mut offset = 0;
@@ -152,90 +269,78 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         }
         bail!("{p}: no diff in this mail; is it a patch written by `git format-patch`?");
     };
-    let msg_end = msg_end.unwrap_or(diff_start);
-    // The message in the mail's charset, converted to UTF-8 as `git am`
-    // does (the diff is taken byte for byte, as git am does too).
-    let charset = mail.ctype.charset.to_ascii_lowercase();
-    let decoded;
-    let body_text = if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
-        std::str::from_utf8(&body[..msg_end]).map_err(|_| {
-            anyhow::anyhow!(
-                "{p}: commit message is not valid UTF-8 (and the mail names no other charset)"
-            )
-        })?
-    } else {
-        let Some(encoding) = encoding_rs::Encoding::for_label(charset.as_bytes()) else {
-            bail!("{p}: unknown charset {charset:?} in Content-Type");
-        };
-        let (text, had_errors) = encoding.decode_without_bom_handling(&body[..msg_end]);
-        if had_errors {
-            bail!("{p}: the commit message is not valid {charset}");
-        }
-        decoded = text.into_owned();
-        decoded.as_str()
-    };
-    let diffstat = diffstat_totals(&body[msg_end..diff_start]);
-    // In-body headers (`From:`/`Date:`/`Subject:` lines opening the body, as
-    // `git format-patch --from` and mailing lists write them) override the
-    // mail headers, as in `git am`.
-    let mut body_text = body_text.trim_start_matches('\n');
-    let mut in_body = false;
-    while let Some((line, rest)) = body_text.split_once('\n') {
-        if let Some(value) = line.strip_prefix("From: ") {
-            // RFC 2047 encoded words decoded, as in a mail header.
-            let raw = format!("From: {value}");
-            let (header, _) = mailparse::parse_header(raw.as_bytes())
-                .map_err(|err| anyhow::anyhow!("{p}: bad in-body From: line {value:?}: {err}"))?;
-            (author_name, author_email) = parse_author(&header.get_value())
-                .with_context(|| format!("{p}: bad in-body From: line {value:?}"))?;
-        } else if let Some(value) = line.strip_prefix("Date: ") {
-            time = mailparse::dateparse(value)
-                .map_err(|err| anyhow::anyhow!("{p}: bad in-body Date: line {value:?}: {err}"))?;
-            offset_minutes = parse_zone(value)
-                .with_context(|| format!("{p}: in-body Date: {value:?} has no +HHMM zone"))?;
-        } else if let Some(value) = line.strip_prefix("Subject: ") {
-            subject = clean_subject(value);
-        } else {
-            break;
-        }
-        in_body = true;
-        body_text = rest;
-    }
-    if in_body && !body_text.starts_with('\n') && !body_text.is_empty() {
-        bail!("{p}: in-body From:/Date:/Subject: lines must be followed by a blank line");
-    }
-    let message = stripspace(&format!("{subject}\n\n{body_text}"));
+    Ok(BodyParts {
+        msg_end: msg_end.unwrap_or(diff_start),
+        diff_start,
+    })
+}
 
-    // Signature: after the last "-- " line, if what follows holds no diff lines.
-    let diff_part = &body[diff_start..];
+/// The message in the mail's charset, converted to UTF-8 as `git am`
+/// does (the diff is taken byte for byte, as git am does too).
+fn decode_message<'a>(path: &Path, charset: &str, message: &'a [u8]) -> Result<Cow<'a, str>> {
+    let p = path.display();
+    let charset = charset.to_ascii_lowercase();
+    if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
+        return Ok(Cow::Borrowed(std::str::from_utf8(message).map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "{p}: commit message is not valid UTF-8 (and the mail names no other charset)"
+                )
+            },
+        )?));
+    }
+    let Some(encoding) = encoding_rs::Encoding::for_label(charset.as_bytes()) else {
+        bail!("{p}: unknown charset {charset:?} in Content-Type");
+    };
+    let (text, had_errors) = encoding.decode_without_bom_handling(message);
+    if had_errors {
+        bail!("{p}: the commit message is not valid {charset}");
+    }
+    Ok(Cow::Owned(text.into_owned()))
+}
+
+/// The checked diff of a mail and its signature.
+struct DiffPart {
+    diff: Vec<u8>,
+    signature: Option<String>,
+    files: Vec<String>,
+}
+
+/// Splits the signature off the diff part of a mail body (after the last
+/// "-- " line, if what follows holds no diff lines), checks the diff and
+/// holds it against the diffstat.
+fn read_diff(path: &Path, diff_part: &[u8], diffstat: Option<DiffTotals>) -> Result<DiffPart> {
+    let p = path.display();
     let (diff, signature) = split_signature(diff_part);
     if signature.is_none() && !diff.ends_with(b"\n") {
         bail!("{p}: truncated: the file ends in the middle of a line and has no `-- ` signature");
     }
-    let (files, added, removed) = check_diff_counted(path, diff)?;
+    let checked = check_diff_counted(path, diff)?;
     let diff = for_libgit2(diff);
-    if let Some((n_files, n_added, n_removed)) = diffstat {
-        if (n_files, n_added, n_removed) != (files.len() as u64, added, removed) {
+    if let Some(stat) = diffstat {
+        let found = DiffTotals {
+            files: checked.files.len() as u64,
+            added: checked.added,
+            removed: checked.removed,
+        };
+        if stat != found {
             bail!(
-                "{p}: truncated: its diffstat says {n_files} files changed, {n_added} insertions(+), \
-                 {n_removed} deletions(-), but the diff holds {} files, {added} insertions(+), \
-                 {removed} deletions(-) (cut at a file boundary?); take the patch again from its source",
-                files.len()
+                "{p}: truncated: its diffstat says {} files changed, {} insertions(+), \
+                 {} deletions(-), but the diff holds {} files, {} insertions(+), \
+                 {} deletions(-) (cut at a file boundary?); take the patch again from its source",
+                stat.files,
+                stat.added,
+                stat.removed,
+                found.files,
+                found.added,
+                found.removed
             );
         }
     }
-    Ok(PatchMail {
-        file: path.to_path_buf(),
-        from_sha,
-        author_name,
-        author_email,
-        time,
-        offset_minutes,
-        subject,
-        message,
+    Ok(DiffPart {
         diff,
         signature,
-        files,
+        files: checked.files,
     })
 }
 
@@ -277,9 +382,17 @@ fn for_libgit2(diff: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Files changed, lines added and lines removed.
+#[derive(Debug, PartialEq, Eq)]
+struct DiffTotals {
+    files: u64,
+    added: u64,
+    removed: u64,
+}
+
 /// The totals of a `git diff --stat` summary line (` 2 files changed,
 /// 7 insertions(+), 1 deletion(-)`) in `text`, if there is one.
-fn diffstat_totals(text: &[u8]) -> Option<(u64, u64, u64)> {
+fn diffstat_totals(text: &[u8]) -> Option<DiffTotals> {
     let re = Regex::new(
         r"(?m)^ (\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?$",
     )
@@ -287,7 +400,11 @@ fn diffstat_totals(text: &[u8]) -> Option<(u64, u64, u64)> {
     let text = String::from_utf8_lossy(text);
     let caps = re.captures_iter(&text).last()?;
     let n = |i: usize| caps.get(i).map_or(Some(0), |m| m.as_str().parse().ok());
-    Some((n(1)?, n(2)?, n(3)?))
+    Some(DiffTotals {
+        files: n(1)?,
+        added: n(2)?,
+        removed: n(3)?,
+    })
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -313,7 +430,7 @@ fn split_signature(diff: &[u8]) -> (&[u8], Option<String>) {
     (diff, None)
 }
 
-fn parse_author(value: &str) -> Result<(String, String)> {
+fn parse_author(value: &str) -> Result<Author> {
     let list = mailparse::addrparse(value).map_err(|err| anyhow::anyhow!("{err}"))?;
     match list.first() {
         Some(mailparse::MailAddr::Single(info)) if list.len() == 1 => {
@@ -323,7 +440,10 @@ fn parse_author(value: &str) -> Result<(String, String)> {
             } else {
                 name
             };
-            Ok((name, info.addr.clone()))
+            Ok(Author {
+                name,
+                email: info.addr.clone(),
+            })
         }
         _ => bail!("expected one author address"),
     }
@@ -387,11 +507,18 @@ pub fn stripspace(text: &str) -> String {
 
 /// Check a diff before applying it; returns the target files.
 pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
-    Ok(check_diff_counted(path, diff)?.0)
+    Ok(check_diff_counted(path, diff)?.files)
+}
+
+/// The files a diff touches and the lines it adds and removes.
+struct CheckedDiff {
+    files: Vec<String>,
+    added: u64,
+    removed: u64,
 }
 
 /// [`check_diff`], also counting the added and removed lines.
-fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<(Vec<String>, u64, u64)> {
+fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<CheckedDiff> {
     let (mut added, mut removed) = (0u64, 0u64);
     let p = path.display();
     let hunk_re = Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@").expect("static regex");
@@ -532,7 +659,11 @@ fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<(Vec<String>, u64, u64
     if files.is_empty() {
         bail!("{p}: the diff touches no file");
     }
-    Ok((files, added, removed))
+    Ok(CheckedDiff {
+        files,
+        added,
+        removed,
+    })
 }
 
 /// Split `a/X b/Y` of a `diff --git` line; either path may be quoted
