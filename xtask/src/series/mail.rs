@@ -519,72 +519,128 @@ struct CheckedDiff {
 
 /// [`check_diff`], also counting the added and removed lines.
 fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<CheckedDiff> {
-    let (mut added, mut removed) = (0u64, 0u64);
-    let p = path.display();
-    let hunk_re = Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@").expect("static regex");
-    let mut files: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    let mut current_has_change = false;
-    let mut current_mode_only = false;
-    // (old lines left, new lines left, header) of the hunk being read.
-    let mut hunk: Option<(u64, u64, String)> = None;
+    let mut checker = DiffChecker::new(path);
     let mut lines = diff.split(|&b| b == b'\n').peekable();
-    let mut line_no = 0usize;
-    let finish_file = |file: &Option<String>, has_change: bool, mode_only: bool| -> Result<()> {
-        if let Some(file) = file {
-            if !has_change && !mode_only {
-                bail!("{p}: truncated: the diff of {file} has no hunks");
-            }
-        }
-        Ok(())
-    };
     while let Some(raw) = lines.next() {
-        line_no += 1;
         let is_last = lines.peek().is_none();
         if is_last && raw.is_empty() {
             break;
         }
-        if let Some((old_left, new_left, header)) = hunk.as_mut() {
-            if *old_left > 0 || *new_left > 0 {
-                let file = current.as_deref().unwrap_or("?");
-                match raw.first() {
-                    Some(b' ') | None => {
-                        if *old_left == 0 || *new_left == 0 {
-                            bail!("{p}: malformed hunk `{header}` of {file}: more context lines than its header counts");
-                        }
-                        *old_left -= 1;
-                        *new_left -= 1;
-                    }
-                    Some(b'-') => {
-                        if *old_left == 0 {
-                            bail!("{p}: malformed hunk `{header}` of {file}: more removed lines than its header counts");
-                        }
-                        *old_left -= 1;
-                        removed += 1;
-                    }
-                    Some(b'+') => {
-                        if *new_left == 0 {
-                            bail!("{p}: malformed hunk `{header}` of {file}: more added lines than its header counts");
-                        }
-                        *new_left -= 1;
-                        added += 1;
-                    }
-                    Some(b'\\') => {}
-                    Some(_) => bail!(
-                        "{p}: truncated: hunk `{header}` of {file} stops at line {line_no} of the diff \
-                         with {old_left} old and {new_left} new lines missing"
-                    ),
-                }
-                continue;
-            }
-            if raw.first() == Some(&b'\\') {
-                continue;
-            }
-            hunk = None;
+        checker.line(raw)?;
+    }
+    checker.finish()
+}
+
+/// The `diff --git` section being read.
+struct Section {
+    file: String,
+    has_change: bool,
+    mode_only: bool,
+}
+
+/// The hunk being read: lines its header promises that are still to come.
+struct Hunk {
+    old_left: u64,
+    new_left: u64,
+    header: String,
+}
+
+/// [`check_diff_counted`] between two lines of the diff.
+struct DiffChecker<'a> {
+    path: &'a Path,
+    hunk_re: Regex,
+    files: Vec<String>,
+    current: Option<Section>,
+    hunk: Option<Hunk>,
+    added: u64,
+    removed: u64,
+    line_no: usize,
+}
+
+impl<'a> DiffChecker<'a> {
+    fn new(path: &'a Path) -> Self {
+        DiffChecker {
+            path,
+            hunk_re: Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+                .expect("static regex"),
+            files: Vec::new(),
+            current: None,
+            hunk: None,
+            added: 0,
+            removed: 0,
+            line_no: 0,
         }
-        let text = String::from_utf8_lossy(raw);
+    }
+
+    fn file(&self) -> &str {
+        self.current.as_ref().map_or("?", |s| s.file.as_str())
+    }
+
+    fn line(&mut self, raw: &[u8]) -> Result<()> {
+        self.line_no += 1;
+        if self.hunk_line(raw)? {
+            return Ok(());
+        }
+        self.header_line(&String::from_utf8_lossy(raw))
+    }
+
+    /// A line the open hunk still expects, counted against its header;
+    /// false once the hunk is complete.
+    fn hunk_line(&mut self, raw: &[u8]) -> Result<bool> {
+        let p = self.path.display();
+        let line_no = self.line_no;
+        let Some(Hunk {
+            old_left,
+            new_left,
+            header,
+        }) = self.hunk.as_mut()
+        else {
+            return Ok(false);
+        };
+        if *old_left > 0 || *new_left > 0 {
+            let file = self.current.as_ref().map_or("?", |s| s.file.as_str());
+            match raw.first() {
+                Some(b' ') | None => {
+                    if *old_left == 0 || *new_left == 0 {
+                        bail!("{p}: malformed hunk `{header}` of {file}: more context lines than its header counts");
+                    }
+                    *old_left -= 1;
+                    *new_left -= 1;
+                }
+                Some(b'-') => {
+                    if *old_left == 0 {
+                        bail!("{p}: malformed hunk `{header}` of {file}: more removed lines than its header counts");
+                    }
+                    *old_left -= 1;
+                    self.removed += 1;
+                }
+                Some(b'+') => {
+                    if *new_left == 0 {
+                        bail!("{p}: malformed hunk `{header}` of {file}: more added lines than its header counts");
+                    }
+                    *new_left -= 1;
+                    self.added += 1;
+                }
+                Some(b'\\') => {}
+                Some(_) => bail!(
+                    "{p}: truncated: hunk `{header}` of {file} stops at line {line_no} of the diff \
+                     with {old_left} old and {new_left} new lines missing"
+                ),
+            }
+            return Ok(true);
+        }
+        if raw.first() == Some(&b'\\') {
+            return Ok(true);
+        }
+        self.hunk = None;
+        Ok(false)
+    }
+
+    /// A line outside any hunk: file headers, extended headers, hunk headers.
+    fn header_line(&mut self, text: &str) -> Result<()> {
+        let p = self.path.display();
         if let Some(rest) = text.strip_prefix("diff --git ") {
-            finish_file(&current, current_has_change, current_mode_only)?;
+            self.finish_section()?;
             let (a, b) = split_git_paths(rest)
                 .with_context(|| format!("{p}: cannot read the paths of `{text}`"))?;
             if a != b {
@@ -593,20 +649,22 @@ fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<CheckedDiff> {
                      `git format-patch --no-renames` or split the change"
                 );
             }
-            current = Some(b.clone());
-            current_has_change = false;
-            current_mode_only = false;
-            files.push(b);
+            self.current = Some(Section {
+                file: b.clone(),
+                has_change: false,
+                mode_only: false,
+            });
+            self.files.push(b);
         } else if text.starts_with("GIT binary patch") || text.starts_with("Binary files ") {
             bail!(
                 "{p}: binary diff of {} is not supported; the series must be plain text patches",
-                current.as_deref().unwrap_or("?")
+                self.file()
             );
         } else if text.starts_with("deleted file mode ") {
             bail!(
                 "{p}: deletes {}; deleting files is not supported by `apply` (keep the file, empty it, \
                  or handle the deletion outside the series)",
-                current.as_deref().unwrap_or("?")
+                self.file()
             );
         } else if text.starts_with("rename from ")
             || text.starts_with("rename to ")
@@ -622,48 +680,79 @@ fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<CheckedDiff> {
             || text.starts_with("new mode ")
             || text.starts_with("new file mode ")
         {
-            current_mode_only = true;
-        } else if let Some(caps) = hunk_re.captures(&text) {
-            if current.is_none() {
-                bail!("{p}: hunk `{text}` before any `diff --git` line");
+            if let Some(section) = self.current.as_mut() {
+                section.mode_only = true;
             }
+        } else if let Some(caps) = self.hunk_re.captures(text) {
+            let Some(section) = self.current.as_mut() else {
+                bail!("{p}: hunk `{text}` before any `diff --git` line");
+            };
             let count = |m: Option<regex::Match>| m.map_or(Ok(1), |m| m.as_str().parse::<u64>());
             let old =
                 count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
             let new =
                 count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
-            hunk = Some((old, new, text.trim_end().to_string()));
-            current_has_change = true;
+            self.hunk = Some(Hunk {
+                old_left: old,
+                new_left: new,
+                header: text.trim_end().to_string(),
+            });
+            section.has_change = true;
         } else if text.starts_with("index ") || text.starts_with("--- ") || text.starts_with("+++ ")
         {
-        } else if current.is_some() && text.trim().is_empty() {
+        } else if self.current.is_some() && text.trim().is_empty() {
             // A blank line between file sections (e.g. before a signature) is harmless.
         } else {
             bail!(
-                "{p}: unexpected line {line_no} in the diff of {}: {:?}; the patch is truncated or mangled",
-                current.as_deref().unwrap_or("?"),
+                "{p}: unexpected line {} in the diff of {}: {:?}; the patch is truncated or mangled",
+                self.line_no,
+                self.file(),
                 text
             );
         }
+        Ok(())
     }
-    if let Some((old_left, new_left, header)) = &hunk {
-        if *old_left > 0 || *new_left > 0 {
-            bail!(
-                "{p}: truncated: the file ends inside hunk `{header}` of {} with {old_left} old and \
-                 {new_left} new lines missing",
-                current.as_deref().unwrap_or("?")
-            );
+
+    /// A file section must change something: a hunk or a mode.
+    fn finish_section(&self) -> Result<()> {
+        if let Some(section) = &self.current {
+            if !section.has_change && !section.mode_only {
+                bail!(
+                    "{}: truncated: the diff of {} has no hunks",
+                    self.path.display(),
+                    section.file
+                );
+            }
         }
+        Ok(())
     }
-    finish_file(&current, current_has_change, current_mode_only)?;
-    if files.is_empty() {
-        bail!("{p}: the diff touches no file");
+
+    fn finish(self) -> Result<CheckedDiff> {
+        let p = self.path.display();
+        if let Some(Hunk {
+            old_left,
+            new_left,
+            header,
+        }) = &self.hunk
+        {
+            if *old_left > 0 || *new_left > 0 {
+                bail!(
+                    "{p}: truncated: the file ends inside hunk `{header}` of {} with {old_left} old and \
+                     {new_left} new lines missing",
+                    self.file()
+                );
+            }
+        }
+        self.finish_section()?;
+        if self.files.is_empty() {
+            bail!("{p}: the diff touches no file");
+        }
+        Ok(CheckedDiff {
+            files: self.files,
+            added: self.added,
+            removed: self.removed,
+        })
     }
-    Ok(CheckedDiff {
-        files,
-        added,
-        removed,
-    })
 }
 
 /// Split `a/X b/Y` of a `diff --git` line; either path may be quoted
