@@ -220,16 +220,7 @@ fn parse_block(
     noise: &mut Vec<String>,
     k: &mut Ktap,
 ) -> Block {
-    let mut b = Block {
-        plan: None,
-        cases: Vec::new(),
-        trailing_diags: Vec::new(),
-        trailing_diag_name: None,
-    };
-    let mut diags: Vec<String> = Vec::new();
-    let mut pending_sub: Vec<Case> = Vec::new();
-    let mut durations: Vec<(String, u64)> = Vec::new();
-    let mut begun: Option<String> = None;
+    let mut s = BlockState::default();
     while *pos < lines.len() {
         let line = &lines[*pos];
         let t = line.trim();
@@ -244,7 +235,7 @@ fn parse_block(
         if ind > indent {
             // A nested block: `KTAP version 1` / `# Subtest:` / plan / results.
             let sub = parse_block(lines, pos, ind, noise, k);
-            pending_sub = sub.cases;
+            s.pending_sub = sub.cases;
             continue;
         }
         *pos += 1;
@@ -257,86 +248,139 @@ fn parse_block(
         }
         if let Some(plan) = t.strip_prefix("1..") {
             if let Ok(n) = plan.trim().parse::<usize>() {
-                b.plan = Some(n);
+                s.plan = Some(n);
                 continue;
             }
         }
         if let Some(d) = t.strip_prefix('#') {
-            let d = d.trim();
-            if let Some(rest) = d.strip_prefix(ktap::TIME) {
-                let mut it = rest.split_whitespace();
-                if let (Some(name), Some(ms)) =
-                    (it.next(), it.next().and_then(|m| m.parse::<u64>().ok()))
-                {
-                    durations.push((name.to_string(), ms));
-                    if let Some(c) = b.cases.iter_mut().rev().find(|c| c.name == name) {
-                        c.duration_ms = Some(ms);
-                    }
-                    continue;
-                }
-            }
-            if let Some(rest) = d.strip_prefix(ktap::TOTALS) {
-                let nums: Vec<usize> = rest
-                    .split_whitespace()
-                    .filter_map(|w| w.parse().ok())
-                    .collect();
-                if nums.len() == 3 && indent == 0 {
-                    k.totals = Some((nums[0], nums[1], nums[2]));
-                }
-                continue;
-            }
-            if let Some(rest) = d.strip_prefix(ktap::CAPS) {
-                if indent == 0 {
-                    record_caps(k, rest);
-                    continue;
-                }
-            }
-            if let Some(name) = d.strip_prefix(ktap::BEGIN) {
-                begun = Some(name.trim().to_string());
-            }
-            diags.push(d.to_string());
+            s.diagnostic(d.trim(), indent, k);
             continue;
         }
-        if let Some(caps) = result_re().captures(t) {
-            let ok = &caps[1] == "ok";
-            let number = caps[2].parse().unwrap_or(0);
-            let name = caps
-                .get(3)
-                .map(|m| m.as_str().trim().to_string())
-                .unwrap_or_default();
-            let directive = caps.get(4).map(|m| m.as_str().trim().to_string());
-            // `not ok ... # SKIP` is a failure whatever the directive says.
-            let status = match directive {
-                _ if !ok => Status::Fail,
-                Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => {
-                    Status::Skip(d[4..].trim().to_string())
-                }
-                Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("todo") => {
-                    Status::Skip(format!("TODO {}", d[4..].trim()))
-                }
-                _ => Status::Pass,
-            };
-            let duration_ms = durations
-                .iter()
-                .rev()
-                .find(|(n, _)| *n == name)
-                .map(|(_, ms)| *ms);
-            b.cases.push(Case {
-                number,
-                name,
-                status,
-                diagnostics: std::mem::take(&mut diags),
-                duration_ms,
-                subtests: std::mem::take(&mut pending_sub),
-            });
-            begun = None;
+        if let Some(result) = parse_result(t) {
+            s.result(result);
             continue;
         }
         noise.push(line.clone());
     }
-    b.trailing_diag_name = begun.or_else(|| guess_running(&diags));
-    b.trailing_diags = diags;
-    b
+    s.finish()
+}
+
+/// What [`parse_block`] has gathered so far in one block.
+#[derive(Default)]
+struct BlockState {
+    plan: Option<usize>,
+    cases: Vec<Case>,
+    /// Diagnostics since the last result line.
+    diags: Vec<String>,
+    /// Subtests of the nested block just read, for the next result line.
+    pending_sub: Vec<Case>,
+    /// `# time NAME MS` lines seen: a time printed before its result line
+    /// is found here when that line comes.
+    durations: Vec<(String, u64)>,
+    /// The case a `# begin NAME` marker announced since the last result.
+    begun: Option<String>,
+}
+
+impl BlockState {
+    /// One `# ...` line (without the `#`): a time, the totals, a caps
+    /// report (top level only) or a diagnostic for the next result.
+    fn diagnostic(&mut self, d: &str, indent: usize, k: &mut Ktap) {
+        if let Some(rest) = d.strip_prefix(ktap::TIME) {
+            let mut it = rest.split_whitespace();
+            if let (Some(name), Some(ms)) =
+                (it.next(), it.next().and_then(|m| m.parse::<u64>().ok()))
+            {
+                self.durations.push((name.to_string(), ms));
+                if let Some(c) = self.cases.iter_mut().rev().find(|c| c.name == name) {
+                    c.duration_ms = Some(ms);
+                }
+                return;
+            }
+        }
+        if let Some(rest) = d.strip_prefix(ktap::TOTALS) {
+            let nums: Vec<usize> = rest
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if nums.len() == 3 && indent == 0 {
+                k.totals = Some((nums[0], nums[1], nums[2]));
+            }
+            return;
+        }
+        if let Some(rest) = d.strip_prefix(ktap::CAPS) {
+            if indent == 0 {
+                record_caps(k, rest);
+                return;
+            }
+        }
+        if let Some(name) = d.strip_prefix(ktap::BEGIN) {
+            self.begun = Some(name.trim().to_string());
+        }
+        self.diags.push(d.to_string());
+    }
+
+    /// A result line closes a case: it takes the diagnostics and subtests
+    /// gathered since the previous one.
+    fn result(&mut self, result: ResultLine) {
+        let duration_ms = self
+            .durations
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == result.name)
+            .map(|(_, ms)| *ms);
+        self.cases.push(Case {
+            number: result.number,
+            name: result.name,
+            status: result.status,
+            diagnostics: std::mem::take(&mut self.diags),
+            duration_ms,
+            subtests: std::mem::take(&mut self.pending_sub),
+        });
+        self.begun = None;
+    }
+
+    fn finish(self) -> Block {
+        Block {
+            plan: self.plan,
+            cases: self.cases,
+            trailing_diag_name: self.begun.or_else(|| guess_running(&self.diags)),
+            trailing_diags: self.diags,
+        }
+    }
+}
+
+/// An `ok N name # directive` / `not ok N name` line.
+struct ResultLine {
+    number: usize,
+    name: String,
+    status: Status,
+}
+
+fn parse_result(t: &str) -> Option<ResultLine> {
+    let caps = result_re().captures(t)?;
+    let ok = &caps[1] == "ok";
+    let number = caps[2].parse().unwrap_or(0);
+    let name = caps
+        .get(3)
+        .map(|m| m.as_str().trim().to_string())
+        .unwrap_or_default();
+    let directive = caps.get(4).map(|m| m.as_str().trim().to_string());
+    // `not ok ... # SKIP` is a failure whatever the directive says.
+    let status = match directive {
+        _ if !ok => Status::Fail,
+        Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => {
+            Status::Skip(d[4..].trim().to_string())
+        }
+        Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("todo") => {
+            Status::Skip(format!("TODO {}", d[4..].trim()))
+        }
+        _ => Status::Pass,
+    };
+    Some(ResultLine {
+        number,
+        name,
+        status,
+    })
 }
 
 /// One `# caps SCOPE ...` line: `KVM_CAP_X=V` pairs (decimal or 0x hex),

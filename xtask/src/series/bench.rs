@@ -163,22 +163,65 @@ pub fn run() -> Result<ExitCode> {
     eprintln!("generating {PATCHES} patches touching real files...");
     let (series_dir, _) = generate(&src, scratch.path())?;
     let series = Series::load(&series_dir)?;
-    let (ours_dir, am_dir) = (scratch.path().join("xtask"), scratch.path().join("am"));
     let sh = xshell::Shell::new()?;
-    eprintln!("cloning two work trees (git clone --local)...");
-    xshell::cmd!(sh, "git clone -q --local {src} {ours_dir}")
-        .quiet()
-        .run()?;
-    xshell::cmd!(sh, "git clone -q --local {src} {am_dir}")
-        .quiet()
-        .run()?;
-    xshell::cmd!(sh, "git -C {am_dir} switch -q -c bench-am")
-        .quiet()
-        .run()?;
-    let files: Vec<PathBuf> = series.patches.clone();
+    let clones = Clones::make(&sh, &src, scratch.path())?;
+    let timings = run_rounds(&sh, &series, &clones)?;
+    let tree = final_check(&sh, &series, &clones)?;
+    print_table(&src, timings, &tree);
+    eprintln!(
+        "removing the scratch clones in {} (a minute on a busy disk)...",
+        scratch.path().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
-    let mut ours = Vec::new();
-    let mut am = Vec::new();
+/// The two measured clones of the source tree.
+struct Clones {
+    /// Where `apply` runs.
+    ours: PathBuf,
+    /// Where `git am` runs, on a branch of its own.
+    am: PathBuf,
+}
+
+impl Clones {
+    fn make(sh: &xshell::Shell, src: &Path, scratch: &Path) -> Result<Self> {
+        let (ours_dir, am_dir) = (scratch.join("xtask"), scratch.join("am"));
+        eprintln!("cloning two work trees (git clone --local)...");
+        xshell::cmd!(sh, "git clone -q --local {src} {ours_dir}")
+            .quiet()
+            .run()?;
+        xshell::cmd!(sh, "git clone -q --local {src} {am_dir}")
+            .quiet()
+            .run()?;
+        xshell::cmd!(sh, "git -C {am_dir} switch -q -c bench-am")
+            .quiet()
+            .run()?;
+        Ok(Clones {
+            ours: ours_dir,
+            am: am_dir,
+        })
+    }
+}
+
+/// `git am` of every patch in the am clone.
+fn git_am<'a>(sh: &'a xshell::Shell, am_dir: &Path, files: &[PathBuf]) -> xshell::Cmd<'a> {
+    xshell::cmd!(sh, "git -C {am_dir} am -q {files...}")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
+        .quiet()
+}
+
+/// Time of each round, per side.
+struct Timings {
+    ours: Vec<Duration>,
+    am: Vec<Duration>,
+}
+
+fn run_rounds(sh: &xshell::Shell, series: &Series, clones: &Clones) -> Result<Timings> {
+    let mut timings = Timings {
+        ours: Vec::new(),
+        am: Vec::new(),
+    };
     let mut ours_tip = String::new();
     for round in 0..ROUNDS {
         // Alternate the order so neither side always gets the warmer cache.
@@ -186,67 +229,78 @@ pub fn run() -> Result<ExitCode> {
         for side in 0..2 {
             if (side == 0) == ours_first {
                 let start = Instant::now();
-                let opts = ApplyOptions {
-                    force: true,
-                    ..Default::default()
-                };
-                let applied =
-                    apply::apply_series(&series, &ours_dir, &[], Some("bench/v1"), &opts)?;
-                ours.push(start.elapsed());
-                ours_tip = applied
-                    .commits
-                    .last()
-                    .and_then(|c| c.commit.clone())
-                    .unwrap_or_default();
+                ours_tip = apply_round(series, &clones.ours)?;
+                timings.ours.push(start.elapsed());
             } else {
-                let base = xshell::cmd!(sh, "git -C {am_dir} rev-parse HEAD").read()?;
-                let start = Instant::now();
-                {
-                    let files = &files;
-                    xshell::cmd!(sh, "git -C {am_dir} am -q {files...}")
-                }
-                .env("GIT_COMMITTER_NAME", "Bench")
-                .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-                .quiet()
-                .run()
-                .context("git am")?;
-                am.push(start.elapsed());
-                let tip_tree = tree_of(&am_dir, "HEAD")?;
-                if !ours_tip.is_empty() {
-                    let ours_tree = tree_of(&ours_dir, &ours_tip)?;
-                    if ours_tree != tip_tree {
-                        bail!(
-                            "apply and git am produced different trees ({ours_tree} vs {tip_tree})"
-                        );
-                    }
-                }
-                xshell::cmd!(sh, "git -C {am_dir} reset -q --hard {base}")
-                    .quiet()
-                    .run()?;
+                timings.am.push(am_round(sh, series, clones, &ours_tip)?);
             }
         }
         eprintln!(
             "  round {}: xtask apply {:.2} s, git am {:.2} s",
             round + 1,
-            secs(*ours.last().unwrap_or(&Duration::ZERO)),
-            secs(*am.last().unwrap_or(&Duration::ZERO))
+            secs(*timings.ours.last().unwrap_or(&Duration::ZERO)),
+            secs(*timings.am.last().unwrap_or(&Duration::ZERO))
         );
     }
-    // Final check that both produce the same tree (the loop checks rounds where am ran second).
-    let ours_tree = tree_of(&ours_dir, "refs/heads/bench/v1")?;
-    {
-        let files = &files;
-        xshell::cmd!(sh, "git -C {am_dir} am -q {files...}")
+    Ok(timings)
+}
+
+/// One `apply` of the series onto `bench/v1`; returns the tip commit.
+fn apply_round(series: &Series, ours_dir: &Path) -> Result<String> {
+    let opts = ApplyOptions {
+        force: true,
+        ..Default::default()
+    };
+    let applied = apply::apply_series(series, ours_dir, &[], Some("bench/v1"), &opts)?;
+    Ok(applied
+        .commits
+        .last()
+        .and_then(|c| c.commit.clone())
+        .unwrap_or_default())
+}
+
+/// One timed `git am`, checked against the tree of `ours_tip` when apply
+/// has run, then undone.
+fn am_round(
+    sh: &xshell::Shell,
+    series: &Series,
+    clones: &Clones,
+    ours_tip: &str,
+) -> Result<Duration> {
+    let am_dir = &clones.am;
+    let base = xshell::cmd!(sh, "git -C {am_dir} rev-parse HEAD").read()?;
+    let start = Instant::now();
+    git_am(sh, am_dir, &series.patches)
+        .run()
+        .context("git am")?;
+    let elapsed = start.elapsed();
+    let tip_tree = tree_of(am_dir, "HEAD")?;
+    if !ours_tip.is_empty() {
+        let ours_tree = tree_of(&clones.ours, ours_tip)?;
+        if ours_tree != tip_tree {
+            bail!("apply and git am produced different trees ({ours_tree} vs {tip_tree})");
+        }
     }
-    .env("GIT_COMMITTER_NAME", "Bench")
-    .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-    .quiet()
-    .run()?;
-    let am_tree = tree_of(&am_dir, "HEAD")?;
+    xshell::cmd!(sh, "git -C {am_dir} reset -q --hard {base}")
+        .quiet()
+        .run()?;
+    Ok(elapsed)
+}
+
+/// Final check that both produce the same tree (the rounds check only
+/// those where am ran second); returns that tree.
+fn final_check(sh: &xshell::Shell, series: &Series, clones: &Clones) -> Result<String> {
+    let ours_tree = tree_of(&clones.ours, "refs/heads/bench/v1")?;
+    git_am(sh, &clones.am, &series.patches).run()?;
+    let am_tree = tree_of(&clones.am, "HEAD")?;
     if ours_tree != am_tree {
         bail!("apply and git am produced different trees ({ours_tree} vs {am_tree})");
     }
-    let (o, a) = (median(ours), median(am));
+    Ok(ours_tree)
+}
+
+fn print_table(src: &Path, timings: Timings, tree: &str) {
+    let (o, a) = (median(timings.ours), median(timings.am));
     let ratio = secs(o) / secs(a);
     println!(
         "bench apply: {PATCHES} generated patches on {}, median of {ROUNDS} rounds",
@@ -259,10 +313,5 @@ pub fn run() -> Result<ExitCode> {
         "ratio xtask/git-am: {ratio:.2} (goal <= 1.00: {})",
         if ratio <= 1.0 { "met" } else { "NOT met" }
     );
-    println!("both produced tree {ours_tree}");
-    eprintln!(
-        "removing the scratch clones in {} (a minute on a busy disk)...",
-        scratch.path().display()
-    );
-    Ok(ExitCode::SUCCESS)
+    println!("both produced tree {tree}");
 }

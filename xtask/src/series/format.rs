@@ -297,6 +297,89 @@ fn merge_addrs(base: &[String], extra: &[String]) -> Vec<String> {
 
 /// The whole `series format`.
 pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Result<FormatReport> {
+    let Preflight {
+        version,
+        out,
+        sender,
+        placeholder,
+    } = preflight(series, req)?;
+    let rewrite = Rewrite {
+        sender: &sender,
+        placeholder: placeholder.as_ref(),
+        signoff: req.signoff,
+    };
+    let repo = open_repo(tree)?;
+    // Before any work, so a missing script leaves nothing half-done.
+    let maintainer_script = if req.auto_cc {
+        Some(get_maintainer(tree)?)
+    } else {
+        None
+    };
+    let commits = build_commits(&repo, series, version, req.compare_to.as_deref(), &rewrite)?;
+
+    let staged = out.stage()?;
+    run_format_patch(tree, series, req, version, &commits, &sender, staged.path())?;
+    let written = list_mails(staged.path())?;
+    let mut notes = Vec::new();
+    complete_cover(
+        series,
+        req.results_dir.as_deref(),
+        version,
+        commits.base,
+        &written.cover,
+        &mut notes,
+    )?;
+    let subjects = read_subjects(&written.all)?;
+    let auto_cc = match &maintainer_script {
+        Some(script) => Some(auto_cc(script, tree, &written.cover, &subjects.patches)?),
+        None => None,
+    };
+    let threaded = thread_mails(
+        &written.all,
+        &series.toml.change_id,
+        version,
+        req.message_id_time,
+        &sender,
+    )?;
+    if let Some(p) = &placeholder {
+        refuse_placeholder(&written.all, &threaded.mails, p, out.path())?;
+    }
+    std::fs::write(staged.path().join(MBOX), mail::mbox(&threaded.mails))
+        .with_context(|| format!("writing {MBOX}"))?;
+
+    let checkpatch = if req.checkpatch {
+        Some(run_checkpatch(
+            tree,
+            &written.cover,
+            &subjects.patches,
+            &mut notes,
+        )?)
+    } else {
+        None
+    };
+    out.commit(staged)?;
+    Ok(FormatReport {
+        out: out.path().to_path_buf(),
+        files: subjects.files,
+        range_diff: commits.previous.map(|p| p.what),
+        checkpatch,
+        notes,
+        auto_cc,
+        sender,
+        message_ids: threaded.message_ids,
+    })
+}
+
+/// What is settled before any work: the version, where the mails go and
+/// who sends them.
+struct Preflight {
+    version: u32,
+    out: OutDir,
+    sender: Ident,
+    placeholder: Option<Ident>,
+}
+
+fn preflight(series: &Series, req: &FormatRequest) -> Result<Preflight> {
     let version = req.reroll.unwrap_or(series.toml.version);
     if version == 0 {
         bail!("--reroll must be 1 or more");
@@ -306,7 +389,6 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
             bail!("{addr:?} is not a mail address");
         }
     }
-    // Before any work: where the mails go, and who sends them.
     let out_path = req.out.clone().unwrap_or_else(|| {
         crate::util::target_dir()
             .join("series")
@@ -345,36 +427,71 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
             );
         }
     }
-    let rewrite = Rewrite {
-        sender: &sender,
-        placeholder: placeholder.as_ref(),
-        signoff: req.signoff,
-    };
-    let repo = open_repo(tree)?;
-    // Before any work, so a missing script leaves nothing half-done.
-    let maintainer_script = if req.auto_cc {
-        Some(get_maintainer(tree)?)
-    } else {
-        None
-    };
+    Ok(Preflight {
+        version,
+        out,
+        sender,
+        placeholder,
+    })
+}
+
+/// The previous version, rewritten like this one, for `--range-diff`.
+struct Previous {
+    /// `BASE..TIP`.
+    range: String,
+    /// What the user named, for the report.
+    what: String,
+}
+
+/// The series as commits on its base, with the sender's identity.
+struct Commits {
+    base: Oid,
+    tip: Oid,
+    previous: Option<Previous>,
+}
+
+fn build_commits(
+    repo: &Repository,
+    series: &Series,
+    version: u32,
+    compare_to: Option<&str>,
+    rewrite: &Rewrite,
+) -> Result<Commits> {
     for file in &series.patches {
         mail::parse_patch_file(file)?;
     }
-    let base = verify_base(&repo, series)?;
-    let tip = build_in_memory(&repo, base.id(), &series.patches)?;
-    let tip = rewrite_range(&repo, base.id(), tip, &rewrite)?;
-    let mut notes = Vec::new();
-    let previous = match previous_range(&repo, series, version, req.compare_to.as_deref())? {
+    let base = verify_base(repo, series)?;
+    let tip = build_in_memory(repo, base.id(), &series.patches)?;
+    let tip = rewrite_range(repo, base.id(), tip, rewrite)?;
+    let previous = match previous_range(repo, series, version, compare_to)? {
         Some((prev_base, prev_tip, what)) => {
             // The same rewrite, so the range-diff shows only real changes.
-            let prev_tip = rewrite_range(&repo, prev_base, prev_tip, &rewrite)?;
-            Some((format!("{prev_base}..{prev_tip}"), what))
+            let prev_tip = rewrite_range(repo, prev_base, prev_tip, rewrite)?;
+            Some(Previous {
+                range: format!("{prev_base}..{prev_tip}"),
+                what,
+            })
         }
         None => None,
     };
+    Ok(Commits {
+        base: base.id(),
+        tip,
+        previous,
+    })
+}
 
-    let staged = out.stage()?;
-
+/// `git format-patch` of the commits into `dir`, with the cover letter,
+/// the addresses and the range-diff.
+fn run_format_patch(
+    tree: &Path,
+    series: &Series,
+    req: &FormatRequest,
+    version: u32,
+    commits: &Commits,
+    sender: &Ident,
+    dir: &Path,
+) -> Result<()> {
     let existing = infer_style(&series.patches);
     let style = PatchStyle {
         abbrev: 12,
@@ -385,7 +502,7 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     };
     let mut args = vec![
         "--cover-letter".to_string(),
-        format!("--base={}", base.id()),
+        format!("--base={}", commits.base),
         format!("--from={sender}"),
     ];
     if version > 1 {
@@ -397,31 +514,51 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
     for cc in merge_addrs(&series.toml.cc, &req.cc) {
         args.push(format!("--cc={cc}"));
     }
-    if let Some((range, _)) = &previous {
-        args.push(format!("--range-diff={range}"));
+    if let Some(previous) = &commits.previous {
+        args.push(format!("--range-diff={}", previous.range));
     }
     format_patch(
         tree,
-        base.id(),
-        tip,
-        staged.path(),
+        commits.base,
+        commits.tip,
+        dir,
         &style,
         &args,
         Some((&sender.name, &sender.email)),
-    )?;
+    )
+}
 
-    // Complete the cover letter.
-    let mut written: Vec<PathBuf> = std::fs::read_dir(staged.path())?
+/// The mails git format-patch wrote, in order.
+struct Written {
+    all: Vec<PathBuf>,
+    cover: PathBuf,
+}
+
+fn list_mails(dir: &Path) -> Result<Written> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
-    written.sort();
-    let Some(cover_path) = written
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("0000-cover-letter.patch"))
-        .cloned()
-    else {
+    all.sort();
+    let Some(cover) = all.iter().find(|p| is_cover(p)).cloned() else {
         bail!("git format-patch wrote no cover letter");
     };
+    Ok(Written { all, cover })
+}
+
+fn is_cover(path: &Path) -> bool {
+    path.to_string_lossy().ends_with("0000-cover-letter.patch")
+}
+
+/// Completes the cover letter git format-patch wrote: subject, blurb,
+/// changelog, Tested: and change-id (see the module docs).
+fn complete_cover(
+    series: &Series,
+    results_dir: Option<&Path>,
+    version: u32,
+    base: Oid,
+    cover_path: &Path,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     let (subject, blurb) = cover_template(series.cover.as_deref())?;
     if series.cover.is_none() {
         notes.push(format!(
@@ -445,7 +582,7 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         middle.push('\n');
     }
     middle.push_str(&changelog);
-    let tested = req.results_dir.as_deref().and_then(|dir| {
+    let tested = results_dir.and_then(|dir| {
         crate::results::history::tested_section(
             dir,
             series.name(),
@@ -457,31 +594,53 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         middle.push_str(&tested);
         middle.push_str("\n\n");
     }
-    let middle = middle.trim_end().to_string();
-    let cover = std::fs::read_to_string(&cover_path)?;
+    let middle = middle.trim_end();
+    let cover = std::fs::read_to_string(cover_path)?;
+    let cover = fill_cover(&cover, &subject, middle, base, &series.toml.change_id)?;
+    std::fs::write(cover_path, cover)?;
+    Ok(())
+}
+
+/// Puts `subject` and `middle` in place of git format-patch's
+/// placeholders and adds `change-id:` after `base-commit:`.
+fn fill_cover(
+    cover: &str,
+    subject: &str,
+    middle: &str,
+    base: Oid,
+    change_id: &str,
+) -> Result<String> {
     if !cover.contains("*** SUBJECT HERE ***") || !cover.contains("*** BLURB HERE ***") {
         bail!("unexpected cover letter from git format-patch (no SUBJECT/BLURB placeholders)");
     }
-    let mut cover = cover.replacen("*** SUBJECT HERE ***", &mail::encode_word(&subject), 1);
+    let mut cover = cover.replacen("*** SUBJECT HERE ***", &mail::encode_word(subject), 1);
     cover = if middle.is_empty() {
         cover.replacen("*** BLURB HERE ***\n\n", "", 1)
     } else {
-        cover.replacen("*** BLURB HERE ***", &middle, 1)
+        cover.replacen("*** BLURB HERE ***", middle, 1)
     };
-    let base_line = format!("base-commit: {}\n", base.id());
+    let base_line = format!("base-commit: {base}\n");
     if !cover.contains(&base_line) {
         bail!("git format-patch wrote no base-commit line");
     }
-    cover = cover.replacen(
+    Ok(cover.replacen(
         &base_line,
-        &format!("{base_line}change-id: {}\n", series.toml.change_id),
+        &format!("{base_line}change-id: {change_id}\n"),
         1,
-    );
-    std::fs::write(&cover_path, cover)?;
+    ))
+}
 
+/// Each mail's file name and subject, and the patches without the cover.
+struct Subjects {
+    files: Vec<(String, String)>,
+    patches: Vec<PathBuf>,
+}
+
+/// Reads every mail back; each patch must parse as one.
+fn read_subjects(written: &[PathBuf]) -> Result<Subjects> {
     let mut files = Vec::new();
-    let mut patch_files = Vec::new();
-    for file in &written {
+    let mut patches = Vec::new();
+    for file in written {
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -501,27 +660,38 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
             .find(|h| h.get_key().eq_ignore_ascii_case("Subject"))
             .map(|h| h.get_value())
             .unwrap_or_default();
-        if !file.to_string_lossy().ends_with("0000-cover-letter.patch") {
+        if !is_cover(file) {
             mail::parse_patch(file, &text)?;
-            patch_files.push(file.clone());
+            patches.push(file.clone());
         }
         files.push((name, subject));
     }
-    let auto_cc = match &maintainer_script {
-        Some(script) => Some(auto_cc(script, tree, &cover_path, &patch_files)?),
-        None => None,
-    };
+    Ok(Subjects { files, patches })
+}
 
-    // Thread the patches to the cover letter, as `git format-patch
-    // --thread` does, with ids of this run: the change-id, the version and
-    // the patch number make them distinct across versions, the time across
-    // runs.
-    let stamp = message_id_stamp(req.message_id_time)?;
-    let cover_id = message_id(&series.toml.change_id, version, 0, &stamp, &sender);
+/// The mails as threaded and written, with their Message-IDs.
+struct Threaded {
+    mails: Vec<String>,
+    message_ids: Vec<String>,
+}
+
+/// Threads the patches to the cover letter, as `git format-patch
+/// --thread` does, with ids of this run: the change-id, the version and
+/// the patch number make them distinct across versions, the time across
+/// runs.
+fn thread_mails(
+    written: &[PathBuf],
+    change_id: &str,
+    version: u32,
+    message_id_time: Option<i64>,
+    sender: &Ident,
+) -> Result<Threaded> {
+    let stamp = message_id_stamp(message_id_time)?;
+    let cover_id = message_id(change_id, version, 0, &stamp, sender);
     let mut mails = Vec::new();
     let mut message_ids = Vec::new();
     for (k, file) in written.iter().enumerate() {
-        let id = message_id(&series.toml.change_id, version, k, &stamp, &sender);
+        let id = message_id(change_id, version, k, &stamp, sender);
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let parent = (k > 0).then_some(cover_id.as_str());
@@ -531,46 +701,45 @@ pub fn format_series(series: &Series, tree: &Path, req: &FormatRequest) -> Resul
         mails.push(text);
         message_ids.push(id);
     }
-    if let Some(p) = &placeholder {
-        for (file, text) in written.iter().zip(&mails) {
-            if let Some((line, what)) = find_placeholder(text, p) {
-                bail!(
-                    "{} line {line} still names the placeholder identity {p}: {what:?}; name a \
-                     real person there in the patch files (nothing was written to {})",
-                    file.file_name()
-                        .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
-                    out.path().display()
-                );
-            }
+    Ok(Threaded { mails, message_ids })
+}
+
+/// No mail may name series.toml's placeholder identity.
+fn refuse_placeholder(
+    written: &[PathBuf],
+    mails: &[String],
+    placeholder: &Ident,
+    out: &Path,
+) -> Result<()> {
+    for (file, text) in written.iter().zip(mails) {
+        if let Some((line, what)) = find_placeholder(text, placeholder) {
+            bail!(
+                "{} line {line} still names the placeholder identity {placeholder}: {what:?}; \
+                 name a real person there in the patch files (nothing was written to {})",
+                file.file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+                out.display()
+            );
         }
     }
-    std::fs::write(staged.path().join(MBOX), mail::mbox(&mails))
-        .with_context(|| format!("writing {MBOX}"))?;
+    Ok(())
+}
 
-    let checkpatch = if req.checkpatch {
-        let result = checkpatch::run(tree, Some(&cover_path), &patch_files)?;
-        if matches!(result, Checkpatch::Ran(_)) {
-            notes.push(format!(
-                "checkpatch ran on the cover letter with --ignore {}: its change-id: line is b4's \
-                 series trailer, not a Gerrit Change-Id",
-                checkpatch::COVER_IGNORE
-            ));
-        }
-        Some(result)
-    } else {
-        None
-    };
-    out.commit(staged)?;
-    Ok(FormatReport {
-        out: out.path().to_path_buf(),
-        files,
-        range_diff: previous.map(|(_, what)| what),
-        checkpatch,
-        notes,
-        auto_cc,
-        sender,
-        message_ids,
-    })
+fn run_checkpatch(
+    tree: &Path,
+    cover: &Path,
+    patches: &[PathBuf],
+    notes: &mut Vec<String>,
+) -> Result<Checkpatch> {
+    let result = checkpatch::run(tree, Some(cover), patches)?;
+    if matches!(result, Checkpatch::Ran(_)) {
+        notes.push(format!(
+            "checkpatch ran on the cover letter with --ignore {}: its change-id: line is b4's \
+             series trailer, not a Gerrit Change-Id",
+            checkpatch::COVER_IGNORE
+        ));
+    }
+    Ok(result)
 }
 
 /// File name of the one mbox holding every mail, for `b4 am -m`.

@@ -7,6 +7,7 @@
 //! deletion is reported with the patch file and the target file instead of an
 //! opaque libgit2 message.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -84,48 +85,164 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         bail!("{p}: empty file, not a patch");
     }
     check_line_endings(path, bytes)?;
-    let mut rest = bytes;
-    let mut from_sha = None;
-    if rest.starts_with(b"From ") {
-        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-        let line = String::from_utf8_lossy(&rest[..end]);
-        let token = line.split_whitespace().nth(1).unwrap_or("");
-        if token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            from_sha = Some(token.to_string());
-        }
-        rest = &rest[(end + 1).min(rest.len())..];
-    }
-    let mail = mailparse::parse_mail(rest)
+    let envelope = split_from_line(bytes);
+    let mail = mailparse::parse_mail(envelope.mail)
         .map_err(|err| anyhow::anyhow!("{p}: not a mail written by `git format-patch`: {err}"))?;
-    let header = |name: &str| {
-        mail.headers
-            .iter()
-            .find(|h| h.get_key().eq_ignore_ascii_case(name))
-    };
-    let (Some(from), Some(date), Some(subject)) =
-        (header("From"), header("Date"), header("Subject"))
-    else {
-        bail!(
-            "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
-             a series directory holds only format-patch files and series.toml"
-        );
-    };
-    let (mut author_name, mut author_email) = parse_author(&from.get_value())
-        .with_context(|| format!("{p}: bad From: header {:?}", from.get_value()))?;
-    let date_text = date.get_value();
-    let mut time = mailparse::dateparse(&date_text)
-        .map_err(|err| anyhow::anyhow!("{p}: bad Date: header {date_text:?}: {err}"))?;
-    let mut offset_minutes = parse_zone(&date_text)
-        .with_context(|| format!("{p}: Date: header {date_text:?} has no +HHMM zone"))?;
-    let mut subject = clean_subject(&subject.get_value());
-    if subject.is_empty() {
-        bail!("{p}: empty Subject:");
-    }
+    let mut headers = MailHeaders::read(path, &mail)?;
     let body = mail
         .get_body_raw()
         .map_err(|err| anyhow::anyhow!("{p}: cannot decode the mail body: {err}"))?;
+    let parts = split_body(path, &body)?;
+    let message_text = decode_message(path, &mail.ctype.charset, &body[..parts.msg_end])?;
+    let diffstat = diffstat_totals(&body[parts.msg_end..parts.diff_start]);
+    let body_text = headers.apply_in_body(path, &message_text)?;
+    let message = stripspace(&format!("{}\n\n{body_text}", headers.subject));
+    let diff = read_diff(path, &body[parts.diff_start..], diffstat)?;
+    Ok(PatchMail {
+        file: path.to_path_buf(),
+        from_sha: envelope.from_sha,
+        author_name: headers.author.name,
+        author_email: headers.author.email,
+        time: headers.date.time,
+        offset_minutes: headers.date.offset_minutes,
+        subject: headers.subject,
+        message,
+        diff: diff.diff,
+        signature: diff.signature,
+        files: diff.files,
+    })
+}
 
-    // Message: up to the first `---` line (or the diff if there is no `---`).
+/// A mail with its mbox `From ` line split off.
+struct Envelope<'a> {
+    /// The commit id that line names, if it names one.
+    from_sha: Option<String>,
+    mail: &'a [u8],
+}
+
+fn split_from_line(bytes: &[u8]) -> Envelope<'_> {
+    if !bytes.starts_with(b"From ") {
+        return Envelope {
+            from_sha: None,
+            mail: bytes,
+        };
+    }
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    let token = line.split_whitespace().nth(1).unwrap_or("");
+    let from_sha = (token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| token.to_string());
+    Envelope {
+        from_sha,
+        mail: &bytes[(end + 1).min(bytes.len())..],
+    }
+}
+
+struct Author {
+    name: String,
+    email: String,
+}
+
+/// Seconds since the epoch and the zone offset in minutes.
+struct AuthorDate {
+    time: i64,
+    offset_minutes: i32,
+}
+
+/// What `git am` takes from the headers (and in-body header lines).
+struct MailHeaders {
+    author: Author,
+    date: AuthorDate,
+    subject: String,
+}
+
+impl MailHeaders {
+    fn read(path: &Path, mail: &mailparse::ParsedMail) -> Result<Self> {
+        let p = path.display();
+        let header = |name: &str| {
+            mail.headers
+                .iter()
+                .find(|h| h.get_key().eq_ignore_ascii_case(name))
+        };
+        let (Some(from), Some(date), Some(subject)) =
+            (header("From"), header("Date"), header("Subject"))
+        else {
+            bail!(
+                "{p}: not a patch written by `git format-patch` (needs From:, Date: and Subject: headers); \
+                 a series directory holds only format-patch files and series.toml"
+            );
+        };
+        let author = parse_author(&from.get_value())
+            .with_context(|| format!("{p}: bad From: header {:?}", from.get_value()))?;
+        let date_text = date.get_value();
+        let time = mailparse::dateparse(&date_text)
+            .map_err(|err| anyhow::anyhow!("{p}: bad Date: header {date_text:?}: {err}"))?;
+        let offset_minutes = parse_zone(&date_text)
+            .with_context(|| format!("{p}: Date: header {date_text:?} has no +HHMM zone"))?;
+        let subject = clean_subject(&subject.get_value());
+        if subject.is_empty() {
+            bail!("{p}: empty Subject:");
+        }
+        Ok(MailHeaders {
+            author,
+            date: AuthorDate {
+                time,
+                offset_minutes,
+            },
+            subject,
+        })
+    }
+
+    /// In-body headers (`From:`/`Date:`/`Subject:` lines opening the body,
+    /// as `git format-patch --from` and mailing lists write them) override
+    /// the mail headers, as in `git am`. Returns the body after them.
+    fn apply_in_body<'a>(&mut self, path: &Path, text: &'a str) -> Result<&'a str> {
+        let p = path.display();
+        let mut body_text = text.trim_start_matches('\n');
+        let mut in_body = false;
+        while let Some((line, rest)) = body_text.split_once('\n') {
+            if let Some(value) = line.strip_prefix("From: ") {
+                // RFC 2047 encoded words decoded, as in a mail header.
+                let raw = format!("From: {value}");
+                let (header, _) = mailparse::parse_header(raw.as_bytes()).map_err(|err| {
+                    anyhow::anyhow!("{p}: bad in-body From: line {value:?}: {err}")
+                })?;
+                self.author = parse_author(&header.get_value())
+                    .with_context(|| format!("{p}: bad in-body From: line {value:?}"))?;
+            } else if let Some(value) = line.strip_prefix("Date: ") {
+                self.date.time = mailparse::dateparse(value).map_err(|err| {
+                    anyhow::anyhow!("{p}: bad in-body Date: line {value:?}: {err}")
+                })?;
+                self.date.offset_minutes = parse_zone(value)
+                    .with_context(|| format!("{p}: in-body Date: {value:?} has no +HHMM zone"))?;
+            } else if let Some(value) = line.strip_prefix("Subject: ") {
+                self.subject = clean_subject(value);
+            } else {
+                break;
+            }
+            in_body = true;
+            body_text = rest;
+        }
+        if in_body && !body_text.starts_with('\n') && !body_text.is_empty() {
+            bail!("{p}: in-body From:/Date:/Subject: lines must be followed by a blank line");
+        }
+        Ok(body_text)
+    }
+}
+
+/// Where the message ends and the diff starts in a mail body.
+struct BodyParts {
+    msg_end: usize,
+    diff_start: usize,
+}
+
+/// The message runs up to the first `---` line (or the diff if there is
+/// no `---`); the diff starts at the first `diff --git` line.
+fn split_body(path: &Path, body: &[u8]) -> Result<BodyParts> {
+    let p = path.display();
     let mut msg_end = None;
     let mut diff_start = None;
     let mut offset = 0;
@@ -152,90 +269,78 @@ pub fn parse_patch(path: &Path, bytes: &[u8]) -> Result<PatchMail> {
         }
         bail!("{p}: no diff in this mail; is it a patch written by `git format-patch`?");
     };
-    let msg_end = msg_end.unwrap_or(diff_start);
-    // The message in the mail's charset, converted to UTF-8 as `git am`
-    // does (the diff is taken byte for byte, as git am does too).
-    let charset = mail.ctype.charset.to_ascii_lowercase();
-    let decoded;
-    let body_text = if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
-        std::str::from_utf8(&body[..msg_end]).map_err(|_| {
-            anyhow::anyhow!(
-                "{p}: commit message is not valid UTF-8 (and the mail names no other charset)"
-            )
-        })?
-    } else {
-        let Some(encoding) = encoding_rs::Encoding::for_label(charset.as_bytes()) else {
-            bail!("{p}: unknown charset {charset:?} in Content-Type");
-        };
-        let (text, had_errors) = encoding.decode_without_bom_handling(&body[..msg_end]);
-        if had_errors {
-            bail!("{p}: the commit message is not valid {charset}");
-        }
-        decoded = text.into_owned();
-        decoded.as_str()
-    };
-    let diffstat = diffstat_totals(&body[msg_end..diff_start]);
-    // In-body headers (`From:`/`Date:`/`Subject:` lines opening the body, as
-    // `git format-patch --from` and mailing lists write them) override the
-    // mail headers, as in `git am`.
-    let mut body_text = body_text.trim_start_matches('\n');
-    let mut in_body = false;
-    while let Some((line, rest)) = body_text.split_once('\n') {
-        if let Some(value) = line.strip_prefix("From: ") {
-            // RFC 2047 encoded words decoded, as in a mail header.
-            let raw = format!("From: {value}");
-            let (header, _) = mailparse::parse_header(raw.as_bytes())
-                .map_err(|err| anyhow::anyhow!("{p}: bad in-body From: line {value:?}: {err}"))?;
-            (author_name, author_email) = parse_author(&header.get_value())
-                .with_context(|| format!("{p}: bad in-body From: line {value:?}"))?;
-        } else if let Some(value) = line.strip_prefix("Date: ") {
-            time = mailparse::dateparse(value)
-                .map_err(|err| anyhow::anyhow!("{p}: bad in-body Date: line {value:?}: {err}"))?;
-            offset_minutes = parse_zone(value)
-                .with_context(|| format!("{p}: in-body Date: {value:?} has no +HHMM zone"))?;
-        } else if let Some(value) = line.strip_prefix("Subject: ") {
-            subject = clean_subject(value);
-        } else {
-            break;
-        }
-        in_body = true;
-        body_text = rest;
-    }
-    if in_body && !body_text.starts_with('\n') && !body_text.is_empty() {
-        bail!("{p}: in-body From:/Date:/Subject: lines must be followed by a blank line");
-    }
-    let message = stripspace(&format!("{subject}\n\n{body_text}"));
+    Ok(BodyParts {
+        msg_end: msg_end.unwrap_or(diff_start),
+        diff_start,
+    })
+}
 
-    // Signature: after the last "-- " line, if what follows holds no diff lines.
-    let diff_part = &body[diff_start..];
+/// The message in the mail's charset, converted to UTF-8 as `git am`
+/// does (the diff is taken byte for byte, as git am does too).
+fn decode_message<'a>(path: &Path, charset: &str, message: &'a [u8]) -> Result<Cow<'a, str>> {
+    let p = path.display();
+    let charset = charset.to_ascii_lowercase();
+    if matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
+        return Ok(Cow::Borrowed(std::str::from_utf8(message).map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "{p}: commit message is not valid UTF-8 (and the mail names no other charset)"
+                )
+            },
+        )?));
+    }
+    let Some(encoding) = encoding_rs::Encoding::for_label(charset.as_bytes()) else {
+        bail!("{p}: unknown charset {charset:?} in Content-Type");
+    };
+    let (text, had_errors) = encoding.decode_without_bom_handling(message);
+    if had_errors {
+        bail!("{p}: the commit message is not valid {charset}");
+    }
+    Ok(Cow::Owned(text.into_owned()))
+}
+
+/// The checked diff of a mail and its signature.
+struct DiffPart {
+    diff: Vec<u8>,
+    signature: Option<String>,
+    files: Vec<String>,
+}
+
+/// Splits the signature off the diff part of a mail body (after the last
+/// "-- " line, if what follows holds no diff lines), checks the diff and
+/// holds it against the diffstat.
+fn read_diff(path: &Path, diff_part: &[u8], diffstat: Option<DiffTotals>) -> Result<DiffPart> {
+    let p = path.display();
     let (diff, signature) = split_signature(diff_part);
     if signature.is_none() && !diff.ends_with(b"\n") {
         bail!("{p}: truncated: the file ends in the middle of a line and has no `-- ` signature");
     }
-    let (files, added, removed) = check_diff_counted(path, diff)?;
+    let checked = check_diff_counted(path, diff)?;
     let diff = for_libgit2(diff);
-    if let Some((n_files, n_added, n_removed)) = diffstat {
-        if (n_files, n_added, n_removed) != (files.len() as u64, added, removed) {
+    if let Some(stat) = diffstat {
+        let found = DiffTotals {
+            files: checked.files.len() as u64,
+            added: checked.added,
+            removed: checked.removed,
+        };
+        if stat != found {
             bail!(
-                "{p}: truncated: its diffstat says {n_files} files changed, {n_added} insertions(+), \
-                 {n_removed} deletions(-), but the diff holds {} files, {added} insertions(+), \
-                 {removed} deletions(-) (cut at a file boundary?); take the patch again from its source",
-                files.len()
+                "{p}: truncated: its diffstat says {} files changed, {} insertions(+), \
+                 {} deletions(-), but the diff holds {} files, {} insertions(+), \
+                 {} deletions(-) (cut at a file boundary?); take the patch again from its source",
+                stat.files,
+                stat.added,
+                stat.removed,
+                found.files,
+                found.added,
+                found.removed
             );
         }
     }
-    Ok(PatchMail {
-        file: path.to_path_buf(),
-        from_sha,
-        author_name,
-        author_email,
-        time,
-        offset_minutes,
-        subject,
-        message,
+    Ok(DiffPart {
         diff,
         signature,
-        files,
+        files: checked.files,
     })
 }
 
@@ -277,9 +382,17 @@ fn for_libgit2(diff: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Files changed, lines added and lines removed.
+#[derive(Debug, PartialEq, Eq)]
+struct DiffTotals {
+    files: u64,
+    added: u64,
+    removed: u64,
+}
+
 /// The totals of a `git diff --stat` summary line (` 2 files changed,
 /// 7 insertions(+), 1 deletion(-)`) in `text`, if there is one.
-fn diffstat_totals(text: &[u8]) -> Option<(u64, u64, u64)> {
+fn diffstat_totals(text: &[u8]) -> Option<DiffTotals> {
     let re = Regex::new(
         r"(?m)^ (\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?$",
     )
@@ -287,7 +400,11 @@ fn diffstat_totals(text: &[u8]) -> Option<(u64, u64, u64)> {
     let text = String::from_utf8_lossy(text);
     let caps = re.captures_iter(&text).last()?;
     let n = |i: usize| caps.get(i).map_or(Some(0), |m| m.as_str().parse().ok());
-    Some((n(1)?, n(2)?, n(3)?))
+    Some(DiffTotals {
+        files: n(1)?,
+        added: n(2)?,
+        removed: n(3)?,
+    })
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
@@ -313,7 +430,7 @@ fn split_signature(diff: &[u8]) -> (&[u8], Option<String>) {
     (diff, None)
 }
 
-fn parse_author(value: &str) -> Result<(String, String)> {
+fn parse_author(value: &str) -> Result<Author> {
     let list = mailparse::addrparse(value).map_err(|err| anyhow::anyhow!("{err}"))?;
     match list.first() {
         Some(mailparse::MailAddr::Single(info)) if list.len() == 1 => {
@@ -323,7 +440,10 @@ fn parse_author(value: &str) -> Result<(String, String)> {
             } else {
                 name
             };
-            Ok((name, info.addr.clone()))
+            Ok(Author {
+                name,
+                email: info.addr.clone(),
+            })
         }
         _ => bail!("expected one author address"),
     }
@@ -387,77 +507,140 @@ pub fn stripspace(text: &str) -> String {
 
 /// Check a diff before applying it; returns the target files.
 pub fn check_diff(path: &Path, diff: &[u8]) -> Result<Vec<String>> {
-    Ok(check_diff_counted(path, diff)?.0)
+    Ok(check_diff_counted(path, diff)?.files)
+}
+
+/// The files a diff touches and the lines it adds and removes.
+struct CheckedDiff {
+    files: Vec<String>,
+    added: u64,
+    removed: u64,
 }
 
 /// [`check_diff`], also counting the added and removed lines.
-fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<(Vec<String>, u64, u64)> {
-    let (mut added, mut removed) = (0u64, 0u64);
-    let p = path.display();
-    let hunk_re = Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@").expect("static regex");
-    let mut files: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    let mut current_has_change = false;
-    let mut current_mode_only = false;
-    // (old lines left, new lines left, header) of the hunk being read.
-    let mut hunk: Option<(u64, u64, String)> = None;
+fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<CheckedDiff> {
+    let mut checker = DiffChecker::new(path);
     let mut lines = diff.split(|&b| b == b'\n').peekable();
-    let mut line_no = 0usize;
-    let finish_file = |file: &Option<String>, has_change: bool, mode_only: bool| -> Result<()> {
-        if let Some(file) = file {
-            if !has_change && !mode_only {
-                bail!("{p}: truncated: the diff of {file} has no hunks");
-            }
-        }
-        Ok(())
-    };
     while let Some(raw) = lines.next() {
-        line_no += 1;
         let is_last = lines.peek().is_none();
         if is_last && raw.is_empty() {
             break;
         }
-        if let Some((old_left, new_left, header)) = hunk.as_mut() {
-            if *old_left > 0 || *new_left > 0 {
-                let file = current.as_deref().unwrap_or("?");
-                match raw.first() {
-                    Some(b' ') | None => {
-                        if *old_left == 0 || *new_left == 0 {
-                            bail!("{p}: malformed hunk `{header}` of {file}: more context lines than its header counts");
-                        }
-                        *old_left -= 1;
-                        *new_left -= 1;
-                    }
-                    Some(b'-') => {
-                        if *old_left == 0 {
-                            bail!("{p}: malformed hunk `{header}` of {file}: more removed lines than its header counts");
-                        }
-                        *old_left -= 1;
-                        removed += 1;
-                    }
-                    Some(b'+') => {
-                        if *new_left == 0 {
-                            bail!("{p}: malformed hunk `{header}` of {file}: more added lines than its header counts");
-                        }
-                        *new_left -= 1;
-                        added += 1;
-                    }
-                    Some(b'\\') => {}
-                    Some(_) => bail!(
-                        "{p}: truncated: hunk `{header}` of {file} stops at line {line_no} of the diff \
-                         with {old_left} old and {new_left} new lines missing"
-                    ),
-                }
-                continue;
-            }
-            if raw.first() == Some(&b'\\') {
-                continue;
-            }
-            hunk = None;
+        checker.line(raw)?;
+    }
+    checker.finish()
+}
+
+/// The `diff --git` section being read.
+struct Section {
+    file: String,
+    has_change: bool,
+    mode_only: bool,
+}
+
+/// The hunk being read: lines its header promises that are still to come.
+struct Hunk {
+    old_left: u64,
+    new_left: u64,
+    header: String,
+}
+
+/// [`check_diff_counted`] between two lines of the diff.
+struct DiffChecker<'a> {
+    path: &'a Path,
+    hunk_re: Regex,
+    files: Vec<String>,
+    current: Option<Section>,
+    hunk: Option<Hunk>,
+    added: u64,
+    removed: u64,
+    line_no: usize,
+}
+
+impl<'a> DiffChecker<'a> {
+    fn new(path: &'a Path) -> Self {
+        DiffChecker {
+            path,
+            hunk_re: Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+                .expect("static regex"),
+            files: Vec::new(),
+            current: None,
+            hunk: None,
+            added: 0,
+            removed: 0,
+            line_no: 0,
         }
-        let text = String::from_utf8_lossy(raw);
+    }
+
+    fn file(&self) -> &str {
+        self.current.as_ref().map_or("?", |s| s.file.as_str())
+    }
+
+    fn line(&mut self, raw: &[u8]) -> Result<()> {
+        self.line_no += 1;
+        if self.hunk_line(raw)? {
+            return Ok(());
+        }
+        self.header_line(&String::from_utf8_lossy(raw))
+    }
+
+    /// A line the open hunk still expects, counted against its header;
+    /// false once the hunk is complete.
+    fn hunk_line(&mut self, raw: &[u8]) -> Result<bool> {
+        let p = self.path.display();
+        let line_no = self.line_no;
+        let Some(Hunk {
+            old_left,
+            new_left,
+            header,
+        }) = self.hunk.as_mut()
+        else {
+            return Ok(false);
+        };
+        if *old_left > 0 || *new_left > 0 {
+            let file = self.current.as_ref().map_or("?", |s| s.file.as_str());
+            match raw.first() {
+                Some(b' ') | None => {
+                    if *old_left == 0 || *new_left == 0 {
+                        bail!("{p}: malformed hunk `{header}` of {file}: more context lines than its header counts");
+                    }
+                    *old_left -= 1;
+                    *new_left -= 1;
+                }
+                Some(b'-') => {
+                    if *old_left == 0 {
+                        bail!("{p}: malformed hunk `{header}` of {file}: more removed lines than its header counts");
+                    }
+                    *old_left -= 1;
+                    self.removed += 1;
+                }
+                Some(b'+') => {
+                    if *new_left == 0 {
+                        bail!("{p}: malformed hunk `{header}` of {file}: more added lines than its header counts");
+                    }
+                    *new_left -= 1;
+                    self.added += 1;
+                }
+                Some(b'\\') => {}
+                Some(_) => bail!(
+                    "{p}: truncated: hunk `{header}` of {file} stops at line {line_no} of the diff \
+                     with {old_left} old and {new_left} new lines missing"
+                ),
+            }
+            return Ok(true);
+        }
+        if raw.first() == Some(&b'\\') {
+            return Ok(true);
+        }
+        self.hunk = None;
+        Ok(false)
+    }
+
+    /// A line outside any hunk: file headers, extended headers, hunk headers.
+    fn header_line(&mut self, text: &str) -> Result<()> {
+        let p = self.path.display();
         if let Some(rest) = text.strip_prefix("diff --git ") {
-            finish_file(&current, current_has_change, current_mode_only)?;
+            self.finish_section()?;
             let (a, b) = split_git_paths(rest)
                 .with_context(|| format!("{p}: cannot read the paths of `{text}`"))?;
             if a != b {
@@ -466,20 +649,22 @@ fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<(Vec<String>, u64, u64
                      `git format-patch --no-renames` or split the change"
                 );
             }
-            current = Some(b.clone());
-            current_has_change = false;
-            current_mode_only = false;
-            files.push(b);
+            self.current = Some(Section {
+                file: b.clone(),
+                has_change: false,
+                mode_only: false,
+            });
+            self.files.push(b);
         } else if text.starts_with("GIT binary patch") || text.starts_with("Binary files ") {
             bail!(
                 "{p}: binary diff of {} is not supported; the series must be plain text patches",
-                current.as_deref().unwrap_or("?")
+                self.file()
             );
         } else if text.starts_with("deleted file mode ") {
             bail!(
                 "{p}: deletes {}; deleting files is not supported by `apply` (keep the file, empty it, \
                  or handle the deletion outside the series)",
-                current.as_deref().unwrap_or("?")
+                self.file()
             );
         } else if text.starts_with("rename from ")
             || text.starts_with("rename to ")
@@ -495,44 +680,79 @@ fn check_diff_counted(path: &Path, diff: &[u8]) -> Result<(Vec<String>, u64, u64
             || text.starts_with("new mode ")
             || text.starts_with("new file mode ")
         {
-            current_mode_only = true;
-        } else if let Some(caps) = hunk_re.captures(&text) {
-            if current.is_none() {
-                bail!("{p}: hunk `{text}` before any `diff --git` line");
+            if let Some(section) = self.current.as_mut() {
+                section.mode_only = true;
             }
+        } else if let Some(caps) = self.hunk_re.captures(text) {
+            let Some(section) = self.current.as_mut() else {
+                bail!("{p}: hunk `{text}` before any `diff --git` line");
+            };
             let count = |m: Option<regex::Match>| m.map_or(Ok(1), |m| m.as_str().parse::<u64>());
             let old =
                 count(caps.get(2)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
             let new =
                 count(caps.get(4)).with_context(|| format!("{p}: bad hunk header `{text}`"))?;
-            hunk = Some((old, new, text.trim_end().to_string()));
-            current_has_change = true;
+            self.hunk = Some(Hunk {
+                old_left: old,
+                new_left: new,
+                header: text.trim_end().to_string(),
+            });
+            section.has_change = true;
         } else if text.starts_with("index ") || text.starts_with("--- ") || text.starts_with("+++ ")
         {
-        } else if current.is_some() && text.trim().is_empty() {
+        } else if self.current.is_some() && text.trim().is_empty() {
             // A blank line between file sections (e.g. before a signature) is harmless.
         } else {
             bail!(
-                "{p}: unexpected line {line_no} in the diff of {}: {:?}; the patch is truncated or mangled",
-                current.as_deref().unwrap_or("?"),
+                "{p}: unexpected line {} in the diff of {}: {:?}; the patch is truncated or mangled",
+                self.line_no,
+                self.file(),
                 text
             );
         }
+        Ok(())
     }
-    if let Some((old_left, new_left, header)) = &hunk {
-        if *old_left > 0 || *new_left > 0 {
-            bail!(
-                "{p}: truncated: the file ends inside hunk `{header}` of {} with {old_left} old and \
-                 {new_left} new lines missing",
-                current.as_deref().unwrap_or("?")
-            );
+
+    /// A file section must change something: a hunk or a mode.
+    fn finish_section(&self) -> Result<()> {
+        if let Some(section) = &self.current {
+            if !section.has_change && !section.mode_only {
+                bail!(
+                    "{}: truncated: the diff of {} has no hunks",
+                    self.path.display(),
+                    section.file
+                );
+            }
         }
+        Ok(())
     }
-    finish_file(&current, current_has_change, current_mode_only)?;
-    if files.is_empty() {
-        bail!("{p}: the diff touches no file");
+
+    fn finish(self) -> Result<CheckedDiff> {
+        let p = self.path.display();
+        if let Some(Hunk {
+            old_left,
+            new_left,
+            header,
+        }) = &self.hunk
+        {
+            if *old_left > 0 || *new_left > 0 {
+                bail!(
+                    "{p}: truncated: the file ends inside hunk `{header}` of {} with {old_left} old and \
+                     {new_left} new lines missing",
+                    self.file()
+                );
+            }
+        }
+        self.finish_section()?;
+        if self.files.is_empty() {
+            bail!("{p}: the diff touches no file");
+        }
+        Ok(CheckedDiff {
+            files: self.files,
+            added: self.added,
+            removed: self.removed,
+        })
     }
-    Ok((files, added, removed))
 }
 
 /// Split `a/X b/Y` of a `diff --git` line; either path may be quoted

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
-use super::{debian, fetch_dir, import_tarball, ImportRequest};
+use super::{debian, fetch_dir, import_tarball, ImportRequest, Imported};
 
 /// The goal: the import may take at most this many times `tar x`.
 const GOAL_RATIO: f64 = 1.5;
@@ -143,21 +143,72 @@ pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
     let version = super::default_version()?;
     let tarball = debian::ensure_tarball(&fetch_dir().join("apt"), &version, true)?;
     let space = workspace(dir)?;
-    let work = space.dir.clone();
     eprintln!(
         "bench import: rounds run in {} ({})",
-        work.display(),
+        space.dir.display(),
         space.fs
     );
     let sh = Shell::new()?;
     // Both sides read the tarball from the page cache.
     fs::read(&tarball.path).with_context(|| format!("reading {}", tarball.path.display()))?;
+    let setup = Setup {
+        sh: &sh,
+        space: &space,
+        tarball: &tarball.path,
+        version: &version,
+        level,
+    };
+    let rounds = run_rounds(&setup)?;
+    // Elsewhere than tmpfs, removed only now (see `workspace`).
+    eprintln!("removing {} ...", space.dir.display());
+    fs::remove_dir_all(&space.dir).with_context(|| format!("removing {}", space.dir.display()))?;
+    let report = report(&setup, rounds)?;
+    print_report(&report, &tarball.path, level);
+    let json = crate::util::target_dir().join("bench").join("import.json");
+    write_json(&json, &report)?;
+    println!("  results: {}", json.display());
+    Ok(ExitCode::SUCCESS)
+}
 
-    let mut tar_times = Vec::new();
-    let mut import_times = Vec::new();
-    let mut tar_cpu = Vec::new();
-    let mut import_cpu = Vec::new();
-    let mut last = None;
+/// What every round works with.
+struct Setup<'a> {
+    sh: &'a Shell,
+    space: &'a Workspace,
+    tarball: &'a Path,
+    version: &'a str,
+    level: u32,
+}
+
+/// Wall and CPU time of one side, a pair per round.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+}
+
+impl Samples {
+    fn best_wall(&self) -> Duration {
+        self.wall.iter().min().copied().unwrap_or_default()
+    }
+
+    fn best_cpu(&self) -> Duration {
+        self.cpu.iter().min().copied().unwrap_or_default()
+    }
+}
+
+/// The times of both sides and the last import, for its file count and tree.
+struct Rounds {
+    tar: Samples,
+    import: Samples,
+    last: Option<Imported>,
+}
+
+fn run_rounds(setup: &Setup) -> Result<Rounds> {
+    let mut rounds = Rounds {
+        tar: Samples::default(),
+        import: Samples::default(),
+        last: None,
+    };
     for round in 1..=ROUNDS {
         // Alternate which side goes first, so neither always inherits the
         // other's writeback or page-cache reclaim.
@@ -167,72 +218,88 @@ pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
             [Side::Import, Side::Tar]
         };
         for side in sides {
-            sync(&sh);
-            let path = &tarball.path;
+            sync(setup.sh);
             match side {
-                Side::Tar => {
-                    let tar_dir = work.join(format!("tar-{round}"));
-                    fs::create_dir_all(&tar_dir)?;
-                    eprintln!("round {round}/{ROUNDS}: tar x ...");
-                    let cpu = cpu_time(libc::RUSAGE_CHILDREN);
-                    let start = Instant::now();
-                    cmd!(sh, "tar -xf {path} -C {tar_dir}")
-                        .quiet()
-                        .run()
-                        .context("running tar x")?;
-                    tar_times.push(start.elapsed());
-                    tar_cpu.push(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu));
-                    if space.remove_each {
-                        fs::remove_dir_all(&tar_dir)?;
-                    }
-                }
+                Side::Tar => tar_round(setup, round, &mut rounds.tar)?,
                 Side::Import => {
-                    let dest = work.join(format!("repo-{round}"));
-                    eprintln!("round {round}/{ROUNDS}: import ...");
-                    let cpu = cpu_time(libc::RUSAGE_SELF);
-                    let start = Instant::now();
-                    let imported = import_tarball(&ImportRequest {
-                        tarball: path,
-                        dest: &dest,
-                        version: Some(&version),
-                        origin: "bench import".into(),
-                        source: "bench".into(),
-                        compression: level,
-                        progress: false,
-                        expected_tree: None,
-                    })?;
-                    import_times.push(start.elapsed());
-                    import_cpu.push(cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu));
-                    check_clean(&sh, &dest)?;
-                    if space.remove_each {
-                        fs::remove_dir_all(&dest)?;
-                    }
-                    last = Some(imported);
+                    rounds.last = Some(import_round(setup, round, &mut rounds.import)?);
                 }
             }
         }
     }
-    // Elsewhere than tmpfs, removed only now (see `workspace`).
-    eprintln!("removing {} ...", work.display());
-    fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    let Some(imported) = last else {
+    Ok(rounds)
+}
+
+fn tar_round(setup: &Setup, round: usize, samples: &mut Samples) -> Result<()> {
+    let sh = setup.sh;
+    let path = setup.tarball;
+    let tar_dir = setup.space.dir.join(format!("tar-{round}"));
+    fs::create_dir_all(&tar_dir)?;
+    eprintln!("round {round}/{ROUNDS}: tar x ...");
+    let cpu = cpu_time(libc::RUSAGE_CHILDREN);
+    let start = Instant::now();
+    cmd!(sh, "tar -xf {path} -C {tar_dir}")
+        .quiet()
+        .run()
+        .context("running tar x")?;
+    samples.wall.push(start.elapsed());
+    samples
+        .cpu
+        .push(cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(cpu));
+    if setup.space.remove_each {
+        fs::remove_dir_all(&tar_dir)?;
+    }
+    Ok(())
+}
+
+fn import_round(setup: &Setup, round: usize, samples: &mut Samples) -> Result<Imported> {
+    let dest = setup.space.dir.join(format!("repo-{round}"));
+    eprintln!("round {round}/{ROUNDS}: import ...");
+    let cpu = cpu_time(libc::RUSAGE_SELF);
+    let start = Instant::now();
+    let imported = import_tarball(&ImportRequest {
+        tarball: setup.tarball,
+        dest: &dest,
+        version: Some(setup.version),
+        origin: "bench import".into(),
+        source: "bench".into(),
+        compression: setup.level,
+        progress: false,
+        expected_tree: None,
+    })?;
+    samples.wall.push(start.elapsed());
+    samples
+        .cpu
+        .push(cpu_time(libc::RUSAGE_SELF).saturating_sub(cpu));
+    check_clean(setup.sh, &dest)?;
+    if setup.space.remove_each {
+        fs::remove_dir_all(&dest)?;
+    }
+    Ok(imported)
+}
+
+fn ratio_of(import: Duration, tar: Duration) -> f64 {
+    import.as_secs_f64() / tar.as_secs_f64().max(1e-9)
+}
+
+fn report(setup: &Setup, rounds: Rounds) -> Result<Report> {
+    let Some(imported) = rounds.last else {
         bail!("no rounds ran")
     };
-    let best_tar = tar_times.iter().min().copied().unwrap_or_default();
-    let best_import = import_times.iter().min().copied().unwrap_or_default();
-    let ratio = best_import.as_secs_f64() / best_tar.as_secs_f64().max(1e-9);
-    let best_tar_cpu = tar_cpu.iter().min().copied().unwrap_or_default();
-    let best_import_cpu = import_cpu.iter().min().copied().unwrap_or_default();
-    let cpu_ratio = best_import_cpu.as_secs_f64() / best_tar_cpu.as_secs_f64().max(1e-9);
-    let report = Report {
-        tarball: tarball.path.display().to_string(),
-        dir: work.display().to_string(),
-        filesystem: space.fs.clone(),
+    let best_tar = rounds.tar.best_wall();
+    let best_import = rounds.import.best_wall();
+    let ratio = ratio_of(best_import, best_tar);
+    let cpu_ratio = ratio_of(rounds.import.best_cpu(), rounds.tar.best_cpu());
+    let all = |v: &[Duration]| v.iter().copied().map(secs).collect();
+    Ok(Report {
+        tarball: setup.tarball.display().to_string(),
+        dir: setup.space.dir.display().to_string(),
+        filesystem: setup.space.fs.clone(),
         rounds: ROUNDS,
-        tar_x_seconds: tar_times.iter().copied().map(secs).collect(),
-        import_seconds: import_times.iter().copied().map(secs).collect(),
-        tar_x_cpu_seconds: tar_cpu.iter().copied().map(secs).collect(),
-        import_cpu_seconds: import_cpu.iter().copied().map(secs).collect(),
+        tar_x_seconds: all(&rounds.tar.wall),
+        import_seconds: all(&rounds.import.wall),
+        tar_x_cpu_seconds: all(&rounds.tar.cpu),
+        import_cpu_seconds: all(&rounds.import.cpu),
         cpu_ratio: (cpu_ratio * 100.0).round() / 100.0,
         best_tar_x_seconds: secs(best_tar),
         best_import_seconds: secs(best_import),
@@ -241,8 +308,11 @@ pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
         goal_met: ratio <= GOAL_RATIO,
         files: imported.files,
         tree: imported.tree.to_string(),
-        pack_compression: level,
-    };
+        pack_compression: setup.level,
+    })
+}
+
+fn print_report(report: &Report, tarball: &Path, level: u32) {
     let list = |v: &[f64]| {
         v.iter()
             .map(|s| format!("{s:.2}"))
@@ -251,7 +321,7 @@ pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
     };
     println!(
         "bench import: {} ({} entries, tree {}), on {}",
-        name_of(&tarball.path),
+        name_of(tarball),
         report.files,
         report.tree,
         report.filesystem
@@ -280,10 +350,6 @@ pub fn bench_import(dir: Option<&Path>) -> Result<ExitCode> {
         report.ratio,
         if report.goal_met { "met" } else { "NOT met" }
     );
-    let json = crate::util::target_dir().join("bench").join("import.json");
-    write_json(&json, &report)?;
-    println!("  results: {}", json.display());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Write `value` as JSON to `path`, creating its directory (target/bench

@@ -326,8 +326,149 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     let work = tmp.path().to_path_buf();
     let repo = git2::Repository::init(&work).context("git init")?;
     let git_dir = repo.path().to_path_buf();
-
     let started = std::time::Instant::now();
+
+    let Extracted {
+        streamed,
+        stats,
+        packed,
+    } = extract(req, &work, &git_dir)?;
+    let top = streamed
+        .top_dir
+        .ok_or_else(|| anyhow!("{} contains no files", req.tarball.display()))?;
+    check_links(&streamed.links, &top)?;
+    let version = import_version(req, &top)?;
+    let objects = write_objects(req, &git_dir, &version, &streamed.entries, &stats, packed)?;
+    if let Some(expected) = &req.expected_tree {
+        if objects.tree.to_string() != *expected {
+            bail!(
+                "importing {} gave tree {}, but series.toml expects {expected}; nothing was written",
+                req.tarball.display(),
+                objects.tree
+            );
+        }
+    }
+    set_refs(&repo, objects.commit, &version)?;
+    drop(repo);
+
+    let files = streamed.entries.len();
+    let meta = super::Meta {
+        version: version.clone(),
+        source: req.source.clone(),
+        tree: objects.tree.to_string(),
+    };
+    meta.write(&git_dir)?;
+    super::move_into_place(tmp, req.dest)?;
+    if req.progress {
+        eprintln!(
+            "imported {files} files into {} in {:.1} s",
+            req.dest.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Imported {
+        path: req.dest.to_path_buf(),
+        version,
+        commit: objects.commit,
+        tree: objects.tree,
+        files,
+    })
+}
+
+/// The job queues of the two worker threads.
+struct Jobs {
+    disk: SyncSender<DiskJob>,
+    pack: SyncSender<PackJob>,
+}
+
+fn worker_stopped() -> anyhow::Error {
+    anyhow!("an import worker stopped early")
+}
+
+impl Jobs {
+    fn disk(&self, job: DiskJob) -> Result<()> {
+        self.disk.send(job).map_err(|_| worker_stopped())
+    }
+
+    fn pack(&self, job: PackJob) -> Result<()> {
+        self.pack.send(job).map_err(|_| worker_stopped())
+    }
+}
+
+/// The disk and pack threads with their queues.
+struct Workers {
+    jobs: Jobs,
+    disk: thread::JoinHandle<Result<Vec<Option<Stat>>>>,
+    packer: thread::JoinHandle<Result<Packed>>,
+}
+
+/// Blobs written so far, by entry index, and the pack still open for the
+/// trees and the commit.
+struct Packed {
+    pack: PackWriter,
+    blob_ids: HashMap<usize, RawOid>,
+}
+
+/// What the streaming pass leaves behind: the checked entries and what
+/// the workers made of them.
+struct Extracted {
+    streamed: Streamed,
+    /// Stat data by entry index, for the index.
+    stats: Vec<Option<Stat>>,
+    packed: Packed,
+}
+
+impl Workers {
+    fn spawn(git_dir: &Path, level: u32) -> Result<Self> {
+        let (disk_tx, disk_rx) = sync_channel::<DiskJob>(64);
+        let (pack_tx, pack_rx) = sync_channel::<PackJob>(64);
+        let disk = thread::Builder::new()
+            .name("import-disk".into())
+            .spawn(move || disk_worker(disk_rx))
+            .context("spawning a thread")?;
+        let pack_git_dir = git_dir.to_path_buf();
+        let packer = thread::Builder::new()
+            .name("import-pack".into())
+            .spawn(move || pack_worker(&pack_git_dir, level, pack_rx))
+            .context("spawning a thread")?;
+        Ok(Workers {
+            jobs: Jobs {
+                disk: disk_tx,
+                pack: pack_tx,
+            },
+            disk,
+            packer,
+        })
+    }
+
+    /// Closes the queues and joins both threads, whatever `streamed` says.
+    fn finish(self, streamed: Result<Streamed>) -> Result<Extracted> {
+        let Workers { jobs, disk, packer } = self;
+        drop(jobs);
+        let disk_result = disk
+            .join()
+            .map_err(|_| anyhow!("the import disk thread panicked"))?;
+        let pack_result = packer
+            .join()
+            .map_err(|_| anyhow!("the import pack thread panicked"))?;
+        // The first real error wins: a refused entry, else a worker's failure
+        // (which makes the stream fail too, less helpfully).
+        let streamed = match streamed {
+            Err(e) if e.is::<UnsafeEntry>() => return Err(e),
+            other => other,
+        };
+        let stats = disk_result?;
+        let packed = pack_result?;
+        Ok(Extracted {
+            streamed: streamed?,
+            stats,
+            packed,
+        })
+    }
+}
+
+/// The streaming pass: decode, check and hand every entry to the workers.
+fn extract(req: &ImportRequest, work: &Path, git_dir: &Path) -> Result<Extracted> {
     let total = fs::metadata(req.tarball)?.len();
     let count = Arc::new(AtomicU64::new(0));
     let bar = super::progress_bar(req.progress, total, "extract + import");
@@ -335,266 +476,338 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
         req.tarball,
         count.clone(),
     )?)?);
-
-    let (disk_tx, disk_rx) = sync_channel::<DiskJob>(64);
-    let (pack_tx, pack_rx) = sync_channel::<PackJob>(64);
-    let disk = thread::Builder::new()
-        .name("import-disk".into())
-        .spawn(move || disk_worker(disk_rx))
-        .context("spawning a thread")?;
-    let pack_git_dir = git_dir.clone();
-    let level = req.compression;
-    let packer = thread::Builder::new()
-        .name("import-pack".into())
-        .spawn(move || pack_worker(&pack_git_dir, level, pack_rx))
-        .context("spawning a thread")?;
-
-    // Any error from the streaming loop; the workers are joined either way.
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut links: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut top_dir: Option<Vec<u8>> = None;
-    let stream_result = (|| -> Result<()> {
-        let mut nodes: HashMap<Vec<u8>, Node> = HashMap::new();
-        let mut made_dirs: HashSet<Vec<u8>> = HashSet::new();
+    let workers = Workers::spawn(git_dir, req.compression)?;
+    let streamed = (|| -> Result<Streamed> {
+        let mut extractor = Extractor::new(work, req.tarball, &workers.jobs);
         let iter = archive
             .entries()
             .with_context(|| format!("reading {}", req.tarball.display()))?;
         for (n, item) in iter.enumerate() {
             let mut item = item.with_context(|| format!("reading {}", req.tarball.display()))?;
-            let kind = item.header().entry_type();
-            if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
-                continue;
-            }
-            let raw = item.path_bytes().into_owned();
-            let (top, rest) = split_path(&raw)?;
-            match &top_dir {
-                None => top_dir = Some(top.to_vec()),
-                Some(t) if t.as_slice() == top => {}
-                Some(t) => {
-                    return Err(unsafe_entry(
-                        &raw,
-                        format!(
-                            "not under the top-level directory `{}/`",
-                            String::from_utf8_lossy(t)
-                        ),
-                    ))
-                }
-            }
-            if rest.is_empty() {
-                if kind.is_dir() {
-                    continue;
-                }
-                return Err(unsafe_entry(
-                    &raw,
-                    "the top level of the archive must be one directory",
-                ));
-            }
-            let rel = rest.join(&b'/');
-            // Nothing may be written through a symlink, nor replace an entry.
-            for depth in 1..rest.len() {
-                let ancestor = rest[..depth].join(&b'/');
-                match nodes.get(&ancestor) {
-                    Some(Node::Symlink) => {
-                        return Err(unsafe_entry(
-                            &raw,
-                            format!(
-                                "goes through the symlink `{}`",
-                                String::from_utf8_lossy(&ancestor)
-                            ),
-                        ))
-                    }
-                    Some(Node::File { .. }) => {
-                        return Err(unsafe_entry(
-                            &raw,
-                            format!(
-                                "`{}` is a file, not a directory",
-                                String::from_utf8_lossy(&ancestor)
-                            ),
-                        ))
-                    }
-                    _ => {}
-                }
-            }
-            match nodes.get(&rel) {
-                None => {}
-                Some(Node::Dir) if kind.is_dir() => continue,
-                Some(_) => return Err(unsafe_entry(&raw, "duplicate entry")),
-            }
-            let dest = work.join(OsStr::from_bytes(&rel));
-            if !kind.is_dir() {
-                let parent = &rest[..rest.len() - 1];
-                if !parent.is_empty() {
-                    let parent = parent.join(&b'/');
-                    if !made_dirs.contains(&parent) {
-                        let dir = work.join(OsStr::from_bytes(&parent));
-                        fs::create_dir_all(&dir)
-                            .with_context(|| format!("creating {}", dir.display()))?;
-                        for depth in 1..rest.len() {
-                            let d = rest[..depth].join(&b'/');
-                            nodes.entry(d.clone()).or_insert(Node::Dir);
-                            made_dirs.insert(d);
-                        }
-                    }
-                }
-            }
-            let idx = entries.len();
-            let send_err = || anyhow!("an import worker stopped early");
-            if kind.is_dir() {
-                fs::create_dir_all(&dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                nodes.insert(rel.clone(), Node::Dir);
-                made_dirs.insert(rel);
-            } else if kind.is_file() || kind == tar::EntryType::Continuous {
-                let exec = item.header().mode().unwrap_or(0o644) & 0o111 != 0;
-                let mut data = Vec::with_capacity(item.size() as usize);
-                item.read_to_end(&mut data).with_context(|| {
-                    format!(
-                        "reading `{}` from {}",
-                        String::from_utf8_lossy(&raw),
-                        req.tarball.display()
-                    )
-                })?;
-                let data = Arc::new(data);
-                entries.push(Entry {
-                    path: rel.clone(),
-                    mode: if exec { MODE_EXEC } else { MODE_FILE },
-                    same_as: None,
-                });
-                nodes.insert(rel, Node::File { idx });
-                disk_tx
-                    .send(DiskJob::File {
-                        idx,
-                        path: dest,
-                        data: data.clone(),
-                        exec,
-                    })
-                    .map_err(|_| send_err())?;
-                pack_tx
-                    .send(PackJob { idx, data })
-                    .map_err(|_| send_err())?;
-            } else if kind.is_symlink() {
-                let target = item
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?;
-                check_symlink(&links, &raw, &rel, &target)?;
-                links.insert(rel.clone(), target.clone());
-                entries.push(Entry {
-                    path: rel.clone(),
-                    mode: MODE_LINK,
-                    same_as: None,
-                });
-                nodes.insert(rel, Node::Symlink);
-                disk_tx
-                    .send(DiskJob::Symlink {
-                        idx,
-                        path: dest,
-                        target: target.clone(),
-                    })
-                    .map_err(|_| send_err())?;
-                pack_tx
-                    .send(PackJob {
-                        idx,
-                        data: Arc::new(target),
-                    })
-                    .map_err(|_| send_err())?;
-            } else if kind.is_hard_link() {
-                let target = item
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .ok_or_else(|| unsafe_entry(&raw, "hard link without a target"))?;
-                let outside = || {
-                    unsafe_entry(
-                        &raw,
-                        format!(
-                            "hard link target `{}` points outside the tree",
-                            String::from_utf8_lossy(&target)
-                        ),
-                    )
-                };
-                let (ttop, trest) = split_path(&target).map_err(|_| outside())?;
-                if Some(ttop) != top_dir.as_deref() || trest.is_empty() {
-                    return Err(outside());
-                }
-                let trel = trest.join(&b'/');
-                let Some(Node::File { idx: tidx }) = nodes.get(&trel) else {
-                    return Err(unsafe_entry(
-                        &raw,
-                        format!(
-                            "hard link target `{}` is not a regular file earlier in the archive",
-                            String::from_utf8_lossy(&target)
-                        ),
-                    ));
-                };
-                let tidx = *tidx;
-                let mode = entries[tidx].mode;
-                entries.push(Entry {
-                    path: rel.clone(),
-                    mode,
-                    same_as: Some(tidx),
-                });
-                nodes.insert(rel, Node::File { idx });
-                let from = work.join(OsStr::from_bytes(&trel));
-                disk_tx
-                    .send(DiskJob::Copy {
-                        idx,
-                        path: dest,
-                        from,
-                        exec: mode == MODE_EXEC,
-                    })
-                    .map_err(|_| send_err())?;
-            } else {
-                return Err(unsafe_entry(
-                    &raw,
-                    format!("unsupported entry type {kind:?}"),
-                ));
-            }
+            extractor.entry(&mut item)?;
             if n % 256 == 0 {
                 bar.set_position(count.load(Ordering::Relaxed));
             }
         }
-        Ok(())
+        Ok(extractor.into_streamed())
     })();
-    drop(disk_tx);
-    drop(pack_tx);
-    let disk_result = disk
-        .join()
-        .map_err(|_| anyhow!("the import disk thread panicked"))?;
-    let pack_result = packer
-        .join()
-        .map_err(|_| anyhow!("the import pack thread panicked"))?;
-    // The first real error wins: a refused entry, else a worker's failure
-    // (which makes the stream fail too, less helpfully).
-    let stream_error = match stream_result {
-        Err(e) if e.is::<UnsafeEntry>() => return Err(e),
-        Err(e) => Some(e),
-        Ok(()) => None,
-    };
-    let stats = disk_result?;
-    let (mut pack, blob_ids) = pack_result?;
-    if let Some(e) = stream_error {
-        return Err(e);
-    }
+    let extracted = workers.finish(streamed)?;
     bar.set_position(total);
     bar.finish_and_clear();
+    Ok(extracted)
+}
 
-    // Links can only be judged once all of them are known (chains).
-    let top = top_dir.ok_or_else(|| anyhow!("{} contains no files", req.tarball.display()))?;
-    for (link, target) in &links {
-        let shown = [top.as_slice(), link.as_slice()].join(&b'/');
-        check_symlink(&links, &shown, link, target)?;
+/// The checked entries of a tarball, in archive order.
+struct Streamed {
+    entries: Vec<Entry>,
+    /// Symlink path -> target, both relative to the tree root.
+    links: HashMap<Vec<u8>, Vec<u8>>,
+    top_dir: Option<Vec<u8>>,
+}
+
+/// Checks entries one by one as they stream past and queues the writes.
+struct Extractor<'a> {
+    work: &'a Path,
+    tarball: &'a Path,
+    jobs: &'a Jobs,
+    nodes: HashMap<Vec<u8>, Node>,
+    made_dirs: HashSet<Vec<u8>>,
+    streamed: Streamed,
+}
+
+impl<'a> Extractor<'a> {
+    fn new(work: &'a Path, tarball: &'a Path, jobs: &'a Jobs) -> Self {
+        Extractor {
+            work,
+            tarball,
+            jobs,
+            nodes: HashMap::new(),
+            made_dirs: HashSet::new(),
+            streamed: Streamed {
+                entries: Vec::new(),
+                links: HashMap::new(),
+                top_dir: None,
+            },
+        }
     }
-    let version = match req.version {
-        Some(v) => v.to_string(),
-        None => version_from_top(&top).ok_or_else(|| {
+
+    fn into_streamed(self) -> Streamed {
+        self.streamed
+    }
+
+    fn entry<R: Read>(&mut self, item: &mut tar::Entry<R>) -> Result<()> {
+        let kind = item.header().entry_type();
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            return Ok(());
+        }
+        let raw = item.path_bytes().into_owned();
+        let (top, rest) = split_path(&raw)?;
+        self.check_top(&raw, top)?;
+        if rest.is_empty() {
+            if kind.is_dir() {
+                return Ok(());
+            }
+            return Err(unsafe_entry(
+                &raw,
+                "the top level of the archive must be one directory",
+            ));
+        }
+        let rel = rest.join(&b'/');
+        self.check_ancestors(&raw, &rest)?;
+        match self.nodes.get(&rel) {
+            None => {}
+            Some(Node::Dir) if kind.is_dir() => return Ok(()),
+            Some(_) => return Err(unsafe_entry(&raw, "duplicate entry")),
+        }
+        let dest = self.work.join(OsStr::from_bytes(&rel));
+        if kind.is_dir() {
+            fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+            self.nodes.insert(rel.clone(), Node::Dir);
+            self.made_dirs.insert(rel);
+            return Ok(());
+        }
+        self.make_parents(&rest)?;
+        if kind.is_file() || kind == tar::EntryType::Continuous {
+            self.add_file(item, &raw, rel, dest)
+        } else if kind.is_symlink() {
+            self.add_symlink(item, &raw, rel, dest)
+        } else if kind.is_hard_link() {
+            self.add_hard_link(item, &raw, rel, dest)
+        } else {
+            Err(unsafe_entry(
+                &raw,
+                format!("unsupported entry type {kind:?}"),
+            ))
+        }
+    }
+
+    /// Every entry must be under the same top-level directory.
+    fn check_top(&mut self, raw: &[u8], top: &[u8]) -> Result<()> {
+        match &self.streamed.top_dir {
+            None => self.streamed.top_dir = Some(top.to_vec()),
+            Some(t) if t.as_slice() == top => {}
+            Some(t) => {
+                return Err(unsafe_entry(
+                    raw,
+                    format!(
+                        "not under the top-level directory `{}/`",
+                        String::from_utf8_lossy(t)
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing may be written through a symlink, nor replace an entry.
+    fn check_ancestors(&self, raw: &[u8], rest: &[&[u8]]) -> Result<()> {
+        for depth in 1..rest.len() {
+            let ancestor = rest[..depth].join(&b'/');
+            match self.nodes.get(&ancestor) {
+                Some(Node::Symlink) => {
+                    return Err(unsafe_entry(
+                        raw,
+                        format!(
+                            "goes through the symlink `{}`",
+                            String::from_utf8_lossy(&ancestor)
+                        ),
+                    ))
+                }
+                Some(Node::File { .. }) => {
+                    return Err(unsafe_entry(
+                        raw,
+                        format!(
+                            "`{}` is a file, not a directory",
+                            String::from_utf8_lossy(&ancestor)
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the directories above a non-directory entry (tarballs need
+    /// not list them) and records them.
+    fn make_parents(&mut self, rest: &[&[u8]]) -> Result<()> {
+        let parent = &rest[..rest.len() - 1];
+        if parent.is_empty() {
+            return Ok(());
+        }
+        let parent = parent.join(&b'/');
+        if self.made_dirs.contains(&parent) {
+            return Ok(());
+        }
+        let dir = self.work.join(OsStr::from_bytes(&parent));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for depth in 1..rest.len() {
+            let d = rest[..depth].join(&b'/');
+            self.nodes.entry(d.clone()).or_insert(Node::Dir);
+            self.made_dirs.insert(d);
+        }
+        Ok(())
+    }
+
+    fn add_file<R: Read>(
+        &mut self,
+        item: &mut tar::Entry<R>,
+        raw: &[u8],
+        rel: Vec<u8>,
+        dest: PathBuf,
+    ) -> Result<()> {
+        let idx = self.streamed.entries.len();
+        let exec = item.header().mode().unwrap_or(0o644) & 0o111 != 0;
+        let mut data = Vec::with_capacity(item.size() as usize);
+        item.read_to_end(&mut data).with_context(|| {
+            format!(
+                "reading `{}` from {}",
+                String::from_utf8_lossy(raw),
+                self.tarball.display()
+            )
+        })?;
+        let data = Arc::new(data);
+        self.streamed.entries.push(Entry {
+            path: rel.clone(),
+            mode: if exec { MODE_EXEC } else { MODE_FILE },
+            same_as: None,
+        });
+        self.nodes.insert(rel, Node::File { idx });
+        self.jobs.disk(DiskJob::File {
+            idx,
+            path: dest,
+            data: data.clone(),
+            exec,
+        })?;
+        self.jobs.pack(PackJob { idx, data })
+    }
+
+    fn add_symlink<R: Read>(
+        &mut self,
+        item: &tar::Entry<R>,
+        raw: &[u8],
+        rel: Vec<u8>,
+        dest: PathBuf,
+    ) -> Result<()> {
+        let idx = self.streamed.entries.len();
+        let target = item
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .ok_or_else(|| unsafe_entry(raw, "symlink without a target"))?;
+        check_symlink(&self.streamed.links, raw, &rel, &target)?;
+        self.streamed.links.insert(rel.clone(), target.clone());
+        self.streamed.entries.push(Entry {
+            path: rel.clone(),
+            mode: MODE_LINK,
+            same_as: None,
+        });
+        self.nodes.insert(rel, Node::Symlink);
+        self.jobs.disk(DiskJob::Symlink {
+            idx,
+            path: dest,
+            target: target.clone(),
+        })?;
+        self.jobs.pack(PackJob {
+            idx,
+            data: Arc::new(target),
+        })
+    }
+
+    /// A hard link shares the blob of a regular file earlier in the archive;
+    /// on disk it is a copy.
+    fn add_hard_link<R: Read>(
+        &mut self,
+        item: &tar::Entry<R>,
+        raw: &[u8],
+        rel: Vec<u8>,
+        dest: PathBuf,
+    ) -> Result<()> {
+        let idx = self.streamed.entries.len();
+        let target = item
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .ok_or_else(|| unsafe_entry(raw, "hard link without a target"))?;
+        let outside = || {
+            unsafe_entry(
+                raw,
+                format!(
+                    "hard link target `{}` points outside the tree",
+                    String::from_utf8_lossy(&target)
+                ),
+            )
+        };
+        let (ttop, trest) = split_path(&target).map_err(|_| outside())?;
+        if Some(ttop) != self.streamed.top_dir.as_deref() || trest.is_empty() {
+            return Err(outside());
+        }
+        let trel = trest.join(&b'/');
+        let Some(Node::File { idx: tidx }) = self.nodes.get(&trel) else {
+            return Err(unsafe_entry(
+                raw,
+                format!(
+                    "hard link target `{}` is not a regular file earlier in the archive",
+                    String::from_utf8_lossy(&target)
+                ),
+            ));
+        };
+        let tidx = *tidx;
+        let mode = self.streamed.entries[tidx].mode;
+        self.streamed.entries.push(Entry {
+            path: rel.clone(),
+            mode,
+            same_as: Some(tidx),
+        });
+        self.nodes.insert(rel, Node::File { idx });
+        let from = self.work.join(OsStr::from_bytes(&trel));
+        self.jobs.disk(DiskJob::Copy {
+            idx,
+            path: dest,
+            from,
+            exec: mode == MODE_EXEC,
+        })
+    }
+}
+
+/// Links can only be judged once all of them are known (chains).
+fn check_links(links: &HashMap<Vec<u8>, Vec<u8>>, top: &[u8]) -> Result<()> {
+    for (link, target) in links {
+        let shown = [top, link.as_slice()].join(&b'/');
+        check_symlink(links, &shown, link, target)?;
+    }
+    Ok(())
+}
+
+/// The version asked for, else the one the top-level directory names.
+fn import_version(req: &ImportRequest, top: &[u8]) -> Result<String> {
+    match req.version {
+        Some(v) => Ok(v.to_string()),
+        None => version_from_top(top).ok_or_else(|| {
             anyhow!(
                 "cannot tell the version from the top-level directory `{}` of {}; pass --version",
-                String::from_utf8_lossy(&top),
+                String::from_utf8_lossy(top),
                 req.tarball.display()
             )
-        })?,
-    };
+        }),
+    }
+}
 
+/// The imported commit and its root tree.
+struct Objects {
+    commit: git2::Oid,
+    tree: git2::Oid,
+}
+
+/// Writes the trees and the commit into the pack, closes it and writes the
+/// index with the stat data the disk worker collected.
+fn write_objects(
+    req: &ImportRequest,
+    git_dir: &Path,
+    version: &str,
+    entries: &[Entry],
+    stats: &[Option<Stat>],
+    packed: Packed,
+) -> Result<Objects> {
+    let Packed { mut pack, blob_ids } = packed;
     let oid_of = |i: usize| -> Result<RawOid> {
         let j = entries[i].same_as.unwrap_or(i);
         blob_ids
@@ -609,7 +822,7 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
     let tree = pack::write_trees(&mut pack, with_ids.iter().copied())?;
     let commit = pack.add(
         Kind::Commit,
-        commit_text(&tree, &version, &req.origin, req.tarball)?.as_bytes(),
+        commit_text(&tree, version, &req.origin, req.tarball)?.as_bytes(),
     )?;
     pack.finish()?;
 
@@ -622,18 +835,15 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
             .ok_or_else(|| anyhow!("internal error: no stat for entry {i}"))?;
         index_entries.push((*path, *mode, *oid, stat));
     }
-    pack::write_index(&git_dir, &mut index_entries)?;
+    pack::write_index(git_dir, &mut index_entries)?;
+    Ok(Objects {
+        commit: git2::Oid::from_bytes(&commit)?,
+        tree: git2::Oid::from_bytes(&tree)?,
+    })
+}
 
-    let commit = git2::Oid::from_bytes(&commit)?;
-    let tree = git2::Oid::from_bytes(&tree)?;
-    if let Some(expected) = &req.expected_tree {
-        if tree.to_string() != *expected {
-            bail!(
-                "importing {} gave tree {tree}, but series.toml expects {expected}; nothing was written",
-                req.tarball.display()
-            );
-        }
-    }
+/// Points the branch HEAD names and the tag `v<version>` at `commit`.
+fn set_refs(repo: &git2::Repository, commit: git2::Oid, version: &str) -> Result<()> {
     let branch = {
         let head = repo.find_reference("HEAD")?;
         head.symbolic_target()
@@ -649,30 +859,7 @@ pub fn import_tarball(req: &ImportRequest) -> Result<Imported> {
         false,
         "xtask tree fetch: import",
     )?;
-    drop(repo);
-
-    let files = entries.len();
-    let meta = super::Meta {
-        version: version.clone(),
-        source: req.source.clone(),
-        tree: tree.to_string(),
-    };
-    meta.write(&git_dir)?;
-    super::move_into_place(tmp, req.dest)?;
-    if req.progress {
-        eprintln!(
-            "imported {files} files into {} in {:.1} s",
-            req.dest.display(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(Imported {
-        path: req.dest.to_path_buf(),
-        version,
-        commit,
-        tree,
-        files,
-    })
+    Ok(())
 }
 
 fn commit_text(tree: &RawOid, version: &str, origin: &str, tarball: &Path) -> Result<String> {
@@ -751,18 +938,14 @@ fn disk_worker(rx: Receiver<DiskJob>) -> Result<Vec<Option<Stat>>> {
     Ok(stats)
 }
 
-fn pack_worker(
-    git_dir: &Path,
-    level: u32,
-    rx: Receiver<PackJob>,
-) -> Result<(PackWriter, HashMap<usize, RawOid>)> {
+fn pack_worker(git_dir: &Path, level: u32, rx: Receiver<PackJob>) -> Result<Packed> {
     let mut pack = PackWriter::create(git_dir, level)?;
-    let mut ids = HashMap::new();
+    let mut blob_ids = HashMap::new();
     for job in rx {
         let oid = pack.add(Kind::Blob, &job.data)?;
-        ids.insert(job.idx, oid);
+        blob_ids.insert(job.idx, oid);
     }
-    Ok((pack, ids))
+    Ok(Packed { pack, blob_ids })
 }
 
 /// The version named by a tarball's top-level directory (`linux-6.1.176/`).
