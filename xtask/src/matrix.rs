@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::boot::{Accel, AccelRequest};
 use crate::build;
 use crate::results::{Case, RunResult, SeriesTag, Status};
 use crate::test::TestArgs;
@@ -50,8 +51,8 @@ pub struct MatrixArgs {
     #[arg(long)]
     pub filter: Option<String>,
     /// Accelerator for the booted lanes (see `cargo xtask test --accel`).
-    #[arg(long, default_value = "auto")]
-    pub accel: String,
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
     /// Whole-run timeout per lane in seconds (default as `cargo xtask test`).
     #[arg(long)]
     pub timeout: Option<u64>,
@@ -463,7 +464,7 @@ struct Asked<'a> {
     config: Option<String>,
     filter: Option<&'a str>,
     /// None when the matrix lets `auto` choose.
-    accel: Option<&'a str>,
+    accel: Option<Accel>,
     expect: Option<String>,
     /// The series the run must have been built from (the series lane).
     series: Option<SeriesTag>,
@@ -475,7 +476,7 @@ impl Asked<'_> {
             && r.selftests_sha256.as_deref() == Some(self.selftests_sha256)
             && self.config.as_ref().is_none_or(|c| &r.config == c)
             && r.filter.as_deref() == self.filter
-            && self.accel.is_none_or(|a| r.accel == a)
+            && self.accel.is_none_or(|a| r.accel == Some(a))
             && r.expect == self.expect
             && r.series.as_ref().and_then(|t| t.mutant.as_ref()).is_none()
             && self.series.as_ref().is_none_or(|want| {
@@ -535,7 +536,7 @@ fn test_args(extra: &[String], m: &MatrixArgs) -> Result<TestArgs> {
     let mut argv: Vec<String> = vec!["cargo xtask".into(), "test".into()];
     argv.extend(extra.iter().cloned());
     argv.extend(["--config".into(), m.config.clone()]);
-    argv.extend(["--accel".into(), m.accel.clone()]);
+    argv.extend(["--accel".into(), m.accel.name().into()]);
     if let Some(f) = &m.filter {
         argv.extend(["--filter".into(), f.clone()]);
     }
@@ -635,7 +636,7 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
         "config={} filter={} accel={}",
         m.config,
         m.filter.as_deref().unwrap_or(""),
-        m.accel
+        m.accel.name()
     );
     let want = |dir: PathBuf| Fresh {
         image_sha256: image_sha.clone(),
@@ -666,7 +667,7 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
                 Kind::Host | Kind::Kernel(_) => None,
             },
             filter: m.filter.as_deref(),
-            accel: (m.accel != "auto").then_some(m.accel.as_str()),
+            accel: m.accel.fixed(),
             expect: lane_expect(spec)?,
             series: matches!(spec.kind, Kind::Series)
                 .then(|| crate::test::series_tag(None))
@@ -1332,7 +1333,7 @@ mod tests {
         RunResult {
             run_id: id.into(),
             config: "base+gmem".into(),
-            accel: "tcg".into(),
+            accel: Some(Accel::Tcg),
             expect: Some("series".into()),
             series: Some(tag(mutant)),
             image_sha256: Some(image.into()),

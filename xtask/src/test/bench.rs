@@ -20,7 +20,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         tree: None,
         config: "gmem".into(),
         kernel: None,
-        accel: "host".into(),
+        accel: crate::boot::AccelRequest::Auto,
         timeout: None,
         filter: None,
         boot_timeout: None,

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use xshell::{cmd, Shell};
 
-use crate::boot::{self, Accel, AccelChoice, Killed, VngSpec};
+use crate::boot::{self, Accel, AccelChoice, AccelRequest, Killed, VngSpec};
 use crate::build;
 use crate::kconfig;
 use crate::results::expect::{self, Expectations, KernelExpect};
@@ -39,10 +39,10 @@ pub struct TestArgs {
     /// Boot this bzImage instead of building one.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// auto: KVM only when /dev/kvm is probed to boot a kernel, else TCG
-    /// with `-cpu max` (the choice and the reason are always printed).
-    #[arg(long, default_value = "auto")]
-    pub accel: String,
+    /// The guest's accelerator (the choice and the reason are always
+    /// printed).
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
     /// Whole-run timeout in seconds; when it expires QEMU is killed and the
     /// run is reported as a guest hang (default 900).
     #[arg(long)]
@@ -355,7 +355,7 @@ pub fn boot_image(
         kernel: got.uname.or(release),
         kernel_image: Some(image.to_path_buf()),
         config: plan.config_label,
-        accel: plan.accel.accel.name().into(),
+        accel: Some(plan.accel.accel),
         accel_reason: plan.accel.reason,
         command: plan.command,
         guest_exit: got.boot.exit,
@@ -415,7 +415,7 @@ fn prepare_guest(args: &TestArgs, image: &Path, fragments: &[String]) -> Result<
             .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
             .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
     };
-    let accel: AccelChoice = boot::choose_accel(&args.accel, image)?;
+    let accel: AccelChoice = boot::choose_accel(args.accel, image)?;
     println!("accel: {} — {}", accel.accel.name(), accel.reason);
     let tag = config_label.split(' ').next().unwrap_or("kernel");
     let (run_id, dir) = new_run_dir(&format!("{tag}-{}", accel.accel.name()))?;
@@ -619,7 +619,7 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         kernel,
         kernel_image: None,
         config: "(running kernel)".into(),
-        accel: "host".into(),
+        accel: None,
         accel_reason: "--host: no guest, the running kernel".into(),
         command: std::iter::once(bin.display().to_string())
             .chain(selftest_args(args))
