@@ -93,4 +93,20 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn all_mutants_is_a_flag_beside_the_one_mutant_option() {
+        let test = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Test(a)) => Ok((a.mutant, a.all_mutants)),
+            Ok(other) => panic!("not a test command: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(test(&["x", "test", "--all-mutants"]), Ok((None, true)));
+        assert_eq!(
+            test(&["x", "test", "--mutant", "m"]),
+            Ok((Some("m".into()), false))
+        );
+        assert!(test(&["x", "test", "--all-mutants", "--mutant", "m"]).is_err());
+        assert!(test(&["x", "test", "--mutants", "all"]).is_err());
+    }
 }

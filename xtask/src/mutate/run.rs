@@ -579,7 +579,7 @@ fn test_args(args: &RunArgs, selftests: Option<PathBuf>) -> TestArgs {
         numa: None,
         exec: None,
         mutant: None,
-        mutants: None,
+        all_mutants: false,
         install_deps: false,
         expect: None,
         reference: None,

@@ -71,7 +71,7 @@ pub struct MutantRow {
     pub run_id: Option<String>,
 }
 
-/// `mutants.json`: what `cargo xtask test --mutant/--mutants` found.
+/// `mutants.json`: what `cargo xtask test --mutant/--all-mutants` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MutantsReport {
     pub run_id: String,

@@ -32,7 +32,7 @@ pub fn bench_selftests() -> Result<ExitCode> {
         append: Vec::new(),
         exec: None,
         mutant: None,
-        mutants: None,
+        all_mutants: false,
         install_deps: false,
         numa: None,
         expect: None,

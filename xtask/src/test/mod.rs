@@ -76,15 +76,16 @@ pub struct TestArgs {
     #[arg(long, value_name = "N", conflicts_with = "host")]
     pub numa: Option<u32>,
     /// Run a shell command in the guest instead of the selftests (boot check).
-    #[arg(long, conflicts_with_all = ["host", "mutant", "mutants"])]
+    #[arg(long, conflicts_with_all = ["host", "mutant", "all_mutants"])]
     pub exec: Option<String>,
     /// Apply patches/mutants/NAME.patch on top of the series, build, boot,
     /// run; succeeds only when the suite fails (the mutant is killed).
-    #[arg(long, conflicts_with = "mutants")]
+    #[arg(long, conflicts_with = "all_mutants")]
     pub mutant: Option<String>,
-    /// `--mutants all`: every patch in patches/mutants/.
-    #[arg(long, value_name = "all")]
-    pub mutants: Option<String>,
+    /// Every patch in patches/mutants/ (but those equivalent.toml lists),
+    /// each as `--mutant NAME` would run it.
+    #[arg(long)]
+    pub all_mutants: bool,
     /// Install missing host tools first (`cargo xtask doctor --install`).
     #[arg(long)]
     pub install_deps: bool,
@@ -96,7 +97,7 @@ pub struct TestArgs {
     /// Test an upstream kernel built without the series: VERSION, or
     /// series.toml's `[reference]` when none is given.
     #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "",
-          conflicts_with_all = ["host", "tree", "kernel", "mutant", "mutants"])]
+          conflicts_with_all = ["host", "tree", "kernel", "mutant", "all_mutants"])]
     pub reference: Option<String>,
 }
 
@@ -121,7 +122,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     if let Some(version) = &args.reference {
         return crate::reference::run_test(&args, Some(version.as_str()).filter(|v| !v.is_empty()));
     }
-    if args.mutant.is_some() || args.mutants.is_some() {
+    if args.mutant.is_some() || args.all_mutants {
         return mutants::run(&args);
     }
     let result = if args.host {
