@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::boot::{Accel, AccelRequest};
@@ -530,11 +530,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
-/// `cargo xtask test` arguments for a lane, parsed by the real CLI so
-/// every default is the one `test` has.
+/// `cargo xtask test` arguments for a lane: `extra` and what the matrix
+/// passes on to every lane.
 fn test_args(extra: &[String], m: &MatrixArgs) -> Result<TestArgs> {
-    let mut argv: Vec<String> = vec!["cargo xtask".into(), "test".into()];
-    argv.extend(extra.iter().cloned());
+    let mut argv: Vec<String> = extra.to_vec();
     argv.extend(["--config".into(), m.config.clone()]);
     argv.extend(["--accel".into(), m.accel.name().into()]);
     if let Some(f) = &m.filter {
@@ -543,12 +542,7 @@ fn test_args(extra: &[String], m: &MatrixArgs) -> Result<TestArgs> {
     if let Some(t) = m.timeout {
         argv.extend(["--timeout".into(), t.to_string()]);
     }
-    let cli = crate::cli::Cli::try_parse_from(&argv)
-        .with_context(|| format!("building the test arguments {}", argv.join(" ")))?;
-    match cli.command {
-        crate::cli::Command::Test(args) => Ok(args),
-        _ => unreachable!("parsed a `test` command line"),
-    }
+    TestArgs::from_cli(&argv)
 }
 
 enum Kind {

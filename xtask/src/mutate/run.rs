@@ -560,30 +560,34 @@ impl Bench {
     }
 }
 
-fn test_args(args: &RunArgs, selftests: Option<PathBuf>) -> TestArgs {
-    TestArgs {
-        host: false,
-        tree: None,
-        config: args.config.clone(),
-        kernel: None,
-        accel: args.accel,
-        timeout: Some(args.timeout.unwrap_or(900)),
-        filter: None,
-        boot_timeout: None,
-        case_timeout: args.case_timeout,
-        selftests,
-        release: false,
-        cpus: 2,
-        memory: "2G".into(),
-        append: Vec::new(),
-        numa: None,
-        exec: None,
-        mutant: None,
-        all_mutants: false,
-        install_deps: false,
-        expect: None,
-        reference: None,
+/// The arguments `cargo xtask mutate run ARGS...` would get, parsed by the
+/// real CLI (every field not named has its default).
+fn run_args(args: &[&str]) -> Result<RunArgs> {
+    use clap::Parser;
+    let argv = ["cargo xtask", "mutate", "run"].iter().chain(args);
+    match crate::cli::Cli::try_parse_from(argv)?.command {
+        crate::cli::Command::Mutate(super::MutateCmd::Run(a)) => Ok(*a),
+        _ => unreachable!("parsed a `mutate run` command line"),
     }
+}
+
+/// The `cargo xtask test` arguments every boot of a campaign uses.
+fn test_args(args: &RunArgs, selftests: Option<&Path>) -> Result<TestArgs> {
+    let mut argv = vec![
+        "--config".to_string(),
+        args.config.clone(),
+        "--accel".into(),
+        args.accel.name().into(),
+        "--timeout".into(),
+        args.timeout.unwrap_or(900).to_string(),
+    ];
+    if let Some(t) = args.case_timeout {
+        argv.extend(["--case-timeout".into(), t.to_string()]);
+    }
+    if let Some(s) = selftests {
+        argv.extend(["--selftests".into(), s.display().to_string()]);
+    }
+    TestArgs::from_cli(&argv)
 }
 
 fn default_tree(tree: &Option<PathBuf>) -> Result<PathBuf> {
@@ -605,8 +609,8 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
     let tree = default_tree(&args.tree)?;
     let fragments = kconfig::fragment_list(&args.config)?;
     // Built once: every boot of the campaign runs the same binary.
-    let selftests = test::selftests_binary(&test_args(args, args.selftests.clone()))?;
-    let test = test_args(args, Some(selftests));
+    let selftests = test::selftests_binary(&test_args(args, args.selftests.as_deref())?)?;
+    let test = test_args(args, Some(&selftests))?;
     println!(
         "\n=== baseline: the unmutated series v{} on {} (must pass before any mutant counts)",
         series.version, series.base
@@ -987,26 +991,10 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         bail!("cannot read patches/guest_memfd/series.toml");
     };
     let tree = default_tree(&None)?;
-    let args = RunArgs {
-        tree: None,
-        config: "gmem".into(),
-        seed: "0".into(),
-        sample: None,
-        budget: None,
-        only: Vec::new(),
-        hand_written: false,
-        no_generated: false,
-        timeout: None,
-        case_timeout: None,
-        accel: crate::boot::AccelRequest::Auto,
-        selftests: None,
-        no_rerun: true,
-        skip_listed: false,
-        from: None,
-    };
+    let args = run_args(&["--no-rerun"])?;
     let fragments = kconfig::fragment_list(&args.config)?;
-    let bin = test::selftests_binary(&test_args(&args, None))?;
-    let targs = test_args(&args, Some(bin));
+    let bin = test::selftests_binary(&test_args(&args, None)?)?;
+    let targs = test_args(&args, Some(&bin))?;
     let tip_build = |label: &str| -> Result<(PathBuf, BuildPlan)> {
         println!("\n=== bench mutate: the series tip, built ({label}, not timed)");
         let src = crate::series::checkout(&tree, &crate::series::Purpose::Baseline)?.worktree;
@@ -1165,26 +1153,11 @@ mod tests {
     fn only_takes_hand_written_names_and_ids_and_rejects_the_rest() {
         let gen = vec![mutant(2, "x", "y")];
         let hand = vec![("punch-no-invalidate".to_string(), PathBuf::from("p.patch"))];
-        let mut args = RunArgs {
-            tree: None,
-            config: "gmem".into(),
-            seed: "0".into(),
-            sample: None,
-            budget: None,
-            only: vec![
-                "punch-no-invalidate".into(),
-                "virt/kvm/guest_memfd.c:2:negate-condition".into(),
-            ],
-            hand_written: false,
-            no_generated: false,
-            timeout: None,
-            case_timeout: None,
-            accel: crate::boot::AccelRequest::Auto,
-            selftests: None,
-            no_rerun: false,
-            skip_listed: false,
-            from: None,
-        };
+        let mut args = run_args(&[]).unwrap();
+        args.only = vec![
+            "punch-no-invalidate".into(),
+            "virt/kvm/guest_memfd.c:2:negate-condition".into(),
+        ];
         let s = select(&args, gen.clone(), hand.clone()).unwrap();
         assert_eq!(s.iter().map(Subject::name).collect::<Vec<_>>(), args.only);
         args.only = vec!["virt/kvm/guest_memfd.c:3:negate-condition".into()];
@@ -1201,6 +1174,29 @@ mod tests {
         args.sample = Some(0);
         let s = select(&args, gen, hand).unwrap();
         assert_eq!(s.len(), 1, "the hand-written one, no generated");
+    }
+
+    #[test]
+    fn a_campaign_boots_with_test_defaults_but_what_it_sets() {
+        let mut args = run_args(&[
+            "--config",
+            "gmem,numa",
+            "--accel",
+            "tcg",
+            "--case-timeout",
+            "7",
+        ])
+        .unwrap();
+        let got = test_args(&args, Some(Path::new("/bin/true"))).unwrap();
+        let mut want = TestArgs::from_cli::<&str>(&[]).unwrap();
+        want.config = "gmem,numa".into();
+        want.accel = crate::boot::AccelRequest::Tcg;
+        want.timeout = Some(900);
+        want.case_timeout = Some(7);
+        want.selftests = Some(PathBuf::from("/bin/true"));
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        args.timeout = Some(42);
+        assert_eq!(test_args(&args, None).unwrap().timeout, Some(42));
     }
 
     #[test]

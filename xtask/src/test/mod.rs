@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Parser};
 use xshell::{cmd, Shell};
 
 use crate::boot::{self, Accel, AccelChoice, AccelRequest, Killed, VngSpec};
@@ -99,6 +99,25 @@ pub struct TestArgs {
     #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "",
           conflicts_with_all = ["host", "tree", "kernel", "mutant", "all_mutants"])]
     pub reference: Option<String>,
+}
+
+impl TestArgs {
+    /// The arguments `cargo xtask test ARGS...` would get, parsed by the
+    /// real CLI: callers that run tests on their own (matrix lanes, the
+    /// campaign, benchmarks) name only what they set, and every other field
+    /// has `test`'s default.
+    pub fn from_cli<S: AsRef<str>>(args: &[S]) -> Result<TestArgs> {
+        let argv: Vec<&str> = ["cargo xtask", "test"]
+            .into_iter()
+            .chain(args.iter().map(AsRef::as_ref))
+            .collect();
+        let cli = crate::cli::Cli::try_parse_from(&argv)
+            .with_context(|| format!("building the test arguments {}", argv[1..].join(" ")))?;
+        match cli.command {
+            crate::cli::Command::Test(args) => Ok(args),
+            _ => unreachable!("parsed a `test` command line"),
+        }
+    }
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
