@@ -53,3 +53,60 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => crate::bench::run(cmd),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::AccelRequest;
+
+    fn accel_of(argv: &[&str]) -> AccelRequest {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Test(a) => a.accel,
+            Command::Matrix(a) => a.accel,
+            Command::Mutate(crate::mutate::MutateCmd::Run(a)) => a.accel,
+            other => panic!("no --accel in {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accel_takes_auto_kvm_or_tcg_wherever_it_is_an_argument() {
+        for cmd in [
+            &["x", "test"][..],
+            &["x", "matrix"],
+            &["x", "mutate", "run"],
+        ] {
+            assert_eq!(accel_of(cmd), AccelRequest::Auto, "{cmd:?}");
+            for (name, want) in [
+                ("auto", AccelRequest::Auto),
+                ("kvm", AccelRequest::Kvm),
+                ("tcg", AccelRequest::Tcg),
+            ] {
+                let argv: Vec<&str> = cmd.iter().copied().chain(["--accel", name]).collect();
+                assert_eq!(accel_of(&argv), want, "{argv:?}");
+                assert_eq!(want.name(), name);
+            }
+            let argv: Vec<&str> = cmd.iter().copied().chain(["--accel", "host"]).collect();
+            let e = Cli::try_parse_from(&argv).unwrap_err().to_string();
+            assert!(
+                e.contains("auto") && e.contains("kvm") && e.contains("tcg"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_mutants_is_a_flag_beside_the_one_mutant_option() {
+        let test = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Test(a)) => Ok((a.mutant, a.all_mutants)),
+            Ok(other) => panic!("not a test command: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(test(&["x", "test", "--all-mutants"]), Ok((None, true)));
+        assert_eq!(
+            test(&["x", "test", "--mutant", "m"]),
+            Ok((Some("m".into()), false))
+        );
+        assert!(test(&["x", "test", "--all-mutants", "--mutant", "m"]).is_err());
+        assert!(test(&["x", "test", "--mutants", "all"]).is_err());
+    }
+}

@@ -3,9 +3,10 @@
 //!
 //! Lanes: 6.1 + series (the default build), the upstream reference
 //! (series.toml `[reference]`, built without the series), the host kernel,
-//! and any `--kernel IMG`. A lane whose kernel image and selftests binary
-//! hash the same as a finished earlier run (and was asked the same
-//! `--filter`/`--config`/`--accel`) reuses that run's results.
+//! and any `--kernel IMG`. A lane reuses the results of an earlier run
+//! that answers its [`ReuseKey`]: the same kernel image and selftests
+//! binary, the same `--config`/`--filter`/`--accel`, expectation table and
+//! series, unmutated, past the boot.
 //!
 //! The rule: for every case, the verdict on 6.1 + series must equal the
 //! reference's (the same pass, the same failure, or a skip of the same
@@ -21,9 +22,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::boot::{Accel, AccelRequest};
 use crate::build;
 use crate::results::{Case, RunResult, SeriesTag, Status};
 use crate::test::TestArgs;
@@ -50,9 +52,11 @@ pub struct MatrixArgs {
     #[arg(long)]
     pub filter: Option<String>,
     /// Accelerator for the booted lanes (see `cargo xtask test --accel`).
-    #[arg(long, default_value = "auto")]
-    pub accel: String,
-    /// Whole-run timeout per lane in seconds (default as `cargo xtask test`).
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
+    /// Whole-run timeout per lane in seconds (default as `cargo xtask
+    /// test`). Every lane runs again: no record says what deadline its run
+    /// had.
     #[arg(long)]
     pub timeout: Option<u64>,
     /// Use this selftests binary instead of building the workspace's.
@@ -419,63 +423,56 @@ pub struct Counts {
     pub no_result: usize,
 }
 
-/// What a lane's earlier run is reused on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Fresh {
+/// What a lane asks of an earlier run (the matrix's own or a plain `cargo
+/// xtask test`) before taking its answer instead of booting: the same
+/// kernel image and selftests binary, asked the same question, judged
+/// against the same table. A mutant's run never answers, nor one that
+/// never reached the suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReuseKey {
     image_sha256: String,
     selftests_sha256: String,
-    /// `--config`, `--filter`, `--accel` of the run.
-    asked: String,
-    results_dir: PathBuf,
-}
-
-fn fresh_path(lane: &str) -> PathBuf {
-    util::target_dir()
-        .join("matrix-lanes")
-        .join(format!("{lane}.json"))
-}
-
-fn load_fresh(lane: &str, want: &Fresh) -> Option<RunResult> {
-    let text = std::fs::read_to_string(fresh_path(lane)).ok()?;
-    let had: Fresh = serde_json::from_str(&text).ok()?;
-    if &had != want {
-        return None;
-    }
-    let text = std::fs::read_to_string(had.results_dir.join("results.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn save_fresh(lane: &str, fresh: &Fresh) -> Result<()> {
-    let path = fresh_path(lane);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    write_atomic(&path, serde_json::to_string_pretty(fresh)?.as_bytes())
-}
-
-/// What a lane asks of a run it did not make itself (a plain `cargo xtask
-/// test`, say): the same kernel image and selftests binary, asked the same
-/// question and judged against the same table, unmutated.
-struct Asked<'a> {
-    image_sha256: &'a str,
-    selftests_sha256: &'a str,
-    /// The fragment set's label (`base+gmem`) for built lanes.
+    /// The fragment set's label (`base+gmem`); None (any) for lanes whose
+    /// kernel was not built here (the host, `--kernel`).
     config: Option<String>,
-    filter: Option<&'a str>,
-    /// None when the matrix lets `auto` choose.
-    accel: Option<&'a str>,
+    filter: Option<String>,
+    /// None when `auto` chooses, and for the host lane (no guest).
+    accel: Option<Accel>,
     expect: Option<String>,
     /// The series the run must have been built from (the series lane).
     series: Option<SeriesTag>,
 }
 
-impl Asked<'_> {
+impl ReuseKey {
+    /// The key of `spec`'s lane for the kernel found for it.
+    fn of(spec: &Spec, m: &MatrixArgs, kernel: &LaneKernel, bin_sha: &str) -> Result<ReuseKey> {
+        let built = matches!(spec.kind, Kind::Series | Kind::Reference(_));
+        Ok(ReuseKey {
+            image_sha256: kernel.image_sha256.clone(),
+            selftests_sha256: bin_sha.to_string(),
+            config: match built {
+                true => Some(crate::kconfig::fragment_list(&m.config)?.join("+")),
+                false => None,
+            },
+            filter: m.filter.clone(),
+            accel: match spec.kind {
+                Kind::Host => None,
+                _ => m.accel.fixed(),
+            },
+            expect: kernel.expect.clone(),
+            series: match spec.kind {
+                Kind::Series => crate::test::series_tag(None),
+                _ => None,
+            },
+        })
+    }
+
     fn answered_by(&self, r: &RunResult) -> bool {
-        r.image_sha256.as_deref() == Some(self.image_sha256)
-            && r.selftests_sha256.as_deref() == Some(self.selftests_sha256)
+        r.image_sha256.as_deref() == Some(self.image_sha256.as_str())
+            && r.selftests_sha256.as_deref() == Some(self.selftests_sha256.as_str())
             && self.config.as_ref().is_none_or(|c| &r.config == c)
-            && r.filter.as_deref() == self.filter
-            && self.accel.is_none_or(|a| r.accel == a)
+            && r.filter == self.filter
+            && self.accel.is_none_or(|a| r.accel == Some(a))
             && r.expect == self.expect
             && r.series.as_ref().and_then(|t| t.mutant.as_ref()).is_none()
             && self.series.as_ref().is_none_or(|want| {
@@ -483,16 +480,21 @@ impl Asked<'_> {
                     t.name == want.name && t.version == want.version && t.base == want.base
                 })
             })
-            && !matches!(
-                r.outcome,
-                crate::results::Outcome::Error(_) | crate::results::Outcome::NoBoot(_)
-            )
+            && reached_the_suite(r)
     }
 }
 
+/// A run that booted and ran the suite: only such a run answers anything.
+fn reached_the_suite(r: &RunResult) -> bool {
+    !matches!(
+        r.outcome,
+        crate::results::Outcome::Error(_) | crate::results::Outcome::NoBoot(_)
+    )
+}
+
 /// The newest run under `results` (run ids begin with their time) that
-/// answers `ask`.
-fn find_earlier_run(results: &Path, ask: &Asked) -> Option<(RunResult, PathBuf)> {
+/// `key` is answered by.
+fn find_earlier_run(results: &Path, key: &ReuseKey) -> Option<(RunResult, PathBuf)> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
         .ok()?
         .filter_map(|e| e.ok())
@@ -503,17 +505,8 @@ fn find_earlier_run(results: &Path, ask: &Asked) -> Option<(RunResult, PathBuf)>
     dirs.into_iter().rev().find_map(|dir| {
         let text = std::fs::read_to_string(dir.join("results.json")).ok()?;
         let r: RunResult = serde_json::from_str(&text).ok()?;
-        ask.answered_by(&r).then_some((r, dir))
+        key.answered_by(&r).then_some((r, dir))
     })
-}
-
-/// The expectation table a lane's runs are judged against.
-fn lane_expect(spec: &Spec) -> Option<Option<String>> {
-    match &spec.kind {
-        Kind::Series => Some(Some("series".into())),
-        Kind::Reference(v) => crate::reference::expect_kind(v).ok(),
-        Kind::Host | Kind::Kernel(_) => Some(None),
-    }
 }
 
 /// Writes beside and renames, so a reader never sees half a file.
@@ -529,25 +522,19 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
-/// `cargo xtask test` arguments for a lane, parsed by the real CLI so
-/// every default is the one `test` has.
+/// `cargo xtask test` arguments for a lane: `extra` and what the matrix
+/// passes on to every lane.
 fn test_args(extra: &[String], m: &MatrixArgs) -> Result<TestArgs> {
-    let mut argv: Vec<String> = vec!["cargo xtask".into(), "test".into()];
-    argv.extend(extra.iter().cloned());
+    let mut argv: Vec<String> = extra.to_vec();
     argv.extend(["--config".into(), m.config.clone()]);
-    argv.extend(["--accel".into(), m.accel.clone()]);
+    argv.extend(["--accel".into(), m.accel.name().into()]);
     if let Some(f) = &m.filter {
         argv.extend(["--filter".into(), f.clone()]);
     }
     if let Some(t) = m.timeout {
         argv.extend(["--timeout".into(), t.to_string()]);
     }
-    let cli = crate::cli::Cli::try_parse_from(&argv)
-        .with_context(|| format!("building the test arguments {}", argv.join(" ")))?;
-    match cli.command {
-        crate::cli::Command::Test(args) => Ok(args),
-        _ => unreachable!("parsed a `test` command line"),
-    }
+    TestArgs::from_cli(&argv)
 }
 
 enum Kind {
@@ -561,6 +548,17 @@ struct Spec {
     id: String,
     label: String,
     kind: Kind,
+}
+
+impl Spec {
+    /// `divergence` for the two lanes the rule compares, else `own`.
+    fn judged(&self) -> String {
+        if self.id == SERIES_LANE || self.id == REFERENCE_LANE {
+            "divergence".into()
+        } else {
+            "own".into()
+        }
+    }
 }
 
 struct Ran {
@@ -582,30 +580,41 @@ fn counts(cells: &BTreeMap<String, Cell>) -> Counts {
     c
 }
 
-/// Builds (a no-op when nothing changed) or finds the lane's kernel, then
-/// reuses or makes its run.
-/// The lane's kernel tree and image (built where the lane builds one),
-/// with the `test` arguments that pick that kernel added to `extra`.
-fn lane_kernel(
-    spec: &Spec,
-    m: &MatrixArgs,
-    extra: &mut Vec<String>,
-) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+/// A lane's kernel: the tree and image (built where the lane builds one),
+/// and the `test` arguments that boot that kernel.
+struct LaneKernel {
+    tree: Option<PathBuf>,
+    image: Option<PathBuf>,
+    /// Of the image; the host lane's is of the running kernel.
+    image_sha256: String,
+    /// The expectation table the lane's runs are judged against.
+    expect: Option<String>,
+    /// `cargo xtask test` arguments, the selftests binary's among them.
+    test_args: Vec<String>,
+}
+
+/// Builds (a no-op when nothing changed) or finds the lane's kernel.
+fn lane_kernel(spec: &Spec, m: &MatrixArgs, bin: &Path) -> Result<LaneKernel> {
+    let mut args = vec!["--selftests".to_string(), bin.display().to_string()];
+    let mut expect = None;
     // Built lanes boot through `test`'s own build of their tree (a no-op
     // after the build here), so their results carry the same config label
     // as a plain `cargo xtask test` run.
-    Ok(match &spec.kind {
+    let (tree, image) = match &spec.kind {
         Kind::Series => {
             let tree =
                 crate::series::checkout_default_tree(&crate::series::Purpose::Default)?.worktree;
             let fragments = crate::kconfig::fragment_list(&m.config)?;
             let image = build::build_kernel("series kernel", &tree, &fragments, None)?.image;
+            // `test` judges a build of the series against `series` unasked.
+            expect = Some("series".into());
             (Some(tree), Some(image))
         }
         Kind::Reference(v) => {
             let r = crate::reference::build(v, &m.config, None)?;
-            if let Some(kind) = crate::reference::expect_kind(v)? {
-                extra.extend(["--expect".into(), kind]);
+            expect = crate::reference::expect_kind(v)?;
+            if let Some(kind) = &expect {
+                args.extend(["--expect".into(), kind.clone()]);
             }
             (Some(r.tree), Some(r.built.image))
         }
@@ -613,114 +622,90 @@ fn lane_kernel(
             let image = p
                 .canonicalize()
                 .with_context(|| format!("--kernel {} does not exist", p.display()))?;
-            extra.extend(["--kernel".into(), image.display().to_string()]);
+            args.extend(["--kernel".into(), image.display().to_string()]);
             (None, Some(image))
         }
         Kind::Host => {
-            extra.push("--host".into());
+            args.push("--host".into());
             (None, None)
         }
-    })
-}
-
-fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
-    let start = Instant::now();
-    let mut extra = vec!["--selftests".to_string(), bin.display().to_string()];
-    let (tree, image) = lane_kernel(spec, m, &mut extra)?;
-    let image_sha = match &image {
+    };
+    let image_sha256 = match &image {
         Some(i) => util::sha256_file(i)?,
         None => util::host_kernel_key(),
     };
-    let asked = format!(
-        "config={} filter={} accel={}",
-        m.config,
-        m.filter.as_deref().unwrap_or(""),
-        m.accel
+    Ok(LaneKernel {
+        tree,
+        image,
+        image_sha256,
+        expect,
+        test_args: args,
+    })
+}
+
+/// A lane's run: its record, its directory, whether it was reused.
+struct LaneRun {
+    result: RunResult,
+    dir: PathBuf,
+    reused: bool,
+}
+
+/// An earlier run that answers the lane, unless `--rerun`. With
+/// `--timeout` every lane runs again: a record does not say what deadline
+/// its run had.
+fn reuse(spec: &Spec, m: &MatrixArgs, key: &ReuseKey) -> Option<LaneRun> {
+    if m.rerun || m.timeout.is_some() {
+        return None;
+    }
+    let (result, dir) = find_earlier_run(&util::target_dir().join("results"), key)?;
+    println!(
+        "matrix: {}: reusing run {} (same kernel image and selftests binary)",
+        spec.label, result.run_id
     );
-    let want = |dir: PathBuf| Fresh {
-        image_sha256: image_sha.clone(),
-        selftests_sha256: bin_sha.to_string(),
-        asked: asked.clone(),
-        results_dir: dir,
+    Some(LaneRun {
+        result,
+        dir,
+        reused: true,
+    })
+}
+
+/// Boots (or runs on the host) the lane's suite.
+fn run_fresh(spec: &Spec, m: &MatrixArgs, kernel: &LaneKernel) -> Result<LaneRun> {
+    let args = test_args(&kernel.test_args, m)?;
+    let tree = kernel.tree.as_deref();
+    let result = match &spec.kind {
+        Kind::Host => crate::test::run_host(&args)?,
+        Kind::Series => crate::test::run_boot(&args, tree, crate::test::series_tag(None))?,
+        Kind::Reference(_) | Kind::Kernel(_) => crate::test::run_boot(&args, tree, None)?,
     };
-    let previous = std::fs::read_to_string(fresh_path(&spec.id))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Fresh>(&t).ok());
-    let reused = match previous {
-        Some(p) if !m.rerun => {
-            load_fresh(&spec.id, &want(p.results_dir.clone())).map(|r| (r, p.results_dir))
-        }
-        _ => None,
-    };
-    let reused = reused.or_else(|| {
-        if m.rerun || m.timeout.is_some() {
-            return None;
-        }
-        let ask = Asked {
-            image_sha256: &image_sha,
-            selftests_sha256: bin_sha,
-            config: match spec.kind {
-                Kind::Series | Kind::Reference(_) => crate::kconfig::fragment_list(&m.config)
-                    .ok()
-                    .map(|f| f.join("+")),
-                Kind::Host | Kind::Kernel(_) => None,
-            },
-            filter: m.filter.as_deref(),
-            accel: (m.accel != "auto").then_some(m.accel.as_str()),
-            expect: lane_expect(spec)?,
-            series: matches!(spec.kind, Kind::Series)
-                .then(|| crate::test::series_tag(None))
-                .flatten(),
-        };
-        let found = find_earlier_run(&util::target_dir().join("results"), &ask)?;
-        save_fresh(&spec.id, &want(found.1.clone())).ok()?;
-        Some(found)
-    });
-    let (result, dir, reused) = match reused {
-        Some((r, dir)) => {
-            println!(
-                "matrix: {}: reusing run {} (same kernel image and selftests binary)",
-                spec.label, r.run_id
-            );
-            (r, dir, true)
-        }
-        None => {
-            let args = test_args(&extra, m)?;
-            let result = match &spec.kind {
-                Kind::Host => crate::test::run_host(&args)?,
-                Kind::Series => {
-                    crate::test::run_boot(&args, tree.as_deref(), crate::test::series_tag(None))?
-                }
-                _ => crate::test::run_boot(&args, tree.as_deref(), None)?,
-            };
-            let dir = util::target_dir().join("results").join(&result.run_id);
-            if !matches!(
-                result.outcome,
-                crate::results::Outcome::Error(_) | crate::results::Outcome::NoBoot(_)
-            ) {
-                save_fresh(&spec.id, &want(dir.clone()))?;
-            }
-            (result, dir, false)
-        }
-    };
+    let dir = util::target_dir().join("results").join(&result.run_id);
+    Ok(LaneRun {
+        result,
+        dir,
+        reused: false,
+    })
+}
+
+/// The lane's column of the matrix, from its run.
+fn lane_of(spec: &Spec, kernel: LaneKernel, bin_sha: &str, run: LaneRun) -> Ran {
+    let LaneRun {
+        result,
+        dir,
+        reused,
+    } = run;
     let cells = cells_of(&result);
-    let log_name = if matches!(spec.kind, Kind::Host) {
-        crate::boot::files::STDOUT_LOG
-    } else {
-        crate::boot::files::GUEST_LOG
+    let log_name = match spec.kind {
+        Kind::Host => crate::boot::files::STDOUT_LOG,
+        _ => crate::boot::files::GUEST_LOG,
     };
     let log = dir.join(log_name);
     let lane = Lane {
         id: spec.id.clone(),
         label: spec.label.clone(),
-        judged: if spec.id == SERIES_LANE || spec.id == REFERENCE_LANE {
-            "divergence".into()
-        } else {
-            "own".into()
-        },
+        judged: spec.judged(),
         kernel: result.kernel.clone(),
-        image,
-        image_sha256: Some(image_sha),
+        image: kernel.image,
+        image_sha256: Some(kernel.image_sha256),
         selftests_sha256: bin_sha.to_string(),
         run_id: Some(result.run_id.clone()),
         results_dir: Some(dir),
@@ -741,17 +726,31 @@ fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ra
             })
             .collect(),
     };
+    Ran { lane, cells }
+}
+
+/// One lane: its kernel, then an earlier run that answers it or a new one.
+fn run_lane(spec: &Spec, m: &MatrixArgs, bin: &Path, bin_sha: &str) -> Result<Ran> {
+    let start = Instant::now();
+    let kernel = lane_kernel(spec, m, bin)?;
+    let key = ReuseKey::of(spec, m, &kernel, bin_sha)?;
+    let run = match reuse(spec, m, &key) {
+        Some(r) => r,
+        None => run_fresh(spec, m, &kernel)?,
+    };
+    let ran = lane_of(spec, kernel, bin_sha, run);
+    let (lane, c) = (&ran.lane, ran.lane.counts);
     println!(
         "matrix: {} done in {} ({} pass, {} fail, {} skip, {} no result): {}",
         spec.label,
         build::fmt_duration(start.elapsed()),
-        lane.counts.pass,
-        lane.counts.fail,
-        lane.counts.skip,
-        lane.counts.no_result,
+        c.pass,
+        c.fail,
+        c.skip,
+        c.no_result,
         lane.outcome.lines().next().unwrap_or("")
     );
-    Ok(Ran { lane, cells })
+    Ok(ran)
 }
 
 fn failed_lane(spec: &Spec, bin_sha: &str, err: &anyhow::Error) -> Ran {
@@ -760,11 +759,7 @@ fn failed_lane(spec: &Spec, bin_sha: &str, err: &anyhow::Error) -> Ran {
         lane: Lane {
             id: spec.id.clone(),
             label: spec.label.clone(),
-            judged: if spec.id == SERIES_LANE || spec.id == REFERENCE_LANE {
-                "divergence".into()
-            } else {
-                "own".into()
-            },
+            judged: spec.judged(),
             kernel: None,
             image: None,
             image_sha256: None,
@@ -1318,6 +1313,7 @@ pub fn run(m: MatrixArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn tag(mutant: Option<&str>) -> SeriesTag {
         SeriesTag {
@@ -1332,7 +1328,7 @@ mod tests {
         RunResult {
             run_id: id.into(),
             config: "base+gmem".into(),
-            accel: "tcg".into(),
+            accel: Some(Accel::Tcg),
             expect: Some("series".into()),
             series: Some(tag(mutant)),
             image_sha256: Some(image.into()),
@@ -1355,9 +1351,9 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("results.json"), serde_json::to_string(&r).unwrap()).unwrap();
         }
-        let ask = Asked {
-            image_sha256: "img",
-            selftests_sha256: "bin",
+        let ask = ReuseKey {
+            image_sha256: "img".into(),
+            selftests_sha256: "bin".into(),
             config: Some("base+gmem".into()),
             filter: None,
             accel: None,
@@ -1368,15 +1364,166 @@ mod tests {
         assert_eq!(found.run_id, "20261201-110000-b");
         assert!(dir.ends_with("20261201-110000-b"));
 
-        let filtered = Asked {
-            filter: Some("bind."),
+        let filtered = ReuseKey {
+            filter: Some("bind.".into()),
             ..ask
         };
         assert!(find_earlier_run(tmp.path(), &filtered).is_none());
-        let other_binary = Asked {
-            selftests_sha256: "bin2",
+        let other_binary = ReuseKey {
+            selftests_sha256: "bin2".into(),
             ..filtered
         };
         assert!(find_earlier_run(tmp.path(), &other_binary).is_none());
+    }
+
+    fn args(extra: &[&str]) -> MatrixArgs {
+        let argv = ["cargo xtask", "matrix"].iter().chain(extra);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Matrix(m) => m,
+            _ => unreachable!("parsed a `matrix` command line"),
+        }
+    }
+
+    fn kernel(expect: Option<&str>) -> LaneKernel {
+        LaneKernel {
+            tree: None,
+            image: None,
+            image_sha256: "img".into(),
+            expect: expect.map(Into::into),
+            test_args: Vec::new(),
+        }
+    }
+
+    fn spec(kind: Kind) -> Spec {
+        Spec {
+            id: "lane".into(),
+            label: "lane".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn the_reuse_key_asks_each_lane_what_its_own_run_would_have_been_asked() {
+        let m = args(&["--accel", "tcg", "--filter", "bind.", "--config", "gmem"]);
+        let host = ReuseKey::of(&spec(Kind::Host), &m, &kernel(None), "bin").unwrap();
+        assert_eq!(
+            host,
+            ReuseKey {
+                image_sha256: "img".into(),
+                selftests_sha256: "bin".into(),
+                config: None,
+                filter: Some("bind.".into()),
+                accel: None,
+                expect: None,
+                series: None,
+            },
+            "the host lane has no guest: --accel does not apply to it"
+        );
+        let other = ReuseKey::of(&spec(Kind::Kernel("k".into())), &m, &kernel(None), "bin");
+        assert_eq!(other.unwrap().accel, Some(Accel::Tcg));
+        let series = ReuseKey::of(&spec(Kind::Series), &m, &kernel(Some("series")), "bin").unwrap();
+        assert_eq!(series.config.as_deref(), Some("base+gmem"));
+        assert_eq!(series.expect.as_deref(), Some("series"));
+        assert_eq!(series.series, crate::test::series_tag(None));
+        assert!(series.series.is_some());
+        let reference = ReuseKey::of(
+            &spec(Kind::Reference("6.12.74".into())),
+            &m,
+            &kernel(Some("upstream-6.12")),
+            "bin",
+        )
+        .unwrap();
+        assert_eq!(reference.config.as_deref(), Some("base+gmem"));
+        assert_eq!(reference.series, None);
+        let auto = args(&[]);
+        let any = ReuseKey::of(&spec(Kind::Kernel("k".into())), &auto, &kernel(None), "bin");
+        assert_eq!(
+            any.unwrap().accel,
+            None,
+            "auto takes a run of either accelerator"
+        );
+    }
+
+    #[test]
+    fn a_key_is_answered_only_by_an_unmutated_run_that_reached_the_suite() {
+        let mut r = run("20261201-100000-a", "img", None);
+        let key = ReuseKey {
+            image_sha256: "img".into(),
+            selftests_sha256: "bin".into(),
+            config: Some("base+gmem".into()),
+            filter: None,
+            accel: Some(Accel::Tcg),
+            expect: Some("series".into()),
+            series: Some(tag(None)),
+        };
+        assert!(key.answered_by(&r));
+        for outcome in [
+            crate::results::Outcome::Failed(vec!["a case failed".into()]),
+            crate::results::Outcome::Hang("900s".into()),
+        ] {
+            r.outcome = outcome;
+            assert!(key.answered_by(&r), "{:?} is an answer", r.outcome);
+        }
+        for outcome in [
+            crate::results::Outcome::Error("harness".into()),
+            crate::results::Outcome::NoBoot("no KTAP".into()),
+        ] {
+            r.outcome = outcome;
+            assert!(!key.answered_by(&r), "{:?} answers nothing", r.outcome);
+        }
+        r.outcome = crate::results::Outcome::Passed;
+        let host = RunResult {
+            accel: None,
+            ..r.clone()
+        };
+        assert!(
+            !key.answered_by(&host),
+            "a tcg lane does not take a host run"
+        );
+        let kvm = RunResult {
+            accel: Some(Accel::Kvm),
+            ..r.clone()
+        };
+        assert!(!key.answered_by(&kvm));
+        assert!(ReuseKey {
+            accel: None,
+            ..key.clone()
+        }
+        .answered_by(&kvm));
+        let mutant = run("20261201-100000-a", "img", Some("m"));
+        assert!(!ReuseKey {
+            series: None,
+            ..key.clone()
+        }
+        .answered_by(&mutant));
+        let other_series = RunResult {
+            series: Some(SeriesTag {
+                version: 3,
+                ..tag(None)
+            }),
+            ..r.clone()
+        };
+        assert!(!key.answered_by(&other_series));
+        let other_config = RunResult {
+            config: "base+gmem+numa".into(),
+            ..r
+        };
+        assert!(!key.answered_by(&other_config));
+    }
+
+    #[test]
+    fn rerun_and_timeout_make_every_lane_run_again() {
+        let key = ReuseKey {
+            image_sha256: "img".into(),
+            selftests_sha256: "bin".into(),
+            config: None,
+            filter: None,
+            accel: None,
+            expect: None,
+            series: None,
+        };
+        let s = spec(Kind::Host);
+        assert!(reuse(&s, &args(&["--rerun"]), &key).is_none());
+        assert!(reuse(&s, &args(&["--timeout", "60"]), &key).is_none());
     }
 }

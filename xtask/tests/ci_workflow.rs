@@ -2,11 +2,13 @@
 //! names: every config set's fragments exist in kconfigs/, and the mutant
 //! matrix is exactly the set of patches/mutants/*.patch that
 //! patches/mutants/equivalent.toml does not list (the job passes only when
-//! the suite kills its mutant).
+//! the suite kills its mutant), and every `cargo xtask` command it runs
+//! parses.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use clap::Parser;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn root() -> PathBuf {
@@ -105,4 +107,50 @@ fn reference_job_runs_the_matrix_and_uploads_its_files() {
             "the reference job uploads target/matrix/{file}: {uploads:?}"
         );
     }
+}
+
+/// The words of a `run:` line after `cargo xtask`, with each `${{ ... }}`
+/// expression (quoted or not) as one placeholder word.
+fn xtask_words(line: &str) -> Option<Vec<String>> {
+    let (_, rest) = line.split_once("cargo xtask ")?;
+    let mut text = String::new();
+    let mut left = rest;
+    while let Some(start) = left.find("${{") {
+        text.push_str(&left[..start]);
+        let end = left[start..].find("}}").expect("`${{` is closed") + start + 2;
+        text.push_str("EXPR");
+        left = &left[end..];
+    }
+    text.push_str(left);
+    Some(
+        text.split_whitespace()
+            .map(|w| w.trim_matches('"').to_string())
+            .collect(),
+    )
+}
+
+#[test]
+fn every_xtask_command_the_workflow_runs_parses() {
+    let doc = workflow();
+    let jobs = doc["jobs"].as_hash().expect("jobs is a map");
+    let mut seen = 0;
+    for (name, job) in jobs {
+        for step in job["steps"].as_vec().into_iter().flatten() {
+            for line in step["run"].as_str().unwrap_or("").lines() {
+                let Some(words) = xtask_words(line) else {
+                    continue;
+                };
+                seen += 1;
+                let argv = std::iter::once("cargo xtask".to_string()).chain(words);
+                if let Err(e) = xtask::cli::Cli::try_parse_from(argv) {
+                    let job = name.as_str().unwrap_or("?");
+                    panic!("job {job}: `{}` does not parse: {e}", line.trim());
+                }
+            }
+        }
+    }
+    assert!(
+        seen >= 4,
+        "found {seen} `cargo xtask` lines in ci/nested-virt.yml"
+    );
 }

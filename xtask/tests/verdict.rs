@@ -408,7 +408,7 @@ fn result_with(ktap: &str, log: &str, boot: &Boot) -> RunResult {
         run_id: "m".into(),
         mode: "vng".into(),
         config: "base+gmem".into(),
-        accel: "tcg".into(),
+        accel: Some(xtask::boot::Accel::Tcg),
         accel_reason: "test".into(),
         guest_exit: boot.exit,
         duration_s: 1.0,

@@ -261,11 +261,64 @@ impl From<TouchError> for Stop {
     }
 }
 
+/// What both vCPU fixtures ([`Guest`] and pageops' `Rig`) start from: a
+/// VM, its guest_memfd with the memory behind the data slots, and the code
+/// slot. Each fixture moves these into its own fields, after its vCPUs, so
+/// that vCPUs and VM drop before the memory.
+pub struct Machine {
+    pub vm: Vm,
+    pub gmem: GmemFile,
+    /// The guest_memfd mapping (SharedMmap mode).
+    pub gmem_map: Option<Mapping>,
+    /// Anonymous memory for the slots' shared side (other modes).
+    pub shared: Option<Mapping>,
+    /// The code slot's memory, `programs` copied in.
+    pub low: Mapping,
+}
+
+impl Machine {
+    /// A VM of the case's type with a guest_memfd of `file_pages` (see
+    /// [`data_backing`] for `mode` and `shared_pages`) and the code slot,
+    /// into which `programs` copies the guest code.
+    pub fn new(
+        tx: &Tx,
+        mode: Option<AccessMode>,
+        file_pages: u64,
+        shared_pages: u64,
+        programs: impl FnOnce(&Mapping),
+    ) -> Result<Machine, Stop> {
+        let vm = tx.vm()?;
+        let (gmem, gmem_map, shared) =
+            data_backing(&vm, tx.page(), mode, file_pages, shared_pages)?;
+        let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
+        programs(&low);
+        add_code_slot(&vm, &low, |m| tx.diag(m))
+            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        Ok(Machine {
+            vm,
+            gmem,
+            gmem_map,
+            shared,
+            low,
+        })
+    }
+}
+
+/// The mapping behind the data slots' userspace_addr: the guest_memfd's
+/// own (SharedMmap mode) or the anonymous shared side. A [`Machine`] has
+/// exactly one of the two.
+pub fn slot_memory<'m>(gmem_map: &'m Option<Mapping>, shared: &'m Option<Mapping>) -> &'m Mapping {
+    match (gmem_map, shared) {
+        (Some(m), _) | (None, Some(m)) => m,
+        (None, None) => unreachable!("data_backing returns a mapping or shared memory"),
+    }
+}
+
 /// The memory behind a fixture's data slots: a guest_memfd of `file_pages`,
 /// created MMAP|INIT_SHARED and mapped in SharedMmap mode (the mapping is the
 /// slots' userspace_addr), otherwise with `shared_pages` of anonymous memory
 /// for the slots' shared side.
-pub fn data_backing(
+fn data_backing(
     vm: &Vm,
     page: u64,
     mode: Option<AccessMode>,
@@ -374,14 +427,16 @@ impl Guest {
             slot_pages * page <= 0x10000,
             "the guest addresses the data slot with 16-bit offsets"
         );
-        let vm = tx.vm()?;
-        let (gmem, gmem_map, shared) =
-            data_backing(&vm, page, mode, file_pages, file_pages.max(slot_pages))?;
-        let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
-        low.copy_in(CODE_GPA as usize, &GUEST_CODE);
-        low.copy_in(LOOP_GPA as usize, &GUEST_LOOP);
-        add_code_slot(&vm, &low, |m| tx.diag(m))
-            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        let Machine {
+            vm,
+            gmem,
+            gmem_map,
+            shared,
+            low,
+        } = Machine::new(tx, mode, file_pages, file_pages.max(slot_pages), |low| {
+            low.copy_in(CODE_GPA as usize, &GUEST_CODE);
+            low.copy_in(LOOP_GPA as usize, &GUEST_LOOP);
+        })?;
         let vcpu = real_mode_vcpu(&vm, 0, Some(DATA_GPA)).or_fail("vCPU 0")?;
         let g = Guest {
             vcpu,
@@ -423,11 +478,7 @@ impl Guest {
 
     /// The data slot's request: gmem offset 0, `slot_pages` pages at DATA_GPA.
     pub fn data_region(&self) -> Region {
-        let uaddr = match (&self.gmem_map, &self.shared) {
-            (Some(m), _) => m.addr(),
-            (None, Some(s)) => s.addr(),
-            (None, None) => 0,
-        };
+        let uaddr = slot_memory(&self.gmem_map, &self.shared).addr();
         Region {
             slot: DATA_SLOT,
             flags: KVM_MEM_GUEST_MEMFD,

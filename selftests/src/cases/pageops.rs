@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::cases::guest::{add_code_slot, data_backing, real_mode_vcpu, run_once, Exit, LOW_SIZE};
+use crate::cases::guest::{real_mode_vcpu, run_once, slot_memory, Exit, Machine};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
@@ -265,13 +265,13 @@ pub struct Rig {
 
 impl Rig {
     pub fn new(tx: &Tx, mode: AccessMode, file_pages: u64, n: usize) -> Result<Rig, Stop> {
-        let page = tx.page();
-        let vm = tx.vm()?;
-        let (gmem, gmem_map, shared) = data_backing(&vm, page, Some(mode), file_pages, file_pages)?;
-        let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
-        install(&low);
-        add_code_slot(&vm, &low, |m| tx.diag(m))
-            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        let Machine {
+            vm,
+            gmem,
+            gmem_map,
+            shared,
+            low,
+        } = Machine::new(tx, Some(mode), file_pages, file_pages, install)?;
         let vcpus = (0..n as u64)
             .map(|id| real_mode_vcpu(&vm, id, None).or_fail(&format!("vCPU {id}")))
             .collect::<Result<Vec<_>, Stop>>()?;
@@ -283,17 +283,13 @@ impl Rig {
             shared,
             low,
             mode,
-            page,
+            page: tx.page(),
         })
     }
 
     /// The mapping behind the slots' userspace_addr, indexed by file offset.
     pub fn backing(&self) -> &Mapping {
-        match (&self.gmem_map, &self.shared) {
-            (Some(m), _) => m,
-            (None, Some(s)) => s,
-            (None, None) => unreachable!("a rig always has backing memory"),
-        }
+        slot_memory(&self.gmem_map, &self.shared)
     }
 
     /// Slot `slot` at `gpa`, `pages` long, bound to the file from `file_page`.
@@ -392,7 +388,9 @@ pub fn fill_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cases::guest::{CODE_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA};
+    use crate::cases::guest::{
+        add_code_slot, CODE_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA, LOW_SIZE,
+    };
 
     #[test]
     fn programs_fit_beside_the_others() {

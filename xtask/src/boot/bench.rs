@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{choose_accel, default_append, run_guest, vng_args, Accel, AccelChoice, VngSpec};
+use super::{
+    choose_accel, default_append, run_guest, vng_args, Accel, AccelChoice, AccelRequest, VngSpec,
+};
 use crate::util;
 
 /// `cargo xtask bench boot`: boot-to-first-KTAP-line of the newest built
@@ -26,7 +28,7 @@ pub fn bench_boot() -> Result<ExitCode> {
         accel: Accel::Tcg,
         reason: "always measured".into(),
     }];
-    let kvm = choose_accel("auto", &image)?;
+    let kvm = choose_accel(AccelRequest::Auto, &image)?;
     println!(
         "kernel {}\naccel probe: {} ({})",
         image.display(),

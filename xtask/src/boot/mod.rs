@@ -48,14 +48,46 @@ pub struct AccelChoice {
     pub reason: String,
 }
 
-/// `--accel auto|kvm|tcg`.
-pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
+/// `--accel`: what the user asks for. `auto` is a question (does /dev/kvm
+/// boot a kernel here?) that [`choose_accel`] answers with an [`Accel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelRequest {
+    /// KVM when /dev/kvm is probed to boot a kernel, else TCG.
+    Auto,
+    /// KVM, not probed.
+    Kvm,
+    /// TCG with `-cpu max`.
+    Tcg,
+}
+
+impl AccelRequest {
+    /// As typed on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccelRequest::Auto => "auto",
+            AccelRequest::Kvm => "kvm",
+            AccelRequest::Tcg => "tcg",
+        }
+    }
+
+    /// The accelerator asked for by name; None for `auto`.
+    pub fn fixed(self) -> Option<Accel> {
+        match self {
+            AccelRequest::Auto => None,
+            AccelRequest::Kvm => Some(Accel::Kvm),
+            AccelRequest::Tcg => Some(Accel::Tcg),
+        }
+    }
+}
+
+/// Answers `--accel`.
+pub fn choose_accel(request: AccelRequest, image: &Path) -> Result<AccelChoice> {
     match request {
-        "tcg" => Ok(AccelChoice {
+        AccelRequest::Tcg => Ok(AccelChoice {
             accel: Accel::Tcg,
             reason: "requested with --accel tcg".into(),
         }),
-        "kvm" => {
+        AccelRequest::Kvm => {
             if let Err(e) = util::kvm_status(Path::new(util::DEV_KVM)) {
                 bail!("--accel kvm: {e}; use --accel tcg or auto");
             }
@@ -64,7 +96,7 @@ pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
                 reason: "requested with --accel kvm (not probed)".into(),
             })
         }
-        "auto" => {
+        AccelRequest::Auto => {
             if let Err(e) = util::kvm_status(Path::new(util::DEV_KVM)) {
                 return Ok(AccelChoice {
                     accel: Accel::Tcg,
@@ -84,7 +116,6 @@ pub fn choose_accel(request: &str, image: &Path) -> Result<AccelChoice> {
                 }
             })
         }
-        other => bail!("--accel `{other}`: expected auto, kvm or tcg"),
     }
 }
 

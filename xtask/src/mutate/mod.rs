@@ -78,8 +78,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub case_timeout: Option<u64>,
     /// auto, kvm or tcg, as for `cargo xtask test`.
-    #[arg(long, default_value = "auto")]
-    pub accel: String,
+    #[arg(long, value_enum, default_value_t = crate::boot::AccelRequest::Auto)]
+    pub accel: crate::boot::AccelRequest,
     /// Use this selftests binary instead of building the workspace's.
     #[arg(long)]
     pub selftests: Option<PathBuf>,

@@ -633,7 +633,7 @@ pub fn newest_tested_line(results_root: &Path, series: &str, base: &str) -> Opti
         let Ok(text) = std::fs::read_to_string(entry.path().join(JSON)) else {
             continue;
         };
-        // `test --mutants` writes a mutants.json of another shape: skipped.
+        // `test --mutant`/`--all-mutants` writes a mutants.json of another shape: skipped.
         let Ok(report) = serde_json::from_str::<Report>(&text) else {
             continue;
         };
@@ -907,7 +907,7 @@ mod tests {
         old.write(&root.join("20261202-010000-mutate")).unwrap();
         newer.write(&root.join("20261202-020000-mutate")).unwrap();
         other.write(&root.join("20261202-030000-mutate")).unwrap();
-        // A `test --mutants` report of another shape is skipped.
+        // A `test --all-mutants` report of another shape is skipped.
         std::fs::create_dir_all(root.join("20261202-040000-mutants")).unwrap();
         std::fs::write(
             root.join("20261202-040000-mutants").join(JSON),

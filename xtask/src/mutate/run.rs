@@ -648,30 +648,34 @@ impl Bench {
     }
 }
 
-fn test_args(args: &RunArgs, selftests: Option<PathBuf>) -> TestArgs {
-    TestArgs {
-        host: false,
-        tree: None,
-        config: args.config.clone(),
-        kernel: None,
-        accel: args.accel.clone(),
-        timeout: Some(args.timeout.unwrap_or(900)),
-        filter: None,
-        boot_timeout: None,
-        case_timeout: args.case_timeout,
-        selftests,
-        release: false,
-        cpus: 2,
-        memory: "2G".into(),
-        append: Vec::new(),
-        numa: None,
-        exec: None,
-        mutant: None,
-        mutants: None,
-        install_deps: false,
-        expect: None,
-        reference: None,
+/// The arguments `cargo xtask mutate run ARGS...` would get, parsed by the
+/// real CLI (every field not named has its default).
+fn run_args(args: &[&str]) -> Result<RunArgs> {
+    use clap::Parser;
+    let argv = ["cargo xtask", "mutate", "run"].iter().chain(args);
+    match crate::cli::Cli::try_parse_from(argv)?.command {
+        crate::cli::Command::Mutate(super::MutateCmd::Run(a)) => Ok(*a),
+        _ => unreachable!("parsed a `mutate run` command line"),
     }
+}
+
+/// The `cargo xtask test` arguments every boot of a campaign uses.
+fn test_args(args: &RunArgs, selftests: Option<&Path>) -> Result<TestArgs> {
+    let mut argv = vec![
+        "--config".to_string(),
+        args.config.clone(),
+        "--accel".into(),
+        args.accel.name().into(),
+        "--timeout".into(),
+        args.timeout.unwrap_or(900).to_string(),
+    ];
+    if let Some(t) = args.case_timeout {
+        argv.extend(["--case-timeout".into(), t.to_string()]);
+    }
+    if let Some(s) = selftests {
+        argv.extend(["--selftests".into(), s.display().to_string()]);
+    }
+    TestArgs::from_cli(&argv)
 }
 
 fn default_tree(tree: &Option<PathBuf>) -> Result<PathBuf> {
@@ -682,10 +686,17 @@ fn default_tree(tree: &Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// Runs `subjects` after the baseline; stops starting new ones when
-/// `budget` is spent.
-fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Result<Campaign> {
-    let wall = Instant::now();
+/// A campaign's fixed parts, set up before the baseline: the build and boot
+/// bench, the worktree the mutants edit, the equivalence list.
+struct Setup {
+    bench: Bench,
+    wt: Worktree,
+    equivalent: super::equivalent::Equivalents,
+}
+
+/// Plans the campaign: the series, its checkout at `tip` (or applied
+/// afresh), the configured build directory and the selftests binary.
+fn setup(args: &RunArgs, tip: Option<&str>) -> Result<Setup> {
     let Some(series) = test::series_tag(None) else {
         bail!("cannot read patches/guest_memfd/series.toml: mutants are edits of that series");
     };
@@ -693,33 +704,38 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
     let tree = default_tree(&args.tree)?;
     let fragments = kconfig::fragment_list(&args.config)?;
     // Built once: every boot of the campaign runs the same binary.
-    let selftests = test::selftests_binary(&test_args(args, args.selftests.clone()))?;
-    let test = test_args(args, Some(selftests));
+    let selftests = test::selftests_binary(&test_args(args, args.selftests.as_deref())?)?;
+    let test = test_args(args, Some(&selftests))?;
     println!(
         "\n=== baseline: the unmutated series v{} on {} (must pass before any mutant counts)",
         series.version, series.base
     );
     // The generator left the tip on its branch; mutants from a file get
     // the series applied afresh.
-    let src = match &tip {
+    let src = match tip {
         Some(tip) => crate::series::checkout::scratch_worktree(&tree, tip)?,
         None => crate::series::checkout(&tree, &crate::series::Purpose::Baseline)?.worktree,
     };
-    let mut wt = Worktree::new(src)?;
+    let wt = Worktree::new(src)?;
     let plan = build::plan(wt.src(), &fragments, None, true)?;
     build::configure(&plan)?;
-    let mut bench = Bench {
-        test,
-        plan,
-        series: series.clone(),
-    };
-    let mut bt = Timing::default();
-    let (base_outcome, base_run) = bench.judge_current("", &mut bt, false);
+    Ok(Setup {
+        bench: Bench { test, plan, series },
+        wt,
+        equivalent,
+    })
+}
+
+/// Builds and boots the unmutated series, then sets the per-mutant boot
+/// timeout from what it took.
+fn baseline(args: &RunArgs, bench: &mut Bench) -> Baseline {
+    let mut timing = Timing::default();
+    let (outcome, run_id) = bench.judge_current("", &mut timing, false);
     // A mutant that hangs the kernel costs the whole timeout: scale it to
     // what the unmutated series needs on this machine now.
     let per_boot = args
         .timeout
-        .unwrap_or_else(|| ((3.0 * (bt.boot_s + bt.suite_s)).ceil() as u64).max(120));
+        .unwrap_or_else(|| ((3.0 * (timing.boot_s + timing.suite_s)).ceil() as u64).max(120));
     bench.test.timeout = Some(per_boot);
     println!(
         "per-mutant boot timeout: {per_boot}s ({})",
@@ -729,25 +745,127 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
             "3x the baseline's boot + suite, at least 120 s"
         }
     );
-    let baseline = Baseline {
-        passed: base_outcome == Outcome::Survived,
-        headline: match &base_outcome {
+    Baseline {
+        passed: outcome == Outcome::Survived,
+        headline: match &outcome {
             Outcome::Survived => "PASSED".into(),
             other => format!("{other:?}"),
         },
-        run_id: base_run,
-        timing: bt,
+        run_id,
+        timing,
+    }
+}
+
+/// One mutant's verdict, before it is filed in the campaign.
+struct Judged {
+    subject: Subject,
+    outcome: Outcome,
+    equivalent: Option<String>,
+    timing: Timing,
+    run_id: Option<String>,
+}
+
+/// Puts `s` in the worktree, builds, boots and judges it, and prints the
+/// verdict with where the time went.
+fn run_mutant(setup: &mut Setup, s: Subject, rerun: bool) -> Judged {
+    let name = s.name();
+    let mut t = Timing::default();
+    let start = Instant::now();
+    let applied = match &s {
+        Subject::Generated(m) => {
+            println!(
+                "  {}\n  -> {}\n  in {}",
+                m.original.trim(),
+                m.mutated.trim(),
+                m.function.as_deref().unwrap_or("?")
+            );
+            setup.wt.set_line(m)
+        }
+        Subject::HandWritten { patch, .. } => setup.wt.apply_patch(patch),
     };
-    let mut out = Campaign {
-        series,
-        seed: args.seed.clone(),
-        baseline,
-        generated: Vec::new(),
-        hand_written: Vec::new(),
-        timings: Vec::new(),
-        not_started: Vec::new(),
-        wall_s: 0.0,
+    t.apply_s = start.elapsed().as_secs_f64();
+    let (outcome, run_id) = match applied {
+        Ok(()) => setup.bench.judge_current(&name, &mut t, rerun),
+        Err(e) => (
+            Outcome::Error {
+                detail: format!("{e:#}"),
+            },
+            None,
+        ),
     };
+    let equivalent = match &s {
+        Subject::Generated(m) => setup.equivalent.reason_for(m),
+        Subject::HandWritten { name, .. } => setup.equivalent.reason_for_name(name),
+    }
+    .map(str::to_string);
+    println!(
+        "mutant {name}: {} ({:.1}s: apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}{})",
+        outcome_text(&outcome, equivalent.is_some()),
+        t.total(),
+        t.apply_s,
+        t.build_s,
+        t.boot_s,
+        t.suite_s,
+        if t.rerun_s > 0.0 {
+            format!(", rerun {:.1}", t.rerun_s)
+        } else {
+            String::new()
+        }
+    );
+    Judged {
+        subject: s,
+        outcome,
+        equivalent,
+        timing: t,
+        run_id,
+    }
+}
+
+impl Campaign {
+    /// A campaign with its baseline and nothing run yet.
+    fn new(series: SeriesTag, seed: &str, baseline: Baseline) -> Campaign {
+        Campaign {
+            series,
+            seed: seed.to_string(),
+            baseline,
+            generated: Vec::new(),
+            hand_written: Vec::new(),
+            timings: Vec::new(),
+            not_started: Vec::new(),
+            wall_s: 0.0,
+        }
+    }
+
+    /// Files a mutant's verdict with the generated or the hand-written ones.
+    fn record(&mut self, j: Judged) {
+        let t = j.timing;
+        self.timings.push((j.subject.name(), t));
+        match j.subject {
+            Subject::Generated(m) => self.generated.push(MutantResult {
+                mutant: m,
+                outcome: j.outcome,
+                equivalent: j.equivalent,
+                seconds: t.total(),
+                run_id: j.run_id,
+            }),
+            Subject::HandWritten { name, .. } => self.hand_written.push(HandWrittenResult {
+                name,
+                outcome: j.outcome,
+                equivalent: j.equivalent,
+                seconds: t.total(),
+                run_id: j.run_id,
+            }),
+        }
+    }
+}
+
+/// Runs `subjects` after the baseline; stops starting new ones when
+/// `budget` is spent.
+fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Result<Campaign> {
+    let wall = Instant::now();
+    let mut setup = setup(args, tip.as_deref())?;
+    let baseline = baseline(args, &mut setup.bench);
+    let mut out = Campaign::new(setup.bench.series.clone(), &args.seed, baseline);
     if !out.baseline.passed {
         println!(
             "baseline did not pass ({}): no mutant is run",
@@ -773,74 +891,15 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
                 break;
             }
         }
-        let name = s.name();
         println!(
-            "\n=== mutant {}/{total}: {name} ({:.0}s into the campaign)",
+            "\n=== mutant {}/{total}: {} ({:.0}s into the campaign)",
             i + 1,
+            s.name(),
             wall.elapsed().as_secs_f64()
         );
-        let mut t = Timing::default();
-        let start = Instant::now();
-        let applied = match &s {
-            Subject::Generated(m) => {
-                println!(
-                    "  {}\n  -> {}\n  in {}",
-                    m.original.trim(),
-                    m.mutated.trim(),
-                    m.function.as_deref().unwrap_or("?")
-                );
-                wt.set_line(m)
-            }
-            Subject::HandWritten { patch, .. } => wt.apply_patch(patch),
-        };
-        t.apply_s = start.elapsed().as_secs_f64();
-        let (outcome, run_id) = match applied {
-            Ok(()) => bench.judge_current(&name, &mut t, !args.no_rerun),
-            Err(e) => (
-                Outcome::Error {
-                    detail: format!("{e:#}"),
-                },
-                None,
-            ),
-        };
-        let eq = match &s {
-            Subject::Generated(m) => equivalent.reason_for(m),
-            Subject::HandWritten { name, .. } => equivalent.reason_for_name(name),
-        }
-        .map(str::to_string);
-        println!(
-            "mutant {name}: {} ({:.1}s: apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}{})",
-            outcome_text(&outcome, eq.is_some()),
-            t.total(),
-            t.apply_s,
-            t.build_s,
-            t.boot_s,
-            t.suite_s,
-            if t.rerun_s > 0.0 {
-                format!(", rerun {:.1}", t.rerun_s)
-            } else {
-                String::new()
-            }
-        );
-        out.timings.push((name.clone(), t));
-        match s {
-            Subject::Generated(m) => out.generated.push(MutantResult {
-                mutant: m,
-                outcome,
-                equivalent: eq,
-                seconds: t.total(),
-                run_id,
-            }),
-            Subject::HandWritten { name, .. } => out.hand_written.push(HandWrittenResult {
-                name,
-                outcome,
-                equivalent: eq,
-                seconds: t.total(),
-                run_id,
-            }),
-        }
+        out.record(run_mutant(&mut setup, s, !args.no_rerun));
     }
-    wt.restore()?;
+    setup.wt.restore()?;
     out.wall_s = wall.elapsed().as_secs_f64();
     Ok(out)
 }
@@ -1075,26 +1134,10 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         bail!("cannot read patches/guest_memfd/series.toml");
     };
     let tree = default_tree(&None)?;
-    let args = RunArgs {
-        tree: None,
-        config: "gmem".into(),
-        seed: "0".into(),
-        sample: None,
-        budget: None,
-        only: Vec::new(),
-        hand_written: false,
-        no_generated: false,
-        timeout: None,
-        case_timeout: None,
-        accel: "auto".into(),
-        selftests: None,
-        no_rerun: true,
-        skip_listed: false,
-        from: None,
-    };
+    let args = run_args(&["--no-rerun"])?;
     let fragments = kconfig::fragment_list(&args.config)?;
-    let bin = test::selftests_binary(&test_args(&args, None))?;
-    let targs = test_args(&args, Some(bin));
+    let bin = test::selftests_binary(&test_args(&args, None)?)?;
+    let targs = test_args(&args, Some(&bin))?;
     let tip_build = |label: &str| -> Result<(PathBuf, BuildPlan)> {
         println!("\n=== bench mutate: the series tip, built ({label}, not timed)");
         let src = crate::series::checkout(&tree, &crate::series::Purpose::Baseline)?.worktree;
@@ -1294,26 +1337,11 @@ mod tests {
     fn only_takes_hand_written_names_and_ids_and_rejects_the_rest() {
         let gen = vec![mutant(2, "x", "y")];
         let hand = vec![("punch-no-invalidate".to_string(), PathBuf::from("p.patch"))];
-        let mut args = RunArgs {
-            tree: None,
-            config: "gmem".into(),
-            seed: "0".into(),
-            sample: None,
-            budget: None,
-            only: vec![
-                "punch-no-invalidate".into(),
-                "virt/kvm/guest_memfd.c:2:negate-condition".into(),
-            ],
-            hand_written: false,
-            no_generated: false,
-            timeout: None,
-            case_timeout: None,
-            accel: "auto".into(),
-            selftests: None,
-            no_rerun: false,
-            skip_listed: false,
-            from: None,
-        };
+        let mut args = run_args(&[]).unwrap();
+        args.only = vec![
+            "punch-no-invalidate".into(),
+            "virt/kvm/guest_memfd.c:2:negate-condition".into(),
+        ];
         let s = select(&args, gen.clone(), hand.clone()).unwrap();
         assert_eq!(s.iter().map(Subject::name).collect::<Vec<_>>(), args.only);
         args.only = vec!["virt/kvm/guest_memfd.c:3:negate-condition".into()];
@@ -1330,6 +1358,81 @@ mod tests {
         args.sample = Some(0);
         let s = select(&args, gen, hand).unwrap();
         assert_eq!(s.len(), 1, "the hand-written one, no generated");
+    }
+
+    #[test]
+    fn a_campaign_boots_with_test_defaults_but_what_it_sets() {
+        let mut args = run_args(&[
+            "--config",
+            "gmem,numa",
+            "--accel",
+            "tcg",
+            "--case-timeout",
+            "7",
+        ])
+        .unwrap();
+        let got = test_args(&args, Some(Path::new("/bin/true"))).unwrap();
+        let mut want = TestArgs::from_cli::<&str>(&[]).unwrap();
+        want.config = "gmem,numa".into();
+        want.accel = crate::boot::AccelRequest::Tcg;
+        want.timeout = Some(900);
+        want.case_timeout = Some(7);
+        want.selftests = Some(PathBuf::from("/bin/true"));
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        args.timeout = Some(42);
+        assert_eq!(test_args(&args, None).unwrap().timeout, Some(42));
+    }
+
+    #[test]
+    fn a_judged_mutant_is_filed_with_its_kind_and_its_time() {
+        let base = Baseline {
+            passed: true,
+            headline: "PASSED".into(),
+            run_id: None,
+            timing: Timing::default(),
+        };
+        let series = SeriesTag {
+            name: "guest_memfd".into(),
+            version: 3,
+            base: "6.1.177".into(),
+            mutant: None,
+        };
+        let mut c = Campaign::new(series, "seed", base);
+        let timing = Timing {
+            build_s: 2.0,
+            boot_s: 3.0,
+            ..Timing::default()
+        };
+        c.record(Judged {
+            subject: Subject::Generated(mutant(2, "x", "y")),
+            outcome: Outcome::Survived,
+            equivalent: Some("same".into()),
+            timing,
+            run_id: Some("r1".into()),
+        });
+        c.record(Judged {
+            subject: Subject::HandWritten {
+                name: "punch-no-invalidate".into(),
+                patch: PathBuf::from("p.patch"),
+            },
+            outcome: Outcome::Killed { by: vec![] },
+            equivalent: None,
+            timing,
+            run_id: None,
+        });
+        assert_eq!(c.generated.len(), 1);
+        assert_eq!(c.generated[0].seconds, 5.0);
+        assert_eq!(c.generated[0].equivalent.as_deref(), Some("same"));
+        assert_eq!(c.hand_written[0].name, "punch-no-invalidate");
+        let names: Vec<&str> = c.timings.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "virt/kvm/guest_memfd.c:2:negate-condition",
+                "punch-no-invalidate"
+            ]
+        );
+        assert_eq!((c.counts().killed, c.counts().equivalent), (1, 1));
     }
 
     #[test]

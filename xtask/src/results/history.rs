@@ -71,7 +71,7 @@ pub struct MutantRow {
     pub run_id: Option<String>,
 }
 
-/// `mutants.json`: what `cargo xtask test --mutant/--mutants` found.
+/// `mutants.json`: what `cargo xtask test --mutant/--all-mutants` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MutantsReport {
     pub run_id: String,
@@ -196,7 +196,7 @@ impl RunResult {
         let _ = writeln!(
             out,
             "| accel | {} ({}) |",
-            self.accel,
+            self.accel_name(),
             md_cell(&self.accel_reason)
         );
         if let Some(t) = &self.series {
@@ -333,7 +333,7 @@ pub fn tested_section(root: &Path, name: &str, version: u32, base: &str) -> Opti
             out,
             "- {} (config {config}), gmem-selftests in a virtme-ng guest, accel {}: {p} passed, {f} failed, {s} skipped; {} kernel splat(s); taint {} (run {})",
             r.kernel.as_deref().unwrap_or("kernel of unknown version"),
-            r.accel,
+            r.accel_name(),
             r.splats.len(),
             match (r.taint_before, r.taint_after) {
                 (Some(b), Some(a)) if a == b => format!("unchanged ({a})"),
@@ -465,7 +465,7 @@ mod tests {
             kernel: Some("6.1.176".into()),
             kernel_image: None,
             config: config.into(),
-            accel: "tcg".into(),
+            accel: Some(crate::boot::Accel::Tcg),
             accel_reason: "test".into(),
             command: vec![],
             guest_exit: Some(0),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::judge::{Culprit, Judgement, Tally};
 use super::{decode_taint, Ktap, SeriesTag, Splat, Status};
+use crate::boot::Accel;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
@@ -58,7 +59,12 @@ pub struct RunResult {
     pub kernel: Option<String>,
     pub kernel_image: Option<PathBuf>,
     pub config: String,
-    pub accel: String,
+    /// The guest's accelerator; None when the suite ran on the host (no
+    /// guest). Written as results.json has always had it: `kvm`, `tcg` or
+    /// `host`.
+    #[serde(with = "accel_or_host")]
+    pub accel: Option<Accel>,
+    /// Why that accelerator (`auto`'s probe, or what was asked).
     pub accel_reason: String,
     pub command: Vec<String>,
     pub guest_exit: Option<i32>,
@@ -94,7 +100,41 @@ pub struct RunResult {
     pub selftests_sha256: Option<String>,
 }
 
+/// `RunResult.accel` in results.json: the accelerator's name, or `host`.
+mod accel_or_host {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::boot::Accel;
+
+    pub const HOST: &str = "host";
+
+    pub fn name(accel: Option<Accel>) -> &'static str {
+        accel.map_or(HOST, Accel::name)
+    }
+
+    pub fn serialize<S: Serializer>(accel: &Option<Accel>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*accel))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Accel>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            HOST => Ok(None),
+            "kvm" => Ok(Some(Accel::Kvm)),
+            "tcg" => Ok(Some(Accel::Tcg)),
+            other => Err(D::Error::custom(format!(
+                "accel `{other}`: expected kvm, tcg or host"
+            ))),
+        }
+    }
+}
+
 impl RunResult {
+    /// What ran the suite, as results.json names it: `kvm`, `tcg`, `host`.
+    pub fn accel_name(&self) -> &'static str {
+        accel_or_host::name(self.accel)
+    }
+
     /// Records the judge's verdict.
     pub fn set_judgement(&mut self, j: Judgement) {
         self.outcome = j.outcome;
@@ -116,7 +156,7 @@ impl RunResult {
             "gmem-selftests ({}, {}, {})",
             self.kernel.as_deref().unwrap_or("?"),
             self.config,
-            self.accel
+            self.accel_name()
         ));
         for c in &self.ktap.cases {
             let status = match &c.status {
@@ -211,7 +251,8 @@ impl RunResult {
         out.push_str(&format!("config     {}\n", self.config));
         out.push_str(&format!(
             "accel      {} ({})\n",
-            self.accel, self.accel_reason
+            self.accel_name(),
+            self.accel_reason
         ));
         if let Some(b) = self.boot_to_first_ktap_s {
             out.push_str(&format!("boot       first KTAP line after {b:.1}s\n"));
@@ -307,4 +348,50 @@ fn splat_failure(what: &str, splats: &[&Splat]) -> quick_junit::TestCaseStatus {
             .join("\n"),
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A results.json as the harness wrote it before `accel` was typed
+    /// (and before `filter`, `expect`, `tally`, the hashes), cut to one case.
+    const OLD_TCG_RECORD: &str = r#"{"run_id": "20261201-214756-base+gmem-tcg", "mode": "vng",
+        "kernel": "6.1.176+", "kernel_image": "/var/tmp/k/bzImage", "config": "base+gmem",
+        "accel": "tcg", "accel_reason": "auto: /dev/kvm cannot boot a kernel",
+        "command": ["vng", "--run", "/var/tmp/k/bzImage"], "guest_exit": 0,
+        "boot_to_first_ktap_s": 16.2, "duration_s": 26.1, "taint_before": 0, "taint_after": 0,
+        "ktap": {"version_seen": true, "plan": 80, "cases": [{"number": 1,
+            "name": "caps.vm_types_matches_create_vm@default", "status": "pass",
+            "diagnostics": [], "duration_ms": 263, "subtests": []}],
+            "bail_out": null, "problems": [], "noise": [], "totals": [36, 0, 44],
+            "running_at_end": null},
+        "splats": [], "outcome": {"kind": "passed"},
+        "series": {"name": "guest_memfd", "version": 1, "base": "6.1.176", "mutant": null}}"#;
+
+    #[test]
+    fn old_results_files_read_with_their_accel_and_write_it_back_the_same() {
+        let tcg: RunResult = serde_json::from_str(OLD_TCG_RECORD).unwrap();
+        assert_eq!(tcg.accel, Some(Accel::Tcg));
+        assert_eq!(tcg.accel_name(), "tcg");
+        let host: RunResult = serde_json::from_str(
+            &OLD_TCG_RECORD.replace(r#""accel": "tcg""#, r#""accel": "host""#),
+        )
+        .unwrap();
+        assert_eq!(host.accel, None);
+        let kvm: RunResult =
+            serde_json::from_str(&OLD_TCG_RECORD.replace(r#""accel": "tcg""#, r#""accel": "kvm""#))
+                .unwrap();
+        assert_eq!(kvm.accel, Some(Accel::Kvm));
+        for (r, name) in [(&tcg, "tcg"), (&host, "host"), (&kvm, "kvm")] {
+            let v: serde_json::Value = serde_json::to_value(r).unwrap();
+            assert_eq!(v["accel"], name);
+        }
+        let e = serde_json::from_str::<RunResult>(
+            &OLD_TCG_RECORD.replace(r#""accel": "tcg""#, r#""accel": "auto""#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("accel `auto`: expected kvm, tcg or host"), "{e}");
+    }
 }

@@ -15,29 +15,15 @@ use crate::results;
 /// its `# time` diagnostics. The baseline (same run) is `--list`, i.e. the
 /// binary's start-up cost.
 pub fn bench_selftests() -> Result<ExitCode> {
-    let args = TestArgs {
-        host: true,
-        tree: None,
-        config: "gmem".into(),
-        kernel: None,
-        accel: "host".into(),
-        timeout: None,
-        filter: None,
-        boot_timeout: None,
-        case_timeout: None,
-        selftests: std::env::var_os("XTASK_SELFTESTS").map(PathBuf::from),
-        release: std::env::var_os("XTASK_SELFTESTS").is_none(),
-        cpus: 2,
-        memory: "2G".into(),
-        append: Vec::new(),
-        exec: None,
-        mutant: None,
-        mutants: None,
-        install_deps: false,
-        numa: None,
-        expect: None,
-        reference: None,
-    };
+    let mut argv = vec!["--host".to_string()];
+    match std::env::var_os("XTASK_SELFTESTS") {
+        Some(bin) => argv.extend([
+            "--selftests".into(),
+            PathBuf::from(bin).display().to_string(),
+        ]),
+        None => argv.push("--release".into()),
+    }
+    let args = TestArgs::from_cli(&argv)?;
     let bin = selftests_binary(&args)?;
     let sh = Shell::new()?;
     let t0 = Instant::now();

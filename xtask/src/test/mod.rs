@@ -13,10 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Parser};
 use xshell::{cmd, Shell};
 
-use crate::boot::{self, Accel, AccelChoice, Killed, VngSpec};
+use crate::boot::{self, Accel, AccelChoice, AccelRequest, Killed, VngSpec};
 use crate::build;
 use crate::kconfig;
 use crate::results::expect::{self, Expectations, KernelExpect};
@@ -39,10 +39,10 @@ pub struct TestArgs {
     /// Boot this bzImage instead of building one.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// auto: KVM only when /dev/kvm is probed to boot a kernel, else TCG
-    /// with `-cpu max` (the choice and the reason are always printed).
-    #[arg(long, default_value = "auto")]
-    pub accel: String,
+    /// The guest's accelerator (the choice and the reason are always
+    /// printed).
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
     /// Whole-run timeout in seconds; when it expires QEMU is killed and the
     /// run is reported as a guest hang (default 900).
     #[arg(long)]
@@ -76,15 +76,16 @@ pub struct TestArgs {
     #[arg(long, value_name = "N", conflicts_with = "host")]
     pub numa: Option<u32>,
     /// Run a shell command in the guest instead of the selftests (boot check).
-    #[arg(long, conflicts_with_all = ["host", "mutant", "mutants"])]
+    #[arg(long, conflicts_with_all = ["host", "mutant", "all_mutants"])]
     pub exec: Option<String>,
     /// Apply patches/mutants/NAME.patch on top of the series, build, boot,
     /// run; succeeds only when the suite fails (the mutant is killed).
-    #[arg(long, conflicts_with = "mutants")]
+    #[arg(long, conflicts_with = "all_mutants")]
     pub mutant: Option<String>,
-    /// `--mutants all`: every patch in patches/mutants/.
-    #[arg(long, value_name = "all")]
-    pub mutants: Option<String>,
+    /// Every patch in patches/mutants/ (but those equivalent.toml lists),
+    /// each as `--mutant NAME` would run it.
+    #[arg(long)]
+    pub all_mutants: bool,
     /// Install missing host tools first (`cargo xtask doctor --install`).
     #[arg(long)]
     pub install_deps: bool,
@@ -96,8 +97,27 @@ pub struct TestArgs {
     /// Test an upstream kernel built without the series: VERSION, or
     /// series.toml's `[reference]` when none is given.
     #[arg(long, value_name = "VERSION", num_args = 0..=1, default_missing_value = "",
-          conflicts_with_all = ["host", "tree", "kernel", "mutant", "mutants"])]
+          conflicts_with_all = ["host", "tree", "kernel", "mutant", "all_mutants"])]
     pub reference: Option<String>,
+}
+
+impl TestArgs {
+    /// The arguments `cargo xtask test ARGS...` would get, parsed by the
+    /// real CLI: callers that run tests on their own (matrix lanes, the
+    /// campaign, benchmarks) name only what they set, and every other field
+    /// has `test`'s default.
+    pub fn from_cli<S: AsRef<str>>(args: &[S]) -> Result<TestArgs> {
+        let argv: Vec<&str> = ["cargo xtask", "test"]
+            .into_iter()
+            .chain(args.iter().map(AsRef::as_ref))
+            .collect();
+        let cli = crate::cli::Cli::try_parse_from(&argv)
+            .with_context(|| format!("building the test arguments {}", argv[1..].join(" ")))?;
+        match cli.command {
+            crate::cli::Command::Test(args) => Ok(args),
+            _ => unreachable!("parsed a `test` command line"),
+        }
+    }
 }
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
@@ -121,7 +141,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     if let Some(version) = &args.reference {
         return crate::reference::run_test(&args, Some(version.as_str()).filter(|v| !v.is_empty()));
     }
-    if args.mutant.is_some() || args.mutants.is_some() {
+    if args.mutant.is_some() || args.all_mutants {
         return mutants::run(&args);
     }
     let result = if args.host {
@@ -355,7 +375,7 @@ pub fn boot_image(
         kernel: got.uname.or(release),
         kernel_image: Some(image.to_path_buf()),
         config: plan.config_label,
-        accel: plan.accel.accel.name().into(),
+        accel: Some(plan.accel.accel),
         accel_reason: plan.accel.reason,
         command: plan.command,
         guest_exit: got.boot.exit,
@@ -415,7 +435,7 @@ fn prepare_guest(args: &TestArgs, image: &Path, fragments: &[String]) -> Result<
             .map(|n| format!("{} (prebuilt --kernel)", n.to_string_lossy()))
             .unwrap_or_else(|| "unknown (prebuilt --kernel)".into()),
     };
-    let accel: AccelChoice = boot::choose_accel(&args.accel, image)?;
+    let accel: AccelChoice = boot::choose_accel(args.accel, image)?;
     println!("accel: {} — {}", accel.accel.name(), accel.reason);
     let tag = config_label.split(' ').next().unwrap_or("kernel");
     let (run_id, dir) = new_run_dir(&format!("{tag}-{}", accel.accel.name()))?;
@@ -619,7 +639,7 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         kernel,
         kernel_image: None,
         config: "(running kernel)".into(),
-        accel: "host".into(),
+        accel: None,
         accel_reason: "--host: no guest, the running kernel".into(),
         command: std::iter::once(bin.display().to_string())
             .chain(selftest_args(args))

@@ -1,4 +1,4 @@
-//! `--mutant NAME` / `--mutants all`: the unmutated series first (it must
+//! `--mutant NAME` / `--all-mutants`: the unmutated series first (it must
 //! pass), then each patches/mutants/NAME.patch on top of the series, built,
 //! booted and judged like any run. A mutant is KILLED only by cases of a
 //! suite that ran; what could not be tested is shown and not scored.
@@ -44,30 +44,26 @@ pub fn mutant_names(args: &TestArgs) -> Result<Vec<String>> {
         }
         return Ok(vec![name.clone()]);
     }
-    match args.mutants.as_deref() {
-        Some("all") if all.is_empty() => bail!("--mutants all: no patches in {}", dir.display()),
-        Some("all") => {
-            // Listed mutants are expected to survive: `cargo xtask mutate
-            // run --only NAME` checks one, the nightly campaign all of them.
-            let listed =
-                crate::mutate::equivalent::load(&crate::mutate::equivalent::default_path())?;
-            let (skip, run): (Vec<String>, Vec<String>) = all
-                .into_iter()
-                .partition(|n| listed.reason_for_name(n).is_some());
-            if !skip.is_empty() {
-                println!(
-                    "--mutants all: leaving out {} listed in patches/mutants/equivalent.toml ({})",
-                    skip.len(),
-                    skip.join(", ")
-                );
-            }
-            Ok(run)
-        }
-        Some(other) => {
-            bail!("--mutants `{other}`: only `all` is accepted (use --mutant NAME for one)")
-        }
-        None => Ok(Vec::new()),
+    if !args.all_mutants {
+        return Ok(Vec::new());
     }
+    if all.is_empty() {
+        bail!("--all-mutants: no patches in {}", dir.display());
+    }
+    // Listed mutants are expected to survive: `cargo xtask mutate run
+    // --only NAME` checks one, the nightly campaign all of them.
+    let listed = crate::mutate::equivalent::load(&crate::mutate::equivalent::default_path())?;
+    let (skip, run): (Vec<String>, Vec<String>) = all
+        .into_iter()
+        .partition(|n| listed.reason_for_name(n).is_some());
+    if !skip.is_empty() {
+        println!(
+            "--all-mutants: leaving out {} listed in patches/mutants/equivalent.toml ({})",
+            skip.len(),
+            skip.join(", ")
+        );
+    }
+    Ok(run)
 }
 
 /// What a judged run of a mutant says about it: KILLED by its culprits,
@@ -149,10 +145,10 @@ pub(crate) fn test_mutant(args: &TestArgs, tree: &Path, name: &str) -> MutantRow
 
 pub fn run(args: &TestArgs) -> Result<ExitCode> {
     if args.host || args.kernel.is_some() {
-        bail!("--mutant/--mutants build and boot a kernel per mutant; they cannot be combined with --host or --kernel");
+        bail!("--mutant/--all-mutants build and boot a kernel per mutant; they cannot be combined with --host or --kernel");
     }
     if args.filter.is_some() {
-        bail!("--mutant/--mutants run the whole suite (a mutant survives only if no case notices it); drop --filter");
+        bail!("--mutant/--all-mutants run the whole suite (a mutant survives only if no case notices it); drop --filter");
     }
     let names = mutant_names(args)?;
     let Some(series) = series_tag(None) else {
