@@ -2,7 +2,10 @@
 
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use crate::harness::case::{expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::case::{
+    ensure, expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx,
+};
+use crate::harness::meminfo::{batch_slack_kib, settle, unevictable_kib};
 use crate::kvm::caps::Need;
 use crate::kvm::{
     ename, Errno, GmemFile, Mapping, Region, Vm, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES,
@@ -24,6 +27,7 @@ pub const CASES: &[Case] = &[
     case!(delete_then_rebind, needs: NEEDS),
     case!(failed_create_releases_range, needs: NEEDS),
     case!(file_keeps_vm_alive, needs: NEEDS),
+    case!(unbound_file_is_freed_on_close, needs: NEEDS),
 ];
 
 const FILE_PAGES: u64 = 8;
@@ -382,4 +386,54 @@ fn file_keeps_vm_alive(tx: &Tx) -> TestResult {
     drop(gmem); // destroys the VM; the harness checks the log and taint
     drop(mem);
     Ok(())
+}
+
+/// Binding and unbinding take and drop references on the guest_memfd file;
+/// once its memslot is deleted and the fd, the VM and the memory are
+/// closed, nothing may keep it alive: the file is released and its pages
+/// freed (counted in /proc/meminfo's Unevictable, as guest_memfd's mapping
+/// is unevictable). A reference left behind keeps every allocated page.
+fn unbound_file_is_freed_on_close(tx: &Tx) -> TestResult {
+    const PAGES: u64 = 1024;
+    let p = tx.page();
+    let slack_kib = batch_slack_kib(p);
+    let allocated_kib = PAGES * p / 1024;
+    let before = unevictable_kib()?;
+    {
+        let (vm, gmem) = tx.vm_with_gmem(PAGES, 0)?;
+        expect_ok("allocate the whole file", gmem.allocate(0, PAGES * p))?;
+        let mem = Mapping::anon((PAGES * p) as usize).or_fail("mmap(anon)")?;
+        let r = Region {
+            slot: 0,
+            flags: KVM_MEM_GUEST_MEMFD,
+            gpa: BASE_GPA,
+            size: PAGES * p,
+            uaddr: mem.addr(),
+            gmem_offset: 0,
+            gmem_fd: gmem.as_raw_fd() as u32,
+        };
+        expect_ok("bind the whole file to slot 0", vm.set_region2(&r))?;
+        let held = unevictable_kib()?.saturating_sub(before);
+        tx.diag(format!(
+            "{allocated_kib} KiB allocated and bound: Unevictable grew by {held} KiB"
+        ));
+        ensure(held + slack_kib >= allocated_kib, || {
+            format!("Unevictable grew by {held} KiB for {allocated_kib} KiB allocated: the counter does not see guest_memfd pages here")
+        })?;
+        expect_ok("delete slot 0", vm.delete_region(&r))?;
+        drop(gmem);
+        drop(vm);
+        drop(mem);
+    }
+    settle();
+    let left = unevictable_kib()?.saturating_sub(before);
+    tx.diag(format!(
+        "after deleting the slot and closing the file and the VM: {left} KiB still counted"
+    ));
+    ensure(left <= slack_kib, || {
+        format!(
+            "{left} KiB of the {allocated_kib} KiB stay allocated after the slot was deleted and the \
+             file and the VM were closed: something still holds the guest_memfd file"
+        )
+    })
 }
