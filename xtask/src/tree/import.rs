@@ -690,10 +690,7 @@ impl<'a> Extractor<'a> {
         dest: PathBuf,
     ) -> Result<()> {
         let idx = self.streamed.entries.len();
-        let target = item
-            .link_name_bytes()
-            .map(|t| t.into_owned())
-            .ok_or_else(|| unsafe_entry(raw, "symlink without a target"))?;
+        let target = link_target(item, raw, "symlink without a target")?;
         check_symlink(&self.streamed.links, raw, &rel, &target)?;
         self.streamed.links.insert(rel.clone(), target.clone());
         self.streamed.entries.push(Entry {
@@ -723,10 +720,7 @@ impl<'a> Extractor<'a> {
         dest: PathBuf,
     ) -> Result<()> {
         let idx = self.streamed.entries.len();
-        let target = item
-            .link_name_bytes()
-            .map(|t| t.into_owned())
-            .ok_or_else(|| unsafe_entry(raw, "hard link without a target"))?;
+        let target = link_target(item, raw, "hard link without a target")?;
         let outside = || {
             unsafe_entry(
                 raw,
@@ -971,4 +965,11 @@ pub fn peek_version(tarball: &Path) -> Result<String> {
         });
     }
     bail!("{} contains no files", tarball.display())
+}
+
+/// The target a link entry names; an entry without one is refused.
+fn link_target<R: Read>(item: &tar::Entry<R>, raw: &[u8], missing: &str) -> Result<Vec<u8>> {
+    item.link_name_bytes()
+        .map(|t| t.into_owned())
+        .ok_or_else(|| unsafe_entry(raw, missing))
 }
