@@ -507,6 +507,11 @@ fn smm_slot_einval_with_private_mem(tx: &Tx) -> TestResult {
         fx.vm.get_dirty_log(smm, (SLOT_PAGES * fx.page) as usize),
         libc::EINVAL,
     )?;
+    expect_errno(
+        "KVM_CLEAR_DIRTY_LOG for slot 0 of address space 1",
+        fx.vm.clear_dirty_log(smm, SLOT_PAGES as u32),
+        libc::EINVAL,
+    )?;
     // Controls: the same two slots in address space 0. The gmem-bound one
     // also shows the refused SMM request left no binding of file pages 0..4.
     let controls = [
@@ -597,6 +602,11 @@ fn address_spaces_match_cap(tx: &Tx) -> TestResult {
         &format!("KVM_GET_DIRTY_LOG for slot 0 of address space {spaces}"),
         fx.vm
             .get_dirty_log(beyond.slot, (SLOT_PAGES * fx.page) as usize),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        &format!("KVM_CLEAR_DIRTY_LOG for slot 0 of address space {spaces}"),
+        fx.vm.clear_dirty_log(beyond.slot, SLOT_PAGES as u32),
         libc::EINVAL,
     )?;
     fx.expect_no_slot(beyond.slot, "after the refused request")

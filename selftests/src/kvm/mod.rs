@@ -198,6 +198,32 @@ impl Vm {
         self.fd.get_dirty_log(slot, size)
     }
 
+    /// KVM_CLEAR_DIRTY_LOG of `slot` (an address-space-qualified slot id)
+    /// for `num_pages` from page 0 (kvm-ioctls has no wrapper for it).
+    pub fn clear_dirty_log(&self, slot: u32, num_pages: u32) -> SysResult<()> {
+        // _IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)
+        const KVM_CLEAR_DIRTY_LOG: libc::c_ulong = (3 << 30)
+            | ((std::mem::size_of::<kvm_bindings::kvm_clear_dirty_log>() as libc::c_ulong) << 16)
+            | (0xAE << 8)
+            | 0xc0;
+        let bitmap = vec![0u64; (num_pages as usize).div_ceil(64).max(1)];
+        let mut log = kvm_bindings::kvm_clear_dirty_log {
+            slot,
+            num_pages,
+            first_page: 0,
+            ..Default::default()
+        };
+        log.__bindgen_anon_1.dirty_bitmap = bitmap.as_ptr() as *mut libc::c_void;
+        // SAFETY: the struct and the bitmap it points to (num_pages bits,
+        // rounded up to whole u64s) live across the call; KVM only reads
+        // the bitmap.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), KVM_CLEAR_DIRTY_LOG as _, &log) };
+        if r < 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
     /// KVM_CHECK_EXTENSION on the VM fd (VM-type specific answers).
     pub fn check(&self, cap: u32) -> i32 {
         self.fd.check_extension_raw(cap as libc::c_ulong)

@@ -11,6 +11,12 @@
 //! An entry whose `line` no longer matches what the series has there (or
 //! whose mutant is no longer generated) is stale: it is reported and not
 //! applied, so an entry never silently excuses a different mutant.
+//!
+//! `patches/mutants/survivors.toml` has the same shape with `[[survivor]]`
+//! entries: mutants a full campaign saw survive and no case kills yet, each
+//! with what would kill it. They are test gaps, scored as survivors by every
+//! campaign; only a quick run (`--skip-listed`, CI) leaves them out, so that
+//! it checks that kills stay kills.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,11 +33,43 @@ pub fn default_path() -> PathBuf {
         .join("equivalent.toml")
 }
 
+/// Where the known survivors are listed.
+pub fn survivors_path() -> PathBuf {
+    crate::util::patches_dir()
+        .join("mutants")
+        .join("survivors.toml")
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileToml {
     #[serde(default)]
     equivalent: Vec<EntryToml>,
+    #[serde(default)]
+    survivor: Vec<EntryToml>,
+}
+
+/// Which of the two lists a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Equivalent,
+    Survivor,
+}
+
+impl Kind {
+    fn table(self) -> &'static str {
+        match self {
+            Kind::Equivalent => "equivalent",
+            Kind::Survivor => "survivor",
+        }
+    }
+
+    fn reason_hint(self) -> &'static str {
+        match self {
+            Kind::Equivalent => "say why no test can tell the mutant apart",
+            Kind::Survivor => "say what a case would have to do to kill it",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,8 +119,18 @@ pub struct Equivalents {
 
 /// Read and check `path`; a missing file is an empty list.
 pub fn load(path: &Path) -> Result<Equivalents> {
+    load_kind(path, Kind::Equivalent)
+}
+
+/// Read and check the known survivors at `path`; a missing file is an
+/// empty list.
+pub fn load_survivors(path: &Path) -> Result<Equivalents> {
+    load_kind(path, Kind::Survivor)
+}
+
+fn load_kind(path: &Path, kind: Kind) -> Result<Equivalents> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &path.display().to_string()),
+        Ok(text) => parse_kind(&text, &path.display().to_string(), kind),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Equivalents::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -91,14 +139,24 @@ pub fn load(path: &Path) -> Result<Equivalents> {
 /// Parse the list; errors name `file`, the entry (1-based, and its id when
 /// known) and the field.
 pub fn parse(text: &str, file: &str) -> Result<Equivalents> {
+    parse_kind(text, file, Kind::Equivalent)
+}
+
+pub fn parse_kind(text: &str, file: &str, kind: Kind) -> Result<Equivalents> {
+    let table = kind.table();
     let raw: FileToml = toml::from_str(text).map_err(|e| {
-        anyhow::anyhow!(
-            "{file}: not a list of [[equivalent]] entries with id, line and reason: {e}"
-        )
+        anyhow::anyhow!("{file}: not a list of [[{table}]] entries with id, line and reason: {e}")
     })?;
+    let (mine, other) = match kind {
+        Kind::Equivalent => (raw.equivalent, raw.survivor),
+        Kind::Survivor => (raw.survivor, raw.equivalent),
+    };
+    if !other.is_empty() {
+        bail!("{file}: holds [[{table}]] entries only; the other list has a file of its own");
+    }
     let mut seen = BTreeSet::new();
     let mut entries = Vec::new();
-    for (k, e) in raw.equivalent.into_iter().enumerate() {
+    for (k, e) in mine.into_iter().enumerate() {
         let n = k + 1;
         let Some(id) = e.id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
             bail!("{file}: entry {n} has no `id` (a generated id FILE:LINE:OPERATOR[#N] or a patches/mutants/ name)");
@@ -125,7 +183,10 @@ pub fn parse(text: &str, file: &str) -> Result<Equivalents> {
             .map(|r| r.trim().to_string())
             .filter(|r| !r.is_empty())
         else {
-            bail!("{what}: field `reason` is missing or empty: say why no test can tell the mutant apart");
+            bail!(
+                "{what}: field `reason` is missing or empty: {}",
+                kind.reason_hint()
+            );
         };
         if reason.contains('\n') {
             bail!("{what}: field `reason` must be one line");
@@ -223,6 +284,25 @@ impl Equivalents {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn survivors_have_their_own_table_and_file() {
+        let text = "[[survivor]]\nid = \"virt/kvm/guest_memfd.c:154:off-by-one\"\nline = \"\\tend = x;\"\nreason = \"count the pages allocated\"\n";
+        let s = parse_kind(text, "survivors.toml", Kind::Survivor).unwrap();
+        assert_eq!(s.entries.len(), 1);
+        let err = parse_kind(text, "equivalent.toml", Kind::Equivalent).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("holds [[equivalent]] entries only"),
+            "{err:#}"
+        );
+        let no_reason = "[[survivor]]\nid = \"a.c:1:drop-call\"\nline = \"f();\"\n";
+        let err = parse_kind(no_reason, "survivors.toml", Kind::Survivor).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("what a case would have to do"),
+            "{err:#}"
+        );
+        assert!(load_survivors(&survivors_path()).is_ok());
+    }
+
     use super::*;
     use crate::mutate::model::Operator;
 

@@ -381,6 +381,16 @@ fn equivalent_entries_match_the_series() {
     let eq = super::equivalent::load(&super::equivalent::default_path()).unwrap();
     let stale = eq.stale(&g.mutants, &crate::util::patches_dir().join("mutants"));
     assert!(stale.is_empty(), "{stale:#?}");
+    let known = super::equivalent::load_survivors(&super::equivalent::survivors_path()).unwrap();
+    let stale = known.stale(&g.mutants, &crate::util::patches_dir().join("mutants"));
+    assert!(stale.is_empty(), "survivors.toml: {stale:#?}");
+    for e in &known.entries {
+        assert!(
+            !eq.entries.iter().any(|q| q.subject == e.subject),
+            "{} is in both equivalent.toml and survivors.toml",
+            e.subject
+        );
+    }
     let listed = g
         .mutants
         .iter()

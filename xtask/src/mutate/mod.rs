@@ -87,10 +87,11 @@ pub struct RunArgs {
     /// it a survivor is reported as survived once).
     #[arg(long)]
     pub no_rerun: bool,
-    /// Leave out the mutants patches/mutants/equivalent.toml lists: they
-    /// are expected to survive, and checking that they still do (an entry
-    /// that gets killed is wrong) is the whole campaign's job, not a quick
-    /// run's.
+    /// Leave out the mutants patches/mutants/equivalent.toml lists and the
+    /// known survivors in patches/mutants/survivors.toml: a quick run (CI)
+    /// checks that kills stay kills; scoring the listed ones (an equivalent
+    /// that gets killed is wrong, a survivor that gets killed can go) is
+    /// the whole campaign's job.
     #[arg(long)]
     pub skip_listed: bool,
     /// Take the generated mutants from this JSON file (an array of mutants,

@@ -1027,13 +1027,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut subjects = select(args, all_generated.clone(), hand)?;
     if args.skip_listed {
         let listed = super::equivalent::load(&super::equivalent::default_path())?;
+        let known = super::equivalent::load_survivors(&super::equivalent::survivors_path())?;
         let before = subjects.len();
         subjects.retain(|s| match s {
-            Subject::Generated(m) => listed.reason_for(m).is_none(),
+            Subject::Generated(m) => {
+                listed.reason_for(m).is_none() && known.reason_for(m).is_none()
+            }
             Subject::HandWritten { name, .. } => listed.reason_for_name(name).is_none(),
         });
         println!(
-            "mutate: --skip-listed leaves out {} mutant(s) listed in equivalent.toml",
+            "mutate: --skip-listed leaves out {} mutant(s) listed in equivalent.toml or survivors.toml",
             before - subjects.len()
         );
     }
