@@ -964,16 +964,20 @@ pub fn stopped_message(state: &State) -> String {
         Some(Outcome::Conflict { file, hunk }) => (file.clone(), hunk.clone()),
         _ => (String::new(), String::new()),
     };
+    let before = match state.stopped_at {
+        0 => "no patch".to_string(),
+        1 => "the 1 patch".to_string(),
+        n => format!("the {n} patches"),
+    };
     format!(
         "stopped at patch {} ({}): conflict in {file}, hunk {hunk}.\n\
-         Branch {} holds the {} patches before it; the worktree {} has the conflict markers \
+         Branch {} holds {before} before it; the worktree {} has the conflict markers \
          (your checkout of {} is unchanged).\n\
          Fix the file(s) there and commit (`git -C {} commit -a`), then run \
          `cargo xtask series rebase --continue --tree {}`; or `--abort` to drop the branch and the worktree.",
         state.stopped_at + 1,
         r.map(|r| r.file.as_str()).unwrap_or(""),
         state.branch,
-        state.stopped_at,
         state.worktree.display(),
         state.job.new_tree.display(),
         state.worktree.display(),
