@@ -442,7 +442,8 @@ fn rebase_conflict_stops_on_a_branch_and_worktree_and_abort_removes_them() {
     assert!(
         msg.contains("--continue")
             && msg.contains("--abort")
-            && msg.contains("virt/kvm/kvm_main.c"),
+            && msg.contains("virt/kvm/kvm_main.c")
+            && msg.contains("holds the 1 patch before it;"),
         "{msg}"
     );
     // The user's checkout, index, HEAD unchanged; only the conflict branch is new.

@@ -277,77 +277,26 @@ fn step(
         format!("{name} does not apply on the old base plus the patches before it: the series itself is broken")
     })?;
     let old_post_c = repo.find_commit(old_post)?;
-    let (old_pre_tree, old_post_tree) = (old_tip.tree()?, old_post_c.tree()?);
-    let index = index_lines(&mail.diff);
-    let new_tree = tip.tree()?;
+    let sides = Sides {
+        old_pre: old_tip.tree()?,
+        old_post: old_post_c.tree()?,
+        new: tip.tree()?,
+    };
 
     if let Some(commit) = upstream.get(&diff.patchid(None)?) {
         let why = format!("same patch-id as {}", short(*commit));
         return Ok((Step::Dropped(Outcome::AlreadyApplied { why }), old_post));
     }
 
-    // Three-way merge of every touched file.
-    let mut merged = Vec::new();
-    let mut all_clean = true;
-    let mut unchanged = true;
-    let mut first_conflict: Option<String> = None;
-    for path in &mail.files {
-        let mut pre = blob_at(repo, &old_pre_tree, path)?;
-        if let Some((a, _)) = index.get(path) {
-            let want_none = a.bytes().all(|b| b == b'0');
-            let found = old_pre_tree
-                .get_path(Path::new(path))
-                .ok()
-                .map(|e| e.id().to_string());
-            match (&found, want_none) {
-                (Some(id), false) if !id.starts_with(a.as_str()) => {
-                    // The index line names another preimage: use it when the old repo has it.
-                    let short_id = Oid::from_str(&format!("{a:0<40}"))?;
-                    if let Ok(id) = repo.odb()?.exists_prefix(short_id, a.len()) {
-                        pre = Some(repo.find_blob(id)?.content().to_vec());
-                    }
-                }
-                _ => {}
-            }
-        }
-        let post = blob_at(repo, &old_post_tree, path)?.unwrap_or_default();
-        let ours = blob_at(repo, &new_tree, path)?;
-        let Some(ours) = ours else {
-            // A file the patch creates (or one the new base removed).
-            if pre.is_some() {
-                all_clean = false;
-                first_conflict.get_or_insert_with(|| path.clone());
-                merged.push((path.clone(), post));
-            } else {
-                unchanged = false;
-                merged.push((path.clone(), post));
-            }
-            continue;
-        };
-        let (clean, content) = merge3(
-            path,
-            pre.as_deref(),
-            &ours,
-            &post,
-            (to_version, &mail.subject),
-        )?;
-        if !clean {
-            all_clean = false;
-            first_conflict.get_or_insert_with(|| path.clone());
-        }
-        if content != ours {
-            unchanged = false;
-        }
-        merged.push((path.clone(), content));
-    }
-    if all_clean && unchanged {
+    let merged = merge_files(repo, &sides, mail, to_version)?;
+    if merged.all_clean && merged.unchanged {
         let why = "its hunks are already applied".to_string();
         return Ok((Step::Dropped(Outcome::AlreadyApplied { why }), old_post));
     }
 
     // Does the diff apply, at the lines its hunks name or elsewhere?
-    if let Some((applied, moved, max)) = apply_at_offsets(repo, &new_tree, diff)? {
-        let oid = commit_blobs(repo, tip, &new_tree, mail, &applied)?;
+    if let Some((applied, moved, max)) = apply_at_offsets(repo, &sides.new, diff)? {
+        let oid = commit_blobs(repo, tip, &sides.new, mail, &applied)?;
         let outcome = if moved == 0 {
             Outcome::AsIs
         } else {
@@ -359,39 +308,144 @@ fn step(
         return Ok((Step::Commit(oid, outcome), old_post));
     }
 
-    if all_clean {
+    if merged.all_clean {
         let mut files = Vec::new();
-        for (path, content) in &merged {
-            if blob_at(repo, &new_tree, path)?.as_deref() != Some(content.as_slice()) {
+        for (path, content) in &merged.files {
+            if blob_at(repo, &sides.new, path)?.as_deref() != Some(content.as_slice()) {
                 files.push(path.clone());
             }
         }
-        let oid = commit_blobs(repo, tip, &new_tree, mail, &merged)?;
+        let oid = commit_blobs(repo, tip, &sides.new, mail, &merged.files)?;
         return Ok((Step::Commit(oid, Outcome::ThreeWay { files }), old_post));
     }
 
-    // A conflict: name the file and its first hunk that is not found.
-    let file = first_conflict.unwrap_or_default();
+    let file = merged.first_conflict.unwrap_or_default();
+    let hunk = conflict_hunk(repo, &sides.new, diff, &file)?;
+    Ok((
+        Step::Conflict {
+            outcome: Outcome::Conflict { file, hunk },
+            files: merged.files,
+        },
+        old_post,
+    ))
+}
+
+/// The trees one step works between.
+struct Sides<'r> {
+    /// The old base plus the patches before this one.
+    old_pre: git2::Tree<'r>,
+    /// The same plus this patch.
+    old_post: git2::Tree<'r>,
+    /// The new base plus the patches replayed so far.
+    new: git2::Tree<'r>,
+}
+
+/// The three-way merge of every file a patch touches.
+struct Merged {
+    /// Path and content (merged, or with conflict markers) per touched file.
+    files: Vec<(String, Vec<u8>)>,
+    all_clean: bool,
+    /// Whether every merged file equals the new side's: the patch is in.
+    unchanged: bool,
+    first_conflict: Option<String>,
+}
+
+/// The preimage of `path` for the merge: the old side's blob, or the one
+/// the patch's `index` line names when that differs and the repo has it.
+fn preimage(
+    repo: &Repository,
+    old_pre: &git2::Tree<'_>,
+    index: &BTreeMap<String, (String, String)>,
+    path: &str,
+) -> Result<Option<Vec<u8>>> {
+    let pre = blob_at(repo, old_pre, path)?;
+    let Some((a, _)) = index.get(path) else {
+        return Ok(pre);
+    };
+    let want_none = a.bytes().all(|b| b == b'0');
+    let found = old_pre
+        .get_path(Path::new(path))
+        .ok()
+        .map(|e| e.id().to_string());
+    match (&found, want_none) {
+        (Some(id), false) if !id.starts_with(a.as_str()) => {
+            let short_id = Oid::from_str(&format!("{a:0<40}"))?;
+            if let Ok(id) = repo.odb()?.exists_prefix(short_id, a.len()) {
+                return Ok(Some(repo.find_blob(id)?.content().to_vec()));
+            }
+            Ok(pre)
+        }
+        _ => Ok(pre),
+    }
+}
+
+fn merge_files(
+    repo: &Repository,
+    sides: &Sides<'_>,
+    mail: &PatchMail,
+    to_version: &str,
+) -> Result<Merged> {
+    let index = index_lines(&mail.diff);
+    let mut merged = Merged {
+        files: Vec::new(),
+        all_clean: true,
+        unchanged: true,
+        first_conflict: None,
+    };
+    for path in &mail.files {
+        let pre = preimage(repo, &sides.old_pre, &index, path)?;
+        let post = blob_at(repo, &sides.old_post, path)?.unwrap_or_default();
+        let Some(ours) = blob_at(repo, &sides.new, path)? else {
+            // A file the patch creates (or one the new base removed).
+            if pre.is_some() {
+                merged.all_clean = false;
+                merged.first_conflict.get_or_insert_with(|| path.clone());
+            } else {
+                merged.unchanged = false;
+            }
+            merged.files.push((path.clone(), post));
+            continue;
+        };
+        let (clean, content) = merge3(
+            path,
+            pre.as_deref(),
+            &ours,
+            &post,
+            (to_version, &mail.subject),
+        )?;
+        if !clean {
+            merged.all_clean = false;
+            merged.first_conflict.get_or_insert_with(|| path.clone());
+        }
+        if content != ours {
+            merged.unchanged = false;
+        }
+        merged.files.push((path.clone(), content));
+    }
+    Ok(merged)
+}
+
+/// The header of the first hunk of `file` not found in the new side.
+fn conflict_hunk(
+    repo: &Repository,
+    new: &git2::Tree<'_>,
+    diff: &Diff<'_>,
+    file: &str,
+) -> Result<String> {
     let mut hunk = "(unknown)".to_string();
     for idx in 0..diff.deltas().len() {
         let Some(patch) = git2::Patch::from_diff(diff, idx)? else {
             continue;
         };
-        if patch.delta().new_file().path().and_then(|p| p.to_str()) != Some(file.as_str()) {
+        if patch.delta().new_file().path().and_then(|p| p.to_str()) != Some(file) {
             continue;
         }
-        let content = blob_at(repo, &new_tree, &file)?.unwrap_or_default();
+        let content = blob_at(repo, new, file)?.unwrap_or_default();
         if let Err(h) = hunk_offsets(&patch, &content)? {
             hunk = h;
         }
     }
-    Ok((
-        Step::Conflict {
-            outcome: Outcome::Conflict { file, hunk },
-            files: merged,
-        },
-        old_post,
-    ))
+    Ok(hunk)
 }
 
 /// The commit of `mail` on `tip` with these file contents.
@@ -910,16 +964,20 @@ pub fn stopped_message(state: &State) -> String {
         Some(Outcome::Conflict { file, hunk }) => (file.clone(), hunk.clone()),
         _ => (String::new(), String::new()),
     };
+    let before = match state.stopped_at {
+        0 => "no patch".to_string(),
+        1 => "the 1 patch".to_string(),
+        n => format!("the {n} patches"),
+    };
     format!(
         "stopped at patch {} ({}): conflict in {file}, hunk {hunk}.\n\
-         Branch {} holds the {} patches before it; the worktree {} has the conflict markers \
+         Branch {} holds {before} before it; the worktree {} has the conflict markers \
          (your checkout of {} is unchanged).\n\
          Fix the file(s) there and commit (`git -C {} commit -a`), then run \
          `cargo xtask series rebase --continue --tree {}`; or `--abort` to drop the branch and the worktree.",
         state.stopped_at + 1,
         r.map(|r| r.file.as_str()).unwrap_or(""),
         state.branch,
-        state.stopped_at,
         state.worktree.display(),
         state.job.new_tree.display(),
         state.worktree.display(),
