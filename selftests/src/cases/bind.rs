@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use crate::harness::case::{
     ensure, expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx,
 };
-use crate::harness::meminfo::{batch_slack_kib, settle, unevictable_kib};
+use crate::harness::meminfo::{settle, slack_kib, unevictable_kib};
 use crate::kvm::caps::Need;
 use crate::kvm::{
     ename, Errno, GmemFile, Mapping, Region, Vm, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES,
@@ -396,8 +396,8 @@ fn file_keeps_vm_alive(tx: &Tx) -> TestResult {
 fn unbound_file_is_freed_on_close(tx: &Tx) -> TestResult {
     const PAGES: u64 = 1024;
     let p = tx.page();
-    let slack_kib = batch_slack_kib(p);
     let allocated_kib = PAGES * p / 1024;
+    let slack_kib = slack_kib(p, allocated_kib);
     let before = unevictable_kib()?;
     {
         let (vm, gmem) = tx.vm_with_gmem(PAGES, 0)?;

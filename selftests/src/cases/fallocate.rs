@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::case::{ensure, expect_errno, expect_ok, fail, Case, Stop, TestResult, Tx};
-use crate::harness::meminfo::{batch_slack_kib, unevictable_kib};
+use crate::harness::meminfo::{slack_kib, unevictable_kib};
 use crate::kvm::caps::Need;
 use crate::kvm::{errno_name, FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
 
@@ -206,7 +206,7 @@ fn signal_stops_allocation_with_eintr(tx: &Tx) -> TestResult {
     let p = tx.page();
     let pages = MIB * 1024 * 1024 / p;
     let want_kib = MIB * 1024;
-    let slack_kib = batch_slack_kib(p);
+    let slack_kib = slack_kib(p, MIB * 1024);
     let (_vm, g) = tx.vm_with_gmem(pages, 0)?;
     let before = unevictable_kib()?;
 
