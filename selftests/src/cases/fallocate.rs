@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::case::{ensure, expect_errno, expect_ok, fail, Case, Stop, TestResult, Tx};
+use crate::harness::isolate::catch_signal;
 use crate::harness::meminfo::{slack_kib, unevictable_kib};
 use crate::kvm::caps::Need;
 use crate::kvm::{errno_name, FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
@@ -158,24 +159,12 @@ impl Alarms {
             it_interval: tv,
             it_value: tv,
         };
-        // SAFETY: the handler only bumps an atomic (async-signal-safe);
-        // sigaction and setitimer get valid pointers to locals.
-        let r = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = count_alarm as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = 0;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) != 0 {
-                -1
-            } else {
-                libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut())
-            }
-        };
-        if r != 0 {
-            return Err(Stop::Fail(format!(
-                "arming SIGALRM every {period:?}: {}",
-                std::io::Error::last_os_error()
-            )));
+        let fail = |e: std::io::Error| Stop::Fail(format!("arming SIGALRM every {period:?}: {e}"));
+        // The handler only bumps an atomic (async-signal-safe).
+        catch_signal(libc::SIGALRM, count_alarm).map_err(fail)?;
+        // SAFETY: setitimer gets a valid pointer to a local.
+        if unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) } != 0 {
+            return Err(fail(std::io::Error::last_os_error()));
         }
         Ok(Alarms)
     }

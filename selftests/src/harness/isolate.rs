@@ -13,6 +13,25 @@ use std::time::{Duration, Instant};
 
 use crate::kvm::errno_name;
 
+/// Installs `handler` for `sig` without SA_RESTART, so that a system call
+/// the signal interrupts returns EINTR (KVM_RUN, fallocate) instead of
+/// being restarted. `handler` must be async-signal-safe.
+pub fn catch_signal(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction with an empty mask is valid; the caller
+    // promises the handler is async-signal-safe.
+    let r = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What a case function returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
