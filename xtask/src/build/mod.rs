@@ -72,6 +72,8 @@ pub struct Built {
     pub image: PathBuf,
     pub dir: PathBuf,
     pub duration: Duration,
+    /// CPU time (user + system) of make and everything it ran.
+    pub cpu: Duration,
     /// Objects compiled in this run (CC lines of make's output).
     pub compiled: usize,
     pub log: PathBuf,
@@ -430,6 +432,7 @@ pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
     pb.enable_steady_tick(Duration::from_millis(250));
     pb.set_message(format!("make {target} ({})", plan.dir.display()));
     let start = Instant::now();
+    let cpu_before = util::children_cpu_time();
     let spawned = util::spawn_lines(&mut command).context("starting make (is it installed?)")?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut compiled = 0usize;
@@ -462,6 +465,7 @@ pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
     let status = spawned.wait()?;
     pb.finish_and_clear();
     let duration = start.elapsed();
+    let cpu = util::children_cpu_time().saturating_sub(cpu_before);
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let mut shown: Vec<String> = problems.iter().take(20).cloned().collect();
@@ -495,6 +499,7 @@ pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
         image,
         dir: plan.dir.clone(),
         duration,
+        cpu,
         compiled,
         log: log_path,
         kernel_release,

@@ -152,6 +152,23 @@ pub fn sha256_file_with(path: &Path, mut progress: impl FnMut(u64)) -> anyhow::R
 /// What stands for "the kernel image" of a run on the running kernel: the
 /// hash of /proc/version (release, build and compiler), which changes with
 /// every kernel the host boots.
+/// CPU time (user + system) used so far by this process's waited-for
+/// children and their descendants. The difference across a `make` is the
+/// build's CPU cost, which on a shared machine varies far less with the
+/// load than its wall time does.
+pub fn children_cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage() only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 pub fn host_kernel_key() -> String {
     use sha2::{Digest, Sha256};
     let v = std::fs::read_to_string("/proc/version").unwrap_or_default();
