@@ -64,6 +64,73 @@ pub const GUEST_LOOP: [u8; 4] = [
 ];
 pub const LOOP_GPA: u64 = 0x1010;
 
+/// A GDT for 32-bit flat protected mode, at `GDT_GPA` in the code slot:
+/// null, then code (selector 0x08) and data (0x10), both base 0, limit
+/// 4 GiB (G = 1, limit 0xFFFFF pages), present, ring 0, with the accessed
+/// bit already set so that loading them writes nothing to guest memory.
+pub const GDT: [u8; 24] = [
+    0, 0, 0, 0, 0, 0, 0, 0, // null
+    0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9B, 0xCF, 0x00, // 0x08: code, execute/read, D = 1
+    0xFF, 0xFF, 0x00, 0x00, 0x00, 0x93, 0xCF, 0x00, // 0x10: data, read/write, B = 1
+];
+pub const GDT_GPA: u64 = 0x3000;
+/// The LGDT operand right after the GDT: limit, then 32-bit base.
+pub const GDTR_GPA: u64 = GDT_GPA + GDT.len() as u64;
+pub const FLAT_CODE_SEL: u16 = 0x08;
+pub const FLAT_DATA_SEL: u16 = 0x10;
+/// Port on which [`ENTER_FLAT`] reports that the vCPU is in flat mode.
+pub const PORT_FLAT: u16 = 0x15;
+
+/// Third program, at `ENTER_FLAT_GPA`, entered in real mode: switches the
+/// vCPU to 32-bit flat protected mode (no paging) and reports on port 0x15.
+/// Afterwards every GPA below 4 GiB is a plain 32-bit address.
+///
+/// ```text
+/// 3020: 2E 0F 01 16 18 30   lgdt cs:[0x3018]    ; the GDTR after GDT
+/// 3026: 0F 20 C0            mov eax, cr0
+/// 3029: 0C 01               or al, 1            ; CR0.PE
+/// 302B: 0F 22 C0            mov cr0, eax
+/// 302E: EA 33 30 08 00      jmp 0x08:0x3033     ; load the 32-bit CS
+///       ; 32-bit code from here
+/// 3033: B8 10 00 00 00      mov eax, 0x10
+/// 3038: 8E D8               mov ds, ax
+/// 303A: 8E C0               mov es, ax
+/// 303C: 8E D0               mov ss, ax
+/// 303E: E6 15               out 0x15, al
+/// 3040: F4                  hlt
+/// ```
+/// ModRM bytes: 0x16 = mod 00, reg 010 (/2: lgdt), r/m 110 (disp16);
+/// 0xC0 = mod 11, reg 000 (CR0), r/m 000 (EAX); 0xD8, 0xC0, 0xD0 = mod 11,
+/// reg 011 (DS) / 000 (ES) / 010 (SS), r/m 000 (EAX).
+pub const ENTER_FLAT: [u8; 33] = [
+    0x2E, 0x0F, 0x01, 0x16, 0x18, 0x30, // lgdt cs:[0x3018]
+    0x0F, 0x20, 0xC0, // mov eax, cr0
+    0x0C, 0x01, // or al, 1
+    0x0F, 0x22, 0xC0, // mov cr0, eax
+    0xEA, 0x33, 0x30, 0x08, 0x00, // jmp 0x08:0x3033
+    0xB8, 0x10, 0x00, 0x00, 0x00, // mov eax, 0x10
+    0x8E, 0xD8, // mov ds, ax
+    0x8E, 0xC0, // mov es, ax
+    0x8E, 0xD0, // mov ss, ax
+    0xE6, 0x15, // out 0x15, al
+    0xF4, // hlt
+];
+pub const ENTER_FLAT_GPA: u64 = 0x3020;
+
+/// The 6-byte LGDT operand: limit (size - 1) and base of [`GDT`].
+pub fn gdtr() -> [u8; 6] {
+    let limit = (GDT.len() as u16 - 1).to_le_bytes();
+    let base = (GDT_GPA as u32).to_le_bytes();
+    [limit[0], limit[1], base[0], base[1], base[2], base[3]]
+}
+
+/// Copies the GDT, its GDTR and [`ENTER_FLAT`] into the code slot's memory.
+pub fn install_flat_entry(low: &Mapping) {
+    low.copy_in(GDT_GPA as usize, &GDT);
+    low.copy_in(GDTR_GPA as usize, &gdtr());
+    low.copy_in(ENTER_FLAT_GPA as usize, &ENTER_FLAT);
+}
+
 /// How one KVM_RUN ended, detached from the vCPU borrow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -285,6 +352,7 @@ impl Machine {
         let (gmem, gmem_map, shared) =
             data_backing(&vm, tx.page(), mode, file_pages, shared_pages)?;
         let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
+        install_flat_entry(&low);
         programs(&low);
         add_code_slot(&vm, &low, |m| tx.diag(m))
             .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
@@ -366,6 +434,49 @@ pub fn real_mode_vcpu(vm: &Vm, id: u64, ds_base: Option<u64>) -> Result<VcpuFd, 
     }
     vcpu.set_sregs(&sregs)
         .map_err(|e| step("KVM_SET_SREGS", e))?;
+    Ok(vcpu)
+}
+
+/// vCPU `id` in 32-bit flat protected mode: created in real mode, it runs
+/// [`ENTER_FLAT`] from the code slot (which must hold it, see
+/// [`install_flat_entry`]) until the program reports on `PORT_FLAT`; then
+/// KVM_GET_SREGS must show the mode the program set up. Programs entered
+/// afterwards address GPAs directly, up to 4 GiB.
+pub fn flat_vcpu(vm: &Vm, id: u64, limit: Duration) -> Result<VcpuFd, String> {
+    let mut vcpu = real_mode_vcpu(vm, id, None)?;
+    let mut regs = vcpu
+        .get_regs()
+        .map_err(|e| format!("KVM_GET_REGS: {}", ename(&e)))?;
+    regs.rip = ENTER_FLAT_GPA;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("KVM_SET_REGS: {}", ename(&e)))?;
+    match run_once(&mut vcpu, limit) {
+        Exit::Io { port, .. } if port == PORT_FLAT => {}
+        other => {
+            return Err(format!(
+                "switching to 32-bit protected mode: {other:?}, expected port I/O on {PORT_FLAT:#x}"
+            ))
+        }
+    }
+    let s = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS: {}", ename(&e)))?;
+    let flat = |seg: &kvm_bindings::kvm_segment, sel: u16| {
+        seg.selector == sel && seg.base == 0 && seg.limit == 0xFFFF_FFFF && seg.present == 1
+    };
+    if s.cr0 & 1 == 0
+        || s.cr0 & (1 << 31) != 0
+        || !flat(&s.cs, FLAT_CODE_SEL)
+        || s.cs.db != 1
+        || !flat(&s.ds, FLAT_DATA_SEL)
+        || !flat(&s.es, FLAT_DATA_SEL)
+    {
+        return Err(format!(
+            "after the switch to 32-bit protected mode: CR0 {:#x}, CS {:?}, DS {:?}, ES {:?}",
+            s.cr0, s.cs, s.ds, s.es
+        ));
+    }
     Ok(vcpu)
 }
 
@@ -611,6 +722,73 @@ mod tests {
             "the programs must not overlap"
         );
         assert!(LOOP_GPA + GUEST_LOOP.len() as u64 <= LOW_SIZE);
+    }
+
+    /// Decodes the flat-mode entry and its GDT from their bytes and checks
+    /// they do what the listing says.
+    #[test]
+    fn flat_entry_is_the_documented_program() {
+        // Descriptor fields: limit 15:0, base 23:0, access byte, flags with
+        // limit 19:16, base 31:24.
+        let desc = |i: usize| {
+            let d = &GDT[i * 8..i * 8 + 8];
+            let limit = u32::from(d[0]) | u32::from(d[1]) << 8 | u32::from(d[6] & 0xF) << 16;
+            let base = u32::from(d[2])
+                | u32::from(d[3]) << 8
+                | u32::from(d[4]) << 16
+                | u32::from(d[7]) << 24;
+            (base, limit, d[5], d[6] >> 4)
+        };
+        assert_eq!(&GDT[..8], &[0; 8], "entry 0 is the null descriptor");
+        const G_AND_32BIT: u8 = 0b1100; // G = 1 (4 KiB units), D/B = 1
+                                        // Present, DPL 0, S = 1, type 1011 (code, execute/read, accessed).
+        assert_eq!(desc(1), (0, 0xFFFFF, 0x9B, G_AND_32BIT));
+        // Present, DPL 0, S = 1, type 0011 (data, read/write, accessed).
+        assert_eq!(desc(2), (0, 0xFFFFF, 0x93, G_AND_32BIT));
+        assert_eq!(usize::from(FLAT_CODE_SEL), 8);
+        assert_eq!(usize::from(FLAT_DATA_SEL), 16);
+        assert_eq!(gdtr(), [23, 0, 0x00, 0x30, 0, 0]);
+        assert_eq!(GDT_GPA, 0x3000);
+
+        let c = &ENTER_FLAT;
+        // lgdt cs:[disp16]: CS prefix, 0F 01 /2, mod 00 r/m 110, disp16.
+        assert_eq!(c[0], 0x2E);
+        assert_eq!(&c[1..3], &[0x0F, 0x01]);
+        assert_eq!(modrm(c[3]), (0, 2, 6));
+        assert_eq!(u16::from_le_bytes([c[4], c[5]]) as u64, GDTR_GPA);
+        // mov eax, cr0 (0F 20 /r: reg = CR number, r/m = GPR), or al, 1,
+        // mov cr0, eax (0F 22 /r).
+        assert_eq!(&c[6..8], &[0x0F, 0x20]);
+        assert_eq!(modrm(c[8]), (3, 0, 0));
+        assert_eq!(&c[9..11], &[0x0C, 0x01]);
+        assert_eq!(&c[11..13], &[0x0F, 0x22]);
+        assert_eq!(modrm(c[13]), (3, 0, 0));
+        // jmp ptr16:16 to the next instruction, through the code selector.
+        assert_eq!(c[14], 0xEA);
+        let target = u16::from_le_bytes([c[15], c[16]]) as u64;
+        assert_eq!(target, ENTER_FLAT_GPA + 19);
+        assert_eq!(u16::from_le_bytes([c[17], c[18]]), FLAT_CODE_SEL);
+        // 32-bit: mov eax, imm32 = the data selector; mov ds/es/ss, ax.
+        assert_eq!(c[19], 0xB8);
+        assert_eq!(
+            u32::from_le_bytes([c[20], c[21], c[22], c[23]]),
+            u32::from(FLAT_DATA_SEL)
+        );
+        const DS: u8 = 3;
+        const ES: u8 = 0;
+        const SS: u8 = 2;
+        for (i, sreg) in [(24, DS), (26, ES), (28, SS)] {
+            assert_eq!(c[i], 0x8E, "mov Sreg, r/m16 at byte {i}");
+            assert_eq!(modrm(c[i + 1]), (3, sreg, 0));
+        }
+        // out PORT_FLAT, al; hlt.
+        assert_eq!(c[30], 0xE6);
+        assert_eq!(c[31] as u16, PORT_FLAT);
+        assert_eq!(c[32], 0xF4);
+
+        assert!(GDTR_GPA + 6 <= ENTER_FLAT_GPA);
+        assert!(LOOP_GPA + (GUEST_LOOP.len() as u64) <= GDT_GPA);
+        assert!(ENTER_FLAT_GPA + ENTER_FLAT.len() as u64 <= LOW_SIZE);
     }
 
     /// A vCPU spinning in KVM_RUN (the guest loops on `jmp $`, so KVM_RUN

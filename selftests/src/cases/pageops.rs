@@ -20,13 +20,27 @@
 //! A check reads every byte of the range in the guest, so a page that
 //! kept stale data, or reads another page's data, is found wherever the
 //! bytes differ.
+//!
+//! A vCPU switched to 32-bit flat protected mode (`guest::flat_vcpu`)
+//! reaches any GPA below 4 GiB: `fill` and `check` then run with EBX = the
+//! range's GPA and ECX = its length, no segment set up, one run per range.
+//! `fill`'s bytes mean the same in both modes (the operand and address size
+//! come from CS: `mov edi, ebx; rep stosb` over ECX bytes at ES:EDI);
+//! `check` has a 32-bit twin, `check32` at 0x2040, because `[di]` and
+//! `[edi]` are different ModRM bytes:
+//!
+//! ```text
+//! check32 (0x2040): mov edi,ebx; cld; repe scasb; je ok
+//!                   dec edi; mov al,[edi]; out 0x13,al; hlt
+//!               ok: out 0x12,al; hlt
+//! ```
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::cases::guest::{real_mode_vcpu, run_once, slot_memory, Exit, Machine};
+use crate::cases::guest::{flat_vcpu, real_mode_vcpu, run_once, slot_memory, Exit, Machine};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
@@ -37,6 +51,7 @@ use crate::kvm::{
 pub const FILL_GPA: u64 = 0x2000;
 pub const CHECK_GPA: u64 = 0x2010;
 pub const WALK_GPA: u64 = 0x2030;
+pub const CHECK32_GPA: u64 = 0x2040;
 const PORT_CHECK_OK: u16 = 0x12;
 const PORT_CHECK_BAD: u16 = 0x13;
 const PORT_FILLED: u16 = 0x14;
@@ -72,16 +87,93 @@ pub const WALK: [u8; 16] = [
     0xEB, 0xF2, // jmp loop (-14)
 ];
 
-/// Data slots live between the code slot and 1 MiB (real-mode reach).
+/// `CHECK` for 32-bit flat mode: the same program with `[edi]` (ModRM
+/// 0x07) where the 16-bit one has `[di]` (0x05).
+pub const CHECK32: [u8; 16] = [
+    0x89, 0xDF, // mov edi, ebx
+    0xFC, // cld
+    0xF3, 0xAE, // repe scasb
+    0x74, 0x06, // je ok (+6)
+    0x4F, // dec edi
+    0x8A, 0x07, // mov al, [edi]
+    0xE6, 0x13, // out 0x13, al
+    0xF4, // hlt
+    0xE6, 0x12, // ok: out 0x12, al
+    0xF4, // hlt
+];
+
+/// Data slots of real-mode vCPUs live between the code slot and 1 MiB
+/// (real-mode reach); flat-mode vCPUs reach up to 4 GiB.
 pub const DATA_BASE: u64 = 0x10000;
 pub const DATA_END: u64 = 0x10_0000;
-/// Longest range one program run covers (CX is 16 bits; keep BX + CX in the segment).
+/// Longest range one program run covers in real mode (CX is 16 bits; keep
+/// BX + CX in the segment).
 const CHUNK: u64 = 0x8000;
+/// End of what a flat-mode vCPU addresses (32-bit offsets, no paging).
+pub const FLAT_END: u64 = 1 << 32;
 
 pub fn install(low: &Mapping) {
     low.copy_in(FILL_GPA as usize, &FILL);
     low.copy_in(CHECK_GPA as usize, &CHECK);
     low.copy_in(WALK_GPA as usize, &WALK);
+    low.copy_in(CHECK32_GPA as usize, &CHECK32);
+}
+
+/// How a vCPU's programs address a range: read from the vCPU (CR0.PE), so
+/// the same `fill` and `check` serve both kinds of fixture vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    /// Real mode: DS = ES = the chunk's base, BX = 0, chunks of [`CHUNK`].
+    Real,
+    /// 32-bit flat: EBX = the GPA, the whole range in one run.
+    Flat,
+}
+
+impl Addressing {
+    fn of(vcpu: &VcpuFd) -> Result<Addressing, String> {
+        let s = vcpu
+            .get_sregs()
+            .map_err(|e| format!("KVM_GET_SREGS: {}", ename(&e)))?;
+        Ok(if s.cr0 & 1 != 0 {
+            Addressing::Flat
+        } else {
+            Addressing::Real
+        })
+    }
+
+    /// Longest part of a range one run covers.
+    fn chunk(self) -> u64 {
+        match self {
+            Addressing::Real => CHUNK,
+            Addressing::Flat => FLAT_END,
+        }
+    }
+
+    fn check_program(self) -> u64 {
+        match self {
+            Addressing::Real => CHECK_GPA,
+            Addressing::Flat => CHECK32_GPA,
+        }
+    }
+
+    /// Makes `gpa` reachable and returns the BX/EBX value that names it.
+    fn aim(self, vcpu: &VcpuFd, gpa: u64, len: u64) -> Result<u64, String> {
+        match self {
+            Addressing::Real => point(vcpu, gpa).map(|()| 0),
+            Addressing::Flat => {
+                assert!(gpa + len <= FLAT_END, "GPA {gpa:#x}+{len:#x} beyond 4 GiB");
+                Ok(gpa)
+            }
+        }
+    }
+
+    /// The GPA the guest's DI/EDI names in a run over the chunk at `at`.
+    fn gpa_of(self, at: u64, rdi: u64) -> u64 {
+        match self {
+            Addressing::Real => at + (rdi & 0xFFFF),
+            Addressing::Flat => rdi & 0xFFFF_FFFF,
+        }
+    }
 }
 
 /// A byte the guest found that differs from what it expected.
@@ -147,9 +239,9 @@ enum Chunk<T> {
     Unexpected(Exit),
 }
 
-/// Runs the program at `rip` over `gpa..gpa+len`, one KVM_RUN per chunk of
-/// at most [`CHUNK`] bytes, with AL = `val`; `read` judges each chunk's
-/// exit. `what(at, n)` names a chunk in errors.
+/// Runs the program at `rip` over `gpa..gpa+len`, one KVM_RUN per chunk
+/// (the vCPU's [`Addressing`] says how long), with AL = `val`; `read`
+/// judges each chunk's exit. `what(at, n)` names a chunk in errors.
 fn over_chunks<T>(
     vcpu: &mut VcpuFd,
     rip: u64,
@@ -159,11 +251,12 @@ fn over_chunks<T>(
     what: impl Fn(u64, u64) -> String,
     mut read: impl FnMut(&VcpuFd, u64, Exit) -> Result<Chunk<T>, String>,
 ) -> Result<Option<T>, String> {
+    let mode = Addressing::of(vcpu)?;
     let mut at = gpa;
     while at < gpa + len {
-        let n = CHUNK.min(gpa + len - at);
-        point(vcpu, at)?;
-        enter(vcpu, rip, val, 0, n, 0)?;
+        let n = mode.chunk().min(gpa + len - at);
+        let bx = mode.aim(vcpu, at, n)?;
+        enter(vcpu, rip, val, bx, n, 0)?;
         let exit = run_once(vcpu, limit);
         match read(vcpu, at, exit)? {
             Chunk::Next => {}
@@ -207,9 +300,10 @@ pub fn check(
     limit: Duration,
 ) -> Result<Option<Mismatch>, String> {
     let what = |at, n| format!("guest check of GPA {at:#x}+{n:#x} for {val:#x}");
+    let mode = Addressing::of(vcpu)?;
     over_chunks(
         vcpu,
-        CHECK_GPA,
+        mode.check_program(),
         (gpa, len),
         val,
         limit,
@@ -228,7 +322,7 @@ pub fn check(
                         .get_regs()
                         .map_err(|e| format!("KVM_GET_REGS: {}", ename(&e)))?;
                     Chunk::Stop(Mismatch {
-                        gpa: at + (r.rdi & 0xFFFF),
+                        gpa: mode.gpa_of(at, r.rdi),
                         found: value,
                     })
                 }
@@ -264,7 +358,26 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// `n` real-mode vCPUs: slots below 1 MiB.
     pub fn new(tx: &Tx, mode: AccessMode, file_pages: u64, n: usize) -> Result<Rig, Stop> {
+        Rig::build(tx, mode, file_pages, n, |vm, id| {
+            real_mode_vcpu(vm, id, None)
+        })
+    }
+
+    /// `n` vCPUs in 32-bit flat protected mode: slots anywhere below 4 GiB.
+    pub fn flat(tx: &Tx, mode: AccessMode, file_pages: u64, n: usize) -> Result<Rig, Stop> {
+        let limit = tx.inner_limit(Duration::from_secs(10));
+        Rig::build(tx, mode, file_pages, n, |vm, id| flat_vcpu(vm, id, limit))
+    }
+
+    fn build(
+        tx: &Tx,
+        mode: AccessMode,
+        file_pages: u64,
+        n: usize,
+        vcpu: impl Fn(&Vm, u64) -> Result<VcpuFd, String>,
+    ) -> Result<Rig, Stop> {
         let Machine {
             vm,
             gmem,
@@ -273,7 +386,7 @@ impl Rig {
             low,
         } = Machine::new(tx, Some(mode), file_pages, file_pages, install)?;
         let vcpus = (0..n as u64)
-            .map(|id| real_mode_vcpu(&vm, id, None).or_fail(&format!("vCPU {id}")))
+            .map(|id| vcpu(&vm, id).or_fail(&format!("vCPU {id}")))
             .collect::<Result<Vec<_>, Stop>>()?;
         Ok(Rig {
             vcpus,
@@ -389,7 +502,8 @@ pub fn fill_range(
 mod tests {
     use super::*;
     use crate::cases::guest::{
-        add_code_slot, CODE_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA, LOW_SIZE,
+        add_code_slot, install_flat_entry, CODE_GPA, GDT_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA,
+        LOW_SIZE,
     };
 
     #[test]
@@ -399,7 +513,57 @@ mod tests {
         assert!(code_end <= FILL_GPA as usize && loop_end <= FILL_GPA as usize);
         assert!(FILL_GPA as usize + FILL.len() <= CHECK_GPA as usize);
         assert!(CHECK_GPA as usize + CHECK.len() <= WALK_GPA as usize);
-        assert!((WALK_GPA as usize + WALK.len()) < LOW_SIZE as usize);
+        assert!(WALK_GPA as usize + WALK.len() <= CHECK32_GPA as usize);
+        assert!(CHECK32_GPA as usize + CHECK32.len() <= GDT_GPA as usize);
+        assert!(GDT_GPA < LOW_SIZE);
+    }
+
+    /// (mod, reg, r/m) of a ModRM byte.
+    fn modrm(b: u8) -> (u8, u8, u8) {
+        (b >> 6, (b >> 3) & 7, b & 7)
+    }
+
+    /// Decodes `fill`, `check` and `check32` from their bytes. Register
+    /// numbers are the same for 16- and 32-bit operands (BX/EBX 3, DI/EDI
+    /// 7); what differs is the memory operand: with mod 00, r/m 101 is
+    /// `[di]` in 16-bit addressing but a bare disp32 in 32-bit addressing,
+    /// where `[edi]` is r/m 111.
+    #[test]
+    fn programs_decode_in_both_modes() {
+        const MOV_RM_R: u8 = 0x89; // mov r/m16|32, reg16|32
+        const MOV_R8_RM8: u8 = 0x8A;
+        const CLD: u8 = 0xFC;
+        const REP: u8 = 0xF3;
+        const STOSB: u8 = 0xAA;
+        const SCASB: u8 = 0xAE;
+        const JE_REL8: u8 = 0x74;
+        const DEC_DI: u8 = 0x4F; // 48+r: dec DI (16-bit) / EDI (32-bit)
+        const OUT_IMM8_AL: u8 = 0xE6;
+        const HLT: u8 = 0xF4;
+        const BX: u8 = 3;
+        const DI: u8 = 7;
+        const AL: u8 = 0;
+        // fill: mov di|edi, bx|ebx; cld; rep stosb; out PORT_FILLED, al; hlt.
+        assert_eq!(FILL[0], MOV_RM_R);
+        assert_eq!(modrm(FILL[1]), (3, BX, DI));
+        assert_eq!(&FILL[2..5], &[CLD, REP, STOSB]);
+        assert_eq!(FILL[5], OUT_IMM8_AL);
+        assert_eq!(FILL[6] as u16, PORT_FILLED);
+        assert_eq!(FILL[7], HLT);
+        // check and check32: the same up to the load of the odd byte.
+        for (c, mem) in [(&CHECK, 5), (&CHECK32, 7)] {
+            assert_eq!(c[0], MOV_RM_R);
+            assert_eq!(modrm(c[1]), (3, BX, DI));
+            assert_eq!(&c[2..5], &[CLD, REP, SCASB]);
+            assert_eq!(c[5], JE_REL8);
+            assert_eq!(c[7], DEC_DI);
+            assert_eq!(c[8], MOV_R8_RM8);
+            assert_eq!(modrm(c[9]), (0, AL, mem), "mov al, [di] / [edi]");
+            assert_eq!(&c[10..13], &[OUT_IMM8_AL, PORT_CHECK_BAD as u8, HLT]);
+            assert_eq!(&c[13..16], &[OUT_IMM8_AL, PORT_CHECK_OK as u8, HLT]);
+            // je: next instruction at 7, target "ok" at 13.
+            assert_eq!(7 + c[6] as usize, 13);
+        }
     }
 
     /// The relative jumps land where the listing says.
@@ -463,6 +627,59 @@ mod tests {
         assert_eq!(
             run_once(&mut vcpu, Duration::from_millis(200)),
             Exit::TimedOut
+        );
+    }
+
+    /// The same programs on a vCPU switched to flat mode, over a range
+    /// above 1 MiB that crosses a 2 MiB boundary: the fill stops at the
+    /// range's ends, the check reads all of it and names a planted byte's
+    /// GPA. A real-mode vCPU of the same VM still uses 16-bit addressing.
+    #[test]
+    fn programs_run_on_a_flat_vcpu() {
+        let vm = match Vm::create(crate::kvm::VmType::Default) {
+            Ok(vm) => vm,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let low = Mapping::anon(LOW_SIZE as usize).unwrap();
+        install_flat_entry(&low);
+        install(&low);
+        add_code_slot(&vm, &low, |m| eprintln!("{m}")).unwrap();
+        const GPA: u64 = 0x1F_0000;
+        const SIZE: u64 = 0x2_0000;
+        let data = Mapping::anon(SIZE as usize).unwrap();
+        vm.set_region2(&Region {
+            slot: 1,
+            gpa: GPA,
+            size: SIZE,
+            uaddr: data.addr(),
+            ..Default::default()
+        })
+        .unwrap();
+        let lim = Duration::from_secs(5);
+        let mut vcpu = flat_vcpu(&vm, 0, lim).unwrap();
+        fill(&mut vcpu, GPA + 0x1000, SIZE - 0x2000, 0xA5, lim).unwrap();
+        assert_eq!(data.first_ne(0x1000, (SIZE - 0x2000) as usize, 0xA5), None);
+        assert_eq!(data.read(0xFFF), 0);
+        assert_eq!(data.read((SIZE - 0x1000) as usize), 0);
+        assert_eq!(
+            check(&mut vcpu, GPA + 0x1000, SIZE - 0x2000, 0xA5, lim),
+            Ok(None)
+        );
+        data.write(0x1_2345, 0x3C);
+        assert_eq!(
+            check(&mut vcpu, GPA + 0x1000, SIZE - 0x2000, 0xA5, lim),
+            Ok(Some(Mismatch {
+                gpa: GPA + 0x1_2345,
+                found: 0x3C
+            }))
+        );
+        assert_eq!(
+            check(&mut vcpu, GPA, 0x1000, 0, lim),
+            Ok(None),
+            "below the filled range"
         );
     }
 }
