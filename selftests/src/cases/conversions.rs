@@ -3,16 +3,21 @@
 
 use std::time::Duration;
 
+use kvm_ioctls::VcpuFd;
+
 use crate::cases::pageops::{expect_range, fill_range, Rig, DATA_BASE};
 use crate::harness::case::{expect_errno, expect_ok, Case, OrFail, Stop, TestResult, Tx};
 use crate::kvm::caps::{AccessMode, Need};
-use crate::kvm::{Mapping, KVM_MEMORY_ATTRIBUTE_PRIVATE};
+use crate::kvm::{ename, GmemFile, Mapping, Vm, KVM_MEMORY_ATTRIBUTE_PRIVATE};
 
 const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr];
 
 pub const CASES: &[Case] = &[
     case!(round_trips_keep_each_side, needs: NEEDS),
     case!(round_trips_with_fallocate, needs: NEEDS),
+    case!(stages_2m_keep_each_side, needs: NEEDS),
+    case!(stages_2m_with_fallocate_two_vcpus, needs: NEEDS),
+    case!(punch_stages_2m_read_zero, needs: NEEDS),
     case!(set_private_as_cap_says, needs: &[Need::GmemCreate]),
 ];
 
@@ -203,6 +208,369 @@ fn round_trips(tx: &Tx, fallocate: bool) -> TestResult {
         "shared slot after all round trips".into()
     })?;
     Ok(())
+}
+
+const SZ_2M: u64 = 2 << 20;
+/// GPA of the first vCPU's data: above real mode's reach, 2 MiB aligned.
+const STAGES_GPA: u64 = 0x40_0000;
+const DEF: u8 = 0xAA;
+
+/// Upstream's conversion stages as (offset, size) in a vCPU's data of
+/// 2 MiB + 1 page: one page and 2 MiB from the start, the same one page
+/// in, and the last page. The 2 MiB ranges cover a whole 2 MiB-aligned
+/// GPA range, or straddle that boundary.
+fn stages(page: u64) -> [(u64, u64); 5] {
+    [
+        (0, page),
+        (0, SZ_2M),
+        (page, page),
+        (page, SZ_2M),
+        (SZ_2M, page),
+    ]
+}
+
+/// Odd pages of the `n`-page range at `gpa` that go back to shared while
+/// the rest stays private: the first and the last few, and those next to
+/// the 2 MiB GPA boundary above `gpa`, where a zap or an attribute update
+/// spans two page tables. One-page ranges have none.
+fn hole_pages(gpa: u64, n: u64, page: u64) -> Vec<u64> {
+    let boundary = (gpa / SZ_2M + 1) * SZ_2M;
+    let b = (boundary - gpa) / page;
+    (0..n)
+        .filter(|j| j % 2 == 1 && (*j < 4 || j + 4 >= n || j.abs_diff(b) <= 2))
+        .collect()
+}
+
+/// One vCPU's data for the stage cases: 2 MiB + 1 page of a slot at `gpa`,
+/// file offset `file_off`, whose shared side is `shared` at the same offset.
+struct Area<'a> {
+    vm: &'a Vm,
+    gmem: &'a GmemFile,
+    shared: &'a Mapping,
+    gpa: u64,
+    file_off: u64,
+    page: u64,
+    /// Allocate before converting to PRIVATE, PUNCH_HOLE before converting
+    /// to shared (upstream's `do_fallocate`).
+    fallocate: bool,
+    limit: Duration,
+    /// Names the vCPU in messages.
+    who: String,
+}
+
+impl Area<'_> {
+    fn size(&self) -> u64 {
+        SZ_2M + self.page
+    }
+
+    fn off(&self, gpa: u64) -> u64 {
+        self.file_off + gpa - self.gpa
+    }
+
+    /// KVM_SET_MEMORY_ATTRIBUTES on `gpa..gpa+len`, after fallocate() of
+    /// the file range when the area converts with it.
+    fn convert(&self, gpa: u64, len: u64, private: bool, fallocate: bool) -> TestResult {
+        let off = self.off(gpa);
+        if fallocate {
+            let (r, what) = if private {
+                (self.gmem.allocate(off, len), "fallocate(KEEP_SIZE)")
+            } else {
+                (self.gmem.punch(off, len), "PUNCH_HOLE")
+            };
+            r.or_fail(&format!(
+                "{}: {what} of file range {off:#x}+{len:#x}",
+                self.who
+            ))?;
+        }
+        let attrs = if private {
+            KVM_MEMORY_ATTRIBUTE_PRIVATE as u64
+        } else {
+            0
+        };
+        self.vm.set_attributes(gpa, len, attrs).map_err(|e| {
+            Stop::Fail(format!(
+                "{}: KVM_SET_MEMORY_ATTRIBUTES({attrs:#x}) GPA {gpa:#x}+{len:#x}: {}",
+                self.who,
+                ename(&e)
+            ))
+        })
+    }
+
+    /// The host's view of the shared side of `gpa..gpa+len` is `want`.
+    fn host_sees(&self, gpa: u64, len: u64, want: u8, what: &str) -> TestResult {
+        let off = self.off(gpa);
+        match self.shared.first_ne(off as usize, len as usize, want) {
+            None => Ok(()),
+            Some(i) => Err(Stop::Fail(format!(
+                "{}: {what}: the host reads {:#x} at GPA {:#x} of its shared memory, expected \
+                 {want:#x}",
+                self.who,
+                self.shared.read(i),
+                self.gpa + i as u64 - self.file_off
+            ))),
+        }
+    }
+
+    fn host_fill(&self, gpa: u64, len: u64, v: u8) {
+        self.shared.fill(self.off(gpa) as usize, len as usize, v);
+    }
+
+    fn guest_fill(&self, vcpu: &mut VcpuFd, gpa: u64, len: u64, v: u8, what: &str) -> TestResult {
+        fill_range(vcpu, gpa, len, v, self.limit, || {
+            format!("{}: {what}", self.who)
+        })
+    }
+
+    fn guest_sees(&self, vcpu: &mut VcpuFd, gpa: u64, len: u64, v: u8, what: &str) -> TestResult {
+        expect_range(vcpu, gpa, len, v, self.limit, || {
+            format!("{}: {what}", self.who)
+        })
+    }
+
+    /// Guest check of the `n` pages from `gpa`, page `j` holding `want(j)`,
+    /// one run per stretch of pages that should hold the same byte.
+    fn guest_sees_pages(
+        &self,
+        vcpu: &mut VcpuFd,
+        (gpa, n): (u64, u64),
+        want: impl Fn(u64) -> u8,
+        what: &str,
+    ) -> TestResult {
+        let mut j = 0;
+        while j < n {
+            let end = (j..n).find(|&k| want(k) != want(j)).unwrap_or(n);
+            let at = gpa + j * self.page;
+            self.guest_sees(vcpu, at, (end - j) * self.page, want(j), what)?;
+            j = end;
+        }
+        Ok(())
+    }
+
+    /// Shared with the host's pattern `INIT` everywhere, the file empty:
+    /// where each stage starts (upstream's clean slate between stages).
+    fn clean_slate(&self) -> TestResult {
+        self.convert(self.gpa, self.size(), false, true)?;
+        self.host_fill(self.gpa, self.size(), INIT);
+        Ok(())
+    }
+
+    /// Upstream's explicit conversion test on this area (see
+    /// [`stages_2m_keep_each_side`] and
+    /// [`stages_2m_with_fallocate_two_vcpus`]).
+    fn run_stages(&self, vcpu: &mut VcpuFd) -> TestResult {
+        let (base, total, p) = (self.gpa, self.size(), self.page);
+        self.convert(base, total, false, false)?;
+        self.guest_fill(vcpu, base, total, DEF, "guest fill of the shared area")?;
+        self.host_sees(base, total, DEF, "the guest's shared stores")?;
+        self.host_fill(base, total, INIT);
+        self.guest_sees(vcpu, base, total, INIT, "the host's shared stores")?;
+        for (o, len) in stages(p) {
+            let gpa = base + o;
+            let n = len / p;
+            let stage = |s: &str| format!("stage {o:#x}+{len:#x}: {s}");
+            self.guest_fill(vcpu, gpa, len, P1, &stage("guest fill, shared"))?;
+            self.host_sees(gpa, len, P1, &stage("the guest's shared stores"))?;
+
+            self.convert(gpa, len, true, self.fallocate)?;
+            self.guest_sees(vcpu, gpa, len, 0, &stage("first private read"))?;
+            self.guest_fill(vcpu, gpa, len, P2, &stage("guest fill, private"))?;
+            self.host_sees(gpa, len, P1, &stage("shared side after private stores"))?;
+            // The pages next to the range, where a conversion that runs
+            // one page long or short shows, stayed shared; the whole area
+            // is checked after the last stage.
+            if o > 0 {
+                self.guest_sees(vcpu, gpa - p, p, INIT, &stage("shared page below"))?;
+            }
+            if o + len < total {
+                self.guest_sees(vcpu, gpa + len, p, INIT, &stage("shared page above"))?;
+            }
+
+            let holes = hole_pages(gpa, n, p);
+            for &j in &holes {
+                let pg = gpa + j * p;
+                let what = |s: &str| stage(&format!("page +{j} back to shared: {s}"));
+                self.convert(pg, p, false, self.fallocate)?;
+                self.guest_sees(vcpu, pg, p, P1, &what("the shared data"))?;
+                self.host_fill(pg, p, P3);
+                self.guest_sees(vcpu, pg, p, P3, &what("the host's store"))?;
+            }
+            let holes = &holes;
+            let hole_or = |no: u8| move |j: u64| if holes.contains(&j) { P3 } else { no };
+            self.guest_sees_pages(
+                vcpu,
+                (gpa, n),
+                hole_or(P2),
+                &stage("private data read back beside the shared holes"),
+            )?;
+
+            self.convert(gpa, len, false, self.fallocate)?;
+            self.guest_sees_pages(
+                vcpu,
+                (gpa, n),
+                hole_or(P1),
+                &stage("range shared again: the shared data"),
+            )?;
+            self.guest_fill(vcpu, gpa, len, P3, &stage("guest fill, shared again"))?;
+            self.host_sees(gpa, len, P3, &stage("the guest's second shared stores"))?;
+            self.host_fill(gpa, len, P4);
+            self.guest_sees(vcpu, gpa, len, P4, &stage("the host's second stores"))?;
+
+            // PRIVATE again: guest_memfd kept the private data (the holes'
+            // too), unless the way to shared punched it.
+            self.convert(gpa, len, true, self.fallocate)?;
+            let (want, why) = if self.fallocate {
+                (0, "punched on the way to shared")
+            } else {
+                (P2, "kept while shared")
+            };
+            self.guest_sees(vcpu, gpa, len, want, &stage(&format!("private data {why}")))?;
+            self.host_sees(gpa, len, P4, &stage("shared side after private reads"))?;
+
+            self.clean_slate()?;
+        }
+        self.guest_sees(
+            vcpu,
+            base,
+            total,
+            INIT,
+            "after the last stage's clean slate",
+        )
+    }
+
+    /// Upstream's PUNCH_HOLE test on this area (see
+    /// [`punch_stages_2m_read_zero`]); the area is PRIVATE throughout.
+    fn punch_stages(&self, vcpu: &mut VcpuFd) -> TestResult {
+        let (base, total, p) = (self.gpa, self.size(), self.page);
+        self.guest_fill(vcpu, base, total, INIT, "guest fill of the private area")?;
+        for (o, len) in stages(p) {
+            let gpa = base + o;
+            let stage = |s: &str| format!("punch stage {o:#x}+{len:#x}: {s}");
+            self.gmem
+                .punch(self.off(gpa), len)
+                .or_fail(&stage("PUNCH_HOLE"))?;
+            self.guest_sees(vcpu, gpa, len, 0, &stage("punched private pages"))?;
+            if o > 0 {
+                self.guest_sees(vcpu, gpa - p, p, INIT, &stage("private page below"))?;
+            }
+            if o + len < total {
+                self.guest_sees(vcpu, gpa + len, p, INIT, &stage("private page above"))?;
+            }
+            self.guest_fill(vcpu, gpa, len, INIT, &stage("guest fill again"))?;
+        }
+        self.guest_sees(vcpu, base, total, INIT, "after the last punch stage")
+    }
+}
+
+/// Upstream's explicit conversion test over its stage list, one vCPU in
+/// 32-bit flat mode and one slot of 2 MiB + 1 page at a 2 MiB-aligned GPA
+/// above 1 MiB, converting with KVM_SET_MEMORY_ATTRIBUTES alone. Per
+/// stage: the guest's shared stores reach the host; converted to PRIVATE
+/// the range reads 0 (fresh guest_memfd pages), takes private stores that
+/// never reach the shared side, and the pages around it stay shared; odd
+/// pages at the range's ends and around the 2 MiB boundary go back to
+/// shared (the shared data is there, the host's stores reach the guest)
+/// while their neighbours stay private; the whole range goes shared (the
+/// shared data again) and PRIVATE once more, where guest_memfd still holds
+/// the private data. Between stages the file is punched and the slot made
+/// shared. Upstream writes only the first page of a 2 MiB range while
+/// private; here the guest writes and reads all of it.
+fn stages_2m_keep_each_side(tx: &Tx) -> TestResult {
+    on_stage_slots(tx, 1, false, |a, vcpu| a.run_stages(vcpu))
+}
+
+/// [`stages_2m_keep_each_side`] with fallocate() around each conversion
+/// (upstream's second pass), on two vCPUs at once as upstream's `-n 2 -m
+/// 2`: each in its own thread on its own slot of 2 MiB + 1 page. Private
+/// data is then gone after a round trip through shared: the range reads 0.
+/// The slots sit back to back in GPA and in the file (upstream aligns each
+/// vCPU's data to 2 MiB for hugepage backing; here the second slot starts
+/// one page past a 2 MiB boundary), so a conversion, punch or zap that
+/// runs past the end of one vCPU's range lands on the first page of the
+/// next one, which that vCPU checks.
+fn stages_2m_with_fallocate_two_vcpus(tx: &Tx) -> TestResult {
+    on_stage_slots(tx, 2, true, |a, vcpu| a.run_stages(vcpu))
+}
+
+/// Upstream's PUNCH_HOLE test over the same stages, one vCPU: the whole
+/// slot PRIVATE and written by the guest, then per stage a punch of the
+/// range's file pages, after which the guest reads 0 there (KVM dropped
+/// its mappings of the freed pages and faults in fresh ones) and the old
+/// data on the pages right below and above (the punch freed nothing
+/// more); the guest writes the range again for the next stage.
+fn punch_stages_2m_read_zero(tx: &Tx) -> TestResult {
+    on_stage_slots(tx, 1, false, |a, vcpu| a.punch_stages(vcpu))
+}
+
+/// A flat-mode rig with `vcpus` vCPUs, each with its slot of 2 MiB + 1
+/// page (PRIVATE, back to back from `STAGES_GPA` and from file offset 0),
+/// and `run` on each vCPU's [`Area`] in a thread of its own.
+fn on_stage_slots(
+    tx: &Tx,
+    vcpus: u64,
+    fallocate: bool,
+    run: fn(&Area, &mut VcpuFd) -> TestResult,
+) -> TestResult {
+    let limit = tx.inner_limit(Duration::from_secs(10));
+    let p = tx.page();
+    let area_pages = (SZ_2M + p) / p;
+    let mut rig = Rig::flat(tx, AccessMode::Private, vcpus * area_pages, vcpus as usize)?;
+    let slots: Vec<_> = (0..vcpus)
+        .map(|k| {
+            let gpa = STAGES_GPA + k * area_pages * p;
+            rig.region(10 + k as u32, gpa, area_pages, k * area_pages)
+        })
+        .collect();
+    for s in &slots {
+        rig.add(s)?;
+    }
+    tx.diag(format!(
+        "{vcpus} vCPU(s) in flat mode, slots at GPA {}; fallocate on conversion: {fallocate}",
+        slots
+            .iter()
+            .map(|s| format!("{:#x}+{:#x}", s.gpa, s.size))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let Rig {
+        vcpus,
+        vm,
+        gmem,
+        shared,
+        ..
+    } = &mut rig;
+    let shared = shared
+        .as_ref()
+        .ok_or_else(|| Stop::Fail("no shared memory behind the slots".into()))?;
+    let (vm, gmem) = (&*vm, &*gmem);
+    let results: Vec<TestResult> = std::thread::scope(|s| {
+        let workers: Vec<_> = vcpus
+            .iter_mut()
+            .zip(&slots)
+            .enumerate()
+            .map(|(k, (vcpu, slot))| {
+                let area = Area {
+                    vm,
+                    gmem,
+                    shared,
+                    gpa: slot.gpa,
+                    file_off: slot.gmem_offset,
+                    page: p,
+                    fallocate,
+                    limit,
+                    who: format!("vCPU {k}"),
+                };
+                s.spawn(move || run(&area, vcpu))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(Stop::Fail("a vCPU thread panicked".into())))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) succeeds exactly on VM types whose

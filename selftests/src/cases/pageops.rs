@@ -25,12 +25,15 @@
 //! reaches any GPA below 4 GiB: `fill` and `check` then run with EBX = the
 //! range's GPA and ECX = its length, no segment set up, one run per range.
 //! `fill`'s bytes mean the same in both modes (the operand and address size
-//! come from CS: `mov edi, ebx; rep stosb` over ECX bytes at ES:EDI);
-//! `check` has a 32-bit twin, `check32` at 0x2040, because `[di]` and
-//! `[edi]` are different ModRM bytes:
+//! come from CS: `mov edi, ebx; rep stosb` over ECX bytes at ES:EDI).
+//! `check` has a 32-bit twin, `check32` at 0x2040, which compares four
+//! bytes at a time (the flat cases read megabytes, under TCG) and then
+//! finds the byte that differs; it needs a length that is a multiple of 4
+//! and EAX = the byte four times (every program is entered so):
 //!
 //! ```text
-//! check32 (0x2040): mov edi,ebx; cld; repe scasb; je ok
+//! check32 (0x2040): mov edi,ebx; cld; shr ecx,2; repe scasd; je ok
+//!                   sub edi,4; mov ecx,4; repe scasb      ; the dword that differs
 //!                   dec edi; mov al,[edi]; out 0x13,al; hlt
 //!               ok: out 0x12,al; hlt
 //! ```
@@ -87,13 +90,16 @@ pub const WALK: [u8; 16] = [
     0xEB, 0xF2, // jmp loop (-14)
 ];
 
-/// `CHECK` for 32-bit flat mode: the same program with `[edi]` (ModRM
-/// 0x07) where the 16-bit one has `[di]` (0x05).
-pub const CHECK32: [u8; 16] = [
+/// `CHECK` for 32-bit flat mode, by dwords (see the module doc).
+pub const CHECK32: [u8; 29] = [
     0x89, 0xDF, // mov edi, ebx
     0xFC, // cld
+    0xC1, 0xE9, 0x02, // shr ecx, 2
+    0xF3, 0xAF, // repe scasd
+    0x74, 0x10, // je ok (+16)
+    0x83, 0xEF, 0x04, // sub edi, 4
+    0xB9, 0x04, 0x00, 0x00, 0x00, // mov ecx, 4
     0xF3, 0xAE, // repe scasb
-    0x74, 0x06, // je ok (+6)
     0x4F, // dec edi
     0x8A, 0x07, // mov al, [edi]
     0xE6, 0x13, // out 0x13, al
@@ -162,6 +168,10 @@ impl Addressing {
             Addressing::Real => point(vcpu, gpa).map(|()| 0),
             Addressing::Flat => {
                 assert!(gpa + len <= FLAT_END, "GPA {gpa:#x}+{len:#x} beyond 4 GiB");
+                assert!(
+                    len % 4 == 0,
+                    "flat ranges are whole dwords, not {len:#x} bytes"
+                );
                 Ok(gpa)
             }
         }
@@ -197,13 +207,15 @@ fn point(vcpu: &VcpuFd, base: u64) -> Result<(), String> {
         .map_err(|e| format!("KVM_SET_SREGS: {}", ename(&e)))
 }
 
+/// Enters the program at `rip` with EAX = `al` four times (the 16-bit
+/// programs use AL only), BX, CX and DX as given.
 fn enter(vcpu: &VcpuFd, rip: u64, al: u8, bx: u64, cx: u64, dx: u64) -> Result<(), String> {
     let mut r = vcpu
         .get_regs()
         .map_err(|e| format!("KVM_GET_REGS: {}", ename(&e)))?;
     r.rip = rip;
     r.rflags = 2;
-    r.rax = al as u64;
+    r.rax = u64::from(u32::from_ne_bytes([al; 4]));
     r.rbx = bx;
     r.rcx = cx;
     r.rdx = dx;
@@ -524,10 +536,10 @@ mod tests {
     }
 
     /// Decodes `fill`, `check` and `check32` from their bytes. Register
-    /// numbers are the same for 16- and 32-bit operands (BX/EBX 3, DI/EDI
-    /// 7); what differs is the memory operand: with mod 00, r/m 101 is
-    /// `[di]` in 16-bit addressing but a bare disp32 in 32-bit addressing,
-    /// where `[edi]` is r/m 111.
+    /// numbers are the same for 16- and 32-bit operands (BX/EBX 3, CX/ECX
+    /// 1, DI/EDI 7); what differs is the memory operand: with mod 00, r/m
+    /// 101 is `[di]` in 16-bit addressing but a bare disp32 in 32-bit
+    /// addressing, where `[edi]` is r/m 111.
     #[test]
     fn programs_decode_in_both_modes() {
         const MOV_RM_R: u8 = 0x89; // mov r/m16|32, reg16|32
@@ -536,13 +548,15 @@ mod tests {
         const REP: u8 = 0xF3;
         const STOSB: u8 = 0xAA;
         const SCASB: u8 = 0xAE;
+        const SCASD: u8 = 0xAF; // scasd with a 32-bit operand size
         const JE_REL8: u8 = 0x74;
         const DEC_DI: u8 = 0x4F; // 48+r: dec DI (16-bit) / EDI (32-bit)
         const OUT_IMM8_AL: u8 = 0xE6;
         const HLT: u8 = 0xF4;
+        const AL: u8 = 0;
+        const CX: u8 = 1;
         const BX: u8 = 3;
         const DI: u8 = 7;
-        const AL: u8 = 0;
         // fill: mov di|edi, bx|ebx; cld; rep stosb; out PORT_FILLED, al; hlt.
         assert_eq!(FILL[0], MOV_RM_R);
         assert_eq!(modrm(FILL[1]), (3, BX, DI));
@@ -550,32 +564,53 @@ mod tests {
         assert_eq!(FILL[5], OUT_IMM8_AL);
         assert_eq!(FILL[6] as u16, PORT_FILLED);
         assert_eq!(FILL[7], HLT);
-        // check and check32: the same up to the load of the odd byte.
-        for (c, mem) in [(&CHECK, 5), (&CHECK32, 7)] {
-            assert_eq!(c[0], MOV_RM_R);
-            assert_eq!(modrm(c[1]), (3, BX, DI));
-            assert_eq!(&c[2..5], &[CLD, REP, SCASB]);
-            assert_eq!(c[5], JE_REL8);
-            assert_eq!(c[7], DEC_DI);
-            assert_eq!(c[8], MOV_R8_RM8);
-            assert_eq!(modrm(c[9]), (0, AL, mem), "mov al, [di] / [edi]");
-            assert_eq!(&c[10..13], &[OUT_IMM8_AL, PORT_CHECK_BAD as u8, HLT]);
-            assert_eq!(&c[13..16], &[OUT_IMM8_AL, PORT_CHECK_OK as u8, HLT]);
-            // je: next instruction at 7, target "ok" at 13.
-            assert_eq!(7 + c[6] as usize, 13);
-        }
+
+        // check: mov di, bx; cld; repe scasb; je ok; dec di; mov al, [di];
+        // out PORT_CHECK_BAD, al; hlt; ok: out PORT_CHECK_OK, al; hlt.
+        let c = &CHECK;
+        assert_eq!(c[0], MOV_RM_R);
+        assert_eq!(modrm(c[1]), (3, BX, DI));
+        assert_eq!(&c[2..5], &[CLD, REP, SCASB]);
+        assert_eq!(c[5], JE_REL8);
+        assert_eq!(7 + c[6] as usize, 13, "je: next instruction at 7, ok at 13");
+        assert_eq!(c[7], DEC_DI);
+        assert_eq!(c[8], MOV_R8_RM8);
+        assert_eq!(modrm(c[9]), (0, AL, 5), "mov al, [di]: r/m 101");
+        assert_eq!(&c[10..13], &[OUT_IMM8_AL, PORT_CHECK_BAD as u8, HLT]);
+        assert_eq!(&c[13..16], &[OUT_IMM8_AL, PORT_CHECK_OK as u8, HLT]);
+
+        // check32: mov edi, ebx; cld; shr ecx, 2 (C1 /5 ib); repe scasd;
+        // je ok; sub edi, 4 (83 /5 ib); mov ecx, 4 (B8+r imm32); repe
+        // scasb; dec edi; mov al, [edi]; out PORT_CHECK_BAD, al; hlt;
+        // ok: out PORT_CHECK_OK, al; hlt.
+        let c = &CHECK32;
+        assert_eq!(c[0], MOV_RM_R);
+        assert_eq!(modrm(c[1]), (3, BX, DI));
+        assert_eq!(c[2], CLD);
+        assert_eq!((c[3], modrm(c[4]), c[5]), (0xC1, (3, 5, CX), 2));
+        assert_eq!(&c[6..8], &[REP, SCASD]);
+        assert_eq!(c[8], JE_REL8);
+        assert_eq!(
+            10 + c[9] as usize,
+            26,
+            "je: next instruction at 10, ok at 26"
+        );
+        assert_eq!((c[10], modrm(c[11]), c[12]), (0x83, (3, 5, DI), 4));
+        assert_eq!(c[13], 0xB8 + CX);
+        assert_eq!(u32::from_le_bytes([c[14], c[15], c[16], c[17]]), 4);
+        assert_eq!(&c[18..20], &[REP, SCASB]);
+        assert_eq!(c[20], DEC_DI);
+        assert_eq!(c[21], MOV_R8_RM8);
+        assert_eq!(modrm(c[22]), (0, AL, DI), "mov al, [edi]: r/m 111");
+        assert_eq!(&c[23..26], &[OUT_IMM8_AL, PORT_CHECK_BAD as u8, HLT]);
+        assert_eq!(&c[26..29], &[OUT_IMM8_AL, PORT_CHECK_OK as u8, HLT]);
     }
 
-    /// The relative jumps land where the listing says.
+    /// walk's relative jumps land where the listing says.
     #[test]
-    fn jump_targets() {
-        // check: je at offset 5, next instruction at 7, target "ok" at 13.
-        assert_eq!(CHECK[5], 0x74);
-        assert_eq!(7 + CHECK[6] as usize, 13);
-        assert_eq!(&CHECK[13..15], &[0xE6, PORT_CHECK_OK as u8]);
-        assert_eq!(CHECK[11], PORT_CHECK_BAD as u8);
-        assert_eq!(FILL[6], PORT_FILLED as u8);
-        // walk: jb at 10 (next 12) and jmp at 14 (next 16) both go to "loop" at 2.
+    fn walk_jump_targets() {
+        // jb at 10 (next 12) and jmp at 14 (next 16) both go to "loop" at 2.
+        assert_eq!((WALK[10], WALK[14]), (0x72, 0xEB));
         assert_eq!(12 + (WALK[11] as i8) as isize, 2);
         assert_eq!(16 + (WALK[15] as i8) as isize, 2);
     }
@@ -668,14 +703,26 @@ mod tests {
             check(&mut vcpu, GPA + 0x1000, SIZE - 0x2000, 0xA5, lim),
             Ok(None)
         );
-        data.write(0x1_2345, 0x3C);
-        assert_eq!(
-            check(&mut vcpu, GPA + 0x1000, SIZE - 0x2000, 0xA5, lim),
-            Ok(Some(Mismatch {
-                gpa: GPA + 0x1_2345,
-                found: 0x3C
-            }))
-        );
+        // Each byte of a dword, and the range's first and last bytes.
+        for at in [
+            0x1000,
+            0x1_2344,
+            0x1_2345,
+            0x1_2346,
+            0x1_2347,
+            SIZE - 0x1001,
+        ] {
+            data.write(at as usize, 0x3C);
+            assert_eq!(
+                check(&mut vcpu, GPA + 0x1000, SIZE - 0x2000, 0xA5, lim),
+                Ok(Some(Mismatch {
+                    gpa: GPA + at,
+                    found: 0x3C
+                })),
+                "planted at {at:#x}"
+            );
+            data.write(at as usize, 0xA5);
+        }
         assert_eq!(
             check(&mut vcpu, GPA, 0x1000, 0, lim),
             Ok(None),
