@@ -351,11 +351,7 @@ impl Machine {
         let vm = tx.vm()?;
         let (gmem, gmem_map, shared) =
             data_backing(&vm, tx.page(), mode, file_pages, shared_pages)?;
-        let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
-        install_flat_entry(&low);
-        programs(&low);
-        add_code_slot(&vm, &low, |m| tx.diag(m))
-            .or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+        let low = code_slot(tx, &vm, programs)?;
         Ok(Machine {
             vm,
             gmem,
@@ -364,6 +360,16 @@ impl Machine {
             low,
         })
     }
+}
+
+/// The code slot of `vm`: memory holding the flat-mode entry and what
+/// `programs` copies in, added as slot `LOW_SLOT` at GPA 0.
+pub fn code_slot(tx: &Tx, vm: &Vm, programs: impl FnOnce(&Mapping)) -> Result<Mapping, Stop> {
+    let low = Mapping::anon(LOW_SIZE as usize).or_fail("mmap(anon)")?;
+    install_flat_entry(&low);
+    programs(&low);
+    add_code_slot(vm, &low, |m| tx.diag(m)).or_fail("KVM_SET_USER_MEMORY_REGION2(code slot)")?;
+    Ok(low)
 }
 
 /// The mapping behind the data slots' userspace_addr: the guest_memfd's

@@ -8,6 +8,7 @@ pub mod conversions;
 pub mod create;
 pub mod fallocate;
 pub mod guest;
+pub mod hugepage;
 pub mod inode;
 pub mod memslot;
 pub mod mmap;
@@ -34,6 +35,7 @@ pub fn all() -> Vec<&'static Case> {
         vcpu::CASES,
         conversions::CASES,
         multislot::CASES,
+        hugepage::CASES,
         regression::CASES,
         stress::CASES,
     ]

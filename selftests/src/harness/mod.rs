@@ -1,6 +1,7 @@
 //! The harness: case declaration and assertions ([`case`]), isolation
 //! ([`isolate`]), kernel log and taint checks ([`kmsg`]), KTAP output
-//! ([`ktap`]), memory counters ([`meminfo`]) and the runner ([`suite`]).
+//! ([`ktap`]), memory counters ([`meminfo`]), transparent huge pages
+//! ([`thp`]) and the runner ([`suite`]).
 
 #[macro_use]
 pub mod case;
@@ -9,3 +10,4 @@ pub mod kmsg;
 pub mod ktap;
 pub mod meminfo;
 pub mod suite;
+pub mod thp;

@@ -296,6 +296,60 @@ impl Vm {
     pub fn set_attributes_raw(&self, request: kvm_memory_attributes) -> SysResult<()> {
         self.fd.set_memory_attributes(request)
     }
+
+    /// The VM's binary statistics (KVM_GET_STATS_FD, which kvm-ioctls has
+    /// no wrapper for): each statistic's name and first value, read once.
+    pub fn stats(&self) -> Result<Vec<(String, u64)>, String> {
+        // _IO(KVMIO, 0xce)
+        const KVM_GET_STATS_FD: libc::c_ulong = (0xAE << 8) | 0xce;
+        // SAFETY: an ioctl without argument on our VM fd.
+        let fd = unsafe { libc::ioctl(self.fd.as_raw_fd(), KVM_GET_STATS_FD as _) };
+        if fd < 0 {
+            return Err(format!("KVM_GET_STATS_FD: {}", ename(&last())));
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        read_stats(&file)
+    }
+}
+
+/// Reads a binary stats file: the header, the descriptors (each followed
+/// by its name in `name_size` bytes) and each statistic's first u64.
+fn read_stats(file: &File) -> Result<Vec<(String, u64)>, String> {
+    use std::os::unix::fs::FileExt;
+    let read = |off: u64, len: usize| -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, off)
+            .map_err(|e| format!("reading {len} bytes of the stats fd at {off:#x}: {e}"))?;
+        Ok(buf)
+    };
+    let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().unwrap());
+    let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes(b[i..i + 2].try_into().unwrap());
+    // struct kvm_stats_header: flags, name_size, num_desc, id_offset,
+    // desc_offset, data_offset (u32 each).
+    let h = read(0, std::mem::size_of::<kvm_bindings::kvm_stats_header>())?;
+    let (name_size, num_desc) = (u32_at(&h, 4) as usize, u32_at(&h, 8) as usize);
+    let (desc_offset, data_offset) = (u64::from(u32_at(&h, 16)), u64::from(u32_at(&h, 20)));
+    // struct kvm_stats_desc: flags u32, exponent s16, size u16, offset u32,
+    // bucket_size u32, then the name.
+    let fixed = std::mem::size_of::<kvm_bindings::kvm_stats_desc>();
+    let step = fixed + name_size;
+    let descs = read(desc_offset, step * num_desc)?;
+    let mut out = Vec::with_capacity(num_desc);
+    for d in descs.chunks_exact(step) {
+        let (size, offset) = (u16_at(d, 6), u64::from(u32_at(d, 8)));
+        let name = &d[fixed..];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        if size == 0 {
+            continue;
+        }
+        let v = read(data_offset + offset, 8)?;
+        out.push((
+            String::from_utf8_lossy(name).into_owned(),
+            u64::from_ne_bytes(v[..8].try_into().unwrap()),
+        ));
+    }
+    Ok(out)
 }
 
 /// A guest_memfd file.
@@ -447,6 +501,43 @@ impl Mapping {
         )
     }
 
+    /// Zeroed anonymous private memory starting at a multiple of `align`
+    /// (a power of two): a larger mapping with the unaligned head and the
+    /// tail unmapped again.
+    pub fn anon_aligned(len: usize, align: usize) -> SysResult<Mapping> {
+        assert!(align.is_power_of_two());
+        let wide = Mapping::anon(len + align)?;
+        let start = (wide.addr() as usize).next_multiple_of(align);
+        let head = start - wide.addr() as usize;
+        let tail = align - head;
+        let base = wide.ptr;
+        std::mem::forget(wide);
+        // SAFETY: both ranges lie inside the mapping just made and no longer
+        // owned by anything; what stays mapped is owned by the result.
+        unsafe {
+            if head > 0 {
+                libc::munmap(base.cast(), head);
+            }
+            if tail > 0 {
+                libc::munmap(base.add(head + len).cast(), tail);
+            }
+        }
+        Ok(Mapping {
+            // SAFETY: inside the original mapping.
+            ptr: unsafe { base.add(head) },
+            len,
+        })
+    }
+
+    /// madvise() over the whole mapping.
+    pub fn madvise(&self, advice: i32) -> SysResult<()> {
+        // SAFETY: our own mapping, whole.
+        if unsafe { libc::madvise(self.ptr.cast(), self.len, advice) } != 0 {
+            return Err(last());
+        }
+        Ok(())
+    }
+
     pub fn addr(&self) -> u64 {
         self.ptr as u64
     }
@@ -570,6 +661,25 @@ mod tests {
         m.write(17, 9);
         m.write(5000, 9);
         assert_eq!(m.first_ne(18, 8000, 7), Some(5000));
+    }
+
+    /// A new VM's binary stats parse (header, descriptors, names) and name
+    /// x86's page counters, all 0 before any memory is mapped.
+    #[test]
+    fn vm_stats_name_the_page_counters() {
+        assert_eq!(std::mem::size_of::<kvm_bindings::kvm_stats_desc>(), 16);
+        let vm = match Vm::create(VmType::Default) {
+            Ok(vm) => vm,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let stats = vm.stats().unwrap();
+        for name in ["pages_4k", "pages_2m", "pages_1g"] {
+            let v = stats.iter().find(|(n, _)| n == name);
+            assert_eq!(v.map(|(_, v)| *v), Some(0), "{name} in {stats:?}");
+        }
     }
 
     #[test]
