@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::cases::pageops::{expect_range, fill_range, Rig, DATA_BASE};
+use crate::cases::pageops::{expect_range, fill_range, on_each_vcpu, Rig, DATA_BASE};
 use crate::harness::case::{expect_errno, expect_ok, Case, OrFail, Stop, TestResult, Tx};
 use crate::kvm::caps::{AccessMode, Need};
 use crate::kvm::{ename, GmemFile, Mapping, Vm, KVM_MEMORY_ATTRIBUTE_PRIVATE};
@@ -542,35 +542,21 @@ fn on_stage_slots(
         .as_ref()
         .ok_or_else(|| Stop::Fail("no shared memory behind the slots".into()))?;
     let (vm, gmem) = (&*vm, &*gmem);
-    let results: Vec<TestResult> = std::thread::scope(|s| {
-        let workers: Vec<_> = vcpus
-            .iter_mut()
-            .zip(&slots)
-            .enumerate()
-            .map(|(k, (vcpu, slot))| {
-                let area = Area {
-                    vm,
-                    gmem,
-                    shared,
-                    gpa: slot.gpa,
-                    file_off: slot.gmem_offset,
-                    page: p,
-                    fallocate,
-                    limit,
-                    who: format!("vCPU {k}"),
-                };
-                s.spawn(move || run(&area, vcpu))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(Stop::Fail("a vCPU thread panicked".into())))
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+    on_each_vcpu(vcpus, |k, vcpu| {
+        let slot = &slots[k];
+        let area = Area {
+            vm,
+            gmem,
+            shared,
+            gpa: slot.gpa,
+            file_off: slot.gmem_offset,
+            page: p,
+            fallocate,
+            limit,
+            who: format!("vCPU {k}"),
+        };
+        run(&area, vcpu)
+    })
 }
 
 /// KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) succeeds exactly on VM types whose

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::cases::pageops::{expect_range, fill_range, Rig, DATA_BASE};
+use crate::cases::pageops::{expect_range, fill_range, on_each_vcpu, Rig, DATA_BASE};
 use crate::harness::case::{fail, Case, OrFail, Stop, TestResult, Tx};
 use crate::kvm::caps::Need;
 use crate::kvm::{ename, Mapping};
@@ -177,69 +177,44 @@ fn vcpus_each_own_range(tx: &Tx) -> TestResult {
         ..
     } = &mut rig;
     let (vm, gmem, shared) = (&*vm, &*gmem, shared.as_ref());
-    let results: Vec<Result<(), Stop>> = std::thread::scope(|s| {
-        let workers: Vec<_> = vcpus
-            .iter_mut()
-            .enumerate()
-            .map(|(k, vcpu)| {
-                s.spawn(move || -> Result<(), Stop> {
-                    let k = k as u64;
-                    let first = k * PER_VCPU;
-                    let gpa = DATA_BASE + first * p;
-                    let len = PER_VCPU * p;
-                    let at = |r: u64, m: &str| format!("vCPU {k} round {r}: {m}");
-                    for r in 0..ROUNDS {
-                        let v = 0x20 + (k * 0x10 + r) as u8;
-                        fill_range(vcpu, gpa, len, v, limit, || at(r, "guest fill"))?;
-                        expect_range(vcpu, gpa, len, v, limit, || at(r, "guest check"))?;
-                        gmem.punch((first + 1) * p, 2 * p).map_err(|e| {
-                            Stop::Fail(at(r, &format!("PUNCH_HOLE: {}", ename(&e))))
-                        })?;
-                        for j in 0..PER_VCPU {
-                            let want = if j == 1 || j == 2 { 0 } else { v };
-                            expect_range(vcpu, gpa + j * p, p, want, limit, || {
-                                at(r, &format!("own page {j} after punching own pages 1..3"))
-                            })?;
-                        }
-                        if let Some(sh) = shared {
-                            let off = (first * p) as usize;
-                            sh.fill(off, len as usize, v ^ 0xFF);
-                            vm.set_attributes(gpa, len, 0).map_err(|e| {
-                                Stop::Fail(at(r, &format!("convert to shared: {}", ename(&e))))
-                            })?;
-                            expect_range(vcpu, gpa, len, v ^ 0xFF, limit, || {
-                                at(r, "shared data written by the host")
-                            })?;
-                            vm.set_attributes(
-                                gpa,
-                                len,
-                                crate::kvm::KVM_MEMORY_ATTRIBUTE_PRIVATE as u64,
-                            )
-                            .map_err(|e| {
-                                Stop::Fail(at(r, &format!("convert to PRIVATE: {}", ename(&e))))
-                            })?;
-                            for j in 0..PER_VCPU {
-                                let want = if j == 1 || j == 2 { 0 } else { v };
-                                expect_range(vcpu, gpa + j * p, p, want, limit, || {
-                                    at(r, &format!("own page {j} private again"))
-                                })?;
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(Stop::Fail("a vCPU thread panicked".into())))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
-    Ok(())
+    on_each_vcpu(vcpus, |k, vcpu| {
+        let k = k as u64;
+        let first = k * PER_VCPU;
+        let gpa = DATA_BASE + first * p;
+        let len = PER_VCPU * p;
+        let at = |r: u64, m: &str| format!("vCPU {k} round {r}: {m}");
+        for r in 0..ROUNDS {
+            let v = 0x20 + (k * 0x10 + r) as u8;
+            fill_range(vcpu, gpa, len, v, limit, || at(r, "guest fill"))?;
+            expect_range(vcpu, gpa, len, v, limit, || at(r, "guest check"))?;
+            gmem.punch((first + 1) * p, 2 * p)
+                .map_err(|e| Stop::Fail(at(r, &format!("PUNCH_HOLE: {}", ename(&e)))))?;
+            for j in 0..PER_VCPU {
+                let want = if j == 1 || j == 2 { 0 } else { v };
+                expect_range(vcpu, gpa + j * p, p, want, limit, || {
+                    at(r, &format!("own page {j} after punching own pages 1..3"))
+                })?;
+            }
+            if let Some(sh) = shared {
+                let off = (first * p) as usize;
+                sh.fill(off, len as usize, v ^ 0xFF);
+                vm.set_attributes(gpa, len, 0)
+                    .map_err(|e| Stop::Fail(at(r, &format!("convert to shared: {}", ename(&e)))))?;
+                expect_range(vcpu, gpa, len, v ^ 0xFF, limit, || {
+                    at(r, "shared data written by the host")
+                })?;
+                vm.set_attributes(gpa, len, crate::kvm::KVM_MEMORY_ATTRIBUTE_PRIVATE as u64)
+                    .map_err(|e| {
+                        Stop::Fail(at(r, &format!("convert to PRIVATE: {}", ename(&e))))
+                    })?;
+                for j in 0..PER_VCPU {
+                    let want = if j == 1 || j == 2 { 0 } else { v };
+                    expect_range(vcpu, gpa + j * p, p, want, limit, || {
+                        at(r, &format!("own page {j} private again"))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
