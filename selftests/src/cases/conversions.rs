@@ -364,67 +364,7 @@ impl Area<'_> {
         self.host_fill(base, total, INIT);
         self.guest_sees(vcpu, base, total, INIT, "the host's shared stores")?;
         for (o, len) in stages(p) {
-            let gpa = base + o;
-            let n = len / p;
-            let stage = |s: &str| format!("stage {o:#x}+{len:#x}: {s}");
-            self.guest_fill(vcpu, gpa, len, P1, &stage("guest fill, shared"))?;
-            self.host_sees(gpa, len, P1, &stage("the guest's shared stores"))?;
-
-            self.convert(gpa, len, true, self.fallocate)?;
-            self.guest_sees(vcpu, gpa, len, 0, &stage("first private read"))?;
-            self.guest_fill(vcpu, gpa, len, P2, &stage("guest fill, private"))?;
-            self.host_sees(gpa, len, P1, &stage("shared side after private stores"))?;
-            // The pages next to the range, where a conversion that runs
-            // one page long or short shows, stayed shared; the whole area
-            // is checked after the last stage.
-            if o > 0 {
-                self.guest_sees(vcpu, gpa - p, p, INIT, &stage("shared page below"))?;
-            }
-            if o + len < total {
-                self.guest_sees(vcpu, gpa + len, p, INIT, &stage("shared page above"))?;
-            }
-
-            let holes = hole_pages(n);
-            for &j in &holes {
-                let pg = gpa + j * p;
-                let what = |s: &str| stage(&format!("page +{j} back to shared: {s}"));
-                self.convert(pg, p, false, self.fallocate)?;
-                self.guest_sees(vcpu, pg, p, P1, &what("the shared data"))?;
-                self.host_fill(pg, p, P3);
-                self.guest_sees(vcpu, pg, p, P3, &what("the host's store"))?;
-            }
-            let holes = &holes;
-            let hole_or = |no: u8| move |j: u64| if holes.contains(&j) { P3 } else { no };
-            self.guest_sees_pages(
-                vcpu,
-                (gpa, n),
-                hole_or(P2),
-                &stage("private data read back beside the shared holes"),
-            )?;
-
-            self.convert(gpa, len, false, self.fallocate)?;
-            self.guest_sees_pages(
-                vcpu,
-                (gpa, n),
-                hole_or(P1),
-                &stage("range shared again: the shared data"),
-            )?;
-            self.guest_fill(vcpu, gpa, len, P3, &stage("guest fill, shared again"))?;
-            self.host_sees(gpa, len, P3, &stage("the guest's second shared stores"))?;
-            self.host_fill(gpa, len, P4);
-            self.guest_sees(vcpu, gpa, len, P4, &stage("the host's second stores"))?;
-
-            // PRIVATE again: guest_memfd kept the private data (the holes'
-            // too), unless the way to shared punched it.
-            self.convert(gpa, len, true, self.fallocate)?;
-            let (want, why) = if self.fallocate {
-                (0, "punched on the way to shared")
-            } else {
-                (P2, "kept while shared")
-            };
-            self.guest_sees(vcpu, gpa, len, want, &stage(&format!("private data {why}")))?;
-            self.host_sees(gpa, len, P4, &stage("shared side after private reads"))?;
-
+            self.conversion_stage(vcpu, o, len)?;
             self.clean_slate()?;
         }
         self.guest_sees(
@@ -434,6 +374,73 @@ impl Area<'_> {
             INIT,
             "after the last stage's clean slate",
         )
+    }
+
+    /// One stage of [`Area::run_stages`]: `len` bytes at offset `o` of the
+    /// area, shared and holding `INIT` around it, from shared to PRIVATE,
+    /// with shared holes, shared again and PRIVATE again.
+    fn conversion_stage(&self, vcpu: &mut VcpuFd, o: u64, len: u64) -> TestResult {
+        let (p, total) = (self.page, self.size());
+        let gpa = self.gpa + o;
+        let n = len / p;
+        let stage = |s: &str| format!("stage {o:#x}+{len:#x}: {s}");
+        self.guest_fill(vcpu, gpa, len, P1, &stage("guest fill, shared"))?;
+        self.host_sees(gpa, len, P1, &stage("the guest's shared stores"))?;
+
+        self.convert(gpa, len, true, self.fallocate)?;
+        self.guest_sees(vcpu, gpa, len, 0, &stage("first private read"))?;
+        self.guest_fill(vcpu, gpa, len, P2, &stage("guest fill, private"))?;
+        self.host_sees(gpa, len, P1, &stage("shared side after private stores"))?;
+        // The pages next to the range, where a conversion that runs
+        // one page long or short shows, stayed shared; the whole area
+        // is checked after the last stage.
+        if o > 0 {
+            self.guest_sees(vcpu, gpa - p, p, INIT, &stage("shared page below"))?;
+        }
+        if o + len < total {
+            self.guest_sees(vcpu, gpa + len, p, INIT, &stage("shared page above"))?;
+        }
+
+        let holes = hole_pages(n);
+        for &j in &holes {
+            let pg = gpa + j * p;
+            let what = |s: &str| stage(&format!("page +{j} back to shared: {s}"));
+            self.convert(pg, p, false, self.fallocate)?;
+            self.guest_sees(vcpu, pg, p, P1, &what("the shared data"))?;
+            self.host_fill(pg, p, P3);
+            self.guest_sees(vcpu, pg, p, P3, &what("the host's store"))?;
+        }
+        let holes = &holes;
+        let hole_or = |no: u8| move |j: u64| if holes.contains(&j) { P3 } else { no };
+        self.guest_sees_pages(
+            vcpu,
+            (gpa, n),
+            hole_or(P2),
+            &stage("private data read back beside the shared holes"),
+        )?;
+
+        self.convert(gpa, len, false, self.fallocate)?;
+        self.guest_sees_pages(
+            vcpu,
+            (gpa, n),
+            hole_or(P1),
+            &stage("range shared again: the shared data"),
+        )?;
+        self.guest_fill(vcpu, gpa, len, P3, &stage("guest fill, shared again"))?;
+        self.host_sees(gpa, len, P3, &stage("the guest's second shared stores"))?;
+        self.host_fill(gpa, len, P4);
+        self.guest_sees(vcpu, gpa, len, P4, &stage("the host's second stores"))?;
+
+        // PRIVATE again: guest_memfd kept the private data (the holes'
+        // too), unless the way to shared punched it.
+        self.convert(gpa, len, true, self.fallocate)?;
+        let (want, why) = if self.fallocate {
+            (0, "punched on the way to shared")
+        } else {
+            (P2, "kept while shared")
+        };
+        self.guest_sees(vcpu, gpa, len, want, &stage(&format!("private data {why}")))?;
+        self.host_sees(gpa, len, P4, &stage("shared side after private reads"))
     }
 
     /// Upstream's PUNCH_HOLE test on this area (see
@@ -470,9 +477,9 @@ impl Area<'_> {
 /// GPA boundary) go back to shared (the shared data is there, the host's
 /// stores reach the guest) while their neighbours stay private; the whole
 /// range goes shared (the shared data again) and PRIVATE once more, where
-/// guest_memfd still holds the private data. Between stages the file is punched and the slot made
-/// shared. Upstream writes only the first page of a 2 MiB range while
-/// private; here the guest writes and reads all of it.
+/// guest_memfd still holds the private data. Between stages the file is
+/// punched and the slot made shared. Upstream writes only the first page of
+/// a 2 MiB range while private; here the guest writes and reads all of it.
 fn stages_2m_keep_each_side(tx: &Tx) -> TestResult {
     on_stage_slots(tx, 1, false, |a, vcpu| a.run_stages(vcpu))
 }
