@@ -252,18 +252,17 @@ enum Chunk<T> {
 }
 
 /// Runs the program at `rip` over `gpa..gpa+len`, one KVM_RUN per chunk
-/// (the vCPU's [`Addressing`] says how long), with AL = `val`; `read`
+/// (the vCPU's addressing `mode` says how long), with AL = `val`; `read`
 /// judges each chunk's exit. `what(at, n)` names a chunk in errors.
 fn over_chunks<T>(
     vcpu: &mut VcpuFd,
-    rip: u64,
+    (mode, rip): (Addressing, u64),
     (gpa, len): (u64, u64),
     val: u8,
     limit: Duration,
     what: impl Fn(u64, u64) -> String,
     mut read: impl FnMut(&VcpuFd, u64, Exit) -> Result<Chunk<T>, String>,
 ) -> Result<Option<T>, String> {
-    let mode = Addressing::of(vcpu)?;
     let mut at = gpa;
     while at < gpa + len {
         let n = mode.chunk().min(gpa + len - at);
@@ -283,9 +282,10 @@ fn over_chunks<T>(
 /// The guest stores `val` in every byte of `gpa..gpa+len`.
 pub fn fill(vcpu: &mut VcpuFd, gpa: u64, len: u64, val: u8, limit: Duration) -> Result<(), String> {
     let what = |at, n| format!("guest fill of GPA {at:#x}+{n:#x} with {val:#x}");
+    let mode = Addressing::of(vcpu)?;
     over_chunks::<()>(
         vcpu,
-        FILL_GPA,
+        (mode, FILL_GPA),
         (gpa, len),
         val,
         limit,
@@ -315,7 +315,7 @@ pub fn check(
     let mode = Addressing::of(vcpu)?;
     over_chunks(
         vcpu,
-        mode.check_program(),
+        (mode, mode.check_program()),
         (gpa, len),
         val,
         limit,
