@@ -144,8 +144,9 @@ fn thp_shared_side_mapping_level(tx: &Tx) -> TestResult {
     tx.diag(format!("default VM: {control:?}"));
     ensure(control.pages_2m >= 1, || {
         format!(
-            "a default VM maps the THP-backed slot with {} 4 KiB pages and no 2 MiB page: \
-             huge mappings do not happen here, so the check on private memory could not fail",
+            "a default VM maps the THP-backed slot with {} 4 KiB pages and no 2 MiB page: a VM \
+             without private memory lost its huge mappings (or this machine maps none, and the \
+             check on private memory could not fail)",
             control.pages_4k
         )
     })?;
