@@ -23,7 +23,7 @@ use crate::util;
 
 mod bench;
 
-pub use bench::bench_build;
+pub use bench::{bench_build, load_average};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -64,6 +64,9 @@ pub struct BuildPlan {
     /// define yet (an earlier patch than the one adding it) is noted, not
     /// fatal. Options the tree defines must still survive.
     pub allow_undefined: bool,
+    /// Draw make's progress bar on a terminal (off while another thread
+    /// prints, as a pipelined mutation campaign's boots do).
+    pub progress: bool,
 }
 
 /// The result of a successful build.
@@ -158,6 +161,7 @@ pub fn plan(
         jobs,
         ccache,
         allow_undefined: false,
+        progress: true,
     })
 }
 
@@ -418,6 +422,7 @@ pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
     let pb = match expected {
+        _ if !plan.progress => ProgressBar::hidden(),
         Some(n) if n > 0 => ProgressBar::new(n).with_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/~{len} {msg}",
