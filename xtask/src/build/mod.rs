@@ -67,6 +67,9 @@ pub struct BuildPlan {
     /// Draw make's progress bar on a terminal (off while another thread
     /// prints, as a pipelined mutation campaign's boots do).
     pub progress: bool,
+    /// Run make at this niceness (0: as xtask runs), so that it yields
+    /// the CPU to a guest booting beside it.
+    pub nice: u8,
 }
 
 /// The result of a successful build.
@@ -162,6 +165,7 @@ pub fn plan(
         ccache,
         allow_undefined: false,
         progress: true,
+        nice: 0,
     })
 }
 
@@ -440,7 +444,12 @@ pub fn make_bzimage(plan: &BuildPlan) -> Result<Built> {
     sh.change_dir(&plan.tree);
     let vars = make_vars(plan);
     let jobs = format!("-j{}", plan.jobs);
-    let mut command: Command = cmd!(sh, "make {vars...} {jobs} {target}").into();
+    let nice = format!("{}", plan.nice);
+    let mut command: Command = if plan.nice > 0 {
+        cmd!(sh, "nice -n {nice} make {vars...} {jobs} {target}").into()
+    } else {
+        cmd!(sh, "make {vars...} {jobs} {target}").into()
+    };
     let expected = std::fs::read_to_string(plan.dir.join("xtask-objects"))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
