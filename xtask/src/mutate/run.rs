@@ -1582,13 +1582,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stopped_campaigns_edit_is_undone_next_time_and_nothing_else_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("series-src");
+    /// A git checkout whose virt/kvm/guest_memfd.c holds `text`, as the
+    /// scratch worktree holds the series tip: its directory and that file.
+    fn tip_checkout(dir: &Path, text: &str) -> (PathBuf, PathBuf) {
+        let src = dir.join("series-src");
         let file = src.join("virt/kvm/guest_memfd.c");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, "a\nif (x)\nb\n").unwrap();
+        std::fs::write(&file, text).unwrap();
         let sh = Shell::new().unwrap();
         sh.change_dir(&src);
         cmd!(sh, "git init -q").run().unwrap();
@@ -1596,6 +1596,15 @@ mod tests {
         cmd!(sh, "git -c user.name=t -c user.email=t@t commit -qm tip")
             .run()
             .unwrap();
+        (src, file)
+    }
+
+    #[test]
+    fn a_stopped_campaigns_edit_is_undone_next_time_and_nothing_else_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, file) = tip_checkout(dir.path(), "a\nif (x)\nb\n");
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&src);
 
         // A campaign stopped mid-mutant: its edit stays, its Drop never ran.
         let mut wt = Worktree::new(src.clone()).unwrap();
@@ -1626,18 +1635,8 @@ mod tests {
     #[test]
     fn pipelined_each_boot_gets_its_own_build_while_the_worktree_moves_on() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("series-src");
-        let file = src.join("virt/kvm/guest_memfd.c");
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         let tip = "a\nif (x)\nb\nif (y)\n";
-        std::fs::write(&file, tip).unwrap();
-        let sh = Shell::new().unwrap();
-        sh.change_dir(&src);
-        cmd!(sh, "git init -q").run().unwrap();
-        cmd!(sh, "git add -A").run().unwrap();
-        cmd!(sh, "git -c user.name=t -c user.email=t@t commit -qm tip")
-            .run()
-            .unwrap();
+        let (src, file) = tip_checkout(dir.path(), tip);
         let images = dir.path().join("images");
         std::fs::create_dir(&images).unwrap();
         let jobs = [
