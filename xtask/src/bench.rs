@@ -32,11 +32,27 @@ pub enum BenchCmd {
     /// Selftest suite on the host, per-area times.
     Selftests,
     /// One mutant the `test --mutant` way (series re-applied on a branch)
-    /// vs `mutate run`'s worktree edit, same mutant, same run.
+    /// vs `mutate run`'s worktree edit, same mutant, same run; with
+    /// --generated N, N generated mutants as a sequential campaign vs a
+    /// pipelined one.
     Mutate {
         /// A patches/mutants/NAME.patch.
-        #[arg(long, default_value = "punch-no-invalidate")]
+        #[arg(
+            long,
+            default_value = "punch-no-invalidate",
+            conflicts_with = "generated"
+        )]
         mutant: String,
+        /// Run this many generated mutants (of .c files) sequentially, then
+        /// pipelined, and compare the seconds per mutant.
+        #[arg(long, value_name = "N")]
+        generated: Option<usize>,
+        /// With --generated: the seed that picks and orders the mutants.
+        #[arg(long, default_value = "bench", requires = "generated")]
+        seed: String,
+        /// With --generated: make's -j in both campaigns (default: CPUs).
+        #[arg(long, short = 'j', requires = "generated")]
+        jobs: Option<usize>,
     },
 }
 
@@ -48,6 +64,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Build => crate::build::bench_build(),
         BenchCmd::Boot => crate::boot::bench_boot(),
         BenchCmd::Selftests => crate::test::bench_selftests(),
-        BenchCmd::Mutate { mutant } => crate::mutate::run::bench_mutate(&mutant),
+        BenchCmd::Mutate {
+            generated: Some(n),
+            seed,
+            jobs,
+            ..
+        } => crate::mutate::run::bench_pipeline(n, &seed, jobs),
+        BenchCmd::Mutate { mutant, .. } => crate::mutate::run::bench_mutate(&mutant),
     }
 }

@@ -205,6 +205,9 @@ fn campaign_json_passes_kills_fails_the_untested_and_skips_equivalents_and_the_u
         timings: Vec::new(),
         not_started: vec!["x".into(), "y".into()],
         wall_s: 1.0,
+        mutants_wall_s: 1.0,
+        schedule: Default::default(),
+        jobs: 2,
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("campaign.json");

@@ -160,7 +160,7 @@ fn bench_reference_cold(fragments: &[String], base: &Built, base_objects: usize)
 }
 
 /// The 1-, 5- and 15-minute load averages, as /proc/loadavg has them.
-fn load_average() -> String {
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())

@@ -6,6 +6,7 @@ pub mod equivalent;
 pub mod generate;
 pub mod model;
 pub mod operators;
+pub mod pipeline;
 pub mod report;
 pub mod run;
 
@@ -98,6 +99,13 @@ pub struct RunArgs {
     /// as `cargo xtask mutate list --json` writes) instead of generating.
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
+    /// Boot each mutant before building the next (default: the next mutant
+    /// builds while the current one boots).
+    #[arg(long)]
+    pub sequential: bool,
+    /// Parallel jobs for make (default: number of CPUs).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
 }
 
 fn parse_budget(s: &str) -> Result<Duration, String> {
@@ -144,6 +152,7 @@ pub(crate) fn write_reports(
         generated_total,
         not_started: c.not_started.clone(),
         wall_s: c.wall_s,
+        mutants_wall_s: (c.mutants_wall_s > 0.0).then_some(c.mutants_wall_s),
         baseline: Some(c.baseline.headline.clone()),
         stale_equivalents,
         run_id: Some(run_id.to_string()),

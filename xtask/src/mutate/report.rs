@@ -37,6 +37,10 @@ pub struct Meta {
     pub not_started: Vec<String>,
     /// Wall time of the whole campaign, baseline included.
     pub wall_s: f64,
+    /// Wall time from the baseline's verdict to the last mutant's (None in
+    /// reports from before it was kept).
+    #[serde(default)]
+    pub mutants_wall_s: Option<f64>,
     /// Headline of the unmutated series' run.
     pub baseline: Option<String>,
     /// equivalent.toml entries that describe no current mutant.
@@ -238,7 +242,8 @@ pub struct Report {
     pub flaky: Vec<Named>,
     /// Build failures and errors: what went wrong, first line.
     pub not_scored: Vec<(String, String)>,
-    /// Sum of the mutants' own times / mutants run.
+    /// The mutants' wall time / mutants run (without it, the sum of the
+    /// mutants' own times / mutants run).
     pub seconds_per_mutant: Option<f64>,
     pub rows: Vec<Row>,
 }
@@ -323,8 +328,12 @@ pub fn build(rows: Vec<Row>, meta: Meta) -> Report {
             equivalent_killed.push(named(r, how));
         }
     }
-    let seconds_per_mutant =
-        (!rows.is_empty()).then(|| rows.iter().map(|r| r.seconds).sum::<f64>() / rows.len() as f64);
+    let seconds_per_mutant = (!rows.is_empty()).then(|| {
+        let wall = meta
+            .mutants_wall_s
+            .unwrap_or_else(|| rows.iter().map(|r| r.seconds).sum());
+        wall / rows.len() as f64
+    });
     Report {
         percent: counts.percent(),
         meta,
@@ -853,6 +862,15 @@ mod tests {
         assert!(md.contains("| `virt/kvm/guest_memfd.c:12:negate-condition` | punch | `if (a < b)` | `if (a <= b)` |"), "{md}");
         assert!(md.contains("Listed equivalent, killed all the same"));
         assert!(r.seconds_per_mutant.unwrap() > 20.0);
+        let mut m = meta();
+        m.mutants_wall_s = Some(100.0);
+        let n = sample().rows.len() as f64;
+        let r = build(sample().rows, m);
+        assert_eq!(
+            r.seconds_per_mutant,
+            Some(100.0 / n),
+            "the wall time, not the rows' sum"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use super::model::{Mutant, MutantId, MutantResult, Outcome};
+use super::pipeline::{self, Schedule};
 use super::{ListArgs, RunArgs};
 use crate::build::{self, BuildPlan};
 use crate::kconfig;
@@ -45,24 +47,38 @@ impl Subject {
     }
 }
 
-/// Where one mutant's time went.
+/// Where one mutant's time went: the wall time of each of its stages.
+/// Pipelined, its apply and build ran (in part) while the previous mutant
+/// booted; `overlap_s` is that part.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     /// Editing the worktree (and undoing the previous edit).
     pub apply_s: f64,
-    /// `make bzImage` after the edit.
+    /// `make bzImage` after the edit, and the copy of the image to boot.
     pub build_s: f64,
     /// Boot to the first KTAP line.
     pub boot_s: f64,
     /// The suite, from the first KTAP line to the guest's exit.
     pub suite_s: f64,
-    /// The survivor's second boot and suite, when there was one.
+    /// The survivor's second boot and suite (or the second boot of a run
+    /// in which no case ran), when there was one.
     pub rerun_s: f64,
+    /// Seconds of apply + build that ran while the previous mutant (or the
+    /// baseline) booted: the time the pipeline saved on this mutant.
+    #[serde(default)]
+    pub overlap_s: f64,
 }
 
 impl Timing {
+    /// Every stage's wall time, added up.
     pub fn total(&self) -> f64 {
         self.apply_s + self.build_s + self.boot_s + self.suite_s + self.rerun_s
+    }
+
+    /// What this mutant added to the campaign's wall time: its stages less
+    /// the part that ran beside another mutant's boot.
+    pub fn added(&self) -> f64 {
+        self.total() - self.overlap_s
     }
 }
 
@@ -99,6 +115,16 @@ pub struct Campaign {
     pub not_started: Vec<String>,
     /// Wall time of the whole campaign, baseline included.
     pub wall_s: f64,
+    /// Wall time from the baseline's verdict to the last mutant's: what the
+    /// mutants cost, divided by their number for seconds per mutant.
+    #[serde(default)]
+    pub mutants_wall_s: f64,
+    /// Pipelined (the next mutant builds while one boots) or sequential.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// make's -j.
+    #[serde(default)]
+    pub jobs: usize,
 }
 
 /// Counts over every mutant that ran (generated and hand-written): the
@@ -117,7 +143,8 @@ impl Campaign {
         c
     }
 
-    /// Seconds per mutant that ran (baseline excluded), and the mean split.
+    /// Seconds per mutant that ran (the mutants' wall time over their
+    /// number, baseline excluded), and the mean wall time of each stage.
     pub fn per_mutant(&self) -> Option<(f64, Timing)> {
         let n = self.timings.len();
         if n == 0 {
@@ -130,6 +157,7 @@ impl Campaign {
             sum.boot_s += t.boot_s;
             sum.suite_s += t.suite_s;
             sum.rerun_s += t.rerun_s;
+            sum.overlap_s += t.overlap_s;
         }
         let d = n as f64;
         let mean = Timing {
@@ -138,8 +166,15 @@ impl Campaign {
             boot_s: sum.boot_s / d,
             suite_s: sum.suite_s / d,
             rerun_s: sum.rerun_s / d,
+            overlap_s: sum.overlap_s / d,
         };
-        Some((mean.total(), mean))
+        // A campaign.json from before the mutants' wall time was kept.
+        let wall = if self.mutants_wall_s > 0.0 {
+            self.mutants_wall_s
+        } else {
+            sum.added()
+        };
+        Some((wall / d, mean))
     }
 }
 
@@ -551,48 +586,99 @@ fn boot_split(r: &RunResult) -> (f64, f64) {
     (boot, (r.duration_s - boot).max(0.0))
 }
 
+/// A job's kernel, copied out of the build directory right after its
+/// build, so that the next build (pipelined, while this one boots) cannot
+/// change what this job boots. Removed once dropped.
+struct Image {
+    path: PathBuf,
+    release: Option<String>,
+    /// The job's apply and build; its boot adds the rest.
+    timing: Timing,
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A job's verdict with where its time went.
+struct Verdict {
+    outcome: Outcome,
+    run_id: Option<String>,
+    timing: Timing,
+}
+
+impl Verdict {
+    fn without_boot(outcome: Outcome, timing: Timing) -> Verdict {
+        Verdict {
+            outcome,
+            run_id: None,
+            timing,
+        }
+    }
+}
+
 impl Bench {
-    fn build(&self) -> Result<build::Built> {
-        build::make_bzimage(&self.plan)
-    }
-
-    fn boot(&self, image: &Path, release: Option<String>, mutant: &str) -> Result<RunResult> {
-        let mut tag = self.series.clone();
-        tag.mutant = (!mutant.is_empty()).then(|| mutant.to_string());
-        test::boot_image(&self.test, image, release, Some(tag), &self.plan.fragments)
-    }
-
-    /// Build and boot what the worktree holds now; a pass is rerun once.
-    fn judge_current(&self, name: &str, t: &mut Timing, rerun: bool) -> (Outcome, Option<String>) {
+    /// Builds what the worktree holds now and copies the image to
+    /// `copy`; a build that fails is the job's verdict.
+    fn build_image(&self, label: &str, copy: PathBuf, mut t: Timing) -> Result<Image, Verdict> {
         let start = Instant::now();
-        let built = match self.build() {
+        let built = match build::make_bzimage(&self.plan) {
             Ok(b) => b,
             Err(e) => {
                 t.build_s = start.elapsed().as_secs_f64();
-                return (
-                    Outcome::BuildFailed {
-                        log_tail: format!("{e:#}"),
-                    },
-                    None,
-                );
+                let log_tail = format!("{e:#}");
+                return Err(Verdict::without_boot(Outcome::BuildFailed { log_tail }, t));
             }
         };
-        t.build_s = built.duration.as_secs_f64();
+        let copied = std::fs::copy(&built.image, &copy);
+        t.build_s = start.elapsed().as_secs_f64();
+        if let Err(e) = copied {
+            let detail = format!(
+                "copying {} to {}: {e}",
+                built.image.display(),
+                copy.display()
+            );
+            return Err(Verdict::without_boot(Outcome::Error { detail }, t));
+        }
         println!(
-            "{}: built in {:.1}s ({} objects compiled)",
-            if name.is_empty() { "baseline" } else { name },
-            t.build_s,
-            built.compiled
+            "{label}: built in {:.1}s ({} objects compiled)",
+            t.build_s, built.compiled
         );
-        let first = match self.boot(&built.image, built.kernel_release.clone(), name) {
+        Ok(Image {
+            path: copy,
+            release: built.kernel_release,
+            timing: t,
+        })
+    }
+
+    fn boot(&self, image: &Image, mutant: &str, timeout: Option<u64>) -> Result<RunResult> {
+        let mut tag = self.series.clone();
+        tag.mutant = (!mutant.is_empty()).then(|| mutant.to_string());
+        let mut args = self.test.clone();
+        if timeout.is_some() {
+            args.timeout = timeout;
+        }
+        test::boot_image(
+            &args,
+            &image.path,
+            image.release.clone(),
+            Some(tag),
+            &self.plan.fragments,
+        )
+    }
+
+    /// Boots `image` and judges the run; a pass is rerun once when `rerun`.
+    /// `timeout` replaces the whole-run timeout of `self.test`.
+    fn judge_image(&self, name: &str, image: &Image, rerun: bool, timeout: Option<u64>) -> Verdict {
+        let mut t = image.timing;
+        let label = if name.is_empty() { "baseline" } else { name };
+        let first = match self.boot(image, name, timeout) {
             Ok(r) => r,
             Err(e) => {
-                return (
-                    Outcome::Error {
-                        detail: format!("{e:#}"),
-                    },
-                    None,
-                )
+                let detail = format!("{e:#}");
+                return Verdict::without_boot(Outcome::Error { detail }, t);
             }
         };
         (t.boot_s, t.suite_s) = boot_split(&first);
@@ -604,12 +690,11 @@ impl Bench {
             // machine's doing. One more boot of the same image tells; a
             // mutant that really stops the boot fails it again.
             println!(
-                "{}: no case ran ({}); booting the same image once more",
-                if name.is_empty() { "baseline" } else { name },
+                "{label}: no case ran ({}); booting the same image once more",
                 detail.lines().next().unwrap_or("")
             );
             let first_detail = detail.clone();
-            if let Ok(r) = self.boot(&built.image, built.kernel_release.clone(), name) {
+            if let Ok(r) = self.boot(image, name, timeout) {
                 t.rerun_s = r.duration_s;
                 outcome = match judge_run(&r) {
                     Outcome::Error { detail } => Outcome::Error {
@@ -621,29 +706,36 @@ impl Bench {
             }
         }
         if outcome != Outcome::Survived || !rerun {
-            return (outcome, Some(first.run_id));
+            return Verdict {
+                outcome,
+                run_id: Some(first.run_id),
+                timing: t,
+            };
         }
         println!("mutant {name}: every case passed; rerunning once to rule out a flaky pass");
-        let again = self.boot(&built.image, built.kernel_release, name);
-        match again {
+        match self.boot(image, name, timeout) {
             Ok(r) => {
                 t.rerun_s = r.duration_s;
-                let second = judge_run(&r);
-                let outcome = match second {
+                let outcome = match judge_run(&r) {
                     Outcome::Survived => Outcome::Survived,
                     Outcome::Killed { by } | Outcome::Timeout { by } | Outcome::Panic { by } => {
                         Outcome::Flaky { by }
                     }
                     other => other,
                 };
-                (outcome, Some(r.run_id))
+                Verdict {
+                    outcome,
+                    run_id: Some(r.run_id),
+                    timing: t,
+                }
             }
-            Err(e) => (
-                Outcome::Error {
+            Err(e) => Verdict {
+                outcome: Outcome::Error {
                     detail: format!("the survivor's rerun could not run: {e:#}"),
                 },
-                Some(first.run_id),
-            ),
+                run_id: Some(first.run_id),
+                timing: t,
+            },
         }
     }
 }
@@ -717,7 +809,14 @@ fn setup(args: &RunArgs, tip: Option<&str>) -> Result<Setup> {
         None => crate::series::checkout(&tree, &crate::series::Purpose::Baseline)?.worktree,
     };
     let wt = Worktree::new(src)?;
-    let plan = build::plan(wt.src(), &fragments, None, true)?;
+    let mut plan = build::plan(wt.src(), &fragments, args.jobs, true)?;
+    if !args.sequential {
+        // A boot prints while make runs: no progress bar between its
+        // lines. The guest's vCPU threads get the CPU first (TCG boots
+        // on both cores, the suite mostly on one) and make the rest.
+        plan.progress = false;
+        plan.nice = PIPELINED_BUILD_NICE;
+    }
     build::configure(&plan)?;
     Ok(Setup {
         bench: Bench { test, plan, series },
@@ -726,33 +825,35 @@ fn setup(args: &RunArgs, tip: Option<&str>) -> Result<Setup> {
     })
 }
 
-/// Builds and boots the unmutated series, then sets the per-mutant boot
-/// timeout from what it took.
-fn baseline(args: &RunArgs, bench: &mut Bench) -> Baseline {
-    let mut timing = Timing::default();
-    let (outcome, run_id) = bench.judge_current("", &mut timing, false);
-    // A mutant that hangs the kernel costs the whole timeout: scale it to
-    // what the unmutated series needs on this machine now.
-    let per_boot = args
-        .timeout
-        .unwrap_or_else(|| ((3.0 * (timing.boot_s + timing.suite_s)).ceil() as u64).max(120));
-    bench.test.timeout = Some(per_boot);
-    println!(
-        "per-mutant boot timeout: {per_boot}s ({})",
-        if args.timeout.is_some() {
-            "--timeout"
-        } else {
-            "3x the baseline's boot + suite, at least 120 s"
-        }
-    );
+/// make's niceness beside a boot: the guest's vCPU threads (nice 0) get
+/// three times its share of a contended core, other helpers' `nice -n
+/// 10` builds a third of it.
+const PIPELINED_BUILD_NICE: u8 = 5;
+
+/// What a campaign builds and boots, in order: the unmutated series (it
+/// must pass before any mutant counts), then each mutant.
+enum Job {
+    Baseline,
+    Mutant(Subject),
+}
+
+/// The whole-run timeout of a mutant's boot: `--timeout`, else scaled to
+/// what the unmutated series took on this machine now (a mutant that
+/// hangs the kernel costs the whole timeout).
+fn per_boot_timeout(args: &RunArgs, baseline: &Timing) -> u64 {
+    args.timeout
+        .unwrap_or_else(|| ((3.0 * (baseline.boot_s + baseline.suite_s)).ceil() as u64).max(120))
+}
+
+fn baseline_of(v: &Verdict) -> Baseline {
     Baseline {
-        passed: outcome == Outcome::Survived,
-        headline: match &outcome {
+        passed: v.outcome == Outcome::Survived,
+        headline: match &v.outcome {
             Outcome::Survived => "PASSED".into(),
             other => format!("{other:?}"),
         },
-        run_id,
-        timing,
+        run_id: v.run_id.clone(),
+        timing: v.timing,
     }
 }
 
@@ -765,42 +866,20 @@ struct Judged {
     run_id: Option<String>,
 }
 
-/// Puts `s` in the worktree, builds, boots and judges it, and prints the
-/// verdict with where the time went.
-fn run_mutant(setup: &mut Setup, s: Subject, rerun: bool) -> Judged {
-    let name = s.name();
-    let mut t = Timing::default();
-    let start = Instant::now();
-    let applied = match &s {
-        Subject::Generated(m) => {
-            println!(
-                "  {}\n  -> {}\n  in {}",
-                m.original.trim(),
-                m.mutated.trim(),
-                m.function.as_deref().unwrap_or("?")
-            );
-            setup.wt.set_line(m)
-        }
-        Subject::HandWritten { patch, .. } => setup.wt.apply_patch(patch),
-    };
-    t.apply_s = start.elapsed().as_secs_f64();
-    let (outcome, run_id) = match applied {
-        Ok(()) => setup.bench.judge_current(&name, &mut t, rerun),
-        Err(e) => (
-            Outcome::Error {
-                detail: format!("{e:#}"),
-            },
-            None,
-        ),
-    };
-    let equivalent = match &s {
-        Subject::Generated(m) => setup.equivalent.reason_for(m),
-        Subject::HandWritten { name, .. } => setup.equivalent.reason_for_name(name),
+fn equivalent_reason(list: &super::equivalent::Equivalents, s: &Subject) -> Option<String> {
+    match s {
+        Subject::Generated(m) => list.reason_for(m),
+        Subject::HandWritten { name, .. } => list.reason_for_name(name),
     }
-    .map(str::to_string);
+    .map(str::to_string)
+}
+
+/// The verdict line: outcome and the wall time of each stage.
+fn print_verdict(name: &str, v: &Verdict, equivalent: bool) {
+    let t = &v.timing;
     println!(
         "mutant {name}: {} ({:.1}s: apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}{})",
-        outcome_text(&outcome, equivalent.is_some()),
+        outcome_text(&v.outcome, equivalent),
         t.total(),
         t.apply_s,
         t.build_s,
@@ -812,13 +891,187 @@ fn run_mutant(setup: &mut Setup, s: Subject, rerun: bool) -> Judged {
             String::new()
         }
     );
-    Judged {
-        subject: s,
-        outcome,
-        equivalent,
-        timing: t,
-        run_id,
+}
+
+/// The build stage: it alone edits the worktree and runs make.
+struct Builder<'a> {
+    bench: &'a Bench,
+    wt: &'a mut Worktree,
+    equivalent: &'a super::equivalent::Equivalents,
+    /// Where each job's image is copied for its boot.
+    images: &'a Path,
+    mutants: usize,
+    wall: Instant,
+}
+
+impl Builder<'_> {
+    /// Job `i`: a mutant's edit of the worktree (after undoing the
+    /// previous one), then the build and the copy of its image. A mutant
+    /// that does not apply or build gets its verdict here.
+    fn build(&mut self, i: usize, job: &Job) -> Result<Image, Verdict> {
+        let copy = self.images.join(format!("{i}.bzImage"));
+        let s = match job {
+            Job::Baseline => return self.bench.build_image("baseline", copy, Timing::default()),
+            Job::Mutant(s) => s,
+        };
+        let name = s.name();
+        println!(
+            "\n=== mutant {i}/{}: {name} ({:.0}s into the campaign)",
+            self.mutants,
+            self.wall.elapsed().as_secs_f64()
+        );
+        let mut t = Timing::default();
+        let start = Instant::now();
+        let applied = match s {
+            Subject::Generated(m) => {
+                println!(
+                    "  {}\n  -> {}\n  in {}",
+                    m.original.trim(),
+                    m.mutated.trim(),
+                    m.function.as_deref().unwrap_or("?")
+                );
+                self.wt.set_line(m)
+            }
+            Subject::HandWritten { patch, .. } => self.wt.apply_patch(patch),
+        };
+        t.apply_s = start.elapsed().as_secs_f64();
+        let built = match applied {
+            Ok(()) => self.bench.build_image(&name, copy, t),
+            Err(e) => {
+                let detail = format!("{e:#}");
+                Err(Verdict::without_boot(Outcome::Error { detail }, t))
+            }
+        };
+        if let Err(v) = &built {
+            print_verdict(&name, v, equivalent_reason(self.equivalent, s).is_some());
+        }
+        built
     }
+}
+
+/// Runs the baseline and then `subjects`, pipelined unless `--sequential`;
+/// stops starting new mutants when `budget` is spent.
+fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Result<Campaign> {
+    let wall = Instant::now();
+    let mut setup = setup(args, tip.as_deref())?;
+    let schedule = if args.sequential {
+        Schedule::Sequential
+    } else {
+        Schedule::Pipelined
+    };
+    let jobs_n = setup.bench.plan.jobs;
+    println!(
+        "mutate: {} (make -j{jobs_n}){}",
+        schedule.name(),
+        match schedule {
+            Schedule::Pipelined => ": each build runs while the job before it boots",
+            Schedule::Sequential => "",
+        }
+    );
+    let images = tempfile::Builder::new()
+        .prefix("xtask-mutant-images-")
+        .tempdir()
+        .context("creating a directory for the images the mutants boot")?;
+    let total = subjects.len();
+    let jobs: Vec<Job> = std::iter::once(Job::Baseline)
+        .chain(subjects.into_iter().map(Job::Mutant))
+        .collect();
+    let per_boot: OnceLock<u64> = OnceLock::new();
+    let baseline_done: OnceLock<Instant> = OnceLock::new();
+    let may_start = |i: usize| {
+        let Some(b) = args.budget.filter(|b| i > 0 && wall.elapsed() >= *b) else {
+            return true;
+        };
+        println!(
+            "\nbudget of {} spent after {} of {total} mutants: {} not started",
+            humantime::format_duration(b),
+            i - 1,
+            total - (i - 1)
+        );
+        false
+    };
+    let (bench, equivalent) = (&setup.bench, &setup.equivalent);
+    let boot = |_: usize, job: &Job, image: Image| match job {
+        Job::Baseline => {
+            let v = bench.judge_image("", &image, false, None);
+            let timeout = per_boot_timeout(args, &v.timing);
+            per_boot.get_or_init(|| timeout);
+            baseline_done.get_or_init(Instant::now);
+            println!(
+                "baseline: {}; per-mutant boot timeout: {timeout}s ({})",
+                outcome_text(&v.outcome, false),
+                if args.timeout.is_some() {
+                    "--timeout"
+                } else {
+                    "3x the baseline's boot + suite, at least 120 s"
+                }
+            );
+            v
+        }
+        Job::Mutant(s) => {
+            let name = s.name();
+            let v = bench.judge_image(&name, &image, !args.no_rerun, per_boot.get().copied());
+            print_verdict(&name, &v, equivalent_reason(equivalent, s).is_some());
+            v
+        }
+    };
+    let mut builder = Builder {
+        bench,
+        wt: &mut setup.wt,
+        equivalent,
+        images: images.path(),
+        mutants: total,
+        wall,
+    };
+    let filed = pipeline::run(
+        &jobs,
+        schedule,
+        may_start,
+        |i, job: &Job| builder.build(i, job),
+        boot,
+        |i, v: &Verdict| i > 0 || v.outcome == Outcome::Survived,
+    );
+    let mutants_wall_s = baseline_done
+        .get()
+        .map_or(0.0, |t| t.elapsed().as_secs_f64());
+    setup.wt.restore()?;
+    let mut filed = filed.into_iter();
+    let base = filed.next().context("the baseline always starts")?;
+    let mut out = Campaign::new(
+        setup.bench.series.clone(),
+        &args.seed,
+        baseline_of(&base.result),
+    );
+    out.schedule = schedule;
+    out.jobs = jobs_n;
+    let mut subjects = jobs.into_iter().filter_map(|j| match j {
+        Job::Mutant(s) => Some(s),
+        Job::Baseline => None,
+    });
+    if out.baseline.passed {
+        out.mutants_wall_s = mutants_wall_s;
+    } else {
+        println!(
+            "baseline did not pass ({}): no mutant is run",
+            out.baseline.headline
+        );
+    }
+    for (f, subject) in filed.zip(&mut subjects) {
+        let equivalent = equivalent_reason(&setup.equivalent, &subject);
+        out.record(Judged {
+            subject,
+            outcome: f.result.outcome,
+            equivalent,
+            timing: Timing {
+                overlap_s: f.overlap_s,
+                ..f.result.timing
+            },
+            run_id: f.result.run_id,
+        });
+    }
+    out.not_started = subjects.map(|s| s.name()).collect();
+    out.wall_s = wall.elapsed().as_secs_f64();
+    Ok(out)
 }
 
 impl Campaign {
@@ -833,6 +1086,9 @@ impl Campaign {
             timings: Vec::new(),
             not_started: Vec::new(),
             wall_s: 0.0,
+            mutants_wall_s: 0.0,
+            schedule: Schedule::default(),
+            jobs: 0,
         }
     }
 
@@ -845,63 +1101,18 @@ impl Campaign {
                 mutant: m,
                 outcome: j.outcome,
                 equivalent: j.equivalent,
-                seconds: t.total(),
+                seconds: t.added(),
                 run_id: j.run_id,
             }),
             Subject::HandWritten { name, .. } => self.hand_written.push(HandWrittenResult {
                 name,
                 outcome: j.outcome,
                 equivalent: j.equivalent,
-                seconds: t.total(),
+                seconds: t.added(),
                 run_id: j.run_id,
             }),
         }
     }
-}
-
-/// Runs `subjects` after the baseline; stops starting new ones when
-/// `budget` is spent.
-fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Result<Campaign> {
-    let wall = Instant::now();
-    let mut setup = setup(args, tip.as_deref())?;
-    let baseline = baseline(args, &mut setup.bench);
-    let mut out = Campaign::new(setup.bench.series.clone(), &args.seed, baseline);
-    if !out.baseline.passed {
-        println!(
-            "baseline did not pass ({}): no mutant is run",
-            out.baseline.headline
-        );
-        out.not_started = subjects.iter().map(Subject::name).collect();
-        out.wall_s = wall.elapsed().as_secs_f64();
-        return Ok(out);
-    }
-    let total = subjects.len();
-    let mut queue = subjects.into_iter().enumerate();
-    while let Some((i, s)) = queue.next() {
-        if let Some(b) = args.budget {
-            if wall.elapsed() >= b {
-                out.not_started.push(s.name());
-                out.not_started.extend(queue.map(|(_, s)| s.name()));
-                println!(
-                    "\nbudget of {} spent after {} of {total} mutants: {} not started",
-                    humantime::format_duration(b),
-                    i,
-                    out.not_started.len()
-                );
-                break;
-            }
-        }
-        println!(
-            "\n=== mutant {}/{total}: {} ({:.0}s into the campaign)",
-            i + 1,
-            s.name(),
-            wall.elapsed().as_secs_f64()
-        );
-        out.record(run_mutant(&mut setup, s, !args.no_rerun));
-    }
-    setup.wt.restore()?;
-    out.wall_s = wall.elapsed().as_secs_f64();
-    Ok(out)
 }
 
 pub fn outcome_text(o: &Outcome, equivalent: bool) -> String {
@@ -980,16 +1191,26 @@ fn print_summary(c: &Campaign) {
         );
     }
     match c.per_mutant() {
-        Some((per, m)) => println!(
-            "time: {:.0}s wall for {} mutants + baseline; {per:.1}s per mutant (apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}, survivor reruns {:.1})",
-            c.wall_s,
-            c.timings.len(),
-            m.apply_s,
-            m.build_s,
-            m.boot_s,
-            m.suite_s,
-            m.rerun_s
-        ),
+        Some((per, m)) => {
+            println!(
+                "time: {:.0}s wall for {} mutants + baseline ({}, make -j{}); the mutants {:.0}s wall: {per:.1}s per mutant",
+                c.wall_s,
+                c.timings.len(),
+                c.schedule.name(),
+                c.jobs,
+                c.mutants_wall_s
+            );
+            println!(
+                "  stages per mutant (wall time each): apply {:.1}, build {:.1}, boot {:.1}, suite {:.1}, survivor reruns {:.1}; sum {:.1}, of which {:.1} built beside another boot (what the pipeline saved)",
+                m.apply_s,
+                m.build_s,
+                m.boot_s,
+                m.suite_s,
+                m.rerun_s,
+                m.total(),
+                m.overlap_s
+            );
+        }
         None => println!("time: {:.0}s wall, no mutant ran", c.wall_s),
     }
 }
@@ -1162,18 +1383,26 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         plan,
         series,
     };
+    let images = tempfile::tempdir()?;
     let mut t = Timing::default();
     let t1 = Instant::now();
     let fast = match wt.apply_patch(patch) {
         Ok(()) => {
             t.apply_s = t1.elapsed().as_secs_f64();
-            bench.judge_current(name, &mut t, false).0
+            match bench.build_image(name, images.path().join("bzImage"), t) {
+                Ok(image) => bench.judge_image(name, &image, false, None),
+                Err(v) => v,
+            }
         }
-        Err(e) => Outcome::Error {
-            detail: format!("{e:#}"),
-        },
+        Err(e) => Verdict::without_boot(
+            Outcome::Error {
+                detail: format!("{e:#}"),
+            },
+            t,
+        ),
     };
     let fast_s = t1.elapsed().as_secs_f64();
+    let (fast, t) = (fast.outcome, fast.timing);
     wt.restore()?;
     println!("\nmutant {name}");
     println!(
@@ -1194,6 +1423,116 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         old_s / fast_s.max(0.001)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask bench mutate --generated N`: the same N generated mutants
+/// (the first in `seed`'s order that edit a `.c` file: a header's mutant
+/// rebuilds every includer and would swamp the rest) run as a sequential
+/// campaign, then as a pipelined one, each after its baseline, in one run;
+/// prints the seconds per mutant of both, their ratio, and whether the
+/// verdicts agree.
+pub fn bench_pipeline(n: usize, seed: &str, jobs: Option<usize>) -> Result<ExitCode> {
+    crate::doctor::preflight(&[
+        crate::doctor::Stage::Tree,
+        crate::doctor::Stage::Build,
+        crate::doctor::Stage::Boot,
+    ])?;
+    let tree = default_tree(&None)?;
+    let source = generated(&tree)?;
+    let picked: Vec<Mutant> = seeded_order(source.mutants, seed)
+        .into_iter()
+        .filter(|m| m.id.file.ends_with(".c"))
+        .take(n)
+        .collect();
+    if picked.len() < n {
+        bail!(
+            "--generated {n}: the series has only {} mutants of .c files",
+            picked.len()
+        );
+    }
+    // Neither side may reuse the other's compiles. ccache stays in make's
+    // command line (taking it out would rebuild every object) but is
+    // bypassed.
+    std::env::set_var("CCACHE_DISABLE", "1");
+    let mut argv: Vec<String> = vec!["--seed".into(), seed.into()];
+    for m in &picked {
+        argv.extend(["--only".into(), m.id.to_string()]);
+    }
+    if let Some(j) = jobs {
+        argv.extend(["--jobs".into(), j.to_string()]);
+    }
+    let mut runs = Vec::new();
+    for schedule in [Schedule::Sequential, Schedule::Pipelined] {
+        let mut a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        if schedule == Schedule::Sequential {
+            a.push("--sequential");
+        }
+        let args = run_args(&a)?;
+        let load = build::load_average();
+        println!(
+            "\n=== bench mutate: {n} generated mutants, {} (load average {load})",
+            schedule.name()
+        );
+        let subjects = select(&args, picked.clone(), Vec::new())?;
+        let c = campaign(&args, subjects, source.tip.clone())?;
+        print_summary(&c);
+        if !c.baseline.passed {
+            bail!(
+                "the {} campaign's baseline did not pass ({}): nothing to compare",
+                schedule.name(),
+                c.baseline.headline
+            );
+        }
+        runs.push((c, load));
+    }
+    println!(
+        "\nbench mutate: {n} generated mutants of .c files (seed `{seed}`), ccache bypassed, make -j{}",
+        runs[0].0.jobs
+    );
+    println!(
+        "{:<12} {:>12} {:>12} {:>14} {:>14}  load before",
+        "schedule", "mutants wall", "per mutant", "stages/mutant", "overlapped"
+    );
+    for (c, load) in &runs {
+        let Some((per, mean)) = c.per_mutant() else {
+            bail!("the {} campaign ran no mutant", c.schedule.name());
+        };
+        println!(
+            "{:<12} {:>11.1}s {:>11.1}s {:>13.1}s {:>13.1}s  {load}",
+            c.schedule.name(),
+            c.mutants_wall_s,
+            per,
+            mean.total(),
+            mean.overlap_s
+        );
+    }
+    let per = |c: &Campaign| c.per_mutant().map_or(0.0, |p| p.0);
+    let (seq, pipe) = (&runs[0].0, &runs[1].0);
+    println!(
+        "ratio (sequential / pipelined, seconds per mutant): {:.2}; goal: <= 30 s per mutant",
+        per(seq) / per(pipe).max(0.001)
+    );
+    let differ: Vec<String> = seq
+        .generated
+        .iter()
+        .zip(&pipe.generated)
+        .filter(|(a, b)| std::mem::discriminant(&a.outcome) != std::mem::discriminant(&b.outcome))
+        .map(|(a, b)| {
+            format!(
+                "  {}: sequential {}, pipelined {}",
+                a.mutant.id,
+                outcome_text(&a.outcome, false),
+                outcome_text(&b.outcome, false)
+            )
+        })
+        .collect();
+    if differ.is_empty() {
+        println!("verdicts: the same for all {n} mutants in both runs");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verdicts differ between the runs:\n{}", differ.join("\n"));
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 #[cfg(test)]
@@ -1243,13 +1582,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stopped_campaigns_edit_is_undone_next_time_and_nothing_else_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("series-src");
+    /// A git checkout whose virt/kvm/guest_memfd.c holds `text`, as the
+    /// scratch worktree holds the series tip: its directory and that file.
+    fn tip_checkout(dir: &Path, text: &str) -> (PathBuf, PathBuf) {
+        let src = dir.join("series-src");
         let file = src.join("virt/kvm/guest_memfd.c");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, "a\nif (x)\nb\n").unwrap();
+        std::fs::write(&file, text).unwrap();
         let sh = Shell::new().unwrap();
         sh.change_dir(&src);
         cmd!(sh, "git init -q").run().unwrap();
@@ -1257,6 +1596,15 @@ mod tests {
         cmd!(sh, "git -c user.name=t -c user.email=t@t commit -qm tip")
             .run()
             .unwrap();
+        (src, file)
+    }
+
+    #[test]
+    fn a_stopped_campaigns_edit_is_undone_next_time_and_nothing_else_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, file) = tip_checkout(dir.path(), "a\nif (x)\nb\n");
+        let sh = Shell::new().unwrap();
+        sh.change_dir(&src);
 
         // A campaign stopped mid-mutant: its edit stays, its Drop never ran.
         let mut wt = Worktree::new(src.clone()).unwrap();
@@ -1282,6 +1630,61 @@ mod tests {
             std::fs::read_to_string(&file).unwrap().contains("!x"),
             "left as found"
         );
+    }
+
+    #[test]
+    fn pipelined_each_boot_gets_its_own_build_while_the_worktree_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let tip = "a\nif (x)\nb\nif (y)\n";
+        let (src, file) = tip_checkout(dir.path(), tip);
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        let jobs = [
+            Job::Baseline,
+            Job::Mutant(Subject::Generated(mutant(2, "if (x)", "if (!x)"))),
+            Job::Mutant(Subject::Generated(mutant(4, "if (y)", "if (!y)"))),
+        ];
+        let mut wt = Worktree::new(src.clone()).unwrap();
+        let filed = pipeline::run(
+            &jobs,
+            Schedule::Pipelined,
+            |_| true,
+            |i, job: &Job| {
+                if let Job::Mutant(Subject::Generated(m)) = job {
+                    wt.set_line(m).unwrap();
+                    let note = std::fs::read_to_string(edit_note(&src)).unwrap();
+                    assert!(note.contains(&m.id.to_string()), "the note names the edit");
+                }
+                // The "build": the worktree's file as it is now, copied.
+                let path = images.join(format!("{i}.bzImage"));
+                std::fs::copy(&file, &path).unwrap();
+                Ok::<_, String>(Image {
+                    path,
+                    release: None,
+                    timing: Timing::default(),
+                })
+            },
+            |_, _: &Job, image: Image| {
+                // Long enough for the next build to edit the worktree.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::fs::read_to_string(&image.path).unwrap()
+            },
+            |_, _: &String| true,
+        );
+        let booted: Vec<&str> = filed.iter().map(|f| f.result.as_str()).collect();
+        assert_eq!(
+            booted,
+            [tip, "a\nif (!x)\nb\nif (y)\n", "a\nif (x)\nb\nif (!y)\n"],
+            "each boot saw its own mutant and nothing else"
+        );
+        assert_eq!(
+            std::fs::read_dir(&images).unwrap().count(),
+            0,
+            "every image is removed once booted"
+        );
+        wt.restore().unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), tip);
+        assert!(!edit_note(&src).exists());
     }
 
     #[test]
