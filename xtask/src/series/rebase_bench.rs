@@ -165,7 +165,7 @@ pub fn measure(case: &Case, rounds: usize, scratch: &Path) -> Result<Report> {
         );
         times.push(r);
     }
-    Ok(summarize(&setup, times))
+    Ok(summarize(case, &setup.series, times))
 }
 
 /// Prepares the git side: a clone of the new base, the old base visible
@@ -341,15 +341,14 @@ fn time_git(setup: &Setup<'_>) -> Result<Git> {
 }
 
 /// Medians over the rounds; the trees must agree in every round.
-fn summarize(setup: &Setup<'_>, rounds: Vec<RoundTimes>) -> Report {
+fn summarize(case: &Case, series: &super::Series, rounds: Vec<RoundTimes>) -> Report {
     let med = |f: fn(&RoundTimes) -> f64| median(rounds.iter().map(f).collect());
     let same_tree = rounds.iter().all(|r| r.xtask_tree == r.git_tree);
-    let case = setup.case;
     Report {
-        series: setup.series.name().to_string(),
+        series: series.name().to_string(),
         series_version: case.series.version,
         series_commit: case.series.commit.clone(),
-        patches: setup.series.patches.len(),
+        patches: series.patches.len(),
         from: case.series.base.clone(),
         to: case.to.clone(),
         passed_over: case.passed_over.clone(),
@@ -423,5 +422,64 @@ fn print_report(report: &Report) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::rebase_case::SeriesVersion;
+
+    fn round(ratio: f64, ours: &str, git: &str) -> RoundTimes {
+        RoundTimes {
+            xtask_rebase_s: ratio,
+            xtask_replay_only_s: 0.1,
+            git_rebase_s: 1.0,
+            git_replay_s: 0.1,
+            ratio,
+            xtask_first: true,
+            xtask_tree: ours.into(),
+            git_tree: git.into(),
+        }
+    }
+
+    #[test]
+    fn one_round_whose_trees_differ_fails_the_report_and_ratios_take_the_median() {
+        let dir = crate::util::patches_dir().join(crate::series::DEFAULT_SERIES);
+        let series = crate::series::Series::load(&dir).unwrap();
+        let case = Case {
+            series: SeriesVersion {
+                version: series.toml.version,
+                base: series.toml.base.version.clone(),
+                commit: None,
+                dir,
+            },
+            to: "6.1.176".into(),
+            old: PathBuf::new(),
+            new: PathBuf::new(),
+            passed_over: vec![],
+        };
+        let same = summarize(
+            &case,
+            &series,
+            vec![
+                round(0.3, "a", "a"),
+                round(1.2, "a", "a"),
+                round(0.9, "a", "a"),
+            ],
+        );
+        assert!(same.same_tree);
+        assert_eq!(same.ratio_xtask_to_git_rebase, 0.9);
+        let differ = summarize(
+            &case,
+            &series,
+            vec![
+                round(0.3, "a", "a"),
+                round(0.4, "a", "b"),
+                round(0.5, "a", "a"),
+            ],
+        );
+        assert!(!differ.same_tree);
+        assert_eq!(median(vec![2.0, 1.0]), 2.0);
     }
 }

@@ -73,9 +73,7 @@ pub fn versions(project: &Path, series_dir: &Path, scratch: &Path) -> Result<Vec
         if found.iter().any(|v| v.version == toml.version) {
             continue;
         }
-        let dir = scratch
-            .join(format!("v{}", toml.version))
-            .join(&toml.name);
+        let dir = scratch.join(format!("v{}", toml.version)).join(&toml.name);
         copy_committed_dir(project, &commit, &rel, &dir)?;
         found.push(SeriesVersion {
             version: toml.version,
@@ -235,7 +233,10 @@ pub fn pick(
     scratch: &Path,
 ) -> Result<Case> {
     let mut passed_over = Vec::new();
-    for v in versions.iter().filter(|v| only.is_none_or(|n| v.version == n)) {
+    for v in versions
+        .iter()
+        .filter(|v| only.is_none_or(|n| v.version == n))
+    {
         for to in targets(versions, v) {
             match try_pair(v, &to, fetch, scratch)? {
                 Ok((old, new)) => {
