@@ -228,7 +228,7 @@ fn tag_commit(tree: &Path, version: &str) -> Result<String> {
 
 /// Both sides once; xtask goes first in even rounds.
 fn time_round(setup: &Setup<'_>, round: usize) -> Result<RoundTimes> {
-    let xtask_first = round % 2 == 0;
+    let xtask_first = round.is_multiple_of(2);
     let (ours, git) = if xtask_first {
         let ours = time_ours(setup, round)?;
         (ours, time_git(setup)?)

@@ -82,7 +82,7 @@ pub fn versions(project: &Path, series_dir: &Path, scratch: &Path) -> Result<Vec
             dir,
         });
     }
-    found.sort_by(|a, b| b.version.cmp(&a.version));
+    found.sort_by_key(|v| std::cmp::Reverse(v.version));
     Ok(found)
 }
 
