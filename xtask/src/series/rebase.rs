@@ -159,6 +159,14 @@ fn add_alternate(repo: &Repository, old: &Path) -> Result<()> {
     Ok(())
 }
 
+/// libgit2 hashes every object it reads to check it against its id, which
+/// git does not do; the replay reads whole kernel source files (mmu.c is
+/// 200 kB) several times per patch, from trees `tree fetch` imported and
+/// checked. The setting is libgit2's, for the whole process.
+fn skip_hash_checks_on_read() {
+    git2::opts::strict_hash_verification(false);
+}
+
 /// The commit of tag `v<version>` in `repo`.
 fn tag_commit<'r>(repo: &'r Repository, version: &str, what: &Path) -> Result<Commit<'r>> {
     repo.revparse_single(&format!("refs/tags/v{version}"))
@@ -189,21 +197,21 @@ fn blob_at(repo: &Repository, tree: &git2::Tree<'_>, path: &str) -> Result<Optio
     }
 }
 
-/// Where each hunk of `patch` is found in `content` against where its
-/// header says: Ok(offsets) or Err(header of the first hunk not found).
+/// Where each hunk of `patch` is found in `lines` (a file split after each
+/// newline) against where its header says: Ok(offsets) or Err(header of
+/// the first hunk not found).
 fn hunk_offsets(
     patch: &git2::Patch<'_>,
-    content: &[u8],
+    lines: &[&[u8]],
 ) -> Result<std::result::Result<Vec<i64>, String>> {
-    let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
     let mut offsets = Vec::new();
     for h in 0..patch.num_hunks() {
         let (hunk, _) = patch.hunk(h)?;
-        let mut pre: Vec<Vec<u8>> = Vec::new();
+        let mut pre: Vec<&[u8]> = Vec::new();
         for l in 0..patch.num_lines_in_hunk(h)? {
             let line = patch.line_in_hunk(h, l)?;
             if matches!(line.origin(), ' ' | '-') {
-                pre.push(line.content().to_vec());
+                pre.push(line.content());
             }
         }
         let expected = (hunk.old_start() as i64 - 1).max(0);
@@ -211,23 +219,8 @@ fn hunk_offsets(
             offsets.push(0);
             continue;
         }
-        let mut best: Option<i64> = None;
-        if lines.len() >= pre.len() {
-            for at in 0..=(lines.len() - pre.len()) {
-                if lines[at..at + pre.len()]
-                    .iter()
-                    .zip(&pre)
-                    .all(|(a, b)| *a == b.as_slice())
-                {
-                    let off = at as i64 - expected;
-                    if best.is_none_or(|b| off.abs() < b.abs()) {
-                        best = Some(off);
-                    }
-                }
-            }
-        }
-        match best {
-            Some(off) => offsets.push(off),
+        match nearest_match(lines, &pre, expected as usize) {
+            Some(at) => offsets.push(at as i64 - expected),
             None => {
                 return Ok(Err(format!(
                     "`{}`",
@@ -237,6 +230,30 @@ fn hunk_offsets(
         }
     }
     Ok(Ok(offsets))
+}
+
+/// The line index nearest to `expected` where `pre` starts in `lines`; of
+/// two equally near, the earlier. Searched outwards from `expected`, as a
+/// hunk is mostly found within a few lines of where its header says.
+fn nearest_match(lines: &[&[u8]], pre: &[&[u8]], expected: usize) -> Option<usize> {
+    if lines.len() < pre.len() {
+        return None;
+    }
+    let last = lines.len() - pre.len();
+    let matches_at = |at: usize| lines[at..at + pre.len()] == *pre;
+    let reach = expected.max(last.saturating_sub(expected));
+    for d in 0..=reach {
+        if let Some(at) = expected.checked_sub(d).filter(|at| *at <= last) {
+            if matches_at(at) {
+                return Some(at);
+            }
+        }
+        let at = expected + d;
+        if d > 0 && at <= last && matches_at(at) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 fn merge3(
@@ -441,7 +458,8 @@ fn conflict_hunk(
             continue;
         }
         let content = blob_at(repo, new, file)?.unwrap_or_default();
-        if let Err(h) = hunk_offsets(&patch, &content)? {
+        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+        if let Err(h) = hunk_offsets(&patch, &lines)? {
             hunk = h;
         }
     }
@@ -508,10 +526,10 @@ fn apply_at_offsets(
             return Ok(None);
         }
         let content = content.unwrap_or_default();
-        let Ok(offsets) = hunk_offsets(&patch, &content)? else {
+        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+        let Ok(offsets) = hunk_offsets(&patch, &lines)? else {
             return Ok(None);
         };
-        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
         let mut result: Vec<u8> = Vec::new();
         let mut at = 0usize;
         for (h, off) in offsets.iter().enumerate() {
@@ -665,6 +683,7 @@ pub fn survey(
     to: &str,
 ) -> Result<Vec<PatchReport>> {
     let repo = open_repo(new_tree)?;
+    skip_hash_checks_on_read();
     add_alternate(&repo, old_tree)?;
     let old_repo = open_repo(old_tree)?;
     let old_base = apply::verify_base(&old_repo, series)?.id();
@@ -784,6 +803,7 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
             req.job.new_tree.display()
         );
     }
+    skip_hash_checks_on_read();
     add_alternate(&repo, &req.job.old_tree)?;
     let old_repo = open_repo(&req.job.old_tree)?;
     let old_base = apply::verify_base(&old_repo, &series)?.id();
@@ -1030,6 +1050,7 @@ pub fn abort(new_tree: &Path) -> Result<String> {
 /// `--continue`: take the worktree's committed fix as the stopped patch, go on.
 pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     let (repo, mut state) = read_state(new_tree)?;
+    skip_hash_checks_on_read();
     add_alternate(&repo, &state.job.old_tree)?;
     let series = Series::load(&state.job.series_dir)?;
     let patches = load_patches(&series)?;
@@ -1469,4 +1490,29 @@ pub fn run(args: RebaseArgs) -> Result<std::process::ExitCode> {
         progress: true,
     };
     print_result(rebase(&req)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_match;
+
+    #[test]
+    fn a_hunk_is_found_nearest_to_its_line_and_the_earlier_of_two_as_near() {
+        let file: Vec<&[u8]> = vec![b"a\n", b"b\n", b"x\n", b"c\n", b"x\n", b"d\n", b"x\n"];
+        let x: &[&[u8]] = &[b"x\n"];
+        // At the line named, or the nearest; of 2 and 6 from 4, the earlier.
+        assert_eq!(nearest_match(&file, x, 4), Some(4));
+        assert_eq!(nearest_match(&file, x, 3), Some(2));
+        assert_eq!(nearest_match(&file, x, 5), Some(4));
+        assert_eq!(nearest_match(&file, x, 0), Some(2));
+        // A header past the end of the file still finds the last match.
+        assert_eq!(nearest_match(&file, x, 40), Some(6));
+        let run: &[&[u8]] = &[b"c\n", b"x\n", b"d\n"];
+        assert_eq!(nearest_match(&file, run, 0), Some(3));
+        let run: &[&[u8]] = &[b"d\n", b"x\n", b"a\n"];
+        assert_eq!(nearest_match(&file, run, 3), None);
+        let run: &[&[u8]] = &[b"x\n", b"d\n", b"x\n"];
+        assert_eq!(nearest_match(&file, run, 0), Some(4));
+        assert_eq!(nearest_match(&file[..2], run, 0), None);
+    }
 }
