@@ -852,3 +852,62 @@ fn bench_measures_both_sides_on_the_chosen_pair_and_leaves_the_series_alone() {
         (old_before, new_before)
     );
 }
+
+#[test]
+fn rebase_continue_that_stops_again_leaves_the_worktree_at_the_fix() {
+    // Patches 2 and 3 both conflict; after the fix of patch 2, --continue
+    // stops at patch 3 with the worktree on the rebased patches so far,
+    // which only the rebase's memory held until it stopped.
+    let fx = fixture();
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            replace_line(t, "kvm_main line 30;", "kvm_main line 30 upstream;")
+        });
+        edit(files, "include/linux/kvm_host.h", |t| {
+            replace_line(t, "kvm_host line 20;", "kvm_host line 20 upstream;")
+        });
+    });
+    let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
+    assert_eq!(state.stopped_at, 1);
+    let wt = state.worktree.clone();
+    let file = wt.join("virt/kvm/kvm_main.c");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text.find("<<<<<<<").unwrap();
+    let end = text[start..].find(">>>>>>> KVM: change thirty\n").unwrap()
+        + start
+        + ">>>>>>> KVM: change thirty\n".len();
+    let fixed = format!(
+        "{}kvm_main line 30 upstream, patched;\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    std::fs::write(&file, fixed).unwrap();
+    git(&wt, &["commit", "-q", "-a", "-m", "fix"]);
+    let again = stopped(rebase::resume(&new, false).unwrap());
+    assert_eq!(again.stopped_at, 2);
+    assert_eq!(git(&wt, &["rev-parse", "HEAD"]), again.stop_tip);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("kvm_main line 30 upstream, patched;"));
+    let header = std::fs::read_to_string(wt.join("include/linux/kvm_host.h")).unwrap();
+    assert!(header.contains("<<<<<<< 6.1.177"), "{header}");
+    git(&new, &["fsck", "--no-dangling", "--connectivity-only"]);
+    rebase::abort(&new).unwrap();
+}
+
+#[test]
+fn survey_writes_nothing_into_the_tree_it_replays_on() {
+    let fx = fixture();
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\n{t}")
+        })
+    });
+    let objects = || git(&new, &["count-objects", "-v"]);
+    let before = (objects(), snapshot(&new));
+    let series = Series::load(&fx.series_dir).unwrap();
+    let reports = rebase::survey(&series, &fx.old, &new, "6.1.177").unwrap();
+    assert_eq!(reports.len(), 3);
+    assert!(reports.iter().all(|r| r.commit.is_some()), "{reports:?}");
+    assert_eq!((objects(), snapshot(&new)), before);
+}

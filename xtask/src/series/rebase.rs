@@ -167,6 +167,15 @@ fn skip_hash_checks_on_read() {
     git2::opts::strict_hash_verification(false);
 }
 
+/// Objects the replay writes go to memory, not to the new tree's disk:
+/// [`persist_commits`] copies there what a branch or a git command needs.
+/// Reading back a file a patch just wrote then costs no inflate, and a
+/// survey leaves nothing behind.
+fn write_objects_in_memory(repo: &Repository) -> Result<()> {
+    repo.odb()?.add_new_mempack_backend(1000)?;
+    Ok(())
+}
+
 /// The commit of tag `v<version>` in `repo`.
 fn tag_commit<'r>(repo: &'r Repository, version: &str, what: &Path) -> Result<Commit<'r>> {
     repo.revparse_single(&format!("refs/tags/v{version}"))
@@ -674,8 +683,7 @@ fn replay(
     })
 }
 
-/// A dry run: where the series stands on `new_tree` (tag `v<to>`), nothing written but
-/// unreachable objects.
+/// A dry run: where the series stands on `new_tree` (tag `v<to>`), nothing written.
 pub fn survey(
     series: &Series,
     old_tree: &Path,
@@ -685,6 +693,7 @@ pub fn survey(
     let repo = open_repo(new_tree)?;
     skip_hash_checks_on_read();
     add_alternate(&repo, old_tree)?;
+    write_objects_in_memory(&repo)?;
     let old_repo = open_repo(old_tree)?;
     let old_base = apply::verify_base(&old_repo, series)?.id();
     let new_base = tag_commit(&repo, to, new_tree)?;
@@ -805,6 +814,7 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
     }
     skip_hash_checks_on_read();
     add_alternate(&repo, &req.job.old_tree)?;
+    write_objects_in_memory(&repo)?;
     let old_repo = open_repo(&req.job.old_tree)?;
     let old_base = apply::verify_base(&old_repo, &series)?.id();
     let new_base = tag_commit(&repo, &req.job.to, &req.job.new_tree)?;
@@ -873,15 +883,14 @@ fn default_worktree(new_tree: &Path, name: &str) -> PathBuf {
     new_tree.with_file_name(format!("{tree_name}-rebase-{name}"))
 }
 
-/// Leave the conflict branch, its worktree with the markers, and the state.
 /// Copies into the new tree's own object database what the commits
-/// `base..tip` (first parents) need and it lacks. `repo` reads the old
-/// tree's objects through an in-memory alternate, and libgit2 does not
-/// write an object the alternate already has (a patched file identical to
-/// one the old tree holds, or a commit rebuilt exactly as it was there), so
-/// without this a branch could name objects only the old tree has. Trees
-/// written here may name such objects too, so every tree that differs from
-/// the new base's at its path is walked.
+/// `base..tip` (first parents) need and it lacks. The replay wrote them to
+/// memory ([`write_objects_in_memory`]); and `repo` reads the old tree's
+/// objects through an in-memory alternate, and libgit2 does not write an
+/// object the alternate already has (a patched file identical to one the
+/// old tree holds, or a commit rebuilt exactly as it was there), so a
+/// branch could name objects only the old tree has. Every tree that
+/// differs from the base's at its path is walked.
 fn persist_commits(repo: &Repository, new_tree: &Path, base: Oid, tip: Oid) -> Result<()> {
     let own = open_repo(new_tree)?;
     let (src, dst) = (repo.odb()?, own.odb()?);
@@ -943,6 +952,7 @@ fn persist_commits(repo: &Repository, new_tree: &Path, base: Oid, tip: Oid) -> R
     Ok(())
 }
 
+/// Leave the conflict branch, its worktree with the markers, and the state.
 fn stop(repo: &Repository, state: State, files: &[(String, Vec<u8>)]) -> Result<RebaseResult> {
     let tip = repo.find_commit(Oid::from_str(&state.stop_tip)?)?;
     let base = tag_commit(repo, &state.job.to, &state.job.new_tree)?.id();
@@ -1052,6 +1062,7 @@ pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     let (repo, mut state) = read_state(new_tree)?;
     skip_hash_checks_on_read();
     add_alternate(&repo, &state.job.old_tree)?;
+    write_objects_in_memory(&repo)?;
     let series = Series::load(&state.job.series_dir)?;
     let patches = load_patches(&series)?;
     let wt_repo = open_repo(&state.worktree)?;
@@ -1118,6 +1129,7 @@ pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     let resolved_c = repo.find_commit(r.tip)?;
     match r.conflict {
         Some(files) => {
+            persist_commits(&repo, new_tree, new_base.id(), r.tip)?;
             let sh = Shell::new()?;
             let wt = &state.worktree;
             let tip = r.tip.to_string();
@@ -1168,8 +1180,11 @@ fn finish(
     // now, before the swap replaces them), the staged export, then the swap,
     // the branch and the range-diff file.
     persist_commits(repo, &state.job.new_tree, new_base.id(), tip)?;
+    // The range-diff's old side: the previous version on the old base.
+    let old_base = apply::verify_base(&open_repo(&state.job.old_tree)?, series)?.id();
+    persist_commits(repo, &state.job.new_tree, old_base, old_tip)?;
     let tip_hex = tip.to_string();
-    let mut range_diff = Some(spawn_range_diff(series, state, &new_base, old_tip, tip)?);
+    let mut range_diff = Some(spawn_range_diff(state, &new_base, old_base, old_tip, tip)?);
     // Whatever stops the export stops the range-diff with it.
     struct KillOnDrop<'a>(&'a mut Option<std::process::Child>);
     impl Drop for KillOnDrop<'_> {
@@ -1239,14 +1254,13 @@ fn finish(
 /// files as they were, on the old base) against the rebased commits ending
 /// at `tip`; it runs while the export does, [`range_diff_text`] collects it.
 fn spawn_range_diff(
-    series: &Series,
     state: &State,
     new_base: &Commit<'_>,
+    old_base: Oid,
     old_tip: Oid,
     tip: Oid,
 ) -> Result<std::process::Child> {
     let old_repo = open_repo(&state.job.old_tree)?;
-    let old_base = apply::verify_base(&old_repo, series)?.id();
     std::process::Command::new("git")
         .arg("-C")
         .arg(&state.job.new_tree)
