@@ -191,8 +191,11 @@ fn tag_commit<'r>(repo: &'r Repository, version: &str, what: &Path) -> Result<Co
 
 /// `index <a>..<b>` of each file of a diff.
 fn index_lines(diff: &[u8]) -> BTreeMap<String, (String, String)> {
-    let re = Regex::new(r"(?m)^diff --git a/(\S+) b/(\S+)\n(?:(?:new|deleted) file mode \d+\n)?index ([0-9a-f]+)\.\.([0-9a-f]+)")
-        .expect("static regex");
+    static R: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = crate::util::static_regex(
+        &R,
+        r"(?m)^diff --git a/(\S+) b/(\S+)\n(?:(?:new|deleted) file mode \d+\n)?index ([0-9a-f]+)\.\.([0-9a-f]+)",
+    );
     let text = String::from_utf8_lossy(diff);
     re.captures_iter(&text)
         .map(|c| (c[2].to_string(), (c[3].to_string(), c[4].to_string())))
