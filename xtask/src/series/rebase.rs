@@ -970,12 +970,8 @@ fn tree_objects(
         }
         match e.kind() {
             Some(git2::ObjectType::Tree) => tree_objects(repo, e.id(), in_base, seen, out)?,
-            Some(git2::ObjectType::Blob) => {
-                if seen.insert(e.id()) {
-                    out.push(e.id());
-                }
-            }
-            // Gitlinks name commits of another repository.
+            Some(git2::ObjectType::Blob) if seen.insert(e.id()) => out.push(e.id()),
+            // A blob listed already, or a gitlink (a commit of another repository).
             _ => {}
         }
     }
