@@ -493,18 +493,9 @@ fn rebase_conflict_stops_on_a_branch_and_worktree_and_abort_removes_them() {
     );
 }
 
-#[test]
-fn rebase_continue_after_a_committed_fix_finishes_the_series() {
-    let fx = fixture();
-    let new = conflicting(&fx);
-    let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
-    let wt = state.worktree.clone();
-    // --continue before any fix is refused.
-    let err = rebase::resume(&new, false).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("commit your fix") && format!("{err:#}").contains("kvm_main.c"),
-        "{err:#}"
-    );
+/// Resolves patch 2's conflict in the worktree (both changes to line 30
+/// kept) and commits the fix.
+fn fix_line_thirty(wt: &Path) {
     let file = wt.join("virt/kvm/kvm_main.c");
     let text = std::fs::read_to_string(&file).unwrap();
     let start = text.find("<<<<<<<").unwrap();
@@ -518,6 +509,21 @@ fn rebase_continue_after_a_committed_fix_finishes_the_series() {
     );
     std::fs::write(&file, fixed).unwrap();
     git(&wt, &["commit", "-q", "-a", "-m", "fix"]);
+}
+
+#[test]
+fn rebase_continue_after_a_committed_fix_finishes_the_series() {
+    let fx = fixture();
+    let new = conflicting(&fx);
+    let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
+    let wt = state.worktree.clone();
+    // --continue before any fix is refused.
+    let err = rebase::resume(&new, false).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("commit your fix") && format!("{err:#}").contains("kvm_main.c"),
+        "{err:#}"
+    );
+    fix_line_thirty(&wt);
     let d = done(rebase::resume(&new, false).unwrap());
     let outcomes: Vec<&Outcome> = d.reports.iter().map(|r| &r.outcome).collect();
     assert_eq!(
@@ -870,23 +876,11 @@ fn rebase_continue_that_stops_again_leaves_the_worktree_at_the_fix() {
     let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
     assert_eq!(state.stopped_at, 1);
     let wt = state.worktree.clone();
-    let file = wt.join("virt/kvm/kvm_main.c");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let start = text.find("<<<<<<<").unwrap();
-    let end = text[start..].find(">>>>>>> KVM: change thirty\n").unwrap()
-        + start
-        + ">>>>>>> KVM: change thirty\n".len();
-    let fixed = format!(
-        "{}kvm_main line 30 upstream, patched;\n{}",
-        &text[..start],
-        &text[end..]
-    );
-    std::fs::write(&file, fixed).unwrap();
-    git(&wt, &["commit", "-q", "-a", "-m", "fix"]);
+    fix_line_thirty(&wt);
     let again = stopped(rebase::resume(&new, false).unwrap());
     assert_eq!(again.stopped_at, 2);
     assert_eq!(git(&wt, &["rev-parse", "HEAD"]), again.stop_tip);
-    assert!(std::fs::read_to_string(&file)
+    assert!(std::fs::read_to_string(wt.join("virt/kvm/kvm_main.c"))
         .unwrap()
         .contains("kvm_main line 30 upstream, patched;"));
     let header = std::fs::read_to_string(wt.join("include/linux/kvm_host.h")).unwrap();
