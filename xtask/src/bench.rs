@@ -10,13 +10,22 @@ use clap::Subcommand;
 pub enum BenchCmd {
     /// Apply a generated 30-patch series with git2 vs `git am` on a copy.
     Apply,
-    /// Rebase of the series onto another 6.1.y vs `git rebase` of it.
+    /// Rebase of the series onto another 6.1.y vs `git rebase` of it. By
+    /// default: the newest version of the series (patches/ or the project's
+    /// history) that rebases cleanly onto the base of another version.
     Rebase {
-        /// The base to rebase onto (both trees must be fetchable or fetched);
-        /// the default is the previous pinned base, onto which the series
-        /// applies with offsets only.
-        #[arg(long, default_value = "6.1.176")]
-        to: String,
+        /// The base to rebase onto (fetched if need be); it must take the
+        /// series without a conflict. Default: chosen as above.
+        #[arg(long)]
+        to: Option<String>,
+        /// Version N of the series, read from the project's git history
+        /// when it is not the one in patches/ (default: with --to, the one
+        /// in patches/).
+        #[arg(long)]
+        series_version: Option<u32>,
+        /// How many rounds; the report gives the medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Tree import vs plain `tar x` of the same tarball.
     Import {
@@ -59,7 +68,15 @@ pub enum BenchCmd {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Apply => crate::series::bench_apply(),
-        BenchCmd::Rebase { to } => crate::series::bench_rebase(&to),
+        BenchCmd::Rebase {
+            to,
+            series_version,
+            rounds,
+        } => crate::series::bench_rebase(&crate::series::rebase_bench::BenchRequest {
+            to,
+            series_version,
+            rounds,
+        }),
         BenchCmd::Import { dir } => crate::tree::bench_import(dir.as_deref()),
         BenchCmd::Build => crate::build::bench_build(),
         BenchCmd::Boot => crate::boot::bench_boot(),

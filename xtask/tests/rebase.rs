@@ -493,18 +493,9 @@ fn rebase_conflict_stops_on_a_branch_and_worktree_and_abort_removes_them() {
     );
 }
 
-#[test]
-fn rebase_continue_after_a_committed_fix_finishes_the_series() {
-    let fx = fixture();
-    let new = conflicting(&fx);
-    let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
-    let wt = state.worktree.clone();
-    // --continue before any fix is refused.
-    let err = rebase::resume(&new, false).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("commit your fix") && format!("{err:#}").contains("kvm_main.c"),
-        "{err:#}"
-    );
+/// Resolves patch 2's conflict in the worktree (both changes to line 30
+/// kept) and commits the fix.
+fn fix_line_thirty(wt: &Path) {
     let file = wt.join("virt/kvm/kvm_main.c");
     let text = std::fs::read_to_string(&file).unwrap();
     let start = text.find("<<<<<<<").unwrap();
@@ -518,6 +509,21 @@ fn rebase_continue_after_a_committed_fix_finishes_the_series() {
     );
     std::fs::write(&file, fixed).unwrap();
     git(&wt, &["commit", "-q", "-a", "-m", "fix"]);
+}
+
+#[test]
+fn rebase_continue_after_a_committed_fix_finishes_the_series() {
+    let fx = fixture();
+    let new = conflicting(&fx);
+    let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
+    let wt = state.worktree.clone();
+    // --continue before any fix is refused.
+    let err = rebase::resume(&new, false).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("commit your fix") && format!("{err:#}").contains("kvm_main.c"),
+        "{err:#}"
+    );
+    fix_line_thirty(&wt);
     let d = done(rebase::resume(&new, false).unwrap());
     let outcomes: Vec<&Outcome> = d.reports.iter().map(|r| &r.outcome).collect();
     assert_eq!(
@@ -606,4 +612,296 @@ fn bases_range_expands_and_bad_ranges_are_refused() {
     for bad in ["6.1.177..6.1.170", "6.1.170..6.12.1", "x..y"] {
         assert!(bases::expand_range(bad).is_err(), "{bad}");
     }
+}
+
+/// The fixture as a project with history: v1 (on 6.1.176) committed, then
+/// v2 made by `series rebase` onto a 6.1.177 that only shifts lines, plus a
+/// patch 4 that edits a line only 6.1.177 has, committed too. Returns the
+/// 6.1.177 tree; the series directory holds v2.
+fn project_with_two_versions(fx: &Fx) -> PathBuf {
+    git(&fx.root, &["init", "-q", "-b", "main"]);
+    git(&fx.root, &["add", "patches"]);
+    git(&fx.root, &["commit", "-q", "-m", "series v1"]);
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\nadded line b;\nadded line c;\n{t}")
+        })
+    });
+    let mut req = fx.request(&new);
+    req.job.out = fx.series_dir.clone();
+    done(rebase::rebase(&req).unwrap());
+    let work = fx.root.join("author-v2");
+    git(
+        &fx.root,
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "guest_memfd/v2",
+            new.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let file = work.join("virt/kvm/kvm_main.c");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        replace_line(&text, "added line a;\n", "added line a patched;\n"),
+    )
+    .unwrap();
+    git(
+        &work,
+        &[
+            "commit",
+            "-q",
+            "-a",
+            "-m",
+            "KVM: change a line of 6.1.177\n\nWhy: a test.\n\nSigned-off-by: Dev One <dev@example.org>",
+        ],
+    );
+    git(
+        &work,
+        &[
+            "format-patch",
+            "-q",
+            "--abbrev=12",
+            "--start-number=4",
+            "-o",
+            fx.series_dir.to_str().unwrap(),
+            "-1",
+            "HEAD",
+        ],
+    );
+    git(&fx.root, &["add", "patches"]);
+    git(&fx.root, &["commit", "-q", "-m", "series v2"]);
+    new
+}
+
+/// All files of a directory, to show it is unchanged.
+fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn bench_case_reads_earlier_versions_from_history_and_picks_the_newest_clean_pair() {
+    use xtask::series::rebase_case;
+    let fx = fixture();
+    let new = project_with_two_versions(&fx);
+    let scratch = tempfile::tempdir().unwrap();
+    let series_before = dir_contents(&fx.series_dir);
+    let versions =
+        rebase_case::versions(&fx.root, &fx.series_dir, &scratch.path().join("series")).unwrap();
+    let found: Vec<(u32, &str, bool)> = versions
+        .iter()
+        .map(|v| (v.version, v.base.as_str(), v.commit.is_some()))
+        .collect();
+    assert_eq!(found, vec![(2, "6.1.177", false), (1, "6.1.176", true)]);
+    assert_eq!(
+        versions[1].commit.as_deref().unwrap(),
+        git(&fx.root, &["rev-parse", "HEAD~1"])
+    );
+    // v1 is copied out of the history, as committed, and loads.
+    let v1 = Series::load(&versions[1].dir).unwrap();
+    assert_eq!((v1.toml.version, v1.patches.len()), (1, 3));
+    assert!(versions[1].dir.starts_with(scratch.path()));
+    let committed = Command::new("git")
+        .arg("-C")
+        .arg(&fx.root)
+        .args([
+            "show",
+            "HEAD~1:patches/guest_memfd/0001-KVM-change-ten.patch",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(std::fs::read(&v1.patches[0]).unwrap(), committed);
+
+    let (old, new_c) = (fx.old.clone(), new.clone());
+    let fetch = move |v: &str| -> anyhow::Result<PathBuf> {
+        match v {
+            "6.1.176" => Ok(old.clone()),
+            "6.1.177" => Ok(new_c.clone()),
+            _ => anyhow::bail!("linux {v} cannot be downloaded"),
+        }
+    };
+    // v2's patch 4 needs a line 6.1.176 lacks, so v1 onto 6.1.177 is the case.
+    let case = rebase_case::pick(&versions, None, &fetch, scratch.path()).unwrap();
+    assert_eq!((case.series.version, case.to.as_str()), (1, "6.1.177"));
+    assert_eq!(
+        (case.old.as_path(), case.new.as_path()),
+        (fx.old.as_path(), new.as_path())
+    );
+    assert_eq!(case.passed_over.len(), 1, "{:?}", case.passed_over);
+    assert!(
+        case.passed_over[0].starts_with("v2 -> 6.1.176: patch 4 (0004-KVM-change-a-line-of-6.1.177.patch) conflicts in virt/kvm/kvm_main.c, hunk `@@"),
+        "{:?}",
+        case.passed_over
+    );
+
+    // --to a conflicting target: refused, naming the patch and a pair that works.
+    let suggest = || rebase_case::pick(&versions, None, &fetch, scratch.path()).ok();
+    let err =
+        rebase_case::exact(&versions[0], "6.1.176", &fetch, scratch.path(), suggest).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("v2 (on 6.1.177, as in the series directory) does not rebase cleanly onto 6.1.176: patch 4")
+            && msg.contains("nothing was timed")
+            && msg.contains("v1 (on 6.1.176) -> 6.1.177 (`cargo xtask bench rebase --series-version 1 --to 6.1.177`)"),
+        "{msg}"
+    );
+    let err =
+        rebase_case::exact(&versions[1], "6.1.176", &fetch, scratch.path(), || None).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("based on 6.1.176 already"),
+        "{err:#}"
+    );
+    let err =
+        rebase_case::exact(&versions[1], "6.1.178", &fetch, scratch.path(), || None).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("6.1.178 cannot be downloaded"),
+        "{err:#}"
+    );
+    // Only a version the history has; one with no clean target says why.
+    let err = rebase_case::pick(&versions, Some(7), &fetch, scratch.path()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("has no version 7 (the project's history has v2, v1)"),
+        "{err:#}"
+    );
+    let err = rebase_case::pick(&versions, Some(2), &fetch, scratch.path()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("version 2 of the series rebases cleanly onto the base of another version, so there is no clean rebase to time (v2 -> 6.1.176: patch 4")
+            && msg.contains("pass --to VERSION"),
+        "{msg}"
+    );
+    // Surveys ran in scratch copies: the series and the trees are as they were.
+    assert_eq!(dir_contents(&fx.series_dir), series_before);
+    assert!(git(&new, &["branch", "--list", "guest_memfd/v3*"]).is_empty());
+}
+
+fn have_git_replay() -> bool {
+    Command::new("git")
+        .args(["replay", "-h"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("usage: git replay"))
+}
+
+#[test]
+fn bench_measures_both_sides_on_the_chosen_pair_and_leaves_the_series_alone() {
+    use xtask::series::{rebase_bench, rebase_case};
+    if !have_git_replay() {
+        eprintln!("skipped: lacks git-replay (git 2.44 or later): the git side times it");
+        return;
+    }
+    let fx = fixture();
+    let new = project_with_two_versions(&fx);
+    let scratch = tempfile::tempdir().unwrap();
+    let series_before = dir_contents(&fx.series_dir);
+    let (old_before, new_before) = (snapshot(&fx.old), snapshot(&new));
+    let versions =
+        rebase_case::versions(&fx.root, &fx.series_dir, &scratch.path().join("series")).unwrap();
+    let case = rebase_case::Case {
+        series: versions[1].clone(),
+        to: "6.1.177".into(),
+        old: fx.old.clone(),
+        new: new.clone(),
+        passed_over: vec!["v2 -> 6.1.176: a note".into()],
+    };
+    let report = rebase_bench::measure(&case, 2, scratch.path()).unwrap();
+    assert!(report.same_tree, "{report:?}");
+    assert_eq!(
+        (
+            report.series_version,
+            report.patches,
+            report.from.as_str(),
+            report.to.as_str()
+        ),
+        (1, 3, "6.1.176", "6.1.177")
+    );
+    assert_eq!(report.series_commit, versions[1].commit);
+    assert_eq!(report.passed_over, case.passed_over);
+    let firsts: Vec<bool> = report.rounds.iter().map(|r| r.xtask_first).collect();
+    assert_eq!(firsts, vec![true, false]);
+    // The tree both produced is v1 rebased: patch 1's line moved by the three added lines.
+    let ours = scratch.path().join("ours-0");
+    let text = git(
+        &ours,
+        &[
+            "cat-file",
+            "-p",
+            &format!("{}:virt/kvm/kvm_main.c", report.tree),
+        ],
+    );
+    assert!(
+        text.starts_with("added line a;\n") && text.contains("kvm_main line 10 patched;"),
+        "{text}"
+    );
+    assert!(report
+        .rounds
+        .iter()
+        .all(|r| r.xtask_rebase_s > 0.0 && r.git_rebase_s > 0.0));
+    // Nothing written into the series or the imported trees.
+    assert_eq!(dir_contents(&fx.series_dir), series_before);
+    assert_eq!(
+        (snapshot(&fx.old), snapshot(&new)),
+        (old_before, new_before)
+    );
+}
+
+#[test]
+fn rebase_continue_that_stops_again_leaves_the_worktree_at_the_fix() {
+    // Patches 2 and 3 both conflict; after the fix of patch 2, --continue
+    // stops at patch 3 with the worktree on the rebased patches so far,
+    // which only the rebase's memory held until it stopped.
+    let fx = fixture();
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            replace_line(t, "kvm_main line 30;", "kvm_main line 30 upstream;")
+        });
+        edit(files, "include/linux/kvm_host.h", |t| {
+            replace_line(t, "kvm_host line 20;", "kvm_host line 20 upstream;")
+        });
+    });
+    let state = stopped(rebase::rebase(&fx.request(&new)).unwrap());
+    assert_eq!(state.stopped_at, 1);
+    let wt = state.worktree.clone();
+    fix_line_thirty(&wt);
+    let again = stopped(rebase::resume(&new, false).unwrap());
+    assert_eq!(again.stopped_at, 2);
+    assert_eq!(git(&wt, &["rev-parse", "HEAD"]), again.stop_tip);
+    assert!(std::fs::read_to_string(wt.join("virt/kvm/kvm_main.c"))
+        .unwrap()
+        .contains("kvm_main line 30 upstream, patched;"));
+    let header = std::fs::read_to_string(wt.join("include/linux/kvm_host.h")).unwrap();
+    assert!(header.contains("<<<<<<< 6.1.177"), "{header}");
+    git(&new, &["fsck", "--no-dangling", "--connectivity-only"]);
+    rebase::abort(&new).unwrap();
+}
+
+#[test]
+fn survey_writes_nothing_into_the_tree_it_replays_on() {
+    let fx = fixture();
+    let new = fx.new_base(|files| {
+        edit(files, "virt/kvm/kvm_main.c", |t| {
+            format!("added line a;\n{t}")
+        })
+    });
+    let objects = || git(&new, &["count-objects", "-v"]);
+    let before = (objects(), snapshot(&new));
+    let series = Series::load(&fx.series_dir).unwrap();
+    let reports = rebase::survey(&series, &fx.old, &new, "6.1.177").unwrap();
+    assert_eq!(reports.len(), 3);
+    assert!(reports.iter().all(|r| r.commit.is_some()), "{reports:?}");
+    assert_eq!((objects(), snapshot(&new)), before);
 }

@@ -81,13 +81,9 @@ impl Ktap {
     }
 }
 
-pub(crate) fn re(cell: &'static OnceLock<Regex>, pat: &str) -> &'static Regex {
-    cell.get_or_init(|| Regex::new(pat).expect("static regex"))
-}
-
 fn result_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    re(
+    crate::util::static_regex(
         &R,
         r"^(not ok|ok)\s+(\d+)(?:\s+-)?(?:\s+([^#]*?))?\s*(?:#\s*(.*))?$",
     )
@@ -97,7 +93,7 @@ fn result_re() -> &'static Regex {
 /// of a test output line when both write to the same terminal.
 fn kmsg_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    re(&R, r"\[\s*\d+\.\d{6}\]")
+    crate::util::static_regex(&R, r"\[\s*\d+\.\d{6}\]")
 }
 
 /// Split stream lines into KTAP text and interleaved kernel messages.

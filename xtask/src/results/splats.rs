@@ -7,7 +7,7 @@ use protocol::taint;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::ktap::re;
+use crate::util::static_regex;
 
 pub use protocol::splat::{classify as classify_splat, SplatKind};
 
@@ -47,7 +47,7 @@ pub struct Splat {
 /// Strip `[    1.234567] ` and `<4>` prefixes from a kernel log line.
 pub fn strip_kmsg_prefix(line: &str) -> &str {
     static R: OnceLock<Regex> = OnceLock::new();
-    let r = re(
+    let r = static_regex(
         &R,
         r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*[TC]\d+\]\s?)?",
     );

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -393,10 +394,11 @@ struct DiffTotals {
 /// The totals of a `git diff --stat` summary line (` 2 files changed,
 /// 7 insertions(+), 1 deletion(-)`) in `text`, if there is one.
 fn diffstat_totals(text: &[u8]) -> Option<DiffTotals> {
-    let re = Regex::new(
+    static R: OnceLock<Regex> = OnceLock::new();
+    let re = crate::util::static_regex(
+        &R,
         r"(?m)^ (\d+) files? changed(?:, (\d+) insertions?\(\+\))?(?:, (\d+) deletions?\(-\))?$",
-    )
-    .expect("static regex");
+    );
     let text = String::from_utf8_lossy(text);
     let caps = re.captures_iter(&text).last()?;
     let n = |i: usize| caps.get(i).map_or(Some(0), |m| m.as_str().parse().ok());
@@ -548,7 +550,7 @@ struct Hunk {
 /// [`check_diff_counted`] between two lines of the diff.
 struct DiffChecker<'a> {
     path: &'a Path,
-    hunk_re: Regex,
+    hunk_re: &'static Regex,
     files: Vec<String>,
     current: Option<Section>,
     hunk: Option<Hunk>,
@@ -561,8 +563,10 @@ impl<'a> DiffChecker<'a> {
     fn new(path: &'a Path) -> Self {
         DiffChecker {
             path,
-            hunk_re: Regex::new(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-                .expect("static regex"),
+            hunk_re: {
+                static R: OnceLock<Regex> = OnceLock::new();
+                crate::util::static_regex(&R, r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+            },
             files: Vec::new(),
             current: None,
             hunk: None,

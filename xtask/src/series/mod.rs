@@ -6,7 +6,8 @@
 //! [`export`] (commits back to files), [`format`] (mailing-list series),
 //! [`checkpatch`] (scripts/checkpatch.pl per patch), [`rebase`] (onto a
 //! newer point release), [`bases`] (which point releases it applies to),
-//! [`bench`].
+//! [`bench`], [`rebase_bench`] and [`rebase_case`] (`bench rebase` and what
+//! it measures).
 
 pub mod apply;
 pub mod bases;
@@ -20,7 +21,8 @@ pub mod mail;
 pub mod model;
 pub mod outdir;
 pub mod rebase;
-mod rebase_bench;
+pub mod rebase_bench;
+pub mod rebase_case;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -264,9 +266,9 @@ pub fn run(cmd: SeriesCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `bench rebase`: series rebase against git rebase onto `to`.
-pub fn bench_rebase(to: &str) -> anyhow::Result<ExitCode> {
-    rebase_bench::run(to)
+/// `bench rebase`: series rebase against git rebase of the same commits.
+pub fn bench_rebase(req: &rebase_bench::BenchRequest) -> anyhow::Result<ExitCode> {
+    rebase_bench::run(req)
 }
 
 pub fn bench_apply() -> anyhow::Result<ExitCode> {

@@ -159,6 +159,23 @@ fn add_alternate(repo: &Repository, old: &Path) -> Result<()> {
     Ok(())
 }
 
+/// libgit2 hashes every object it reads to check it against its id, which
+/// git does not do; the replay reads whole kernel source files (mmu.c is
+/// 200 kB) several times per patch, from trees `tree fetch` imported and
+/// checked. The setting is libgit2's, for the whole process.
+fn skip_hash_checks_on_read() {
+    git2::opts::strict_hash_verification(false);
+}
+
+/// Objects the replay writes go to memory, not to the new tree's disk:
+/// [`persist_commits`] copies there what a branch or a git command needs.
+/// Reading back a file a patch just wrote then costs no inflate, and a
+/// survey leaves nothing behind.
+fn write_objects_in_memory(repo: &Repository) -> Result<()> {
+    repo.odb()?.add_new_mempack_backend(1000)?;
+    Ok(())
+}
+
 /// The commit of tag `v<version>` in `repo`.
 fn tag_commit<'r>(repo: &'r Repository, version: &str, what: &Path) -> Result<Commit<'r>> {
     repo.revparse_single(&format!("refs/tags/v{version}"))
@@ -174,8 +191,11 @@ fn tag_commit<'r>(repo: &'r Repository, version: &str, what: &Path) -> Result<Co
 
 /// `index <a>..<b>` of each file of a diff.
 fn index_lines(diff: &[u8]) -> BTreeMap<String, (String, String)> {
-    let re = Regex::new(r"(?m)^diff --git a/(\S+) b/(\S+)\n(?:(?:new|deleted) file mode \d+\n)?index ([0-9a-f]+)\.\.([0-9a-f]+)")
-        .expect("static regex");
+    static R: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = crate::util::static_regex(
+        &R,
+        r"(?m)^diff --git a/(\S+) b/(\S+)\n(?:(?:new|deleted) file mode \d+\n)?index ([0-9a-f]+)\.\.([0-9a-f]+)",
+    );
     let text = String::from_utf8_lossy(diff);
     re.captures_iter(&text)
         .map(|c| (c[2].to_string(), (c[3].to_string(), c[4].to_string())))
@@ -189,21 +209,21 @@ fn blob_at(repo: &Repository, tree: &git2::Tree<'_>, path: &str) -> Result<Optio
     }
 }
 
-/// Where each hunk of `patch` is found in `content` against where its
-/// header says: Ok(offsets) or Err(header of the first hunk not found).
+/// Where each hunk of `patch` is found in `lines` (a file split after each
+/// newline) against where its header says: Ok(offsets) or Err(header of
+/// the first hunk not found).
 fn hunk_offsets(
     patch: &git2::Patch<'_>,
-    content: &[u8],
+    lines: &[&[u8]],
 ) -> Result<std::result::Result<Vec<i64>, String>> {
-    let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
     let mut offsets = Vec::new();
     for h in 0..patch.num_hunks() {
         let (hunk, _) = patch.hunk(h)?;
-        let mut pre: Vec<Vec<u8>> = Vec::new();
+        let mut pre: Vec<&[u8]> = Vec::new();
         for l in 0..patch.num_lines_in_hunk(h)? {
             let line = patch.line_in_hunk(h, l)?;
             if matches!(line.origin(), ' ' | '-') {
-                pre.push(line.content().to_vec());
+                pre.push(line.content());
             }
         }
         let expected = (hunk.old_start() as i64 - 1).max(0);
@@ -211,23 +231,8 @@ fn hunk_offsets(
             offsets.push(0);
             continue;
         }
-        let mut best: Option<i64> = None;
-        if lines.len() >= pre.len() {
-            for at in 0..=(lines.len() - pre.len()) {
-                if lines[at..at + pre.len()]
-                    .iter()
-                    .zip(&pre)
-                    .all(|(a, b)| *a == b.as_slice())
-                {
-                    let off = at as i64 - expected;
-                    if best.is_none_or(|b| off.abs() < b.abs()) {
-                        best = Some(off);
-                    }
-                }
-            }
-        }
-        match best {
-            Some(off) => offsets.push(off),
+        match nearest_match(lines, &pre, expected as usize) {
+            Some(at) => offsets.push(at as i64 - expected),
             None => {
                 return Ok(Err(format!(
                     "`{}`",
@@ -237,6 +242,30 @@ fn hunk_offsets(
         }
     }
     Ok(Ok(offsets))
+}
+
+/// The line index nearest to `expected` where `pre` starts in `lines`; of
+/// two equally near, the earlier. Searched outwards from `expected`, as a
+/// hunk is mostly found within a few lines of where its header says.
+fn nearest_match(lines: &[&[u8]], pre: &[&[u8]], expected: usize) -> Option<usize> {
+    if lines.len() < pre.len() {
+        return None;
+    }
+    let last = lines.len() - pre.len();
+    let matches_at = |at: usize| lines[at..at + pre.len()] == *pre;
+    let reach = expected.max(last.saturating_sub(expected));
+    for d in 0..=reach {
+        if let Some(at) = expected.checked_sub(d).filter(|at| *at <= last) {
+            if matches_at(at) {
+                return Some(at);
+            }
+        }
+        let at = expected + d;
+        if d > 0 && at <= last && matches_at(at) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 fn merge3(
@@ -441,7 +470,8 @@ fn conflict_hunk(
             continue;
         }
         let content = blob_at(repo, new, file)?.unwrap_or_default();
-        if let Err(h) = hunk_offsets(&patch, &content)? {
+        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+        if let Err(h) = hunk_offsets(&patch, &lines)? {
             hunk = h;
         }
     }
@@ -508,10 +538,10 @@ fn apply_at_offsets(
             return Ok(None);
         }
         let content = content.unwrap_or_default();
-        let Ok(offsets) = hunk_offsets(&patch, &content)? else {
+        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
+        let Ok(offsets) = hunk_offsets(&patch, &lines)? else {
             return Ok(None);
         };
-        let lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
         let mut result: Vec<u8> = Vec::new();
         let mut at = 0usize;
         for (h, off) in offsets.iter().enumerate() {
@@ -656,8 +686,7 @@ fn replay(
     })
 }
 
-/// A dry run: where the series stands on `new_tree` (tag `v<to>`), nothing written but
-/// unreachable objects.
+/// A dry run: where the series stands on `new_tree` (tag `v<to>`), nothing written.
 pub fn survey(
     series: &Series,
     old_tree: &Path,
@@ -665,7 +694,9 @@ pub fn survey(
     to: &str,
 ) -> Result<Vec<PatchReport>> {
     let repo = open_repo(new_tree)?;
+    skip_hash_checks_on_read();
     add_alternate(&repo, old_tree)?;
+    write_objects_in_memory(&repo)?;
     let old_repo = open_repo(old_tree)?;
     let old_base = apply::verify_base(&old_repo, series)?.id();
     let new_base = tag_commit(&repo, to, new_tree)?;
@@ -784,7 +815,9 @@ pub fn rebase(req: &RebaseRequest) -> Result<RebaseResult> {
             req.job.new_tree.display()
         );
     }
+    skip_hash_checks_on_read();
     add_alternate(&repo, &req.job.old_tree)?;
+    write_objects_in_memory(&repo)?;
     let old_repo = open_repo(&req.job.old_tree)?;
     let old_base = apply::verify_base(&old_repo, &series)?.id();
     let new_base = tag_commit(&repo, &req.job.to, &req.job.new_tree)?;
@@ -853,80 +886,104 @@ fn default_worktree(new_tree: &Path, name: &str) -> PathBuf {
     new_tree.with_file_name(format!("{tree_name}-rebase-{name}"))
 }
 
-/// Leave the conflict branch, its worktree with the markers, and the state.
-/// Copies into the new tree's own object database what the commits
-/// `base..tip` (first parents) need and it lacks. `repo` reads the old
-/// tree's objects through an in-memory alternate, and libgit2 does not
-/// write an object the alternate already has (a patched file identical to
-/// one the old tree holds, or a commit rebuilt exactly as it was there), so
-/// without this a branch could name objects only the old tree has. Trees
-/// written here may name such objects too, so every tree that differs from
-/// the new base's at its path is walked.
-fn persist_commits(repo: &Repository, new_tree: &Path, base: Oid, tip: Oid) -> Result<()> {
+/// Copies into the new tree's own object database what the commits of
+/// each `base..tip` (first parents) need and it lacks, as one pack. The
+/// replay wrote them to memory ([`write_objects_in_memory`]); and `repo`
+/// reads the old tree's objects through an in-memory alternate, and libgit2
+/// does not write an object the alternate already has (a patched file
+/// identical to one the old tree holds, or a commit rebuilt exactly as it
+/// was there), so a branch could name objects only the old tree has. The
+/// pack's entries are stored, not compressed, as `tree fetch` writes its
+/// own: a few megabytes, written in a fraction of zlib's time.
+fn persist_commits(repo: &Repository, new_tree: &Path, ranges: &[(Oid, Oid)]) -> Result<()> {
     let own = open_repo(new_tree)?;
     let (src, dst) = (repo.odb()?, own.odb()?);
-    let copy_raw = |oid: Oid| -> Result<()> {
-        // No refresh of the pack list on a miss: nothing else writes here meanwhile.
-        if !dst.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH) {
-            let obj = src
-                .read(oid)
-                .with_context(|| format!("reading object {oid}"))?;
-            dst.write(obj.kind(), obj.data())?;
-        }
-        Ok(())
-    };
+    let mut wanted = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    // Children first, so the new tree never holds a tree without its entries.
-    fn walk(
-        repo: &Repository,
-        tree: Oid,
-        base: Option<Oid>,
-        seen: &mut std::collections::HashSet<Oid>,
-        copy_raw: &dyn Fn(Oid) -> Result<()>,
-    ) -> Result<()> {
-        if Some(tree) == base || !seen.insert(tree) {
-            return Ok(());
-        }
-        let t = repo.find_tree(tree)?;
-        let b = base.map(|b| repo.find_tree(b)).transpose()?;
-        for e in t.iter() {
-            let in_base = b
-                .as_ref()
-                .and_then(|b| b.get_name_bytes(e.name_bytes()))
-                .map(|x| x.id());
-            if in_base == Some(e.id()) {
-                continue;
-            }
-            match e.kind() {
-                Some(git2::ObjectType::Tree) => walk(repo, e.id(), in_base, seen, copy_raw)?,
-                Some(git2::ObjectType::Blob) => copy_raw(e.id())?,
-                // Gitlinks name commits of another repository.
-                _ => {}
-            }
-        }
-        copy_raw(tree)
+    for (base, tip) in ranges {
+        commit_objects(repo, *base, *tip, &mut seen, &mut wanted)?;
     }
-    let mut commits = Vec::new();
+    let mut pack = crate::tree::pack::PackWriter::create(own.path(), 0)?;
+    for oid in wanted {
+        // No refresh of the pack list on a miss: nothing else writes here meanwhile.
+        if dst.exists_ext(oid, git2::OdbLookupFlags::NO_REFRESH) {
+            continue;
+        }
+        let obj = src
+            .read(oid)
+            .with_context(|| format!("reading object {oid}"))?;
+        let kind = match obj.kind() {
+            git2::ObjectType::Commit => crate::tree::pack::Kind::Commit,
+            git2::ObjectType::Tree => crate::tree::pack::Kind::Tree,
+            git2::ObjectType::Blob => crate::tree::pack::Kind::Blob,
+            other => bail!("object {oid} is a {other}, not part of a commit"),
+        };
+        if pack.add(kind, obj.data())? != *oid.as_bytes() {
+            bail!("object {oid} does not hash to its id");
+        }
+    }
+    pack.finish()?;
+    Ok(())
+}
+
+/// The commits `base..tip` (first parents) and every tree and blob of
+/// theirs that differs from the base's at its path, each once (`seen`).
+fn commit_objects(
+    repo: &Repository,
+    base: Oid,
+    tip: Oid,
+    seen: &mut std::collections::HashSet<Oid>,
+    out: &mut Vec<Oid>,
+) -> Result<()> {
     let mut at = repo.find_commit(tip)?;
+    let base_tree = repo.find_commit(base)?.tree_id();
     while at.id() != base {
-        commits.push(at.id());
+        tree_objects(repo, at.tree_id(), Some(base_tree), seen, out)?;
+        out.push(at.id());
         at = at
             .parent(0)
-            .with_context(|| format!("commit {} does not lead to the new base", at.id()))?;
-    }
-    let base_tree = repo.find_commit(base)?.tree_id();
-    for id in commits.into_iter().rev() {
-        let c = repo.find_commit(id)?;
-        walk(repo, c.tree_id(), Some(base_tree), &mut seen, &copy_raw)?;
-        copy_raw(id)?;
+            .with_context(|| format!("commit {} does not lead to {base}", at.id()))?;
     }
     Ok(())
 }
 
+/// `tree` and what it holds that `base` (the same path's tree) does not.
+fn tree_objects(
+    repo: &Repository,
+    tree: Oid,
+    base: Option<Oid>,
+    seen: &mut std::collections::HashSet<Oid>,
+    out: &mut Vec<Oid>,
+) -> Result<()> {
+    if Some(tree) == base || !seen.insert(tree) {
+        return Ok(());
+    }
+    let t = repo.find_tree(tree)?;
+    let b = base.map(|b| repo.find_tree(b)).transpose()?;
+    for e in t.iter() {
+        let in_base = b
+            .as_ref()
+            .and_then(|b| b.get_name_bytes(e.name_bytes()))
+            .map(|x| x.id());
+        if in_base == Some(e.id()) {
+            continue;
+        }
+        match e.kind() {
+            Some(git2::ObjectType::Tree) => tree_objects(repo, e.id(), in_base, seen, out)?,
+            Some(git2::ObjectType::Blob) if seen.insert(e.id()) => out.push(e.id()),
+            // A blob listed already, or a gitlink (a commit of another repository).
+            _ => {}
+        }
+    }
+    out.push(tree);
+    Ok(())
+}
+
+/// Leave the conflict branch, its worktree with the markers, and the state.
 fn stop(repo: &Repository, state: State, files: &[(String, Vec<u8>)]) -> Result<RebaseResult> {
     let tip = repo.find_commit(Oid::from_str(&state.stop_tip)?)?;
     let base = tag_commit(repo, &state.job.to, &state.job.new_tree)?.id();
-    persist_commits(repo, &state.job.new_tree, base, tip.id())?;
+    persist_commits(repo, &state.job.new_tree, &[(base, tip.id())])?;
     repo.branch(&state.branch, &tip, false)
         .with_context(|| format!("creating branch {}", state.branch))?;
     let sh = Shell::new()?;
@@ -1030,7 +1087,9 @@ pub fn abort(new_tree: &Path) -> Result<String> {
 /// `--continue`: take the worktree's committed fix as the stopped patch, go on.
 pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     let (repo, mut state) = read_state(new_tree)?;
+    skip_hash_checks_on_read();
     add_alternate(&repo, &state.job.old_tree)?;
+    write_objects_in_memory(&repo)?;
     let series = Series::load(&state.job.series_dir)?;
     let patches = load_patches(&series)?;
     let wt_repo = open_repo(&state.worktree)?;
@@ -1097,6 +1156,7 @@ pub fn resume(new_tree: &Path, progress: bool) -> Result<RebaseResult> {
     let resolved_c = repo.find_commit(r.tip)?;
     match r.conflict {
         Some(files) => {
+            persist_commits(&repo, new_tree, &[(new_base.id(), r.tip)])?;
             let sh = Shell::new()?;
             let wt = &state.worktree;
             let tip = r.tip.to_string();
@@ -1146,9 +1206,15 @@ fn finish(
     // the range-diff (its old side is built from the series files as they are
     // now, before the swap replaces them), the staged export, then the swap,
     // the branch and the range-diff file.
-    persist_commits(repo, &state.job.new_tree, new_base.id(), tip)?;
+    // The branch, and the range-diff's old side: the previous version on the old base.
+    let old_base = apply::verify_base(&open_repo(&state.job.old_tree)?, series)?.id();
+    persist_commits(
+        repo,
+        &state.job.new_tree,
+        &[(new_base.id(), tip), (old_base, old_tip)],
+    )?;
     let tip_hex = tip.to_string();
-    let mut range_diff = Some(spawn_range_diff(series, state, &new_base, old_tip, tip)?);
+    let mut range_diff = Some(spawn_range_diff(state, &new_base, old_base, old_tip, tip)?);
     // Whatever stops the export stops the range-diff with it.
     struct KillOnDrop<'a>(&'a mut Option<std::process::Child>);
     impl Drop for KillOnDrop<'_> {
@@ -1218,14 +1284,13 @@ fn finish(
 /// files as they were, on the old base) against the rebased commits ending
 /// at `tip`; it runs while the export does, [`range_diff_text`] collects it.
 fn spawn_range_diff(
-    series: &Series,
     state: &State,
     new_base: &Commit<'_>,
+    old_base: Oid,
     old_tip: Oid,
     tip: Oid,
 ) -> Result<std::process::Child> {
     let old_repo = open_repo(&state.job.old_tree)?;
-    let old_base = apply::verify_base(&old_repo, series)?.id();
     std::process::Command::new("git")
         .arg("-C")
         .arg(&state.job.new_tree)
@@ -1469,4 +1534,29 @@ pub fn run(args: RebaseArgs) -> Result<std::process::ExitCode> {
         progress: true,
     };
     print_result(rebase(&req)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_match;
+
+    #[test]
+    fn a_hunk_is_found_nearest_to_its_line_and_the_earlier_of_two_as_near() {
+        let file: Vec<&[u8]> = vec![b"a\n", b"b\n", b"x\n", b"c\n", b"x\n", b"d\n", b"x\n"];
+        let x: &[&[u8]] = &[b"x\n"];
+        // At the line named, or the nearest; of 2 and 6 from 4, the earlier.
+        assert_eq!(nearest_match(&file, x, 4), Some(4));
+        assert_eq!(nearest_match(&file, x, 3), Some(2));
+        assert_eq!(nearest_match(&file, x, 5), Some(4));
+        assert_eq!(nearest_match(&file, x, 0), Some(2));
+        // A header past the end of the file still finds the last match.
+        assert_eq!(nearest_match(&file, x, 40), Some(6));
+        let run: &[&[u8]] = &[b"c\n", b"x\n", b"d\n"];
+        assert_eq!(nearest_match(&file, run, 0), Some(3));
+        let run: &[&[u8]] = &[b"d\n", b"x\n", b"a\n"];
+        assert_eq!(nearest_match(&file, run, 3), None);
+        let run: &[&[u8]] = &[b"x\n", b"d\n", b"x\n"];
+        assert_eq!(nearest_match(&file, run, 0), Some(4));
+        assert_eq!(nearest_match(&file[..2], run, 0), None);
+    }
 }

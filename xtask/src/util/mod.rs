@@ -46,6 +46,16 @@ pub fn kernel_work_dir() -> PathBuf {
     }
 }
 
+/// A regex compiled once per process, `cell` being the caller's static: in
+/// the unoptimised build `cargo xtask` runs, compiling one costs about a
+/// millisecond, so a pattern used per line or per patch file is compiled once.
+pub fn static_regex(
+    cell: &'static std::sync::OnceLock<regex::Regex>,
+    pattern: &str,
+) -> &'static regex::Regex {
+    cell.get_or_init(|| regex::Regex::new(pattern).expect("static regex"))
+}
+
 /// The first 12 hex digits of a commit id, as git prints them.
 pub fn short_hash(id: &str) -> &str {
     &id[..12.min(id.len())]
