@@ -44,6 +44,8 @@ fn judged(boot: &Boot, ktap: &str, log: &str, expect: Option<&KernelExpect>) -> 
         taint_before: Some(0),
         taint_after: Some(0),
         expect,
+        numa_nodes: None,
+
         exec: false,
     })
 }
@@ -92,6 +94,8 @@ fn a_splat_fails_a_run_whose_tests_all_passed() {
         taint_before: Some(0),
         taint_after: Some(512),
         expect: None,
+        numa_nodes: None,
+
         exec: false,
     });
     let r = reasons(&j.outcome);
@@ -385,6 +389,8 @@ fn exec_runs_are_judged_on_the_command_status() {
         taint_before: None,
         taint_after: None,
         expect: None,
+        numa_nodes: None,
+
         exec: true,
     };
     let (ok, bad) = (finished(0), finished(3));
@@ -402,6 +408,8 @@ fn result_with(ktap: &str, log: &str, boot: &Boot) -> RunResult {
         taint_before: Some(0),
         taint_after: Some(0),
         expect: None,
+        numa_nodes: None,
+
         exec: false,
     });
     let mut r = RunResult {
