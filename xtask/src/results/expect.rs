@@ -462,6 +462,59 @@ mod tests {
         );
     }
 
+    /// The 6.18 NUMA lane's run (`--numa 2`): its skips, judged.
+    #[test]
+    fn the_618_table_accepts_what_618_lacks_and_nothing_else() {
+        let path = path_for(&crate::util::patches_dir(), crate::series::DEFAULT_SERIES);
+        let e = Expectations::load(&path).unwrap().kinds["upstream-6.18"].clone();
+        let due = [
+            (
+                "default",
+                "lacks version>=6.19: kernel 6.18.15+ is older than 6.19: x",
+            ),
+            (
+                "sw_protected",
+                "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x3: lacks INIT_SHARED",
+            ),
+            ("default", "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: no PRIVATE"),
+            ("default", "lacks boot=kvm.tdp_mmu=0: read-only"),
+            ("default", "lacks param=kvm.tdp_mmu: read-only"),
+        ];
+        for (t, reason) in due {
+            assert_eq!(e.unexpected_skip(t, reason, Some(2)), None, "{reason}");
+        }
+        let not_due = [
+            ("default", "lacks numa=2: one node"),
+            ("default", "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x3: no flags"),
+            (
+                "sw_protected",
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: no PRIVATE",
+            ),
+            (
+                "default",
+                "lacks config=CONFIG_TRANSPARENT_HUGEPAGE: no THP",
+            ),
+            (
+                "sw_protected",
+                "lacks config=CONFIG_KVM_SMM: one address space",
+            ),
+        ];
+        for (t, reason) in not_due {
+            assert!(e.unexpected_skip(t, reason, Some(2)).is_some(), "{reason}");
+        }
+        assert_eq!(
+            e.caps_mismatches(&parse_ktap(CAPS_618)),
+            Vec::<String>::new()
+        );
+    }
+
+    /// The `# caps` report of 6.18.15 built with gmem,numa (TCG, --numa 2).
+    const CAPS_618: &str = "KTAP version 1\n1..1\n\
+# caps system KVM_CAP_VM_TYPES=0x3 KVM_CAP_GUEST_MEMFD=0x1 KVM_CAP_USER_MEMORY2=0x1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=0x1 KVM_CAP_GUEST_MEMFD_FLAGS=0x3\n\
+# caps default KVM_CAP_GUEST_MEMFD=1 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x0 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x3\n\
+# caps sw_protected KVM_CAP_GUEST_MEMFD=1 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x1\n\
+ok 1 a.b@default\n";
+
     #[test]
     fn every_table_of_the_project_file_names_its_kernel_version() {
         let path = path_for(&crate::util::patches_dir(), crate::series::DEFAULT_SERIES);
