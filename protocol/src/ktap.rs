@@ -27,7 +27,8 @@ pub const FAIL: &str = "FAIL: ";
 pub const LACKS: &str = "lacks ";
 /// Skip tokens other than `KVM_CAP_X[&MASK]` and `/dev/kvm` start with one
 /// of these: a VM type, something outside KVM, a boot-time parameter, a
-/// number of guest NUMA nodes, a module parameter writable at run time.
+/// number of guest NUMA nodes, a module parameter writable at run time, a
+/// newer kernel, a kernel config option.
 pub const LACK_VM_TYPE: &str = "vm_type=";
 pub const LACK_ENV: &str = "env=";
 pub const LACK_BOOT: &str = "boot=";
@@ -35,6 +36,12 @@ pub const LACK_NUMA: &str = "numa=";
 /// A module parameter root can change at run time (`param=kvm.tdp_mmu`):
 /// a kernel that makes it read-only has nothing for the case to race.
 pub const LACK_PARAM: &str = "param=";
+/// A kernel of at least this version (`version>=6.19`): what the case
+/// checks arrived then and no capability announces it.
+pub const LACK_VERSION: &str = "version>=";
+/// A kernel built with this option (`config=CONFIG_KVM_SMM`): the case
+/// tests what the option adds.
+pub const LACK_CONFIG: &str = "config=";
 
 /// `lacks TOKEN: why`, the one way a skip reason is written.
 pub fn skip_reason(token: &str, why: &str) -> String {

@@ -3,10 +3,10 @@
 //!
 //! Lanes: 6.1 + series (the default build), the upstream reference
 //! (series.toml `[reference]`, built without the series), the host kernel,
-//! and any `--kernel IMG`. A lane reuses the results of an earlier run
-//! that answers its [`ReuseKey`]: the same kernel image and selftests
-//! binary, the same `--config`/`--filter`/`--accel`, expectation table and
-//! series, unmutated, past the boot.
+//! and any `--kernel IMG[,expect=KIND][,numa=N]`. A lane reuses the results
+//! of an earlier run that answers its [`ReuseKey`]: the same kernel image
+//! and selftests binary, the same `--config`/`--filter`/`--accel`, NUMA
+//! nodes, expectation table and series, unmutated, past the boot.
 //!
 //! The rule: for every case, the verdict on 6.1 + series must equal the
 //! reference's (the same pass, the same failure, or a skip of the same
@@ -33,9 +33,12 @@ use crate::util;
 
 #[derive(Debug, Args)]
 pub struct MatrixArgs {
-    /// Also run the suite on this bzImage (repeatable); judged on its own.
-    #[arg(long)]
-    pub kernel: Vec<PathBuf>,
+    /// Also run the suite on this bzImage (repeatable); judged on its own,
+    /// against the expectation table `expect=KIND` names (e.g.
+    /// `upstream-6.18`), in a guest of `numa=N` NUMA nodes when given:
+    /// `--kernel IMG,expect=upstream-6.18,numa=2`.
+    #[arg(long, value_name = "IMG[,expect=KIND][,numa=N]")]
+    pub kernel: Vec<KernelLane>,
     /// Upstream reference version (default: series.toml's `[reference]`).
     #[arg(long, value_name = "VERSION")]
     pub reference: Option<String>,
@@ -74,6 +77,51 @@ pub struct MatrixArgs {
 /// directory from commits (series.toml, cover letter, patches only).
 fn default_divergences() -> PathBuf {
     util::patches_dir().join("divergences.toml")
+}
+
+/// A `--kernel` lane: a prebuilt image and how to boot and judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLane {
+    pub image: PathBuf,
+    /// The expectation table to judge it against (`--expect KIND`).
+    pub expect: Option<String>,
+    /// The guest's NUMA nodes (`--numa N`).
+    pub numa: Option<u32>,
+}
+
+impl std::str::FromStr for KernelLane {
+    type Err = String;
+
+    /// `IMG` then `,key=value` options; the image path cannot hold a comma.
+    fn from_str(text: &str) -> Result<KernelLane, String> {
+        let mut parts = text.split(',');
+        let image = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("`{text}`: give the image first: IMG[,expect=KIND][,numa=N]"))?;
+        let mut lane = KernelLane {
+            image: image.into(),
+            expect: None,
+            numa: None,
+        };
+        for option in parts {
+            match option.split_once('=') {
+                Some(("expect", kind)) if !kind.is_empty() => lane.expect = Some(kind.into()),
+                Some(("numa", n)) => {
+                    lane.numa = Some(
+                        n.parse()
+                            .map_err(|_| format!("`{option}`: numa= takes a number of nodes"))?,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "`{option}`: a --kernel option is expect=KIND or numa=N"
+                    ))
+                }
+            }
+        }
+        Ok(lane)
+    }
 }
 
 /// Lane ids the divergence rule compares.
@@ -438,6 +486,8 @@ struct ReuseKey {
     filter: Option<String>,
     /// None when `auto` chooses, and for the host lane (no guest).
     accel: Option<Accel>,
+    /// The guest's NUMA nodes (`--numa N`); None: one.
+    numa: Option<u32>,
     expect: Option<String>,
     /// The series the run must have been built from (the series lane).
     series: Option<SeriesTag>,
@@ -459,6 +509,7 @@ impl ReuseKey {
                 Kind::Host => None,
                 _ => m.accel.fixed(),
             },
+            numa: kernel.numa,
             expect: kernel.expect.clone(),
             series: match spec.kind {
                 Kind::Series => crate::test::series_tag(None),
@@ -473,6 +524,7 @@ impl ReuseKey {
             && self.config.as_ref().is_none_or(|c| &r.config == c)
             && r.filter == self.filter
             && self.accel.is_none_or(|a| r.accel == Some(a))
+            && r.numa == self.numa
             && r.expect == self.expect
             && r.series.as_ref().and_then(|t| t.mutant.as_ref()).is_none()
             && self.series.as_ref().is_none_or(|want| {
@@ -541,7 +593,7 @@ enum Kind {
     Series,
     Reference(String),
     Host,
-    Kernel(PathBuf),
+    Kernel(KernelLane),
 }
 
 struct Spec {
@@ -589,6 +641,8 @@ struct LaneKernel {
     image_sha256: String,
     /// The expectation table the lane's runs are judged against.
     expect: Option<String>,
+    /// The guest's NUMA nodes (`--numa N`).
+    numa: Option<u32>,
     /// `cargo xtask test` arguments, the selftests binary's among them.
     test_args: Vec<String>,
 }
@@ -597,6 +651,7 @@ struct LaneKernel {
 fn lane_kernel(spec: &Spec, m: &MatrixArgs, bin: &Path) -> Result<LaneKernel> {
     let mut args = vec!["--selftests".to_string(), bin.display().to_string()];
     let mut expect = None;
+    let mut numa = None;
     // Built lanes boot through `test`'s own build of their tree (a no-op
     // after the build here), so their results carry the same config label
     // as a plain `cargo xtask test` run.
@@ -618,11 +673,20 @@ fn lane_kernel(spec: &Spec, m: &MatrixArgs, bin: &Path) -> Result<LaneKernel> {
             }
             (Some(r.tree), Some(r.built.image))
         }
-        Kind::Kernel(p) => {
-            let image = p
+        Kind::Kernel(lane) => {
+            let image = lane
+                .image
                 .canonicalize()
-                .with_context(|| format!("--kernel {} does not exist", p.display()))?;
+                .with_context(|| format!("--kernel {} does not exist", lane.image.display()))?;
             args.extend(["--kernel".into(), image.display().to_string()]);
+            expect = lane.expect.clone();
+            if let Some(kind) = &expect {
+                args.extend(["--expect".into(), kind.clone()]);
+            }
+            numa = lane.numa;
+            if let Some(n) = numa {
+                args.extend(["--numa".into(), n.to_string()]);
+            }
             (None, Some(image))
         }
         Kind::Host => {
@@ -639,6 +703,7 @@ fn lane_kernel(spec: &Spec, m: &MatrixArgs, bin: &Path) -> Result<LaneKernel> {
         image,
         image_sha256,
         expect,
+        numa,
         test_args: args,
     })
 }
@@ -1164,12 +1229,17 @@ fn lane_specs(m: &MatrixArgs, base: &str, reference: &str) -> Vec<Spec> {
         });
     }
     for (i, k) in m.kernel.iter().enumerate() {
+        let name = k
+            .image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("kernel {}", i + 1));
         specs.push(Spec {
             id: format!("kernel-{}", i + 1),
-            label: k
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| format!("kernel {}", i + 1)),
+            label: match k.numa {
+                Some(n) => format!("{name} ({n} NUMA nodes)"),
+                None => name,
+            },
             kind: Kind::Kernel(k.clone()),
         });
     }
@@ -1357,6 +1427,7 @@ mod tests {
             config: Some("base+gmem".into()),
             filter: None,
             accel: None,
+            numa: None,
             expect: Some("series".into()),
             series: Some(tag(None)),
         };
@@ -1390,6 +1461,7 @@ mod tests {
             image: None,
             image_sha256: "img".into(),
             expect: expect.map(Into::into),
+            numa: None,
             test_args: Vec::new(),
         }
     }
@@ -1414,12 +1486,18 @@ mod tests {
                 config: None,
                 filter: Some("bind.".into()),
                 accel: None,
+                numa: None,
                 expect: None,
                 series: None,
             },
             "the host lane has no guest: --accel does not apply to it"
         );
-        let other = ReuseKey::of(&spec(Kind::Kernel("k".into())), &m, &kernel(None), "bin");
+        let other = ReuseKey::of(
+            &spec(Kind::Kernel("k".parse().unwrap())),
+            &m,
+            &kernel(None),
+            "bin",
+        );
         assert_eq!(other.unwrap().accel, Some(Accel::Tcg));
         let series = ReuseKey::of(&spec(Kind::Series), &m, &kernel(Some("series")), "bin").unwrap();
         assert_eq!(series.config.as_deref(), Some("base+gmem"));
@@ -1436,7 +1514,12 @@ mod tests {
         assert_eq!(reference.config.as_deref(), Some("base+gmem"));
         assert_eq!(reference.series, None);
         let auto = args(&[]);
-        let any = ReuseKey::of(&spec(Kind::Kernel("k".into())), &auto, &kernel(None), "bin");
+        let any = ReuseKey::of(
+            &spec(Kind::Kernel("k".parse().unwrap())),
+            &auto,
+            &kernel(None),
+            "bin",
+        );
         assert_eq!(
             any.unwrap().accel,
             None,
@@ -1453,6 +1536,7 @@ mod tests {
             config: Some("base+gmem".into()),
             filter: None,
             accel: Some(Accel::Tcg),
+            numa: None,
             expect: Some("series".into()),
             series: Some(tag(None)),
         };
@@ -1506,9 +1590,72 @@ mod tests {
         assert!(!key.answered_by(&other_series));
         let other_config = RunResult {
             config: "base+gmem+numa".into(),
-            ..r
+            ..r.clone()
         };
         assert!(!key.answered_by(&other_config));
+        let two_nodes = RunResult { numa: Some(2), ..r };
+        assert!(!key.answered_by(&two_nodes), "a one-node lane");
+        assert!(ReuseKey {
+            numa: Some(2),
+            ..key.clone()
+        }
+        .answered_by(&two_nodes));
+    }
+
+    #[test]
+    fn a_kernel_lane_takes_its_expectation_table_and_numa_nodes() {
+        let m = args(&[
+            "--kernel",
+            "/img/a",
+            "--kernel",
+            "/img/b,expect=upstream-6.18,numa=2",
+        ]);
+        assert_eq!(
+            m.kernel,
+            vec![
+                KernelLane {
+                    image: "/img/a".into(),
+                    expect: None,
+                    numa: None
+                },
+                KernelLane {
+                    image: "/img/b".into(),
+                    expect: Some("upstream-6.18".into()),
+                    numa: Some(2)
+                },
+            ]
+        );
+        for bad in [
+            "/img/c,numa=two",
+            "/img/c,nodes=2",
+            "/img/c,expect=",
+            ",numa=2",
+        ] {
+            let argv = ["cargo xtask", "matrix", "--kernel", bad];
+            assert!(crate::cli::Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
+        // What the lane's `test` run is asked: the table and the nodes.
+        let tmp = tempfile::tempdir().unwrap();
+        let image = tmp.path().join("bzImage");
+        std::fs::write(&image, b"not a kernel").unwrap();
+        let lane: KernelLane = format!("{},expect=upstream-6.18,numa=2", image.display())
+            .parse()
+            .unwrap();
+        let k = lane_kernel(&spec(Kind::Kernel(lane)), &m, Path::new("/bin/t")).unwrap();
+        assert_eq!(k.expect.as_deref(), Some("upstream-6.18"));
+        assert_eq!(k.numa, Some(2));
+        let t = test_args(&k.test_args, &m).unwrap();
+        assert_eq!(t.expect.as_deref(), Some("upstream-6.18"));
+        assert_eq!(t.numa, Some(2));
+        assert_eq!(
+            t.kernel.as_deref(),
+            Some(image.canonicalize().unwrap().as_path())
+        );
+        let key = ReuseKey::of(&spec(Kind::Kernel(m.kernel[1].clone())), &m, &k, "bin").unwrap();
+        assert_eq!(
+            (key.numa, key.expect.as_deref()),
+            (Some(2), Some("upstream-6.18"))
+        );
     }
 
     #[test]
@@ -1519,6 +1666,7 @@ mod tests {
             config: None,
             filter: None,
             accel: None,
+            numa: None,
             expect: None,
             series: None,
         };

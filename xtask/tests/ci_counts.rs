@@ -58,6 +58,8 @@ fn results_json_counts_splatted_and_each_missing_case_as_failed() {
         taint_before: None,
         taint_after: None,
         expect: None,
+        numa_nodes: None,
+
         exec: false,
     });
     let mut r = RunResult {

@@ -44,6 +44,8 @@ fn judged(boot: &Boot, ktap: &str, log: &str, expect: Option<&KernelExpect>) -> 
         taint_before: Some(0),
         taint_after: Some(0),
         expect,
+        numa_nodes: None,
+
         exec: false,
     })
 }
@@ -92,6 +94,8 @@ fn a_splat_fails_a_run_whose_tests_all_passed() {
         taint_before: Some(0),
         taint_after: Some(512),
         expect: None,
+        numa_nodes: None,
+
         exec: false,
     });
     let r = reasons(&j.outcome);
@@ -347,6 +351,34 @@ ok 2 create.size@default # SKIP lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD i
 }
 
 #[test]
+fn a_numa_skip_fails_only_the_run_that_gave_the_guest_the_nodes() {
+    let ktap = format!(
+        "KTAP version 1\n1..2\n{SERIES_CAPS}ok 1 create.size@sw_protected\n\
+ok 2 mmap.mbind@sw_protected # SKIP lacks numa=2: NUMA nodes 0 and 1 not both online\n"
+    );
+    let e = series_expect();
+    let (k, s, boot) = (parse_ktap(&ktap), scan_splats(""), finished(0));
+    let ev = |numa_nodes| Evidence {
+        boot: &boot,
+        ktap: &k,
+        splats: &s,
+        taint_before: Some(0),
+        taint_after: Some(0),
+        expect: Some(&e),
+        numa_nodes,
+        exec: false,
+    };
+    assert_eq!(judge(&ev(None)).outcome, Outcome::Passed);
+    let j = judge(&ev(Some(2)));
+    assert_eq!(j.culprits[0].case, "mmap.mbind@sw_protected");
+    assert!(
+        j.culprits[0].why.contains("a guest with 2 NUMA nodes"),
+        "{}",
+        j.culprits[0].why
+    );
+}
+
+#[test]
 fn not_ok_with_a_skip_directive_is_a_failure() {
     let ktap = "KTAP version 1\n1..2\nok 1 a.one\nnot ok 2 a.two # SKIP looked like a skip\n";
     let j = judged(&finished(1), ktap, "", None);
@@ -385,6 +417,8 @@ fn exec_runs_are_judged_on_the_command_status() {
         taint_before: None,
         taint_after: None,
         expect: None,
+        numa_nodes: None,
+
         exec: true,
     };
     let (ok, bad) = (finished(0), finished(3));
@@ -402,6 +436,8 @@ fn result_with(ktap: &str, log: &str, boot: &Boot) -> RunResult {
         taint_before: Some(0),
         taint_after: Some(0),
         expect: None,
+        numa_nodes: None,
+
         exec: false,
     });
     let mut r = RunResult {

@@ -40,6 +40,21 @@ fn vng_command_line_kvm() {
 }
 
 #[test]
+fn a_numa_guest_gets_one_socket_per_vcpu() {
+    let numa = VngSpec {
+        numa: vec!["1024M,cpus=0".into(), "1024M,cpus=1".into()],
+        ..spec(Accel::Tcg)
+    };
+    let args: Vec<String> = vng_args(&numa)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cpus = args.iter().position(|a| a == "--cpus").unwrap();
+    assert_eq!(args[cpus + 1], "2,sockets=2,cores=1,threads=1");
+    assert!(render(Accel::Tcg).contains("--cpus\n2\n"));
+}
+
+#[test]
 fn guest_script_quotes_arguments() {
     let s = guest_script(
         &PathBuf::from("/w/target/results/run 1"),

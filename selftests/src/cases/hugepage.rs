@@ -49,15 +49,16 @@ fn levels(vm: &Vm) -> Result<Levels, Stop> {
 }
 
 /// 2 MiB of anonymous memory on one transparent huge page, filled with
-/// `PATTERN`; a SKIP naming THP when the kernel has none or gives none.
+/// `PATTERN`; a SKIP naming THP when the kernel has none (`config=`) or
+/// gives none (`env=THP`: disabled, or no free huge page).
 fn thp_backing(tx: &Tx) -> Result<Mapping, Stop> {
     let lack = |why: String| Stop::lacking(Lack::Env("THP".into()), why);
     match thp::mode().as_deref() {
         None => {
-            return Err(lack(format!(
-                "no {}: a kernel without CONFIG_TRANSPARENT_HUGEPAGE",
-                thp::ENABLED
-            )))
+            return Err(Stop::lacking(
+                Lack::Config("CONFIG_TRANSPARENT_HUGEPAGE"),
+                format!("no {}", thp::ENABLED),
+            ))
         }
         Some("never") => return Err(lack(format!("{} is `never`", thp::ENABLED))),
         Some(_) => {}

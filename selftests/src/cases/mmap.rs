@@ -301,14 +301,19 @@ fn numa_allocation_follows_policy(tx: &Tx) -> TestResult {
     // No capability announces it: guest_memfd allocates by the mapping's
     // shared policy from 6.19 (6.18 has no kvm_gmem set_policy/get_policy;
     // its pages follow the faulting task's policy instead).
-    match tx.caps.version {
-        Some(v) if v >= (6, 19) => {}
-        v => {
-            return Err(Stop::Skip(format!(
-                "kernel {} < 6.19: guest_memfd does not allocate by NUMA mempolicy ({v:?})",
+    if !tx.caps.version.is_some_and(|v| v >= (6, 19)) {
+        let why = match tx.caps.version {
+            Some(_) => format!(
+                "kernel {} is older than 6.19: guest_memfd does not allocate by NUMA mempolicy",
                 tx.caps.release
-            )))
-        }
+            ),
+            None => format!(
+                "kernel release {:?} not parsed: cannot tell whether guest_memfd allocates by \
+                 NUMA mempolicy (6.19+)",
+                tx.caps.release
+            ),
+        };
+        return Err(Stop::lacking(Lack::Version(6, 19), why));
     }
     need_two_nodes(tx)?;
     let p = tx.page();
@@ -361,11 +366,13 @@ fn madv_collapse_einval(tx: &Tx) -> TestResult {
             .trim()
             .parse()
             .map_err(|_| Stop::Fail(format!("{path}: cannot parse {t:?}")))?,
-        Err(e) => {
-            return Err(Stop::Skip(format!(
-                "no transparent huge pages ({path}: {e}): CONFIG_TRANSPARENT_HUGEPAGE is off"
-            )))
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Stop::lacking(
+                Lack::Config("CONFIG_TRANSPARENT_HUGEPAGE"),
+                format!("no transparent huge pages ({path}: {e})"),
+            ))
         }
+        Err(e) => return fail(format!("{path}: {e}")),
     };
     let (_vm, g) = tx.vm_with_gmem(pmd / tx.page(), BOTH)?;
     // Reserve twice the size, then map the file at the aligned address in it.

@@ -177,6 +177,7 @@ mod tests {
         );
         match conclude(&[], Some("W already set"), Some("/dev/kmsg: EACCES")) {
             Err(Stop::Skip(r)) => {
+                let r = r.as_str();
                 assert!(r.starts_with("lacks env=/dev/kmsg: "), "{r}");
                 assert!(r.contains("EACCES") && r.contains("W already set"), "{r}");
             }

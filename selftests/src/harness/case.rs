@@ -11,15 +11,30 @@ use crate::kvm::{ename, errno_name, GmemFile, SysResult, Vm, VmType};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
     Fail(String),
-    /// A skip reason; build it with [`Stop::lacking`] so that it names what
-    /// is missing in the machine-readable form (`lacks TOKEN: why`).
-    Skip(String),
+    /// A skip, built only by [`Stop::lacking`].
+    Skip(SkipReason),
+}
+
+/// A skip reason that names what is missing in the machine-readable form
+/// (`lacks TOKEN: why`). Its field is private so that no case can skip with
+/// free text, which no judge could check against what the kernel lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkipReason(String);
+
+impl SkipReason {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl Stop {
     /// Skip because `lack` is missing; `why` is the human explanation.
     pub fn lacking(lack: Lack, why: impl Display) -> Stop {
-        Stop::Skip(lack.skip_reason(&why.to_string()))
+        Stop::Skip(SkipReason(lack.skip_reason(&why.to_string())))
     }
 }
 

@@ -190,7 +190,7 @@ pub fn run_instances<W: Write>(
             match (case.run)(&tx) {
                 Ok(()) => End::Pass,
                 Err(Stop::Fail(m)) => End::Fail(m),
-                Err(Stop::Skip(m)) => End::Skip(m),
+                Err(Stop::Skip(m)) => End::Skip(m.into_string()),
             }
         });
         let health = monitor.after(before);
@@ -222,7 +222,7 @@ pub fn run_instances<W: Write>(
 mod tests {
     use super::*;
     use crate::harness::case::TestResult;
-    use crate::kvm::caps::{Need, VmCaps};
+    use crate::kvm::caps::{Lack, Need, VmCaps};
 
     fn passes(tx: &Tx) -> TestResult {
         tx.diag("all good");
@@ -232,7 +232,10 @@ mod tests {
         Err(Stop::Fail("expected EINVAL, got EBADF".into()))
     }
     fn skips_at_runtime(_: &Tx) -> TestResult {
-        Err(Stop::Skip("decided inside the case".into()))
+        Err(Stop::lacking(
+            Lack::Env("/x".into()),
+            "decided inside the case",
+        ))
     }
     fn spins(_: &Tx) -> TestResult {
         loop {
@@ -344,7 +347,7 @@ mod tests {
             vec![
                 "ok 1 h.passes@default",
                 "not ok 2 h.fails@default",
-                "ok 3 h.skips_at_runtime@default # SKIP decided inside the case",
+                "ok 3 h.skips_at_runtime@default # SKIP lacks env=/x: decided inside the case",
                 "ok 4 h.needs_private@default # SKIP lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: KVM_CAP_MEMORY_ATTRIBUTES lacks KVM_MEMORY_ATTRIBUTE_PRIVATE on a default VM (0x0)",
                 "not ok 5 h.spins@default",
                 "not ok 6 h.segfaults@default",

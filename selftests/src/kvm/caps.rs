@@ -224,7 +224,11 @@ impl VmCaps {
 /// - `boot=PARAM=VALUE`: the case needs a boot the run was not given (a
 ///   read-only module parameter set otherwise);
 /// - `numa=N`: the case needs a guest with at least N online NUMA nodes
-///   (`cargo xtask test --numa N` on a kernel with CONFIG_NUMA).
+///   (`cargo xtask test --numa N` on a kernel with CONFIG_NUMA);
+/// - `param=MODULE.NAME`: a module parameter root can change at run time;
+/// - `version>=M.N`: a kernel of at least M.N, for behaviour no capability
+///   announces;
+/// - `config=CONFIG_X`: a kernel built with that option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lack {
     Kvm,
@@ -237,6 +241,10 @@ pub enum Lack {
     Numa(u32),
     /// A module parameter writable at run time (`module.name`).
     Param(&'static str),
+    /// A kernel of at least this (major, minor) version.
+    Version(u32, u32),
+    /// A kernel built with this option (`CONFIG_X`).
+    Config(&'static str),
 }
 
 impl Lack {
@@ -252,6 +260,8 @@ impl Lack {
             Lack::Boot(param) => format!("{}{param}", ktap::LACK_BOOT),
             Lack::Numa(nodes) => format!("{}{nodes}", ktap::LACK_NUMA),
             Lack::Param(name) => format!("{}{name}", ktap::LACK_PARAM),
+            Lack::Version(major, minor) => format!("{}{major}.{minor}", ktap::LACK_VERSION),
+            Lack::Config(option) => format!("{}{option}", ktap::LACK_CONFIG),
         }
     }
 
@@ -702,6 +712,14 @@ mod tests {
         assert_eq!(
             Lack::Env("/dev/kmsg and taint: x".into()).token(),
             "env=/dev/kmsg_and_taint__x"
+        );
+        assert_eq!(
+            Lack::Version(6, 19).skip_reason("6.18 has no mempolicy"),
+            "lacks version>=6.19: 6.18 has no mempolicy"
+        );
+        assert_eq!(
+            Lack::Config("CONFIG_KVM_SMM").token(),
+            "config=CONFIG_KVM_SMM"
         );
     }
 

@@ -286,7 +286,7 @@ pub fn vng_args(spec: &VngSpec) -> Vec<OsString> {
     // shared directory waiting for a virtiofsd that fails to start here.
     a.push("--force-9p".into());
     a.push("--cpus".into());
-    a.push(spec.cpus.to_string().into());
+    a.push(smp(spec).into());
     a.push("--memory".into());
     a.push(spec.memory.clone().into());
     match spec.accel {
@@ -313,6 +313,18 @@ pub fn vng_args(spec: &VngSpec) -> Vec<OsString> {
     a.push("--exec".into());
     a.push(spec.exec.clone().into());
     a
+}
+
+/// vng's `--cpus`, which it hands to QEMU's `-smp` as is. With NUMA nodes
+/// every vCPU is a socket of its own: QEMU's default topology puts all
+/// vCPUs in one socket, whose shared last-level cache then spans nodes, and
+/// the guest kernel WARNs at boot (topology_sane(): "llc-sibling ... is not
+/// on the same node").
+fn smp(spec: &VngSpec) -> String {
+    match spec.numa.is_empty() {
+        true => spec.cpus.to_string(),
+        false => format!("{0},sockets={0},cores=1,threads=1", spec.cpus),
+    }
 }
 
 /// vng `--numa` values giving the guest `nodes` NUMA nodes: `memory` (a

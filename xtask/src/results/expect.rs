@@ -4,9 +4,12 @@
 //!
 //! A skip reason starts with `lacks TOKEN: ` (written by the selftests'
 //! `caps::Lack`; selftests/README.md, "Skips"): `/dev/kvm`, `vm_type=NAME`,
-//! `KVM_CAP_X`, `KVM_CAP_X&0xMASK`, `env=WHAT`, or alternatives joined by `|`.
+//! `KVM_CAP_X`, `KVM_CAP_X&0xMASK`, `env=WHAT`, `boot=PARAM=VALUE`, `numa=N`,
+//! `param=MODULE.NAME`, `version>=M.N`, `config=CONFIG_X`, or alternatives
+//! joined by `|`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -34,6 +37,51 @@ pub struct KernelExpect {
     /// only where it is not listed.
     #[serde(default)]
     pub writable_params: Vec<String>,
+    /// The kernel's MAJOR.MINOR: a case that needs a newer kernel (`lacks
+    /// version>=M.N`) may skip only where this is older.
+    pub version: KernelVersion,
+    /// Config options the kernel is built without (`CONFIG_X`): a case
+    /// that needs one (`lacks config=CONFIG_X`) may skip only for these.
+    #[serde(default)]
+    pub configs_off: Vec<String>,
+}
+
+/// A kernel's MAJOR.MINOR, ordered as versions are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl std::str::FromStr for KernelVersion {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<KernelVersion, String> {
+        let parsed = text
+            .split_once('.')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        match parsed {
+            Some((major, minor)) => Ok(KernelVersion { major, minor }),
+            None => Err(format!(
+                "`{text}` is not a kernel version MAJOR.MINOR (e.g. 6.18)"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for KernelVersion {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<KernelVersion, String> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
 }
 
 /// Every table of an expectation file.
@@ -112,9 +160,13 @@ pub enum Lack {
     /// A boot parameter the run was not given (`boot=PARAM=VALUE`).
     Boot(String),
     /// A guest with this many NUMA nodes (`numa=N`).
-    Numa(String),
+    Numa(u32),
     /// A module parameter writable at run time (`param=module.name`).
     Param(String),
+    /// A kernel of at least this version (`version>=M.N`).
+    Version(KernelVersion),
+    /// A kernel built with this option (`config=CONFIG_X`).
+    Config(String),
     /// A token of no known shape.
     Unknown(String),
 }
@@ -136,9 +188,16 @@ pub fn parse_lacks(reason: &str) -> Option<Vec<Lack>> {
                 } else if let Some(v) = t.strip_prefix(ktap::LACK_BOOT) {
                     Lack::Boot(v.into())
                 } else if let Some(v) = t.strip_prefix(ktap::LACK_NUMA) {
-                    Lack::Numa(v.into())
+                    v.parse().map_or(Lack::Unknown(t.into()), Lack::Numa)
                 } else if let Some(v) = t.strip_prefix(ktap::LACK_PARAM) {
                     Lack::Param(v.into())
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_VERSION) {
+                    v.parse().map_or(Lack::Unknown(t.into()), Lack::Version)
+                } else if let Some(v) = t.strip_prefix(ktap::LACK_CONFIG) {
+                    match v.starts_with("CONFIG_") {
+                        true => Lack::Config(v.into()),
+                        false => Lack::Unknown(t.into()),
+                    }
                 } else if let Some((cap, mask)) = t.split_once('&') {
                     match mask
                         .strip_prefix("0x")
@@ -158,9 +217,15 @@ pub fn parse_lacks(reason: &str) -> Option<Vec<Lack>> {
 }
 
 impl KernelExpect {
-    /// Why a case on `vm_type` must not skip for `reason` on this kernel;
+    /// Why a case on `vm_type` must not skip for `reason` on this kernel,
+    /// in a guest given `numa_nodes` NUMA nodes (`--numa N`; None: one);
     /// None when the skip is one this kernel is meant to have.
-    pub fn unexpected_skip(&self, vm_type: &str, reason: &str) -> Option<String> {
+    pub fn unexpected_skip(
+        &self,
+        vm_type: &str,
+        reason: &str,
+        numa_nodes: Option<u32>,
+    ) -> Option<String> {
         let Some(lacks) = parse_lacks(reason) else {
             return Some(format!(
                 "skipped without naming what it lacks (`lacks TOKEN: ...`) on a {} kernel",
@@ -171,7 +236,7 @@ impl KernelExpect {
         // only when the kernel is meant to have none of them.
         let mut present = Vec::new();
         for lack in &lacks {
-            match self.has(vm_type, lack) {
+            match self.has(vm_type, lack, numa_nodes) {
                 Ok(false) => {}
                 Ok(true) => present.push(lack_name(lack)),
                 Err(why) => return Some(why),
@@ -190,7 +255,7 @@ impl KernelExpect {
 
     /// Whether this kernel is meant to have `lack` on `vm_type`; Err when
     /// the file cannot tell (a capability it does not list).
-    fn has(&self, vm_type: &str, lack: &Lack) -> Result<bool, String> {
+    fn has(&self, vm_type: &str, lack: &Lack, numa_nodes: Option<u32>) -> Result<bool, String> {
         let value = |cap: &str| -> Result<i64, String> {
             if !self.vm_types.iter().any(|t| t == vm_type) {
                 return Ok(0); // no such VM: nothing on it
@@ -217,13 +282,16 @@ impl KernelExpect {
             // A boot with a non-default parameter (one the kernel makes
             // read-only) is another lane's job: the default boot lacks it.
             Lack::Boot(_) => Ok(false),
-            // Likewise a guest with several NUMA nodes (`--numa N`, a kernel
-            // with the numa fragment): a default boot has one node.
-            Lack::Numa(_) => Ok(false),
+            // A guest with several NUMA nodes is the job of a run given
+            // them (`--numa N`, a kernel with the numa fragment); a default
+            // boot has one node.
+            Lack::Numa(n) => Ok(numa_nodes.is_some_and(|got| got >= *n)),
             // Whether root may change a parameter at run time is the
             // kernel's choice (6.1 declares kvm.tdp_mmu 0644, 6.3 made it
             // 0444): the table says which ones this kernel keeps writable.
             Lack::Param(p) => Ok(self.writable_params.contains(p)),
+            Lack::Version(v) => Ok(self.version >= *v),
+            Lack::Config(c) => Ok(!self.configs_off.contains(c)),
             Lack::Unknown(t) => Err(format!(
                 "skipped for `{t}`, which is no `lacks` token the judge knows"
             )),
@@ -287,6 +355,8 @@ fn lack_name(lack: &Lack) -> String {
         Lack::Boot(b) => format!("a boot with {b}"),
         Lack::Numa(n) => format!("a guest with {n} NUMA nodes"),
         Lack::Param(p) => format!("{p} writable at run time"),
+        Lack::Version(v) => format!("a kernel of {v} or later"),
+        Lack::Config(c) => format!("{c}=y"),
         Lack::Unknown(t) => t.clone(),
     }
 }
@@ -325,14 +395,143 @@ mod tests {
             parse_lacks(reason),
             Some(vec![Lack::Param("kvm.tdp_mmu".into())])
         );
-        let on_series = e.kinds["series"].unexpected_skip("sw_protected", reason);
+        let on_series = e.kinds["series"].unexpected_skip("sw_protected", reason, None);
         assert!(
             on_series.is_some_and(|w| w.contains("kvm.tdp_mmu writable at run time")),
             "6.1 keeps kvm.tdp_mmu writable: the skip is a defect there"
         );
         assert_eq!(
-            e.kinds["upstream-6.12"].unexpected_skip("sw_protected", reason),
+            e.kinds["upstream-6.12"].unexpected_skip("sw_protected", reason, None),
             None
+        );
+    }
+
+    #[test]
+    fn a_version_skip_is_due_only_on_an_older_kernel() {
+        let reason = "lacks version>=6.19: 6.18 has no guest_memfd mempolicy";
+        assert_eq!(
+            parse_lacks(reason),
+            Some(vec![Lack::Version(KernelVersion {
+                major: 6,
+                minor: 19
+            })])
+        );
+        let mut e = series();
+        assert_eq!(e.version.to_string(), "6.1");
+        assert_eq!(e.unexpected_skip("default", reason, None), None);
+        e.version = "6.19".parse().unwrap();
+        let why = e.unexpected_skip("default", reason, None).unwrap();
+        assert!(why.contains("a kernel of 6.19 or later"), "{why}");
+        e.version = "7.0".parse().unwrap();
+        assert!(e.unexpected_skip("default", reason, None).is_some());
+        assert_eq!(
+            parse_lacks("lacks version>=6: x"),
+            Some(vec![Lack::Unknown("version>=6".into())])
+        );
+    }
+
+    #[test]
+    fn a_config_skip_is_due_only_for_an_option_the_table_says_is_off() {
+        let reason = "lacks config=CONFIG_KVM_SMM: one address space";
+        assert_eq!(
+            parse_lacks(reason),
+            Some(vec![Lack::Config("CONFIG_KVM_SMM".into())])
+        );
+        let mut e = series();
+        let why = e.unexpected_skip("sw_protected", reason, None).unwrap();
+        assert!(why.contains("CONFIG_KVM_SMM=y"), "{why}");
+        e.configs_off = vec!["CONFIG_KVM_SMM".into()];
+        assert_eq!(e.unexpected_skip("sw_protected", reason, None), None);
+        assert_eq!(
+            parse_lacks("lacks config=KVM_SMM: x"),
+            Some(vec![Lack::Unknown("config=KVM_SMM".into())])
+        );
+    }
+
+    #[test]
+    fn a_numa_skip_is_due_unless_the_guest_was_given_the_nodes() {
+        let e = series();
+        let reason = "lacks numa=2: NUMA nodes 0 and 1 not both online";
+        assert_eq!(e.unexpected_skip("default", reason, None), None);
+        let why = e.unexpected_skip("default", reason, Some(2)).unwrap();
+        assert!(why.contains("a guest with 2 NUMA nodes"), "{why}");
+        assert!(e.unexpected_skip("default", reason, Some(4)).is_some());
+        assert_eq!(
+            e.unexpected_skip("default", "lacks numa=4: two nodes", Some(2)),
+            None
+        );
+    }
+
+    /// The 6.18 NUMA lane's run (`--numa 2`): its skips, judged.
+    #[test]
+    fn the_618_table_accepts_what_618_lacks_and_nothing_else() {
+        let path = path_for(&crate::util::patches_dir(), crate::series::DEFAULT_SERIES);
+        let e = Expectations::load(&path).unwrap().kinds["upstream-6.18"].clone();
+        let due = [
+            (
+                "default",
+                "lacks version>=6.19: kernel 6.18.15+ is older than 6.19: x",
+            ),
+            (
+                "sw_protected",
+                "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x3: lacks INIT_SHARED",
+            ),
+            ("default", "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: no PRIVATE"),
+            ("default", "lacks boot=kvm.tdp_mmu=0: read-only"),
+            ("default", "lacks param=kvm.tdp_mmu: read-only"),
+        ];
+        for (t, reason) in due {
+            assert_eq!(e.unexpected_skip(t, reason, Some(2)), None, "{reason}");
+        }
+        let not_due = [
+            ("default", "lacks numa=2: one node"),
+            ("default", "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x3: no flags"),
+            (
+                "sw_protected",
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8: no PRIVATE",
+            ),
+            (
+                "default",
+                "lacks config=CONFIG_TRANSPARENT_HUGEPAGE: no THP",
+            ),
+            (
+                "sw_protected",
+                "lacks config=CONFIG_KVM_SMM: one address space",
+            ),
+        ];
+        for (t, reason) in not_due {
+            assert!(e.unexpected_skip(t, reason, Some(2)).is_some(), "{reason}");
+        }
+        assert_eq!(
+            e.caps_mismatches(&parse_ktap(CAPS_618)),
+            Vec::<String>::new()
+        );
+    }
+
+    /// The `# caps` report of 6.18.15 built with gmem,numa (TCG, --numa 2).
+    const CAPS_618: &str = "KTAP version 1\n1..1\n\
+# caps system KVM_CAP_VM_TYPES=0x3 KVM_CAP_GUEST_MEMFD=0x1 KVM_CAP_USER_MEMORY2=0x1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=0x1 KVM_CAP_GUEST_MEMFD_FLAGS=0x3\n\
+# caps default KVM_CAP_GUEST_MEMFD=1 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x0 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x3\n\
+# caps sw_protected KVM_CAP_GUEST_MEMFD=1 KVM_CAP_USER_MEMORY2=1 KVM_CAP_MEMORY_ATTRIBUTES=0x8 KVM_CAP_MEMORY_FAULT_INFO=1 KVM_CAP_GUEST_MEMFD_FLAGS=0x1\n\
+ok 1 a.b@default\n";
+
+    #[test]
+    fn every_table_of_the_project_file_names_its_kernel_version() {
+        let path = path_for(&crate::util::patches_dir(), crate::series::DEFAULT_SERIES);
+        let e = Expectations::load(&path).unwrap();
+        for (kind, table) in &e.kinds {
+            if let Some(v) = kind.strip_prefix("upstream-") {
+                assert_eq!(table.version.to_string(), v, "[{kind}]");
+            }
+        }
+        let err = Expectations::parse(
+            Path::new("x.expect.toml"),
+            "[k]\ndescription = \"d\"\nversion = \"6\"\nvm_types = []\n[k.system]\n[k.vm]\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not a kernel version"),
+            "{err:#}"
         );
     }
 
@@ -341,7 +540,7 @@ mod tests {
         let p = Path::new("x.expect.toml");
         let err = Expectations::parse(
             p,
-            "[k]\ndescription = \"d\"\nvm_types = [\"default\"]\n[k.system]\n[k.vm.sw_protected]\n",
+            "[k]\ndescription = \"d\"\nversion = \"6.1\"\nvm_types = [\"default\"]\n[k.system]\n[k.vm.sw_protected]\n",
         )
         .unwrap_err();
         assert!(
@@ -350,7 +549,7 @@ mod tests {
         );
         let err = Expectations::parse(
             p,
-            "[k]\ndescription = \"d\"\nvm_types = [\"default\"]\n[k.system]\n[k.vm]\n",
+            "[k]\ndescription = \"d\"\nversion = \"6.1\"\nvm_types = [\"default\"]\n[k.system]\n[k.vm]\n",
         )
         .unwrap_err();
         assert!(
@@ -383,11 +582,11 @@ mod tests {
         assert_eq!(parse_lacks("lacks /dev/kvm: ENOENT"), Some(vec![Lack::Kvm]));
         assert_eq!(
             parse_lacks("lacks numa=2: NUMA nodes 0 and 1 not both online"),
-            Some(vec![Lack::Numa("2".into())])
+            Some(vec![Lack::Numa(2)])
         );
         // Another lane's job, like a boot parameter: due on a default boot.
         assert_eq!(
-            series().unexpected_skip("default", "lacks numa=2: one node"),
+            series().unexpected_skip("default", "lacks numa=2: one node", None),
             None
         );
         assert_eq!(
@@ -404,19 +603,25 @@ mod tests {
         assert_eq!(
             e.unexpected_skip(
                 "default",
-                "lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD is 0 on a default VM"
+                "lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD is 0 on a default VM",
+                None
             ),
             None
         );
         assert_eq!(
             e.unexpected_skip(
                 "default",
-                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: no way"
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: no way",
+                None
             ),
             None
         );
         assert_eq!(
-            e.unexpected_skip("default", "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x1: lacks MMAP"),
+            e.unexpected_skip(
+                "default",
+                "lacks KVM_CAP_GUEST_MEMFD_FLAGS&0x1: lacks MMAP",
+                None
+            ),
             None
         );
         // SW_PROTECTED VMs must have it.
@@ -424,6 +629,7 @@ mod tests {
             .unexpected_skip(
                 "sw_protected",
                 "lacks KVM_CAP_GUEST_MEMFD: KVM_CAP_GUEST_MEMFD is 0 on a sw_protected VM",
+                None,
             )
             .unwrap();
         assert!(
@@ -433,27 +639,29 @@ mod tests {
         assert!(e
             .unexpected_skip(
                 "sw_protected",
-                "lacks vm_type=sw_protected: no sw_protected VM"
+                "lacks vm_type=sw_protected: no sw_protected VM",
+                None
             )
             .is_some());
         assert!(e
             .unexpected_skip(
                 "sw_protected",
-                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: x"
+                "lacks KVM_CAP_MEMORY_ATTRIBUTES&0x8|KVM_CAP_GUEST_MEMFD_FLAGS&0x3: x",
+                None
             )
             .is_some());
         assert!(e
-            .unexpected_skip("default", "lacks /dev/kvm: ENOENT")
+            .unexpected_skip("default", "lacks /dev/kvm: ENOENT", None)
             .is_some());
         assert!(e
-            .unexpected_skip("default", "lacks env=/dev/kmsg: unreadable")
+            .unexpected_skip("default", "lacks env=/dev/kmsg: unreadable", None)
             .is_some());
         let why = e
-            .unexpected_skip("default", "needs KVM_CAP_GUEST_MEMFD")
+            .unexpected_skip("default", "needs KVM_CAP_GUEST_MEMFD", None)
             .unwrap();
         assert!(why.contains("without naming what it lacks"), "{why}");
         let why = e
-            .unexpected_skip("default", "lacks KVM_CAP_NOT_IN_FILE: x")
+            .unexpected_skip("default", "lacks KVM_CAP_NOT_IN_FILE: x", None)
             .unwrap();
         assert!(why.contains("does not list"), "{why}");
     }

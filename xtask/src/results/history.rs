@@ -457,6 +457,8 @@ mod tests {
             taint_before: Some(0),
             taint_after: Some(0),
             expect: None,
+            numa_nodes: None,
+
             exec: false,
         });
         let mut r = RunResult {

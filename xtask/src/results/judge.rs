@@ -46,6 +46,9 @@ pub struct Evidence<'a> {
     /// What this kernel must report; None when nothing is known about it
     /// (a `--kernel` image, the host), and then every skip is a skip.
     pub expect: Option<&'a KernelExpect>,
+    /// The NUMA nodes the guest was given (`--numa N`); None: one node. A
+    /// run given them must not skip for lacking them.
+    pub numa_nodes: Option<u32>,
     /// `--exec`: a shell command instead of the suite, judged on its status.
     pub exec: bool,
 }
@@ -164,9 +167,9 @@ fn judge_cases(ev: &Evidence, running: Option<&str>) -> (Tally, Vec<Culprit>) {
                 }
                 continue;
             }
-            (Status::Skip(reason), None) => {
-                ev.expect.and_then(|e| e.unexpected_skip(vm_type, reason))
-            }
+            (Status::Skip(reason), None) => ev
+                .expect
+                .and_then(|e| e.unexpected_skip(vm_type, reason, ev.numa_nodes)),
         };
         match (failure, &c.status) {
             (Some(why), _) => {

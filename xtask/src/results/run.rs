@@ -85,6 +85,9 @@ pub struct RunResult {
     /// The expectation table the run was judged against (`series`, ...).
     #[serde(default)]
     pub expect: Option<String>,
+    /// The guest's NUMA nodes (`--numa N`); None: one.
+    #[serde(default)]
+    pub numa: Option<u32>,
     /// The judge's counts (what CI adds up).
     #[serde(default)]
     pub tally: Tally,

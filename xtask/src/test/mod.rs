@@ -367,6 +367,7 @@ pub fn boot_image(
         taint_before: got.taint_before,
         taint_after: got.taint_after,
         expect: expect.as_ref(),
+        numa_nodes: args.numa,
         exec: args.exec.is_some(),
     });
     let mut result = RunResult {
@@ -388,6 +389,7 @@ pub fn boot_image(
         series,
         filter: args.filter.clone(),
         expect: expect.map(|e| e.kind),
+        numa: args.numa,
         image_sha256: util::sha256_file(image).ok(),
         selftests_sha256: plan.selftests_sha256,
         ..Default::default()
@@ -630,6 +632,7 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         taint_before,
         taint_after,
         expect: expect.as_ref(),
+        numa_nodes: None,
         exec: false,
     });
     let kernel = cmd!(sh, "uname -r").quiet().read().ok();
