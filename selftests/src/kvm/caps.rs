@@ -384,36 +384,6 @@ impl Caps {
         }
     }
 
-    /// Whether a VM with private memory may map shared memory with huge
-    /// pages: from 6.8, where upstream tracks per huge page whether its
-    /// gfns mix private and shared (90b4fe17981e), not on the 6.1 series,
-    /// which maps such VMs at 4 KiB only.
-    pub fn huge_shared_with_private_mem(&self) -> (bool, String) {
-        match self.version {
-            Some(v) if v >= (6, 8) => (
-                true,
-                format!(
-                    "kernel {}.{} >= 6.8: huge pages of all-shared ranges",
-                    v.0, v.1
-                ),
-            ),
-            Some(v) => (
-                false,
-                format!(
-                    "kernel {}.{} < 6.8 (the series): 4 KiB pages only",
-                    v.0, v.1
-                ),
-            ),
-            None => (
-                false,
-                format!(
-                    "kernel release {:?} not parsed: expecting 4 KiB pages only (the series)",
-                    self.release
-                ),
-            ),
-        }
-    }
-
     /// The machine-readable capability report, one `caps SCOPE ...` line for
     /// the system (/dev/kvm) and one per VM type: what the suite saw, for a
     /// judge to compare with what the kernel is meant to report.
