@@ -15,6 +15,7 @@ const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr]
 pub const CASES: &[Case] = &[
     case!(round_trips_keep_each_side, needs: NEEDS),
     case!(round_trips_with_fallocate, needs: NEEDS),
+    case!(range_ending_on_a_new_xarray_node, needs: NEEDS),
     case!(stages_2m_keep_each_side, needs: NEEDS),
     case!(stages_2m_with_fallocate_two_vcpus, needs: NEEDS),
     case!(punch_stages_2m_read_zero, needs: NEEDS),
@@ -563,6 +564,96 @@ fn on_stage_slots(
         };
         run(&area, vcpu)
     })
+}
+
+/// Entries per node of KVM's attribute xarray (XA_CHUNK_SIZE).
+const XA_NODE_GFNS: u64 = 64;
+
+/// KVM_SET_MEMORY_ATTRIBUTES on gfns 64..=128, in a slot one page wider on
+/// each side: the attribute xarray holds 64 gfns per node, so the range's
+/// last gfn (128) is the first of a node no earlier entry needed, which
+/// KVM must reserve with the rest before it zaps anything (a store into it
+/// cannot fail then). Every gfn of the range, the last one included, must
+/// take each change: the guest reads guest_memfd there once PRIVATE (fresh
+/// pages: 0, then what it stored), the shared memory again once shared,
+/// and the private data once more after the second PRIVATE; the two
+/// neighbouring gfns stay shared throughout.
+fn range_ending_on_a_new_xarray_node(tx: &Tx) -> TestResult {
+    let limit = tx.inner_limit(Duration::from_secs(10));
+    let first_gfn = XA_NODE_GFNS;
+    let range_pages = XA_NODE_GFNS + 1;
+    let slot_pages = range_pages + 2;
+    let mut rig = Rig::new(tx, AccessMode::Private, slot_pages, 1)?;
+    let p = rig.page;
+    let slot_gpa = (first_gfn - 1) * p;
+    let gpa = first_gfn * p;
+    let len = range_pages * p;
+    let total = slot_pages * p;
+    let slot = rig.region(1, slot_gpa, slot_pages, 0);
+    rig.vm.set_region2(&slot).or_fail(&format!(
+        "KVM_SET_USER_MEMORY_REGION2(guest_memfd slot at GPA {slot_gpa:#x}, {slot_pages} pages)"
+    ))?;
+    let shared = rig
+        .shared
+        .as_ref()
+        .ok_or_else(|| Stop::Fail("no shared memory behind the slot".into()))?;
+    shared.fill(0, total as usize, INIT);
+    let last = gpa + len - p;
+    tx.diag(format!(
+        "slot GPA {slot_gpa:#x}+{total:#x}, attributes on GPA {gpa:#x}+{len:#x} (gfns \
+         {first_gfn}..={}, the last at GPA {last:#x})",
+        first_gfn + range_pages - 1
+    ));
+
+    let vm = &rig.vm;
+    let set = |private: bool| {
+        let attrs = if private {
+            KVM_MEMORY_ATTRIBUTE_PRIVATE as u64
+        } else {
+            0
+        };
+        vm.set_attributes(gpa, len, attrs).or_fail(&format!(
+            "KVM_SET_MEMORY_ATTRIBUTES({}) GPA {gpa:#x}+{len:#x}",
+            if private { "PRIVATE" } else { "0" }
+        ))
+    };
+    let neighbours = |vcpu: &mut kvm_ioctls::VcpuFd, when: &str| -> TestResult {
+        for n in [slot_gpa, gpa + len] {
+            expect_range(vcpu, n, p, INIT, limit, || {
+                format!("GPA {n:#x}, outside the range, {when}: must stay shared")
+            })?;
+        }
+        Ok(())
+    };
+
+    set(true)?;
+    let vcpu = &mut rig.vcpus[0];
+    expect_range(vcpu, gpa, len, 0, limit, || {
+        "the range after PRIVATE (fresh guest_memfd pages)".into()
+    })?;
+    neighbours(vcpu, "after PRIVATE")?;
+    fill_range(vcpu, gpa, len, P2, limit, || "guest fill, private".into())?;
+    host_sees(
+        shared,
+        0,
+        total,
+        INIT,
+        "the shared side after private stores",
+    )?;
+
+    set(false)?;
+    let vcpu = &mut rig.vcpus[0];
+    expect_range(vcpu, gpa, len, INIT, limit, || {
+        "the range back to shared (the shared memory again)".into()
+    })?;
+    neighbours(vcpu, "after shared")?;
+
+    set(true)?;
+    let vcpu = &mut rig.vcpus[0];
+    expect_range(vcpu, gpa, len, P2, limit, || {
+        "the range PRIVATE again (guest_memfd kept the private data)".into()
+    })?;
+    neighbours(vcpu, "after PRIVATE again")
 }
 
 /// KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) succeeds exactly on VM types whose

@@ -3,11 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::case::{ensure, expect_errno, expect_ok, fail, Case, Stop, TestResult, Tx};
+use crate::harness::case::{
+    ensure, expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx,
+};
 use crate::harness::isolate::catch_signal;
-use crate::harness::meminfo::{slack_kib, unevictable_kib};
-use crate::kvm::caps::Need;
-use crate::kvm::{errno_name, FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
+use crate::harness::meminfo::{agreed, file_pages, slack_kib, unevictable_kib, AGREE};
+use crate::kvm::caps::{Lack, Need};
+use crate::kvm::{errno_name, GmemFile, FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE};
 
 pub const CASES: &[Case] = &[
     case!(allocate_aligned, needs: &[Need::GmemCreate]),
@@ -17,6 +19,8 @@ pub const CASES: &[Case] = &[
     case!(bad_mode_eopnotsupp, needs: &[Need::GmemCreate]),
     case!(punch_unaligned_pairs_einval, needs: &[Need::GmemCreate]),
     case!(signal_stops_allocation_with_eintr, needs: &[Need::GmemCreate]),
+    case!(times_advance_only_on_success, needs: &[Need::GmemCreate]),
+    case!(allocates_exactly_the_range, needs: &[Need::GmemCreate]),
 ];
 
 const PAGES: u64 = 4;
@@ -245,4 +249,200 @@ fn signal_stops_allocation_with_eintr(tx: &Tx) -> TestResult {
             errno_name(e.errno())
         )),
     }
+}
+
+/// A file time, (seconds, nanoseconds): compares in time order.
+type Stamp = (i64, i64);
+
+/// The file's (mtime, ctime).
+fn file_times(g: &GmemFile, when: &str) -> Result<(Stamp, Stamp), Stop> {
+    let st = g.fstat().or_fail(&format!("fstat {when}"))?;
+    Ok((
+        (st.st_mtime, st.st_mtime_nsec),
+        (st.st_ctime, st.st_ctime_nsec),
+    ))
+}
+
+/// CLOCK_REALTIME_COARSE: the clock file times are taken from (the
+/// kernel's current_time(), at timer-tick granularity).
+fn coarse_now() -> Result<Stamp, Stop> {
+    // SAFETY: a zeroed timespec is a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is a valid out buffer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return fail(format!(
+            "clock_gettime(CLOCK_REALTIME_COARSE): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok((ts.tv_sec, ts.tv_nsec))
+}
+
+/// Waits until the coarse clock has moved past both of `times`, so that a
+/// change made from now on gets a later time than either. A fixed sleep
+/// would have to guess the tick; a kernel may also stamp a little ahead of
+/// the coarse clock (6.13+ keeps a floor for fine-grained timestamps),
+/// which waiting for the clock itself to pass the stamp covers.
+fn wait_for_clock_past((mtime, ctime): (Stamp, Stamp)) -> TestResult {
+    let stamp = mtime.max(ctime);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = coarse_now()?;
+        if now > stamp {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return fail(format!(
+                "CLOCK_REALTIME_COARSE stayed at {}.{:09} for 2 s, not past the file time {}.{:09}",
+                now.0, now.1, stamp.0, stamp.1
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn show((mtime, ctime): (Stamp, Stamp)) -> String {
+    format!(
+        "mtime {}.{:09} ctime {}.{:09}",
+        mtime.0, mtime.1, ctime.0, ctime.1
+    )
+}
+
+/// As upstream's kvm_gmem_fallocate(), a successful allocation or punch
+/// marks the file modified (file_modified(): mtime and ctime take the
+/// current time), and a failed request leaves both alone: the update is
+/// made only when the allocation or punch returned 0, so also an
+/// allocation past EOF, refused inside the allocation path, changes
+/// nothing. Before each request the clock moves on, so a missing update
+/// cannot hide behind an unchanged tick.
+fn times_advance_only_on_success(tx: &Tx) -> TestResult {
+    let p = tx.page();
+    let (_vm, g) = tx.vm_with_gmem(PAGES, 0)?;
+    let created = file_times(&g, "after creation")?;
+
+    wait_for_clock_past(created)?;
+    expect_ok("allocate pages 0-1", g.allocate(0, 2 * p))?;
+    let allocated = file_times(&g, "after the allocation")?;
+    ensure(allocated.0 > created.0 && allocated.1 > created.1, || {
+        format!(
+            "a successful allocation a clock tick later left the times as they were at \
+                 creation ({}), now {}: fallocate() must mark the file modified",
+            show(created),
+            show(allocated)
+        )
+    })?;
+
+    wait_for_clock_past(allocated)?;
+    expect_errno(
+        "allocate one page at EOF",
+        g.allocate(PAGES * p, p),
+        libc::EINVAL,
+    )?;
+    expect_errno("allocate at offset 1", g.allocate(1, p), libc::EINVAL)?;
+    expect_errno("punch length page-1", g.punch(0, p - 1), libc::EINVAL)?;
+    let refused = file_times(&g, "after the refused requests")?;
+    ensure(refused == allocated, || {
+        format!(
+            "refused fallocate() requests a clock tick later changed the times from {} to {}",
+            show(allocated),
+            show(refused)
+        )
+    })?;
+
+    expect_ok("punch page 0", g.punch(0, p))?;
+    let punched = file_times(&g, "after the punch")?;
+    tx.diag(format!(
+        "created: {}; allocated: {}; punched: {}",
+        show(created),
+        show(allocated),
+        show(punched)
+    ));
+    ensure(punched.0 > allocated.0 && punched.1 > allocated.1, || {
+        format!(
+            "a successful punch a clock tick later left the times at {}, now {}: \
+                 fallocate() must mark the file modified",
+            show(allocated),
+            show(punched)
+        )
+    })
+}
+
+/// Pages of the file [`allocates_exactly_the_range`] works on.
+const COUNT_PAGES: u64 = 16;
+
+/// One allocation to count: (pages allocated beforehand as (first, n),
+/// the range allocated as (first, n), the pages it must add, what it is).
+type Shape = (Option<(u64, u64)>, (u64, u64), i64, &'static str);
+
+const SHAPES: [Shape; 4] = [
+    (None, (0, 1), 1, "one page at offset 0"),
+    (None, (5, 3), 3, "pages 5-7"),
+    (
+        None,
+        (11, COUNT_PAGES - 11),
+        (COUNT_PAGES - 11) as i64,
+        "pages 11 up to EOF",
+    ),
+    (
+        Some((5, 3)),
+        (0, COUNT_PAGES),
+        COUNT_PAGES as i64 - 3,
+        "the whole file, pages 5-7 already allocated",
+    ),
+];
+
+/// Empties the file, allocates the shape's earlier pages, then counts
+/// how many pages the page cache gained from the shape's allocation.
+fn pages_added(g: &GmemFile, p: u64, (before, (first, n), _, what): Shape) -> Result<i64, Stop> {
+    g.punch(0, COUNT_PAGES * p)
+        .or_fail("punch the whole file")?;
+    if let Some((f, m)) = before {
+        g.allocate(f * p, m * p)
+            .or_fail(&format!("allocate pages {f}..{} beforehand", f + m))?;
+    }
+    let start = file_pages()?;
+    g.allocate(first * p, n * p)
+        .or_fail(&format!("allocate {what}"))?;
+    Ok(file_pages()? as i64 - start as i64)
+}
+
+/// fallocate() allocates exactly the pages of its range that are not
+/// allocated yet: one page, a range inside the file, a range up to EOF,
+/// and the whole file over pages allocated earlier. The count is the page
+/// cache's (`nr_file_pages`, folded to the page), which guest_memfd folios
+/// enter as they are allocated.
+///
+/// That counter is system-wide, so each allocation is measured until
+/// three measurements agree: in a quiet guest the first three do, and
+/// the check is exact (one page too few or too many fails); on a host
+/// busy enough that no value comes back three times in nine tries the
+/// counter cannot tell, and the case skips rather than guess.
+fn allocates_exactly_the_range(tx: &Tx) -> TestResult {
+    let p = tx.page();
+    let (_vm, g) = tx.vm_with_gmem(COUNT_PAGES, 0)?;
+    for shape in SHAPES {
+        let (_, (first, n), want, what) = shape;
+        match agreed(|| pages_added(&g, p, shape))? {
+            Ok(got) => {
+                tx.diag(format!("{what}: {got} page(s) added"));
+                ensure(got == want, || {
+                    format!(
+                        "allocating {what} (pages {first}..{}) added {got} page(s) to the page \
+                         cache ({AGREE} measurements agree), expected {want}",
+                        first + n
+                    )
+                })?;
+            }
+            Err(all) => {
+                return Err(Stop::lacking(
+                    Lack::Env("quiet-page-cache".into()),
+                    format!(
+                        "nr_file_pages moved with other activity: allocating {what} counted \
+                         {all:?} page(s), no value {AGREE} times"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! vCPUs on one guest_memfd, for the conversion, multi-slot, punch and
 //! concurrency cases.
 //!
-//! Three more real-mode programs live in the code slot next to the ones of
+//! Four more real-mode programs live in the code slot next to the ones of
 //! `guest.rs`. Each is entered with DS = ES = the base of the range (a
 //! page-aligned GPA below 1 MiB, selector = base >> 4), BX = offset, CX =
 //! length, AL = byte value, DX = end offset (walk only):
@@ -15,7 +15,20 @@
 //! walk  (0x2030): mov si,bx
 //!          loop:  mov al,[si]; add si,0x1000; cmp si,dx; jb loop
 //!                 mov si,bx; jmp loop                      ; never exits
+//! watch (0x2060): mov al,cs:[EPOCH]; test al,1; jnz watch  ; odd: the host is changing things
+//!                 mov ah,cs:[EXPECT]; mov bl,[0]
+//!                 cmp al,cs:[EPOCH]; jne watch             ; the epoch moved meanwhile
+//!                 cmp bl,ah; je watch
+//!                 mov al,bl; out 0x15,al; hlt              ; AL found, AH expected
 //! ```
+//!
+//! `watch` is a seqlock reader: the host keeps, in the code slot, an epoch
+//! byte ([`EPOCH_GPA`]) and the byte the first page of the range must hold
+//! ([`EXPECT_GPA`]). It makes the epoch odd, changes the page's state (KVM
+//! memory attributes, ...), writes the new expectation and makes the epoch
+//! even again. A load of the page between two loads of the same even epoch
+//! happened after one change was complete and before the next began, so it
+//! must find the expected byte; the guest exits only when it does not.
 //!
 //! A check reads every byte of the range in the guest, so a page that
 //! kept stale data, or reads another page's data, is found wherever the
@@ -55,9 +68,16 @@ pub const FILL_GPA: u64 = 0x2000;
 pub const CHECK_GPA: u64 = 0x2010;
 pub const WALK_GPA: u64 = 0x2030;
 pub const CHECK32_GPA: u64 = 0x2040;
+pub const WATCH_GPA: u64 = 0x2060;
+/// The host's epoch and expected byte for `watch`, in the code slot (above
+/// the GDT and the flat-mode entry at 0x3000-0x30ff).
+pub const EPOCH_GPA: u64 = 0x3800;
+pub const EXPECT_GPA: u64 = 0x3801;
 const PORT_CHECK_OK: u16 = 0x12;
 const PORT_CHECK_BAD: u16 = 0x13;
 const PORT_FILLED: u16 = 0x14;
+/// `watch` found a byte other than the expected one.
+pub const PORT_WATCH_BAD: u16 = 0x15;
 
 pub const FILL: [u8; 8] = [
     0x89, 0xDF, // mov di, bx
@@ -108,6 +128,21 @@ pub const CHECK32: [u8; 29] = [
     0xF4, // hlt
 ];
 
+pub const WATCH: [u8; 33] = [
+    0x2E, 0xA0, 0x00, 0x38, // watch: mov al, cs:[0x3800]
+    0xA8, 0x01, // test al, 1
+    0x75, 0xF8, // jnz watch (-8)
+    0x2E, 0x8A, 0x26, 0x01, 0x38, // mov ah, cs:[0x3801]
+    0x8A, 0x1E, 0x00, 0x00, // mov bl, [0]
+    0x2E, 0x3A, 0x06, 0x00, 0x38, // cmp al, cs:[0x3800]
+    0x75, 0xE8, // jne watch (-24)
+    0x38, 0xE3, // cmp bl, ah
+    0x74, 0xE4, // je watch (-28)
+    0x88, 0xD8, // mov al, bl
+    0xE6, 0x15, // out 0x15, al
+    0xF4, // hlt
+];
+
 /// Data slots of real-mode vCPUs live between the code slot and 1 MiB
 /// (real-mode reach); flat-mode vCPUs reach up to 4 GiB.
 pub const DATA_BASE: u64 = 0x10000;
@@ -123,6 +158,7 @@ pub fn install(low: &Mapping) {
     low.copy_in(CHECK_GPA as usize, &CHECK);
     low.copy_in(WALK_GPA as usize, &WALK);
     low.copy_in(CHECK32_GPA as usize, &CHECK32);
+    low.copy_in(WATCH_GPA as usize, &WATCH);
 }
 
 /// How a vCPU's programs address a range: read from the vCPU (CR0.PE), so
@@ -352,6 +388,13 @@ pub fn start_walk(vcpu: &VcpuFd, gpa: u64, pages: u64, page: u64) -> Result<(), 
     enter(vcpu, WALK_GPA, 0, 0, 0, pages * page)
 }
 
+/// Points the vCPU at the watch loop over the page at `gpa`; it leaves
+/// KVM_RUN only through [`PORT_WATCH_BAD`] (or an interruption).
+pub fn start_watch(vcpu: &VcpuFd, gpa: u64) -> Result<(), String> {
+    point(vcpu, gpa)?;
+    enter(vcpu, WATCH_GPA, 0, 0, 0, 0)
+}
+
 /// Fixture: a VM with the code slot, one guest_memfd of `file_pages`, the
 /// memory behind its slots' userspace_addr, and `n` vCPUs. Slots are added
 /// by the case. Fields drop in order: vCPUs and VM first, memory last.
@@ -538,8 +581,8 @@ pub fn fill_range(
 mod tests {
     use super::*;
     use crate::cases::guest::{
-        add_code_slot, install_flat_entry, CODE_GPA, GDT_GPA, GUEST_CODE, GUEST_LOOP, LOOP_GPA,
-        LOW_SIZE,
+        add_code_slot, install_flat_entry, CODE_GPA, ENTER_FLAT, ENTER_FLAT_GPA, GDT_GPA,
+        GUEST_CODE, GUEST_LOOP, LOOP_GPA, LOW_SIZE,
     };
 
     #[test]
@@ -550,8 +593,11 @@ mod tests {
         assert!(FILL_GPA as usize + FILL.len() <= CHECK_GPA as usize);
         assert!(CHECK_GPA as usize + CHECK.len() <= WALK_GPA as usize);
         assert!(WALK_GPA as usize + WALK.len() <= CHECK32_GPA as usize);
-        assert!(CHECK32_GPA as usize + CHECK32.len() <= GDT_GPA as usize);
+        assert!(CHECK32_GPA as usize + CHECK32.len() <= WATCH_GPA as usize);
+        assert!(WATCH_GPA as usize + WATCH.len() <= GDT_GPA as usize);
         assert!(GDT_GPA < LOW_SIZE);
+        assert!(ENTER_FLAT_GPA as usize + ENTER_FLAT.len() <= EPOCH_GPA as usize);
+        assert!((EXPECT_GPA as usize) < LOW_SIZE as usize);
     }
 
     /// (mod, reg, r/m) of a ModRM byte.
@@ -637,11 +683,21 @@ mod tests {
         assert_eq!((WALK[10], WALK[14]), (0x72, 0xEB));
         assert_eq!(12 + (WALK[11] as i8) as isize, 2);
         assert_eq!(16 + (WALK[15] as i8) as isize, 2);
+        // watch: jnz at 6 (next 8), jne at 22 (next 24), je at 26 (next 28)
+        // all go back to the start; both host bytes are where it loads them.
+        assert_eq!(8 + (WATCH[7] as i8) as isize, 0);
+        assert_eq!(24 + (WATCH[23] as i8) as isize, 0);
+        assert_eq!(28 + (WATCH[27] as i8) as isize, 0);
+        assert_eq!(&WATCH[6..7], &[0x75]);
+        assert_eq!(&WATCH[22..23], &[0x75]);
+        assert_eq!(&WATCH[26..27], &[0x74]);
+        let at = |i: usize| u16::from_le_bytes([WATCH[i], WATCH[i + 1]]) as u64;
+        assert_eq!(at(2), EPOCH_GPA);
+        assert_eq!(at(11), EXPECT_GPA);
+        assert_eq!(at(20), EPOCH_GPA);
+        assert_eq!(WATCH[31], PORT_WATCH_BAD as u8);
     }
 
-    /// The programs on a real vCPU over anonymous memory: fill, a clean
-    /// check, one planted byte found at its address, and the walk
-    /// interrupted at its limit.
     /// vCPU 0 (made by `vcpu`) of a default VM with the programs and a
     /// data slot of `size` at `gpa` over anonymous memory, which comes
     /// last; `None` (the test passes, saying why) without /dev/kvm.
@@ -674,9 +730,12 @@ mod tests {
         Some((vcpu, vm, low, data))
     }
 
+    /// The programs on a real vCPU over anonymous memory: fill, a clean
+    /// check, one planted byte found at its address, the walk interrupted
+    /// at its limit, and watch quiet until an even epoch disagrees.
     #[test]
     fn programs_run_on_a_vcpu() {
-        let Some((mut vcpu, _vm, _low, data)) =
+        let Some((mut vcpu, _vm, low, data)) =
             vm_with_data(DATA_BASE, 0x12000, |vm| real_mode_vcpu(vm, 0, None))
         else {
             return;
@@ -704,6 +763,26 @@ mod tests {
             run_once(&mut vcpu, Duration::from_millis(200)),
             Exit::TimedOut
         );
+        // watch: quiet while the page holds the expected byte or the epoch
+        // is odd, an exit naming both bytes once an even epoch disagrees.
+        data.write(0x1000, 0x5A);
+        low.write(EPOCH_GPA as usize, 2);
+        low.write(EXPECT_GPA as usize, 0x5A);
+        start_watch(&vcpu, DATA_BASE + 0x1000).unwrap();
+        let quiet = Duration::from_millis(100);
+        assert_eq!(run_once(&mut vcpu, quiet), Exit::TimedOut);
+        low.write(EPOCH_GPA as usize, 3);
+        low.write(EXPECT_GPA as usize, 0x11);
+        assert_eq!(run_once(&mut vcpu, quiet), Exit::TimedOut);
+        low.write(EPOCH_GPA as usize, 4);
+        assert_eq!(
+            run_once(&mut vcpu, lim),
+            Exit::Io {
+                port: PORT_WATCH_BAD,
+                value: 0x5A
+            }
+        );
+        assert_eq!((vcpu.get_regs().unwrap().rax >> 8) & 0xFF, 0x11);
     }
 
     /// The same programs on a vCPU switched to flat mode, over a range

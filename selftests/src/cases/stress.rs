@@ -1,19 +1,24 @@
-//! Bounded race: PUNCH_HOLE loop vs memslot create/delete loop on the same
-//! file range, then a vCPU progress check.
+//! Bounded races: PUNCH_HOLE against memslot churn and against a vCPU
+//! walking the punched pages, and attribute conversions against a vCPU
+//! faulting the converted gfn.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cases::guest::{run_once, Exit};
 use crate::cases::guest::{Guest, TouchError};
-use crate::cases::pageops::{expect_range, fill_range, start_walk, Rig, DATA_BASE};
-use crate::harness::case::{ensure, fail, Case, Stop, TestResult, Tx};
-use crate::kvm::caps::Need;
-use crate::kvm::ename;
+use crate::cases::pageops::{
+    expect_range, fill_range, start_walk, start_watch, Rig, DATA_BASE, EPOCH_GPA, EXPECT_GPA,
+    PORT_WATCH_BAD,
+};
+use crate::harness::case::{ensure, fail, Case, OrFail, Stop, TestResult, Tx};
+use crate::kvm::caps::{AccessMode, Need};
+use crate::kvm::{ename, KVM_MEMORY_ATTRIBUTE_PRIVATE};
 
 pub const CASES: &[Case] = &[
     case!(punch_vs_memslot_churn, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
     case!(punch_under_walking_vcpu, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
+    case!(conversion_starting_at_the_faulting_gfn, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr]),
 ];
 
 const PAGES: u64 = 8;
@@ -234,4 +239,184 @@ fn punch_under_walking_vcpu(tx: &Tx) -> TestResult {
         WALK_SLICE.as_millis()
     ));
     Ok(())
+}
+
+/// Busy-waits `d` (a sleep would be far coarser than the steps).
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// How long the conversion case converts. Against a kernel whose retry
+/// check misses the range's first gfn, the guest caught a stale mapping
+/// after 0.1 to 0.75 s under TCG (26 runs): about 10 conversions per ms
+/// there, most of them costing the vCPU an exit.
+const CONVERT_RACE: Duration = Duration::from_millis(1000);
+/// After each conversion the host waits a gap of one of these steps, so
+/// that the next one begins at every phase of the vCPU's fault after it.
+const CONVERT_GAPS: u64 = 8;
+const CONVERT_STEP: Duration = Duration::from_micros(2);
+/// What the guest finds on each side of the watched page.
+const SHARED_BYTE: u8 = 0x5A;
+const PRIVATE_BYTE: u8 = 0xA7;
+
+/// What the watching vCPU saw: the byte it found and the one it expected.
+struct Caught {
+    found: u8,
+    expected: u8,
+}
+
+/// Runs the watching vCPU in slices until `done` or until the guest
+/// reports a mismatch; `faults` counts the KVM_EXIT_MEMORY_FAULTs at the
+/// page on the way.
+///
+/// Such an exit is no error here: a fault reads the page's attribute
+/// when it starts and again once it sampled the invalidation sequence, and
+/// when a conversion came in between it leaves to userspace (upstream
+/// does the same), which, as a VMM would after converting, runs the vCPU
+/// again.
+fn watch_until(
+    vcpu: &mut kvm_ioctls::VcpuFd,
+    done: &AtomicBool,
+    faults: &mut u64,
+) -> Result<Option<Caught>, String> {
+    loop {
+        match run_once(vcpu, WALK_SLICE) {
+            Exit::TimedOut => {}
+            Exit::MemoryFault { gpa, .. } if gpa == DATA_BASE => *faults += 1,
+            Exit::Io {
+                port: PORT_WATCH_BAD,
+                value,
+            } => {
+                let r = vcpu
+                    .get_regs()
+                    .map_err(|e| format!("KVM_GET_REGS: {}", ename(&e)))?;
+                return Ok(Some(Caught {
+                    found: value,
+                    expected: (r.rax >> 8) as u8,
+                }));
+            }
+            e => return Err(format!("the watching vCPU stopped: {e:?}")),
+        }
+        if done.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+    }
+}
+
+/// A vCPU reads one page in a loop while the host flips that page between
+/// shared and PRIVATE, each KVM_SET_MEMORY_ATTRIBUTES covering exactly
+/// that gfn, so every invalidation range starts at the gfn the vCPU keeps
+/// faulting back in. The guest knows which side it must see (the host
+/// tells it through a seqlock in the code slot, see pageops' `watch`): the
+/// shared memory's byte while shared, guest_memfd's while PRIVATE.
+///
+/// A fault that got its pfn just before an attribute change began must
+/// find its gfn in the invalidation range under mmu_lock
+/// (mmu_invalidate_retry_gfn(), `start <= gfn < end`) and retry. One that
+/// goes ahead maps the old side's page after the change: the guest then
+/// reads the other side's byte, and nothing removes that mapping before
+/// the next change, so the guest catches it. The window is a few
+/// instructions of each fault, so the case changes the attributes
+/// thousands of times.
+fn conversion_starting_at_the_faulting_gfn(tx: &Tx) -> TestResult {
+    let limit = tx.inner_limit(Duration::from_secs(10));
+    let mut rig = Rig::new(tx, AccessMode::Private, 1, 1)?;
+    // The vCPU moves to the watching thread; the rest stays shared.
+    let Some(mut vcpu) = rig.vcpus.pop() else {
+        return fail("the fixture has no vCPU");
+    };
+    let rig = &rig;
+    let p = rig.page;
+    let slot = rig.region(1, DATA_BASE, 1, 0);
+    rig.vm
+        .set_region2(&slot)
+        .or_fail("KVM_SET_USER_MEMORY_REGION2(guest_memfd slot, 1 page)")?;
+    let shared = rig
+        .shared
+        .as_ref()
+        .ok_or_else(|| Stop::Fail("no shared memory behind the slot".into()))?;
+    shared.fill(0, p as usize, SHARED_BYTE);
+    let set = |private: bool| {
+        let attrs = if private {
+            KVM_MEMORY_ATTRIBUTE_PRIVATE as u64
+        } else {
+            0
+        };
+        rig.vm.set_attributes(DATA_BASE, p, attrs)
+    };
+    set(true).or_fail("KVM_SET_MEMORY_ATTRIBUTES(PRIVATE) on the page")?;
+    fill_range(&mut vcpu, DATA_BASE, p, PRIVATE_BYTE, limit, || {
+        "guest fill of the private page".into()
+    })?;
+    rig.low.write(EXPECT_GPA as usize, PRIVATE_BYTE);
+    rig.low.write(EPOCH_GPA as usize, 0);
+    start_watch(&vcpu, DATA_BASE).map_err(Stop::Fail)?;
+
+    let race = CONVERT_RACE.min(tx.timeout / 4);
+    let done = AtomicBool::new(false);
+    let mut conversions = 0u64;
+    let (watched, converted) = std::thread::scope(|s| {
+        let done = &done;
+        let watcher = s.spawn(move || {
+            let mut faults = 0;
+            let r = watch_until(&mut vcpu, done, &mut faults);
+            done.store(true, Ordering::Release);
+            (r, faults)
+        });
+        let deadline = Instant::now() + race;
+        let mut private = true;
+        let mut epoch = 0u8;
+        // The guest reads the epoch and the expectation with plain loads:
+        // the host's volatile stores reach it in program order (x86 keeps
+        // stores in order), and the ioctl lies between the two epoch stores.
+        let converted = loop {
+            if done.load(Ordering::Acquire) || Instant::now() >= deadline {
+                break Ok(());
+            }
+            private = !private;
+            epoch = epoch.wrapping_add(1);
+            rig.low.write(EPOCH_GPA as usize, epoch);
+            if let Err(e) = set(private) {
+                break Err(format!(
+                    "conversion {conversions}: KVM_SET_MEMORY_ATTRIBUTES({}): {}",
+                    if private { "PRIVATE" } else { "0" },
+                    ename(&e)
+                ));
+            }
+            let want = if private { PRIVATE_BYTE } else { SHARED_BYTE };
+            rig.low.write(EXPECT_GPA as usize, want);
+            epoch = epoch.wrapping_add(1);
+            rig.low.write(EPOCH_GPA as usize, epoch);
+            conversions += 1;
+            spin(CONVERT_STEP * (conversions % CONVERT_GAPS) as u32);
+        };
+        done.store(true, Ordering::Release);
+        let watched = watcher
+            .join()
+            .unwrap_or_else(|_| (Err("the watching thread panicked".into()), 0));
+        (watched, converted)
+    });
+    let (watched, faults) = watched;
+    tx.diag(format!(
+        "{conversions} conversions of the page under the watching vCPU in at most {} ms, \
+         {faults} KVM_EXIT_MEMORY_FAULT(s) on the way",
+        race.as_millis()
+    ));
+    converted.map_err(Stop::Fail)?;
+    match watched.map_err(Stop::Fail)? {
+        None => Ok(()),
+        Some(Caught { found, expected }) => fail(format!(
+            "after {conversions} conversions the guest read {found:#x} at GPA {DATA_BASE:#x}, \
+             expected {expected:#x} ({}): a fault that raced with a conversion starting at its \
+             gfn was not retried and mapped the other side's page",
+            if expected == PRIVATE_BYTE {
+                "PRIVATE: guest_memfd's byte; the shared memory holds 0x5a"
+            } else {
+                "shared: the shared memory's byte; guest_memfd holds 0xa7"
+            }
+        )),
+    }
 }
