@@ -15,8 +15,9 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
-    ename, Errno, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
-    GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
+    ename, errno_name, Errno, GmemFile, Mapping, Region, SysResult, Vm,
+    GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_MEM_GUEST_MEMFD,
 };
 
 pub const LOW_SLOT: u32 = 0;
@@ -71,7 +72,10 @@ pub enum Exit {
         port: u16,
         value: u8,
     },
+    /// KVM_EXIT_MEMORY_FAULT, which KVM_RUN returns with -1 and `errno`
+    /// (EFAULT, or EHWPOISON for a poisoned page).
     MemoryFault {
+        errno: i32,
         flags: u64,
         gpa: u64,
         size: u64,
@@ -79,6 +83,14 @@ pub enum Exit {
     /// The deadline passed while KVM_RUN kept running (no exit at all).
     TimedOut,
     Other(String),
+}
+
+/// How a KVM_EXIT_MEMORY_FAULT reads in messages.
+pub fn memory_fault_text(errno: i32, flags: u64, gpa: u64, size: u64) -> String {
+    format!(
+        "KVM_EXIT_MEMORY_FAULT ({}) gpa {gpa:#x} size {size:#x} flags {flags:#x}",
+        errno_name(errno)
+    )
 }
 
 /// Result of one guest access: the byte found, and the byte read back after
@@ -173,7 +185,15 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
                 };
             }
             Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
-                break Exit::MemoryFault { flags, gpa, size };
+                // kvm-ioctls read errno right after the ioctl and made no
+                // system call since, so errno is still KVM_RUN's.
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                break Exit::MemoryFault {
+                    errno,
+                    flags,
+                    gpa,
+                    size,
+                };
             }
             // Interrupted: by the watchdog after the limit (a KVM_RUN that
             // never exits on its own), or spuriously (retry).
@@ -221,6 +241,7 @@ pub enum TouchError {
         limit: Duration,
     },
     MemoryFault {
+        errno: i32,
         flags: u64,
         gpa: u64,
         size: u64,
@@ -238,12 +259,12 @@ impl std::fmt::Display for TouchError {
                     limit.as_secs_f64()
                 )
             }
-            TouchError::MemoryFault { flags, gpa, size } => {
-                write!(
-                    f,
-                    "KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}"
-                )
-            }
+            TouchError::MemoryFault {
+                errno,
+                flags,
+                gpa,
+                size,
+            } => f.write_str(&memory_fault_text(*errno, *flags, *gpa, *size)),
             TouchError::Unexpected(m) => write!(f, "{m}"),
         }
     }
@@ -547,9 +568,17 @@ impl Guest {
             Exit::Io { port: p, value } => Err(TouchError::Unexpected(format!(
                 "guest wrote {value:#x} to port {p:#x}, expected port {port:#x}"
             ))),
-            Exit::MemoryFault { flags, gpa, size } => {
-                Err(TouchError::MemoryFault { flags, gpa, size })
-            }
+            Exit::MemoryFault {
+                errno,
+                flags,
+                gpa,
+                size,
+            } => Err(TouchError::MemoryFault {
+                errno,
+                flags,
+                gpa,
+                size,
+            }),
             Exit::TimedOut => Err(TouchError::TimedOut { stage, limit }),
             Exit::Other(m) => Err(TouchError::Unexpected(m)),
         }

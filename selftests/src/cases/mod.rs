@@ -10,6 +10,7 @@ pub mod fallocate;
 pub mod guest;
 pub mod inode;
 pub mod memslot;
+pub mod mm;
 pub mod mmap;
 pub mod multislot;
 pub mod pageops;
@@ -36,6 +37,7 @@ pub fn all() -> Vec<&'static Case> {
         multislot::CASES,
         regression::CASES,
         stress::CASES,
+        mm::CASES,
     ]
     .iter()
     .flat_map(|c| c.iter())

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::cases::guest::{real_mode_vcpu, run_once, slot_memory, Exit, Machine};
+use crate::cases::guest::{
+    memory_fault_text, real_mode_vcpu, run_once, slot_memory, Exit, Machine,
+};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
@@ -37,8 +39,8 @@ use crate::kvm::{
 pub const FILL_GPA: u64 = 0x2000;
 pub const CHECK_GPA: u64 = 0x2010;
 pub const WALK_GPA: u64 = 0x2030;
-const PORT_CHECK_OK: u16 = 0x12;
-const PORT_CHECK_BAD: u16 = 0x13;
+pub const PORT_CHECK_OK: u16 = 0x12;
+pub const PORT_CHECK_BAD: u16 = 0x13;
 const PORT_FILLED: u16 = 0x14;
 
 pub const FILL: [u8; 8] = [
@@ -127,9 +129,12 @@ fn describe(e: Exit, what: &str, limit: Duration) -> String {
             "{what}: vCPU made no progress for {:.1}s (KVM_RUN never exited)",
             limit.as_secs_f64()
         ),
-        Exit::MemoryFault { flags, gpa, size } => {
-            format!("{what}: KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}")
-        }
+        Exit::MemoryFault {
+            errno,
+            flags,
+            gpa,
+            size,
+        } => format!("{what}: {}", memory_fault_text(errno, flags, gpa, size)),
         Exit::Io { port, value } => {
             format!("{what}: unexpected port I/O {port:#x} = {value:#x}")
         }
@@ -236,6 +241,25 @@ pub fn check(
             })
         },
     )
+}
+
+/// Runs `check` once over `gpa..gpa+len` (one chunk at most) and hands
+/// back how KVM_RUN ended, for a caller that expects an exit other than a
+/// finished check (a memory fault).
+pub fn check_exit(
+    vcpu: &mut VcpuFd,
+    gpa: u64,
+    len: u64,
+    val: u8,
+    limit: Duration,
+) -> Result<Exit, String> {
+    assert!(
+        len <= CHUNK,
+        "one program run covers at most {CHUNK:#x} bytes"
+    );
+    point(vcpu, gpa)?;
+    enter(vcpu, CHECK_GPA, val, 0, len, 0)?;
+    Ok(run_once(vcpu, limit))
 }
 
 /// Points the vCPU at the walk loop over `pages` pages from `gpa`: one

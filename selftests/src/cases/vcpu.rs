@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::cases::guest::{run_once, Exit, Guest, TouchError, DATA_GPA};
+use crate::cases::guest::{memory_fault_text, run_once, Exit, Guest, TouchError, DATA_GPA};
 use crate::harness::case::{ensure, fail, Case, OrFail, TestResult, Tx};
 use crate::kvm::caps::{AccessMode, Need};
 use crate::kvm::{
@@ -101,6 +101,9 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
     Ok(())
 }
 
+/// Expects the access to end in KVM_EXIT_MEMORY_FAULT for the PRIVATE page
+/// at `gpa`, with KVM_RUN failing with EFAULT (EHWPOISON is only for a
+/// poisoned page).
 fn expect_fault(
     what: &str,
     r: Result<crate::cases::guest::Touch, TouchError>,
@@ -109,17 +112,22 @@ fn expect_fault(
 ) -> TestResult {
     match r {
         Err(TouchError::MemoryFault {
+            errno,
             flags,
             gpa: g,
             size: s,
         }) => {
             let want_flags = KVM_MEMORY_EXIT_FLAG_PRIVATE as u64;
-            ensure(g == gpa && s == size && flags == want_flags, || {
-                format!(
-                    "{what}: KVM_EXIT_MEMORY_FAULT gpa {g:#x} size {s:#x} flags {flags:#x}, \
-                     expected gpa {gpa:#x} size {size:#x} flags {want_flags:#x} (PRIVATE)"
-                )
-            })
+            ensure(
+                errno == libc::EFAULT && g == gpa && s == size && flags == want_flags,
+                || {
+                    format!(
+                        "{what}: {}, expected EFAULT, gpa {gpa:#x} size {size:#x} flags \
+                         {want_flags:#x} (PRIVATE)",
+                        memory_fault_text(errno, flags, g, s)
+                    )
+                },
+            )
         }
         Err(e) => fail(format!("{what}: expected KVM_EXIT_MEMORY_FAULT, got: {e}")),
         Ok(t) => fail(format!(
@@ -196,7 +204,17 @@ fn memory_fault_slot_deleted_under_vcpu(tx: &Tx) -> TestResult {
         Err(_) => return fail("the deleting thread panicked"),
     }
     let r = match exit {
-        Exit::MemoryFault { flags, gpa, size } => Err(TouchError::MemoryFault { flags, gpa, size }),
+        Exit::MemoryFault {
+            errno,
+            flags,
+            gpa,
+            size,
+        } => Err(TouchError::MemoryFault {
+            errno,
+            flags,
+            gpa,
+            size,
+        }),
         Exit::TimedOut => Err(TouchError::TimedOut {
             stage: 1,
             limit: lim,

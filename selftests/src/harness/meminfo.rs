@@ -1,5 +1,6 @@
-//! Memory counters from /proc/meminfo, for cases that check that
-//! guest_memfd pages are allocated and freed when they should be.
+//! Memory counters from /proc/meminfo and /proc/vmstat, for cases that
+//! check that guest_memfd pages are allocated and freed when they should
+//! be, and that say what compaction did.
 //!
 //! guest_memfd marks its mapping unevictable, so its page cache folios sit
 //! on the unevictable LRU and are counted in `Unevictable`: in the quiet
@@ -22,6 +23,34 @@ pub fn unevictable_kib() -> Result<u64, Stop> {
         .map_err(|e| Stop::Fail(format!("read /proc/meminfo: {e}")))?;
     parse_kib(&text, "Unevictable")
         .ok_or_else(|| Stop::Fail("/proc/meminfo has no `Unevictable:` line".into()))
+}
+
+/// The `HardwareCorrupted:` line (poisoned memory) in KiB; `None` when the
+/// kernel has no memory failure handling (CONFIG_MEMORY_FAILURE), which
+/// is when the line is missing.
+pub fn hardware_corrupted_kib() -> Result<Option<u64>, Stop> {
+    let text = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| Stop::Fail(format!("read /proc/meminfo: {e}")))?;
+    Ok(parse_kib(&text, "HardwareCorrupted"))
+}
+
+/// The counters of /proc/vmstat named in `names`, in that order (0 for
+/// one the kernel does not have).
+pub fn vmstat(names: &[&str]) -> Result<Vec<u64>, Stop> {
+    let text = std::fs::read_to_string("/proc/vmstat")
+        .map_err(|e| Stop::Fail(format!("read /proc/vmstat: {e}")))?;
+    Ok(names
+        .iter()
+        .map(|n| parse_vmstat(&text, n).unwrap_or(0))
+        .collect())
+}
+
+/// `name N` from vmstat text.
+fn parse_vmstat(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok())?
+    })
 }
 
 /// `field:   N kB` from meminfo text.
@@ -50,7 +79,7 @@ pub fn settle() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_kib;
+    use super::{parse_kib, parse_vmstat};
 
     #[test]
     fn reads_a_field_in_kib() {
@@ -59,5 +88,13 @@ mod tests {
         assert_eq!(parse_kib(t, "MemTotal"), Some(2030596));
         assert_eq!(parse_kib(t, "Unevict"), None);
         assert_eq!(parse_kib(t, "Missing"), None);
+    }
+
+    #[test]
+    fn reads_a_vmstat_counter() {
+        let t = "compact_stall 0\ncompact_isolated 117\npgmigrate_fail 3\n";
+        assert_eq!(parse_vmstat(t, "compact_isolated"), Some(117));
+        assert_eq!(parse_vmstat(t, "pgmigrate_fail"), Some(3));
+        assert_eq!(parse_vmstat(t, "compact"), None);
     }
 }
