@@ -143,12 +143,7 @@ fn compaction_keeps_guest_data(tx: &Tx) -> TestResult {
     let before = meminfo::vmstat(&COMPACTION_COUNTERS)?;
     std::fs::write(COMPACT_MEMORY, "1\n").or_fail(&format!("write 1 to {COMPACT_MEMORY}"))?;
     let after = meminfo::vmstat(&COMPACTION_COUNTERS)?;
-    let moved: Vec<String> = COMPACTION_COUNTERS
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|(n, (b, a))| format!("{n} +{}", a.saturating_sub(*b)))
-        .collect();
-    tx.diag(format!("compaction: {}", moved.join(", ")));
+    tx.diag(format!("compaction: {}", counter_deltas(&before, &after)));
 
     check_pages(
         &mut rig,
@@ -167,6 +162,20 @@ fn compaction_keeps_guest_data(tx: &Tx) -> TestResult {
         limit,
         "after compaction, once KVM mapped the pages again from the file",
     )
+}
+
+/// `name +delta` for each of COMPACTION_COUNTERS the kernel counts.
+fn counter_deltas(before: &[Option<u64>], after: &[Option<u64>]) -> String {
+    let moved: Vec<String> = COMPACTION_COUNTERS
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter_map(|(n, (b, a))| Some(format!("{n} +{}", (*a)?.saturating_sub((*b)?))))
+        .collect();
+    if moved.is_empty() {
+        "no event counters in /proc/vmstat (CONFIG_VM_EVENT_COUNTERS off)".into()
+    } else {
+        moved.join(", ")
+    }
 }
 
 fn errno_of(r: crate::kvm::SysResult<()>) -> i32 {
@@ -199,7 +208,10 @@ fn poisoned_page_leaves_the_guest(tx: &Tx) -> TestResult {
     fill_pages(&mut rig, 0..MF_PAGES, limit)?;
     check_pages(&mut rig, 0..MF_PAGES, limit, "before the memory failure")?;
 
+    let mapped = rig.vm.stat("pages_4k").or_fail("VM statistic pages_4k")?;
     poison(tx, &inj, &rig.gmem, pfn, &poisoned)?;
+    let unmapped = rig.vm.stat("pages_4k").or_fail("VM statistic pages_4k")?;
+    expect_one_unmapped(tx, mapped, unmapped)?;
     let gpa = DATA_BASE + POISONED * p;
     let exit = check_exit(&mut rig.vcpus[0], gpa, p, pattern(POISONED), limit)
         .or_fail("guest read of the poisoned page")?;
@@ -277,6 +289,24 @@ fn poison(tx: &Tx, inj: &Injector, gmem: &GmemFile, pfn: u64, poisoned: &Poisone
         format!(
             "pfn {pfn:#x} is not poisoned (flags {flags:#x}): the injector's filter refused it, \
              so it was no guest_memfd page and the pfn search found the wrong one"
+        )
+    })
+}
+
+/// KVM's count of 4 KiB mappings (`pages_4k`) before and after the memory
+/// failure: the guest's mapping of exactly the poisoned page must be gone
+/// (guest_memfd invalidates the poisoned folio's range, one page here), not
+/// none and not a neighbour's as well.
+fn expect_one_unmapped(tx: &Tx, before: Option<u64>, after: Option<u64>) -> TestResult {
+    let (Some(b), Some(a)) = (before, after) else {
+        tx.diag("no pages_4k VM statistic: the unmapping is checked by the guest's access only");
+        return Ok(());
+    };
+    tx.diag(format!("pages_4k {b} -> {a}"));
+    ensure(a + 1 == b, || {
+        format!(
+            "KVM held {b} 4 KiB mappings before the memory failure and {a} after: it must \
+             drop exactly the poisoned page's"
         )
     })
 }

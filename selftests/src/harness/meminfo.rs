@@ -34,15 +34,13 @@ pub fn hardware_corrupted_kib() -> Result<Option<u64>, Stop> {
     Ok(parse_kib(&text, "HardwareCorrupted"))
 }
 
-/// The counters of /proc/vmstat named in `names`, in that order (0 for
-/// one the kernel does not have).
-pub fn vmstat(names: &[&str]) -> Result<Vec<u64>, Stop> {
+/// The counters of /proc/vmstat named in `names`, in that order (`None`
+/// for one the kernel does not count: event counters need
+/// CONFIG_VM_EVENT_COUNTERS).
+pub fn vmstat(names: &[&str]) -> Result<Vec<Option<u64>>, Stop> {
     let text = std::fs::read_to_string("/proc/vmstat")
         .map_err(|e| Stop::Fail(format!("read /proc/vmstat: {e}")))?;
-    Ok(names
-        .iter()
-        .map(|n| parse_vmstat(&text, n).unwrap_or(0))
-        .collect())
+    Ok(names.iter().map(|n| parse_vmstat(&text, n)).collect())
 }
 
 /// `name N` from vmstat text.

@@ -296,6 +296,54 @@ impl Vm {
     pub fn set_attributes_raw(&self, request: kvm_memory_attributes) -> SysResult<()> {
         self.fd.set_memory_attributes(request)
     }
+
+    /// The VM's binary statistic `name` (KVM_GET_STATS_FD, e.g. x86's
+    /// `pages_4k`, the 4 KiB mappings KVM holds): its first value, `None`
+    /// when the VM has no statistic of that name.
+    pub fn stat(&self, name: &str) -> SysResult<Option<u64>> {
+        use std::os::unix::fs::FileExt;
+        // _IO(KVMIO, 0xce)
+        const KVM_GET_STATS_FD: libc::c_ulong = (0xAE << 8) | 0xce;
+        // SAFETY: the ioctl takes no argument and returns a new fd.
+        let fd = unsafe { libc::ioctl(self.fd.as_raw_fd(), KVM_GET_STATS_FD as _) };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: a fresh fd that nobody else owns.
+        let f = unsafe { File::from_raw_fd(fd) };
+        let io = |e: std::io::Error| Errno::new(e.raw_os_error().unwrap_or(libc::EIO));
+        // struct kvm_stats_header: flags, name_size, num_desc, id_offset,
+        // desc_offset, data_offset (u32 each).
+        let mut h = [0u8; 24];
+        f.read_exact_at(&mut h, 0).map_err(io)?;
+        let word = |i: usize| u32::from_ne_bytes(h[4 * i..4 * i + 4].try_into().unwrap());
+        let (name_size, num_desc) = (word(1) as usize, word(2) as usize);
+        let (desc_offset, data_offset) = (word(4) as u64, word(5) as u64);
+        let desc_len = STATS_DESC_FIXED + name_size;
+        let mut descs = vec![0u8; desc_len * num_desc];
+        f.read_exact_at(&mut descs, desc_offset).map_err(io)?;
+        let Some(offset) = stat_offset(&descs, desc_len, name) else {
+            return Ok(None);
+        };
+        let mut v = [0u8; 8];
+        f.read_exact_at(&mut v, data_offset + offset as u64)
+            .map_err(io)?;
+        Ok(Some(u64::from_ne_bytes(v)))
+    }
+}
+
+/// Bytes of struct kvm_stats_desc before its name: flags (u32), exponent
+/// (s16), size (u16), offset (u32), bucket_size (u32).
+const STATS_DESC_FIXED: usize = 16;
+
+/// The data offset of the statistic `name` among `descs`, descriptors of
+/// `desc_len` bytes each (the fixed part, then the NUL-padded name).
+fn stat_offset(descs: &[u8], desc_len: usize, name: &str) -> Option<u32> {
+    descs.chunks_exact(desc_len).find_map(|d| {
+        let raw = &d[STATS_DESC_FIXED..];
+        let n = raw.split(|&b| b == 0).next().unwrap_or(raw);
+        (n == name.as_bytes()).then(|| u32::from_ne_bytes(d[8..12].try_into().unwrap()))
+    })
 }
 
 /// A guest_memfd file.
@@ -532,6 +580,34 @@ pub fn kernel_release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_stat_by_name() {
+        // Two descriptors with 8-byte names: "pages_4k" at offset 0x10,
+        // "pages_2m" at 0x18.
+        let desc = |name: &[u8], offset: u32| {
+            let mut d = vec![0u8; STATS_DESC_FIXED + 8];
+            d[8..12].copy_from_slice(&offset.to_ne_bytes());
+            d[STATS_DESC_FIXED..STATS_DESC_FIXED + name.len()].copy_from_slice(name);
+            d
+        };
+        let mut descs = desc(b"pages_4k", 0x10);
+        descs.extend(desc(b"pages_2m", 0x18));
+        let len = STATS_DESC_FIXED + 8;
+        assert_eq!(stat_offset(&descs, len, "pages_4k"), Some(0x10));
+        assert_eq!(stat_offset(&descs, len, "pages_2m"), Some(0x18));
+        assert_eq!(stat_offset(&descs, len, "pages"), None);
+    }
+
+    /// A new VM maps nothing yet; a name it lacks is `None`. Needs
+    /// /dev/kvm (`cargo test -p selftests -- --ignored`).
+    #[test]
+    #[ignore = "needs /dev/kvm: cargo test -p selftests -- --ignored"]
+    fn reads_a_vm_stat() {
+        let vm = Vm::create(VmType::Default).expect("a default VM (needs /dev/kvm)");
+        assert_eq!(vm.stat("pages_4k").unwrap(), Some(0));
+        assert_eq!(vm.stat("no_such_stat").unwrap(), None);
+    }
 
     #[test]
     fn kernel_versions() {
