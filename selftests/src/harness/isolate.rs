@@ -238,10 +238,10 @@ pub fn dies_with_signal<F: FnOnce()>(f: F) -> Result<Option<i32>, String> {
 }
 
 /// Runs `f` in a throwaway child that exits with the code `f` returns, and
-/// waits at most `timeout` for it: `Some(code)`, or `None` when it is still
-/// running (a system call stuck in the kernel). A child that does not end
-/// is left behind (the runner kills the case's process group); it holds
-/// copies of the caller's file descriptors.
+/// waits at most `timeout` for it: `Some(code)` (-1 for a child a signal
+/// killed), or `None` when it is still running (a system call stuck in the
+/// kernel). A child that does not end is left behind (the runner kills the
+/// case's process group); it holds copies of the caller's file descriptors.
 pub fn exits_within<F: FnOnce() -> i32>(timeout: Duration, f: F) -> Result<Option<i32>, String> {
     let pid = fork_child(|| {
         let code = f();
