@@ -72,25 +72,33 @@ pub enum Exit {
         port: u16,
         value: u8,
     },
-    /// KVM_EXIT_MEMORY_FAULT, which KVM_RUN returns with -1 and `errno`
-    /// (EFAULT, or EHWPOISON for a poisoned page).
-    MemoryFault {
-        errno: i32,
-        flags: u64,
-        gpa: u64,
-        size: u64,
-    },
+    MemoryFault(MemoryFault),
     /// The deadline passed while KVM_RUN kept running (no exit at all).
     TimedOut,
     Other(String),
 }
 
-/// How a KVM_EXIT_MEMORY_FAULT reads in messages.
-pub fn memory_fault_text(errno: i32, flags: u64, gpa: u64, size: u64) -> String {
-    format!(
-        "KVM_EXIT_MEMORY_FAULT ({}) gpa {gpa:#x} size {size:#x} flags {flags:#x}",
-        errno_name(errno)
-    )
+/// A KVM_EXIT_MEMORY_FAULT, which KVM_RUN returns with -1 and `errno`
+/// (EFAULT, or EHWPOISON for a poisoned page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFault {
+    pub errno: i32,
+    pub flags: u64,
+    pub gpa: u64,
+    pub size: u64,
+}
+
+impl std::fmt::Display for MemoryFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KVM_EXIT_MEMORY_FAULT ({}) gpa {:#x} size {:#x} flags {:#x}",
+            errno_name(self.errno),
+            self.gpa,
+            self.size,
+            self.flags
+        )
+    }
 }
 
 /// Result of one guest access: the byte found, and the byte read back after
@@ -188,12 +196,12 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
                 // kvm-ioctls read errno right after the ioctl and made no
                 // system call since, so errno is still KVM_RUN's.
                 let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                break Exit::MemoryFault {
+                break Exit::MemoryFault(MemoryFault {
                     errno,
                     flags,
                     gpa,
                     size,
-                };
+                });
             }
             // Interrupted: by the watchdog after the limit (a KVM_RUN that
             // never exits on its own), or spuriously (retry).
@@ -240,12 +248,7 @@ pub enum TouchError {
         stage: u8,
         limit: Duration,
     },
-    MemoryFault {
-        errno: i32,
-        flags: u64,
-        gpa: u64,
-        size: u64,
-    },
+    MemoryFault(MemoryFault),
     Unexpected(String),
 }
 
@@ -259,12 +262,7 @@ impl std::fmt::Display for TouchError {
                     limit.as_secs_f64()
                 )
             }
-            TouchError::MemoryFault {
-                errno,
-                flags,
-                gpa,
-                size,
-            } => f.write_str(&memory_fault_text(*errno, *flags, *gpa, *size)),
+            TouchError::MemoryFault(m) => write!(f, "{m}"),
             TouchError::Unexpected(m) => write!(f, "{m}"),
         }
     }
@@ -568,17 +566,7 @@ impl Guest {
             Exit::Io { port: p, value } => Err(TouchError::Unexpected(format!(
                 "guest wrote {value:#x} to port {p:#x}, expected port {port:#x}"
             ))),
-            Exit::MemoryFault {
-                errno,
-                flags,
-                gpa,
-                size,
-            } => Err(TouchError::MemoryFault {
-                errno,
-                flags,
-                gpa,
-                size,
-            }),
+            Exit::MemoryFault(m) => Err(TouchError::MemoryFault(m)),
             Exit::TimedOut => Err(TouchError::TimedOut { stage, limit }),
             Exit::Other(m) => Err(TouchError::Unexpected(m)),
         }

@@ -23,7 +23,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cases::guest::{memory_fault_text, Exit};
+use crate::cases::guest::Exit;
 use crate::cases::pageops::{
     check_exit, expect_range, fill_range, Rig, DATA_BASE, DATA_END, PORT_CHECK_BAD, PORT_CHECK_OK,
 };
@@ -364,18 +364,12 @@ fn expect_one_unmapped(tx: &Tx, before: Option<u64>, after: Option<u64>) -> Test
 fn expect_hwpoison_exit(exit: Exit, gpa: u64, size: u64, limit: Duration) -> TestResult {
     let private = KVM_MEMORY_EXIT_FLAG_PRIVATE as u64;
     match exit {
-        Exit::MemoryFault {
-            errno,
-            flags,
-            gpa: g,
-            size: s,
-        } => ensure(
-            errno == libc::EHWPOISON && g == gpa && s == size && flags == private,
+        Exit::MemoryFault(m) => ensure(
+            m.errno == libc::EHWPOISON && m.gpa == gpa && m.size == size && m.flags == private,
             || {
                 format!(
-                    "guest read of the poisoned page: {}, expected EHWPOISON, gpa {gpa:#x} \
-                     size {size:#x} flags {private:#x} (PRIVATE)",
-                    memory_fault_text(errno, flags, g, s)
+                    "guest read of the poisoned page: {m}, expected EHWPOISON, gpa {gpa:#x} \
+                     size {size:#x} flags {private:#x} (PRIVATE)"
                 )
             },
         ),

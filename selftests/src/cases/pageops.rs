@@ -26,9 +26,7 @@ use std::time::Duration;
 
 use kvm_ioctls::VcpuFd;
 
-use crate::cases::guest::{
-    memory_fault_text, real_mode_vcpu, run_once, slot_memory, Exit, Machine,
-};
+use crate::cases::guest::{real_mode_vcpu, run_once, slot_memory, Exit, Machine};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
@@ -129,12 +127,7 @@ fn describe(e: Exit, what: &str, limit: Duration) -> String {
             "{what}: vCPU made no progress for {:.1}s (KVM_RUN never exited)",
             limit.as_secs_f64()
         ),
-        Exit::MemoryFault {
-            errno,
-            flags,
-            gpa,
-            size,
-        } => format!("{what}: {}", memory_fault_text(errno, flags, gpa, size)),
+        Exit::MemoryFault(m) => format!("{what}: {m}"),
         Exit::Io { port, value } => {
             format!("{what}: unexpected port I/O {port:#x} = {value:#x}")
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::cases::guest::{memory_fault_text, run_once, Exit, Guest, TouchError, DATA_GPA};
+use crate::cases::guest::{run_once, Exit, Guest, TouchError, DATA_GPA};
 use crate::harness::case::{ensure, fail, Case, OrFail, TestResult, Tx};
 use crate::kvm::caps::{AccessMode, Need};
 use crate::kvm::{
@@ -111,20 +111,14 @@ fn expect_fault(
     size: u64,
 ) -> TestResult {
     match r {
-        Err(TouchError::MemoryFault {
-            errno,
-            flags,
-            gpa: g,
-            size: s,
-        }) => {
+        Err(TouchError::MemoryFault(m)) => {
             let want_flags = KVM_MEMORY_EXIT_FLAG_PRIVATE as u64;
             ensure(
-                errno == libc::EFAULT && g == gpa && s == size && flags == want_flags,
+                m.errno == libc::EFAULT && m.gpa == gpa && m.size == size && m.flags == want_flags,
                 || {
                     format!(
-                        "{what}: {}, expected EFAULT, gpa {gpa:#x} size {size:#x} flags \
-                         {want_flags:#x} (PRIVATE)",
-                        memory_fault_text(errno, flags, g, s)
+                        "{what}: {m}, expected EFAULT, gpa {gpa:#x} size {size:#x} flags \
+                         {want_flags:#x} (PRIVATE)"
                     )
                 },
             )
@@ -204,17 +198,7 @@ fn memory_fault_slot_deleted_under_vcpu(tx: &Tx) -> TestResult {
         Err(_) => return fail("the deleting thread panicked"),
     }
     let r = match exit {
-        Exit::MemoryFault {
-            errno,
-            flags,
-            gpa,
-            size,
-        } => Err(TouchError::MemoryFault {
-            errno,
-            flags,
-            gpa,
-            size,
-        }),
+        Exit::MemoryFault(m) => Err(TouchError::MemoryFault(m)),
         Exit::TimedOut => Err(TouchError::TimedOut {
             stage: 1,
             limit: lim,
