@@ -43,14 +43,6 @@ pub const CASES: &[Case] = &[
 const COMPACT_MEMORY: &str = "/proc/sys/vm/compact_memory";
 const UNEVICTABLE_ALLOWED: &str = "/proc/sys/vm/compact_unevictable_allowed";
 
-/// Compaction's migration scanner walks up from the bottom of a zone and
-/// stops where it meets the free scanner coming down from the top, which
-/// goes only as far as it must to find room for what was isolated: with
-/// much to move, they may meet below the file's pages. A second pass, with
-/// the movable memory already packed at the top, has little to move and
-/// scans nearly the whole zone.
-const COMPACTION_PASSES: u32 = 2;
-
 /// How long a fallocate() may take before the case calls it stuck: it
 /// returns in milliseconds, unless a lock was left held or the page cache
 /// is inconsistent, when it never returns.
@@ -130,6 +122,13 @@ fn fallocate_returns(what: &str, call: impl FnOnce() -> i32) -> TestResult {
 /// a page that compaction moved, or believes it moved, shows up as wrong
 /// data, or as a page cache entry that no longer belongs to the file (a
 /// page cache lookup that loops, which the allocation probe reports).
+///
+/// Whether compaction tries the file's pages at all is up to it: it moves
+/// pages only into partly used movable pageblocks, and in an idle guest,
+/// where free memory is whole free blocks, it often finds none and stops
+/// the zone at the first page it cannot place (migrate_pages() -ENOMEM).
+/// On 6.1 this case therefore reaches kvm_gmem_migrate_folio() on some
+/// boots only; it never fails because of that.
 fn compaction_keeps_guest_data(tx: &Tx) -> TestResult {
     if !Path::new(COMPACT_MEMORY).exists() {
         return Err(Stop::lacking(
@@ -147,13 +146,6 @@ fn compaction_keeps_guest_data(tx: &Tx) -> TestResult {
     let slot = rig.region(1, DATA_BASE, pages, 0);
     rig.add(&slot)?;
     tx.diag(format!("access mode {}, {pages} pages", rig.mode_name()));
-    if pageflags::available().is_ok() {
-        let gmem = &rig.gmem;
-        let g = pageflags::pages_gained_by(p, || {
-            gmem.allocate(0, gmem.size).or_fail("allocate the file")
-        })?;
-        tx.diag(placement(&g));
-    }
     fill_pages(&mut rig, 0..pages, limit)?;
 
     // 6.1 compacts unevictable pages (guest_memfd's) only while this is 1.
@@ -161,14 +153,9 @@ fn compaction_keeps_guest_data(tx: &Tx) -> TestResult {
         tx.diag(format!("{UNEVICTABLE_ALLOWED} = {}", v.trim()));
     }
     let before = meminfo::vmstat(&COMPACTION_COUNTERS)?;
-    for pass in 1..=COMPACTION_PASSES {
-        let t = std::time::Instant::now();
-        std::fs::write(COMPACT_MEMORY, "1\n").or_fail(&format!("write 1 to {COMPACT_MEMORY}"))?;
-        tx.diag(format!(
-            "compaction pass {pass}: {} ms",
-            t.elapsed().as_millis()
-        ));
-    }
+    let t = std::time::Instant::now();
+    std::fs::write(COMPACT_MEMORY, "1\n").or_fail(&format!("write 1 to {COMPACT_MEMORY}"))?;
+    tx.diag(format!("compaction took {} ms", t.elapsed().as_millis()));
     let after = meminfo::vmstat(&COMPACTION_COUNTERS)?;
     tx.diag(format!("compaction: {}", counter_deltas(&before, &after)));
 
@@ -188,26 +175,6 @@ fn compaction_keeps_guest_data(tx: &Tx) -> TestResult {
         0..pages,
         limit,
         "after compaction, once KVM mapped the pages again from the file",
-    )
-}
-
-/// Where the file's pages sit: compaction's migration scanner walks up
-/// from the bottom of each zone and stops where it meets the free scanner
-/// coming down, so pages near the top may never be tried.
-fn placement(g: &pageflags::Gained) -> String {
-    let (Some(lo), Some(hi)) = (g.pfns.iter().min(), g.pfns.iter().max()) else {
-        return "the file's pages: none found in /proc/kpageflags".into();
-    };
-    let quarters: Vec<usize> = (0..4)
-        .map(|q| {
-            let (a, b) = (q * g.max_pfn / 4, (q + 1) * g.max_pfn / 4);
-            g.pfns.iter().filter(|&&f| f >= a && f < b).count()
-        })
-        .collect();
-    format!(
-        "the file's {} pages: pfns {lo:#x}..={hi:#x} of {:#x}, by quarter of memory {quarters:?}",
-        g.pfns.len(),
-        g.max_pfn
     )
 }
 
@@ -288,8 +255,7 @@ fn find_pfn(tx: &Tx, gmem: &GmemFile, index: u64) -> Result<u64, Stop> {
         let found = pageflags::pages_gained_by(p, || {
             gmem.allocate(index * p, p)
                 .or_fail(&format!("allocate page {index} of the file"))
-        })?
-        .pfns;
+        })?;
         if let [pfn] = found[..] {
             tx.diag(format!("file page {index} is pfn {pfn:#x}"));
             return Ok(pfn);

@@ -115,28 +115,19 @@ pub fn gained(before: &[u64], after: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// The pages an allocation added, and how many pfns the machine has.
-pub struct Gained {
-    pub pfns: Vec<u64>,
-    pub max_pfn: u64,
-}
-
 /// Runs `allocate` between two snapshots, on one CPU, and drains that
 /// CPU's LRU batch before the second: the pfns of the pages that became
 /// unevictable page cache pages meanwhile.
 pub fn pages_gained_by(
     page: u64,
     allocate: impl FnOnce() -> Result<(), Stop>,
-) -> Result<Gained, Stop> {
+) -> Result<Vec<u64>, Stop> {
     let _pin = Pinned::here().map_err(|e| Stop::Fail(format!("pin to this CPU: {e}")))?;
     let before = snapshot()?;
     allocate()?;
     overflow_lru_batch(page)?;
     let after = snapshot()?;
-    Ok(Gained {
-        pfns: gained(&before, &after),
-        max_pfn: after.len() as u64,
-    })
+    Ok(gained(&before, &after))
 }
 
 /// Faults in twice as many anonymous pages as an LRU batch holds, on the
