@@ -15,8 +15,9 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use crate::harness::case::{OrFail, Stop, Tx};
 use crate::kvm::caps::AccessMode;
 use crate::kvm::{
-    ename, Errno, GmemFile, Mapping, Region, SysResult, Vm, GUEST_MEMFD_FLAG_INIT_SHARED,
-    GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD,
+    ename, errno_name, Errno, GmemFile, Mapping, Region, SysResult, Vm,
+    GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_MEM_GUEST_MEMFD,
 };
 
 pub const LOW_SLOT: u32 = 0;
@@ -138,14 +139,33 @@ pub enum Exit {
         port: u16,
         value: u8,
     },
-    MemoryFault {
-        flags: u64,
-        gpa: u64,
-        size: u64,
-    },
+    MemoryFault(MemoryFault),
     /// The deadline passed while KVM_RUN kept running (no exit at all).
     TimedOut,
     Other(String),
+}
+
+/// A KVM_EXIT_MEMORY_FAULT, which KVM_RUN returns with -1 and `errno`
+/// (EFAULT, or EHWPOISON for a poisoned page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFault {
+    pub errno: i32,
+    pub flags: u64,
+    pub gpa: u64,
+    pub size: u64,
+}
+
+impl std::fmt::Display for MemoryFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KVM_EXIT_MEMORY_FAULT ({}) gpa {:#x} size {:#x} flags {:#x}",
+            errno_name(self.errno),
+            self.gpa,
+            self.size,
+            self.flags
+        )
+    }
 }
 
 /// Result of one guest access: the byte found, and the byte read back after
@@ -240,7 +260,15 @@ pub fn run_once(vcpu: &mut VcpuFd, limit: Duration) -> Exit {
                 };
             }
             Ok(VcpuExit::MemoryFault { flags, gpa, size }) => {
-                break Exit::MemoryFault { flags, gpa, size };
+                // kvm-ioctls read errno right after the ioctl and made no
+                // system call since, so errno is still KVM_RUN's.
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                break Exit::MemoryFault(MemoryFault {
+                    errno,
+                    flags,
+                    gpa,
+                    size,
+                });
             }
             // Interrupted: by the watchdog after the limit (a KVM_RUN that
             // never exits on its own), or spuriously (retry).
@@ -287,11 +315,7 @@ pub enum TouchError {
         stage: u8,
         limit: Duration,
     },
-    MemoryFault {
-        flags: u64,
-        gpa: u64,
-        size: u64,
-    },
+    MemoryFault(MemoryFault),
     Unexpected(String),
 }
 
@@ -305,12 +329,7 @@ impl std::fmt::Display for TouchError {
                     limit.as_secs_f64()
                 )
             }
-            TouchError::MemoryFault { flags, gpa, size } => {
-                write!(
-                    f,
-                    "KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}"
-                )
-            }
+            TouchError::MemoryFault(m) => write!(f, "{m}"),
             TouchError::Unexpected(m) => write!(f, "{m}"),
         }
     }
@@ -664,9 +683,7 @@ impl Guest {
             Exit::Io { port: p, value } => Err(TouchError::Unexpected(format!(
                 "guest wrote {value:#x} to port {p:#x}, expected port {port:#x}"
             ))),
-            Exit::MemoryFault { flags, gpa, size } => {
-                Err(TouchError::MemoryFault { flags, gpa, size })
-            }
+            Exit::MemoryFault(m) => Err(TouchError::MemoryFault(m)),
             Exit::TimedOut => Err(TouchError::TimedOut { stage, limit }),
             Exit::Other(m) => Err(TouchError::Unexpected(m)),
         }

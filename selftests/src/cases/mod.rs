@@ -11,6 +11,7 @@ pub mod guest;
 pub mod hugepage;
 pub mod inode;
 pub mod memslot;
+pub mod mm;
 pub mod mmap;
 pub mod multislot;
 pub mod pageops;
@@ -38,6 +39,7 @@ pub fn all() -> Vec<&'static Case> {
         hugepage::CASES,
         regression::CASES,
         stress::CASES,
+        mm::CASES,
     ]
     .iter()
     .flat_map(|c| c.iter())

@@ -73,8 +73,8 @@ pub const WATCH_GPA: u64 = 0x2060;
 /// the GDT and the flat-mode entry at 0x3000-0x30ff).
 pub const EPOCH_GPA: u64 = 0x3800;
 pub const EXPECT_GPA: u64 = 0x3801;
-const PORT_CHECK_OK: u16 = 0x12;
-const PORT_CHECK_BAD: u16 = 0x13;
+pub const PORT_CHECK_OK: u16 = 0x12;
+pub const PORT_CHECK_BAD: u16 = 0x13;
 const PORT_FILLED: u16 = 0x14;
 /// `watch` found a byte other than the expected one.
 pub const PORT_WATCH_BAD: u16 = 0x15;
@@ -267,9 +267,7 @@ fn describe(e: Exit, what: &str, limit: Duration) -> String {
             "{what}: vCPU made no progress for {:.1}s (KVM_RUN never exited)",
             limit.as_secs_f64()
         ),
-        Exit::MemoryFault { flags, gpa, size } => {
-            format!("{what}: KVM_EXIT_MEMORY_FAULT gpa {gpa:#x} size {size:#x} flags {flags:#x}")
-        }
+        Exit::MemoryFault(m) => format!("{what}: {m}"),
         Exit::Io { port, value } => {
             format!("{what}: unexpected port I/O {port:#x} = {value:#x}")
         }
@@ -378,6 +376,25 @@ pub fn check(
             })
         },
     )
+}
+
+/// Runs `check` once over `gpa..gpa+len` (one chunk at most) and hands
+/// back how KVM_RUN ended, for a caller that expects an exit other than a
+/// finished check (a memory fault).
+pub fn check_exit(
+    vcpu: &mut VcpuFd,
+    gpa: u64,
+    len: u64,
+    val: u8,
+    limit: Duration,
+) -> Result<Exit, String> {
+    assert!(
+        len <= CHUNK,
+        "one program run covers at most {CHUNK:#x} bytes"
+    );
+    point(vcpu, gpa)?;
+    enter(vcpu, CHECK_GPA, val, 0, len, 0)?;
+    Ok(run_once(vcpu, limit))
 }
 
 /// Points the vCPU at the walk loop over `pages` pages from `gpa`: one

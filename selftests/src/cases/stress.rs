@@ -285,7 +285,7 @@ fn watch_until(
     loop {
         match run_once(vcpu, WALK_SLICE) {
             Exit::TimedOut => {}
-            Exit::MemoryFault { gpa, .. } if gpa == DATA_BASE => *faults += 1,
+            Exit::MemoryFault(m) if m.gpa == DATA_BASE => *faults += 1,
             Exit::Io {
                 port: PORT_WATCH_BAD,
                 value,

@@ -101,6 +101,9 @@ fn private_roundtrip(tx: &Tx) -> TestResult {
     Ok(())
 }
 
+/// Expects the access to end in KVM_EXIT_MEMORY_FAULT for the PRIVATE page
+/// at `gpa`, with KVM_RUN failing with EFAULT (EHWPOISON is only for a
+/// poisoned page).
 fn expect_fault(
     what: &str,
     r: Result<crate::cases::guest::Touch, TouchError>,
@@ -108,18 +111,17 @@ fn expect_fault(
     size: u64,
 ) -> TestResult {
     match r {
-        Err(TouchError::MemoryFault {
-            flags,
-            gpa: g,
-            size: s,
-        }) => {
+        Err(TouchError::MemoryFault(m)) => {
             let want_flags = KVM_MEMORY_EXIT_FLAG_PRIVATE as u64;
-            ensure(g == gpa && s == size && flags == want_flags, || {
-                format!(
-                    "{what}: KVM_EXIT_MEMORY_FAULT gpa {g:#x} size {s:#x} flags {flags:#x}, \
-                     expected gpa {gpa:#x} size {size:#x} flags {want_flags:#x} (PRIVATE)"
-                )
-            })
+            ensure(
+                m.errno == libc::EFAULT && m.gpa == gpa && m.size == size && m.flags == want_flags,
+                || {
+                    format!(
+                        "{what}: {m}, expected EFAULT, gpa {gpa:#x} size {size:#x} flags \
+                         {want_flags:#x} (PRIVATE)"
+                    )
+                },
+            )
         }
         Err(e) => fail(format!("{what}: expected KVM_EXIT_MEMORY_FAULT, got: {e}")),
         Ok(t) => fail(format!(
@@ -196,7 +198,7 @@ fn memory_fault_slot_deleted_under_vcpu(tx: &Tx) -> TestResult {
         Err(_) => return fail("the deleting thread panicked"),
     }
     let r = match exit {
-        Exit::MemoryFault { flags, gpa, size } => Err(TouchError::MemoryFault { flags, gpa, size }),
+        Exit::MemoryFault(m) => Err(TouchError::MemoryFault(m)),
         Exit::TimedOut => Err(TouchError::TimedOut {
             stage: 1,
             limit: lim,

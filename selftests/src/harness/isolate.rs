@@ -237,6 +237,40 @@ pub fn dies_with_signal<F: FnOnce()>(f: F) -> Result<Option<i32>, String> {
     Ok(libc::WIFSIGNALED(st).then(|| libc::WTERMSIG(st)))
 }
 
+/// Runs `f` in a throwaway child that exits with the code `f` returns, and
+/// waits at most `timeout` for it: `Some(code)` (-1 for a child a signal
+/// killed), or `None` when it is still running (a system call stuck in the
+/// kernel). A child that does not end is left behind (the runner kills the
+/// case's process group); it holds copies of the caller's file descriptors.
+pub fn exits_within<F: FnOnce() -> i32>(timeout: Duration, f: F) -> Result<Option<i32>, String> {
+    let pid = fork_child(|| {
+        let code = f();
+        // SAFETY: leave the child at once, as fork_child would.
+        unsafe { libc::_exit(code) };
+    })
+    .map_err(|e| format!("fork: {}", errno_name(e)))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return Ok(Some(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                -1
+            }));
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return Err(format!("waitpid: {}", errno_name(errno())));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs `f` in a forked child and waits at most `timeout` for it.
 ///
 /// The caller must be single-threaded or accept the usual fork caveats: the

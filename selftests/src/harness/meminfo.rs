@@ -1,5 +1,6 @@
 //! Memory counters from /proc/meminfo and /proc/vmstat, for cases that
-//! check that guest_memfd pages are allocated and freed when they should be.
+//! check that guest_memfd pages are allocated and freed when they should
+//! be, and that say what compaction did.
 //!
 //! guest_memfd marks its mapping unevictable, so its page cache folios sit
 //! on the unevictable LRU and are counted in `Unevictable`: in the quiet
@@ -82,6 +83,24 @@ fn parse_count(text: &str, name: &str) -> Option<u64> {
         let (key, value) = l.split_once(' ')?;
         (key == name).then(|| value.trim().parse().ok())?
     })
+}
+
+/// The `HardwareCorrupted:` line (poisoned memory) in KiB; `None` when the
+/// kernel has no memory failure handling (CONFIG_MEMORY_FAILURE), which
+/// is when the line is missing.
+pub fn hardware_corrupted_kib() -> Result<Option<u64>, Stop> {
+    let text = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| Stop::Fail(format!("read /proc/meminfo: {e}")))?;
+    Ok(parse_kib(&text, "HardwareCorrupted"))
+}
+
+/// The counters of /proc/vmstat named in `names`, in that order (`None`
+/// for one the kernel does not count: event counters need
+/// CONFIG_VM_EVENT_COUNTERS).
+pub fn vmstat(names: &[&str]) -> Result<Vec<Option<u64>>, Stop> {
+    let text = std::fs::read_to_string("/proc/vmstat")
+        .map_err(|e| Stop::Fail(format!("read /proc/vmstat: {e}")))?;
+    Ok(names.iter().map(|n| parse_count(&text, n)).collect())
 }
 
 /// `field:   N kB` from meminfo text.

@@ -311,6 +311,17 @@ impl Vm {
         let file = unsafe { File::from_raw_fd(fd) };
         read_stats(&file)
     }
+
+    /// The VM's binary statistic `name` (e.g. x86's `pages_4k`, the 4 KiB
+    /// mappings KVM holds): its first value, `None` when the VM has no
+    /// statistic of that name.
+    pub fn stat(&self, name: &str) -> Result<Option<u64>, String> {
+        Ok(self
+            .stats()?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v))
+    }
 }
 
 /// Reads a binary stats file: the header, the descriptors (each followed
@@ -680,6 +691,16 @@ mod tests {
             let v = stats.iter().find(|(n, _)| n == name);
             assert_eq!(v.map(|(_, v)| *v), Some(0), "{name} in {stats:?}");
         }
+    }
+
+    /// A new VM maps nothing yet; a name it lacks is `None`. Needs
+    /// /dev/kvm (`cargo test -p selftests -- --ignored`).
+    #[test]
+    #[ignore = "needs /dev/kvm: cargo test -p selftests -- --ignored"]
+    fn reads_a_vm_stat() {
+        let vm = Vm::create(VmType::Default).expect("a default VM (needs /dev/kvm)");
+        assert_eq!(vm.stat("pages_4k").unwrap(), Some(0));
+        assert_eq!(vm.stat("no_such_stat").unwrap(), None);
     }
 
     #[test]
