@@ -21,6 +21,7 @@ pub const CASES: &[Case] = &[
     case!(closed_fd_ebadf, needs: NEEDS),
     case!(unaligned_offset_einval, needs: NEEDS),
     case!(past_eof_einval, needs: NEEDS),
+    case!(offset_negative_as_loff_t_einval, needs: NEEDS),
     case!(gpa_overlap_eexist, needs: NEEDS),
     case!(gmem_overlap_disjoint_gpa, needs: NEEDS),
     case!(modify_gmem_slot_einval, needs: NEEDS),
@@ -219,6 +220,27 @@ fn past_eof_einval(tx: &Tx) -> TestResult {
         "control: exactly up to EOF",
         b.vm.set_region2(&b.region(0, 0, 2, FILE_PAGES - 2)),
     )
+}
+
+/// An aligned guest_memfd_offset with bit 63 set passes the generic
+/// memslot checks (aligned, offset + size does not wrap) and is a negative
+/// `loff_t` to guest_memfd, whose bind must refuse it on its own: a negative
+/// offset plus the size is never past EOF, so only the `offset < 0` test
+/// stands between it and a binding at a page index the file cannot have.
+fn offset_negative_as_loff_t_einval(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    for off in [1u64 << 63, u64::MAX - FILE_PAGES * b.page - (b.page - 1)] {
+        let r = Region {
+            gmem_offset: off,
+            ..b.region(0, 0, 2, 0)
+        };
+        expect_errno(
+            &format!("guest_memfd_offset {off:#x}"),
+            b.vm.set_region2(&r),
+            libc::EINVAL,
+        )?;
+    }
+    Ok(())
 }
 
 fn gpa_overlap_eexist(tx: &Tx) -> TestResult {
