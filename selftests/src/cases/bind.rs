@@ -26,6 +26,7 @@ pub const CASES: &[Case] = &[
     case!(gmem_overlap_disjoint_gpa, needs: NEEDS),
     case!(modify_gmem_slot_einval, needs: NEEDS),
     case!(delete_then_rebind, needs: NEEDS),
+    case!(delete_keeps_neighbours_bindings, needs: NEEDS),
     case!(failed_create_releases_range, needs: NEEDS),
     case!(file_keeps_vm_alive, needs: NEEDS),
     case!(unbound_file_is_freed_on_close, needs: NEEDS),
@@ -330,6 +331,44 @@ fn delete_then_rebind(tx: &Tx) -> TestResult {
         b.vm.set_region2(&b.region(0, 0, 4, 4)),
     )?;
     Ok(())
+}
+
+/// Deleting a slot unbinds exactly its own file range: the slots bound
+/// just below and just above it in the same file keep theirs, so a new
+/// slot on the last page of the one below or the first page of the one
+/// above still overlaps, while the deleted range is free again.
+fn delete_keeps_neighbours_bindings(tx: &Tx) -> TestResult {
+    let b = Bind::new(tx)?;
+    let (want, why) = tx.caps.gmem_overlap_errno();
+    tx.diag(why);
+    let middle = b.region(1, 4, 2, 2);
+    expect_ok(
+        "slot 0: GPA pages 0..2, file pages 0..2",
+        b.vm.set_region2(&b.region(0, 0, 2, 0)),
+    )?;
+    expect_ok(
+        "slot 1: GPA pages 4..6, file pages 2..4",
+        b.vm.set_region2(&middle),
+    )?;
+    expect_ok(
+        "slot 2: GPA pages 8..10, file pages 4..6",
+        b.vm.set_region2(&b.region(2, 8, 2, 4)),
+    )?;
+    expect_ok("delete slot 1", b.vm.delete_region(&middle))?;
+    expect_errno(
+        "slot 3 on file page 1 (slot 0's last)",
+        b.vm.set_region2(&b.region(3, 16, 1, 1)),
+        want,
+    )?;
+    expect_errno(
+        "slot 3 on file page 4 (slot 2's first)",
+        b.vm.set_region2(&b.region(3, 16, 1, 4)),
+        want,
+    )?;
+    expect_ok(
+        "slot 3 on file pages 2..4 (slot 1's, released)",
+        b.vm.set_region2(&b.region(3, 16, 2, 2)),
+    )
 }
 
 /// GPA of a slot no x86 MMU can map: gfn 2^40 is above kvm_mmu_max_gfn()
