@@ -12,6 +12,7 @@ pub const CASES: &[Case] = &[
     case!(unaligned_sizes_einval, needs: &[Need::GmemCreate]),
     case!(distinct_inodes, needs: &[Need::GmemCreate]),
     case!(fstat_size_and_blksize, needs: &[Need::GmemCreate]),
+    case!(size_and_mode_are_fixed, needs: &[Need::GmemCreate]),
     case!(mmap_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)]),
     case!(init_shared_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)]),
     case!(read_write_fail, needs: &[Need::GmemCreate]),
@@ -177,6 +178,39 @@ fn fstat_size_and_blksize(tx: &Tx) -> TestResult {
         format!("st_blksize {} != page size {p}", st.st_blksize)
     })?;
     Ok(())
+}
+
+/// A guest_memfd's attributes cannot change: its setattr refuses every
+/// change with EINVAL (upstream since 6.8), so ftruncate() to another size
+/// (or to the same one) and fchmod() fail, and fstat still shows the size
+/// and mode the file was created with.
+fn size_and_mode_are_fixed(tx: &Tx) -> TestResult {
+    let p = tx.page();
+    let (_vm, g) = tx.vm_with_gmem(4, 0)?;
+    let before = g.fstat().or_fail("fstat")?;
+    for len in [8 * p, 2 * p, 4 * p, 0] {
+        expect_errno(
+            &format!("ftruncate to {len:#x}"),
+            g.truncate(len),
+            libc::EINVAL,
+        )?;
+    }
+    let other_mode = (before.st_mode & 0o7777) ^ 0o077;
+    expect_errno(
+        &format!("fchmod {other_mode:#o}"),
+        g.chmod(other_mode),
+        libc::EINVAL,
+    )?;
+    let after = g.fstat().or_fail("fstat")?;
+    ensure(
+        (after.st_size, after.st_mode) == (before.st_size, before.st_mode),
+        || {
+            format!(
+                "size {:#x} mode {:#o} became size {:#x} mode {:#o}",
+                before.st_size, before.st_mode, after.st_size, after.st_mode
+            )
+        },
+    )
 }
 
 /// read, write, pread and pwrite all fail on a guest_memfd, with upstream's

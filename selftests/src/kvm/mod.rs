@@ -415,6 +415,24 @@ impl GmemFile {
         }
     }
 
+    pub fn truncate(&self, len: u64) -> SysResult<()> {
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::ftruncate64(self.as_raw_fd(), len as i64) } == 0 {
+            Ok(())
+        } else {
+            Err(last())
+        }
+    }
+
+    pub fn chmod(&self, mode: libc::mode_t) -> SysResult<()> {
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::fchmod(self.as_raw_fd(), mode) } == 0 {
+            Ok(())
+        } else {
+            Err(last())
+        }
+    }
+
     pub fn mmap(&self, len: usize, flags: i32) -> SysResult<Mapping> {
         Mapping::new(len, flags, self.as_raw_fd())
     }
