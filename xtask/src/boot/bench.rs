@@ -52,7 +52,7 @@ pub fn bench_boot() -> Result<ExitCode> {
         };
         let boot = |spec: &VngSpec| {
             let timeout = Duration::from_secs(600);
-            run_guest("vng", &vng_args(spec), &dir, timeout, timeout, false)
+            run_guest("vng", &vng_args(spec), &dir, timeout, timeout, None, false)
         };
         let base = boot(&spec)?;
         // Measured: a KTAP header printed by the guest as the first thing.

@@ -493,17 +493,25 @@ pub struct GuestRun {
 pub enum Killed {
     BootTimeout(u64),
     RunTimeout(u64),
+    /// The suite had started and then printed nothing for this long.
+    Stalled(u64),
 }
 
-/// Run a command (vng) with boot and whole-run deadlines; stdout and stderr
-/// are saved to `<run_dir>/stdout.log`, `console.log` and interleaved into
-/// `guest.log`; `echo_ktap` prints KTAP lines as they come.
+/// Run a command (vng) with boot and whole-run deadlines, and, when `stall`
+/// is given, a deadline on the suite's silence: once the KTAP header came,
+/// the guest is killed when its stdout (the suite) stays quiet for that
+/// long. A kernel that hangs under a case then costs the stall time, not
+/// the rest of the whole-run timeout; the kernel's own console messages
+/// (stall and lockup reports of the hang itself) do not count as progress.
+/// stdout and stderr are saved to `<run_dir>/stdout.log`, `console.log` and
+/// interleaved into `guest.log`; `echo_ktap` prints KTAP lines as they come.
 pub fn run_guest(
     program: &str,
     args: &[OsString],
     run_dir: &Path,
     boot_timeout: Duration,
     run_timeout: Duration,
+    stall: Option<Duration>,
     echo: bool,
 ) -> Result<GuestRun> {
     // vng stays in our process group so that Ctrl-C reaches it and its
@@ -527,6 +535,7 @@ pub fn run_guest(
     let mut first_ktap: Option<f64> = None;
     let mut up: Option<f64> = None;
     let mut killed = None;
+    let mut last_suite_line = start;
     loop {
         let elapsed = start.elapsed();
         if up.is_none() && elapsed >= boot_timeout {
@@ -536,6 +545,12 @@ pub fn run_guest(
         if elapsed >= run_timeout {
             killed = Some(Killed::RunTimeout(run_timeout.as_secs()));
             break;
+        }
+        if let Some(stall) = stall.filter(|_| first_ktap.is_some()) {
+            if last_suite_line.elapsed() >= stall {
+                killed = Some(Killed::Stalled(stall.as_secs()));
+                break;
+            }
         }
         match spawned.lines.recv_timeout(Duration::from_millis(250)) {
             Ok((stream, line)) => {
@@ -549,15 +564,19 @@ pub fn run_guest(
                 if first_ktap.is_none() && trimmed == "KTAP version 1" {
                     first_ktap = Some(t);
                 }
-                if echo
-                    && is_console
-                    && !line.trim_start().starts_with('[')
-                    && (trimmed.starts_with("ok ")
-                        || trimmed.starts_with("not ok ")
-                        || trimmed.starts_with('#')
-                        || trimmed.starts_with("KTAP")
-                        || trimmed.starts_with("1.."))
-                {
+                // The suite's output reaches the console without the
+                // kernel's timestamp; the host lane's comes on stdout.
+                let suite_line = !is_console
+                    || (!line.trim_start().starts_with('[')
+                        && (trimmed.starts_with("ok ")
+                            || trimmed.starts_with("not ok ")
+                            || trimmed.starts_with('#')
+                            || trimmed.starts_with("KTAP")
+                            || trimmed.starts_with("1..")));
+                if suite_line {
+                    last_suite_line = Instant::now();
+                }
+                if echo && is_console && suite_line {
                     println!("  | {line}");
                 }
                 if is_console {
@@ -645,4 +664,57 @@ pub fn descendants(root: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for vng: `script` run by sh, its stderr being the console.
+    fn fake_guest(script: &str, stall: Option<Duration>) -> GuestRun {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<OsString> = vec!["-c".into(), script.into()];
+        run_guest(
+            "sh",
+            &args,
+            dir.path(),
+            Duration::from_secs(20),
+            Duration::from_secs(20),
+            stall,
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_suite_gone_silent_is_killed_at_the_stall_timeout() {
+        // The kernel keeps talking (a stall report every 0.2 s) while the
+        // suite says nothing after its first case.
+        let run = fake_guest(
+            "echo 'KTAP version 1' >&2; echo 'ok 1 a' >&2; \
+             while :; do echo '[   21.1] rcu: INFO: rcu_sched self-detected stall' >&2; sleep 0.2; done",
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(run.killed, Some(Killed::Stalled(1)));
+        assert!(run.duration < Duration::from_secs(10), "{:?}", run.duration);
+    }
+
+    #[test]
+    fn a_suite_that_keeps_printing_is_not_stalled() {
+        let run = fake_guest(
+            "echo 'KTAP version 1' >&2; for i in 1 2 3 4 5 6; do sleep 0.4; echo \"ok $i c$i\" >&2; done",
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(run.killed, None);
+        assert_eq!(run.exit, Some(0));
+    }
+
+    #[test]
+    fn silence_before_the_ktap_header_is_the_boot_timeouts_business() {
+        let run = fake_guest(
+            "sleep 2; echo 'KTAP version 1' >&2",
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(run.killed, None);
+    }
 }

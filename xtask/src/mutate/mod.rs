@@ -78,6 +78,13 @@ pub struct RunArgs {
     /// Per-case timeout passed to the selftests.
     #[arg(long)]
     pub case_timeout: Option<u64>,
+    /// A mutant's guest whose suite, once started, prints nothing for this
+    /// many seconds is killed as a hang (default: 1.5 times the baseline's
+    /// whole suite, at least 30 s: no single case runs longer than the
+    /// whole suite of the unmutated series). A hang then costs this, not
+    /// the rest of the whole-run timeout.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: Option<u64>,
     /// auto, kvm or tcg, as for `cargo xtask test`.
     #[arg(long, value_enum, default_value_t = crate::boot::AccelRequest::Auto)]
     pub accel: crate::boot::AccelRequest,

@@ -653,12 +653,13 @@ impl Bench {
         })
     }
 
-    fn boot(&self, image: &Image, mutant: &str, timeout: Option<u64>) -> Result<RunResult> {
+    fn boot(&self, image: &Image, mutant: &str, limits: Option<Limits>) -> Result<RunResult> {
         let mut tag = self.series.clone();
         tag.mutant = (!mutant.is_empty()).then(|| mutant.to_string());
         let mut args = self.test.clone();
-        if timeout.is_some() {
-            args.timeout = timeout;
+        if let Some(l) = limits {
+            args.timeout = Some(l.run);
+            args.stall_timeout = Some(l.stall);
         }
         test::boot_image(
             &args,
@@ -670,11 +671,17 @@ impl Bench {
     }
 
     /// Boots `image` and judges the run; a pass is rerun once when `rerun`.
-    /// `timeout` replaces the whole-run timeout of `self.test`.
-    fn judge_image(&self, name: &str, image: &Image, rerun: bool, timeout: Option<u64>) -> Verdict {
+    /// `limits` replace the whole-run and stall timeouts of `self.test`.
+    fn judge_image(
+        &self,
+        name: &str,
+        image: &Image,
+        rerun: bool,
+        limits: Option<Limits>,
+    ) -> Verdict {
         let mut t = image.timing;
         let label = if name.is_empty() { "baseline" } else { name };
-        let first = match self.boot(image, name, timeout) {
+        let first = match self.boot(image, name, limits) {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("{e:#}");
@@ -694,7 +701,7 @@ impl Bench {
                 detail.lines().next().unwrap_or("")
             );
             let first_detail = detail.clone();
-            if let Ok(r) = self.boot(image, name, timeout) {
+            if let Ok(r) = self.boot(image, name, limits) {
                 t.rerun_s = r.duration_s;
                 outcome = match judge_run(&r) {
                     Outcome::Error { detail } => Outcome::Error {
@@ -713,7 +720,7 @@ impl Bench {
             };
         }
         println!("mutant {name}: every case passed; rerunning once to rule out a flaky pass");
-        match self.boot(image, name, timeout) {
+        match self.boot(image, name, limits) {
             Ok(r) => {
                 t.rerun_s = r.duration_s;
                 let outcome = match judge_run(&r) {
@@ -837,12 +844,28 @@ enum Job {
     Mutant(Subject),
 }
 
-/// The whole-run timeout of a mutant's boot: `--timeout`, else scaled to
-/// what the unmutated series took on this machine now (a mutant that
-/// hangs the kernel costs the whole timeout).
-fn per_boot_timeout(args: &RunArgs, baseline: &Timing) -> u64 {
-    args.timeout
-        .unwrap_or_else(|| ((3.0 * (baseline.boot_s + baseline.suite_s)).ceil() as u64).max(120))
+/// The deadlines of a mutant's boot, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    /// The whole run.
+    run: u64,
+    /// The suite's silence once it started.
+    stall: u64,
+}
+
+/// A mutant's deadlines: `--timeout` and `--stall-timeout`, else scaled to
+/// what the unmutated series took on this machine now. The whole-run
+/// timeout is the backstop; a kernel that hangs under a case is caught by
+/// the stall timeout, which only has to outlast the longest case.
+fn per_boot_limits(args: &RunArgs, baseline: &Timing) -> Limits {
+    Limits {
+        run: args.timeout.unwrap_or_else(|| {
+            ((3.0 * (baseline.boot_s + baseline.suite_s)).ceil() as u64).max(120)
+        }),
+        stall: args
+            .stall_timeout
+            .unwrap_or_else(|| ((1.5 * baseline.suite_s).ceil() as u64).max(30)),
+    }
 }
 
 fn baseline_of(v: &Verdict) -> Baseline {
@@ -976,7 +999,7 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
     let jobs: Vec<Job> = std::iter::once(Job::Baseline)
         .chain(subjects.into_iter().map(Job::Mutant))
         .collect();
-    let per_boot: OnceLock<u64> = OnceLock::new();
+    let per_boot: OnceLock<Limits> = OnceLock::new();
     let baseline_done: OnceLock<Instant> = OnceLock::new();
     let may_start = |i: usize| {
         let Some(b) = args.budget.filter(|b| i > 0 && wall.elapsed() >= *b) else {
@@ -994,16 +1017,23 @@ fn campaign(args: &RunArgs, subjects: Vec<Subject>, tip: Option<String>) -> Resu
     let boot = |_: usize, job: &Job, image: Image| match job {
         Job::Baseline => {
             let v = bench.judge_image("", &image, false, None);
-            let timeout = per_boot_timeout(args, &v.timing);
-            per_boot.get_or_init(|| timeout);
+            let limits = per_boot_limits(args, &v.timing);
+            per_boot.get_or_init(|| limits);
             baseline_done.get_or_init(Instant::now);
             println!(
-                "baseline: {}; per-mutant boot timeout: {timeout}s ({})",
+                "baseline: {}; per-mutant boot timeout: {}s ({}); stall timeout: {}s ({})",
                 outcome_text(&v.outcome, false),
+                limits.run,
                 if args.timeout.is_some() {
                     "--timeout"
                 } else {
                     "3x the baseline's boot + suite, at least 120 s"
+                },
+                limits.stall,
+                if args.stall_timeout.is_some() {
+                    "--stall-timeout"
+                } else {
+                    "1.5x the baseline's suite, at least 30 s"
                 }
             );
             v
@@ -1787,6 +1817,38 @@ mod tests {
         assert_eq!(format!("{got:?}"), format!("{want:?}"));
         args.timeout = Some(42);
         assert_eq!(test_args(&args, None).unwrap().timeout, Some(42));
+    }
+
+    #[test]
+    fn deadlines_scale_with_the_baseline_unless_given() {
+        let mut args = run_args(&[]).unwrap();
+        let quick = Timing {
+            boot_s: 5.0,
+            suite_s: 10.0,
+            ..Timing::default()
+        };
+        assert_eq!(
+            per_boot_limits(&args, &quick),
+            Limits {
+                run: 120,
+                stall: 30
+            }
+        );
+        let slow = Timing {
+            boot_s: 20.0,
+            suite_s: 60.2,
+            ..Timing::default()
+        };
+        assert_eq!(
+            per_boot_limits(&args, &slow),
+            Limits {
+                run: 241,
+                stall: 91
+            }
+        );
+        args.timeout = Some(50);
+        args.stall_timeout = Some(7);
+        assert_eq!(per_boot_limits(&args, &slow), Limits { run: 50, stall: 7 });
     }
 
     #[test]

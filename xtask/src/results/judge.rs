@@ -16,6 +16,8 @@ pub enum Deadline {
     Boot(u64),
     /// The whole run did not finish in time (seconds).
     Run(u64),
+    /// The suite printed nothing for this long (seconds) after it started.
+    Stall(u64),
 }
 
 /// How the guest (or the host selftests process) ended.
@@ -123,6 +125,7 @@ pub fn judge(ev: &Evidence) -> Judgement {
 fn died_during(boot: &Boot) -> Option<&'static str> {
     match (&boot.killed, &boot.panic_line) {
         (Some(Deadline::Run(_)), _) => Some("the kernel hung during it (run timeout)"),
+        (Some(Deadline::Stall(_)), _) => Some("the kernel hung during it (the suite went silent)"),
         (Some(Deadline::Boot(_)), _) => None,
         (None, Some(_)) => Some("the kernel panicked during it"),
         (None, None) if boot.userspace_up && boot.exit.is_none() && boot.vng_exit == Some(255) => {
@@ -294,6 +297,10 @@ fn ending(ev: &Evidence, running: Option<&str>, mut reasons: Vec<String>) -> Out
             "the run did not finish within {s}s and was killed{}",
             while_running()
         )),
+        (Some(Deadline::Stall(s)), _) => Outcome::Hang(format!(
+            "the suite printed nothing for {s}s and the guest was killed{}",
+            while_running()
+        )),
         (None, Some(line)) => Outcome::Panic(format!("{line}{}", while_running())),
         (None, None) if !boot.userspace_up => Outcome::NoBoot(format!(
             "vng exited ({}) before the guest script ran; last console lines:\n{}",
@@ -330,4 +337,43 @@ fn ending(ev: &Evidence, running: Option<&str>, mut reasons: Vec<String>) -> Out
 fn exit_text(code: Option<i32>) -> String {
     code.map(|c| c.to_string())
         .unwrap_or_else(|| "by a signal".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest killed for the suite's silence is a hang, blamed on the case
+    /// that was running, and says how long the silence was.
+    #[test]
+    fn a_stalled_suite_is_a_hang_of_the_running_case() {
+        let ktap = crate::results::parse_ktap(
+            "KTAP version 1\n1..2\n# begin a.first\nok 1 a.first\n# begin a.second\n",
+        );
+        let boot = Boot {
+            killed: Some(Deadline::Stall(30)),
+            userspace_up: true,
+            ..Default::default()
+        };
+        let j = judge(&Evidence {
+            boot: &boot,
+            ktap: &ktap,
+            splats: &[],
+            taint_before: Some(0),
+            taint_after: Some(0),
+            expect: None,
+            numa_nodes: None,
+            exec: false,
+        });
+        let Outcome::Hang(why) = &j.outcome else {
+            panic!("{:?}", j.outcome)
+        };
+        assert!(why.contains("printed nothing for 30s"), "{why}");
+        assert!(why.contains("a.second"), "{why}");
+        let c: Vec<String> = j.culprits.iter().map(|c| format!("{c:?}")).collect();
+        assert!(
+            c.len() == 1 && c[0].contains("a.second") && c[0].contains("went silent"),
+            "{c:?}"
+        );
+    }
 }

@@ -57,6 +57,12 @@ pub struct TestArgs {
     /// Per-case timeout passed to the selftests (`--timeout`).
     #[arg(long)]
     pub case_timeout: Option<u64>,
+    /// Kill the guest when the suite, once started, prints nothing for this
+    /// many seconds, and report a hang (default: only the whole-run
+    /// timeout). Must exceed the longest case; `mutate run` sets it from
+    /// the unmutated series' suite time.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: Option<u64>,
     /// Use this selftests binary instead of building the workspace's.
     #[arg(long)]
     pub selftests: Option<PathBuf>,
@@ -356,6 +362,7 @@ pub fn boot_image(
         &plan.dir,
         plan.boot_timeout,
         plan.run_timeout,
+        args.stall_timeout.map(Duration::from_secs),
         true,
     )?;
 
@@ -537,6 +544,7 @@ fn read_guest_run(dir: &Path, guest: &boot::GuestRun, exec: bool) -> GuestRunFil
         killed: guest.killed.as_ref().map(|k| match k {
             Killed::BootTimeout(s) => Deadline::Boot(*s),
             Killed::RunTimeout(s) => Deadline::Run(*s),
+            Killed::Stalled(s) => Deadline::Stall(*s),
         }),
         userspace_up: guest.up_s.is_some(),
         panic_line: guest
@@ -593,6 +601,7 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
         &dir,
         timeout,
         timeout,
+        args.stall_timeout.map(Duration::from_secs),
         true,
     )?;
     let taint_after = taint();
@@ -617,10 +626,10 @@ pub fn run_host(args: &TestArgs) -> Result<RunResult> {
     };
     let judgement = judge(&Evidence {
         boot: &Boot {
-            killed: guest
-                .killed
-                .as_ref()
-                .map(|_| Deadline::Run(timeout.as_secs())),
+            killed: guest.killed.as_ref().map(|k| match k {
+                Killed::Stalled(s) => Deadline::Stall(*s),
+                _ => Deadline::Run(timeout.as_secs()),
+            }),
             userspace_up: true,
             panic_line: None,
             exit: guest.exit,
