@@ -791,6 +791,8 @@ struct Setup {
     bench: Bench,
     wt: Worktree,
     equivalent: super::equivalent::Equivalents,
+    /// Holds the campaign's copy of the selftests binary.
+    _selftests_copy: tempfile::TempDir,
 }
 
 /// Plans the campaign: the series, its checkout at `tip` (or applied
@@ -802,8 +804,18 @@ fn setup(args: &RunArgs, tip: Option<&str>) -> Result<Setup> {
     let equivalent = super::equivalent::load(&super::equivalent::default_path())?;
     let tree = default_tree(&args.tree)?;
     let fragments = kconfig::fragment_list(&args.config)?;
-    // Built once: every boot of the campaign runs the same binary.
-    let selftests = test::selftests_binary(&test_args(args, args.selftests.as_deref())?)?;
+    // Built once and copied: every boot of the campaign runs the same
+    // binary, even when the workspace's is rebuilt while it runs.
+    let built = test::selftests_binary(&test_args(args, args.selftests.as_deref())?)?;
+    // Under the target directory: the guest sees the host's file system,
+    // but virtme-ng gives it a /tmp of its own.
+    let copy_dir = tempfile::Builder::new()
+        .prefix("mutate-selftests-")
+        .tempdir_in(crate::util::target_dir())
+        .context("creating a directory for the campaign's selftests binary")?;
+    let selftests = copy_dir.path().join("gmem-selftests");
+    std::fs::copy(&built, &selftests)
+        .with_context(|| format!("copying {} to {}", built.display(), selftests.display()))?;
     let test = test_args(args, Some(&selftests))?;
     println!(
         "\n=== baseline: the unmutated series v{} on {} (must pass before any mutant counts)",
@@ -829,6 +841,7 @@ fn setup(args: &RunArgs, tip: Option<&str>) -> Result<Setup> {
         bench: Bench { test, plan, series },
         wt,
         equivalent,
+        _selftests_copy: copy_dir,
     })
 }
 
