@@ -9,6 +9,7 @@ use crate::harness::meminfo::{settle, slack_kib, unevictable_kib};
 use crate::kvm::caps::Need;
 use crate::kvm::{
     ename, Errno, GmemFile, Mapping, Region, Vm, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_SET_USER_MEMORY_REGION2,
 };
 
 const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2];
@@ -22,6 +23,7 @@ pub const CASES: &[Case] = &[
     case!(unaligned_offset_einval, needs: NEEDS),
     case!(past_eof_einval, needs: NEEDS),
     case!(offset_negative_as_loff_t_einval, needs: NEEDS),
+    case!(unreadable_request_efault, needs: &[Need::UserMemory2]),
     case!(gpa_overlap_eexist, needs: NEEDS),
     case!(gmem_overlap_disjoint_gpa, needs: NEEDS),
     case!(modify_gmem_slot_einval, needs: NEEDS),
@@ -242,6 +244,16 @@ fn offset_negative_as_loff_t_einval(tx: &Tx) -> TestResult {
         )?;
     }
     Ok(())
+}
+
+/// A KVM_SET_USER_MEMORY_REGION2 request KVM cannot read is EFAULT.
+fn unreadable_request_efault(tx: &Tx) -> TestResult {
+    let vm = tx.vm()?;
+    expect_errno(
+        "KVM_SET_USER_MEMORY_REGION2, request in a PROT_NONE page",
+        vm.ioctl_with_unreadable_arg(KVM_SET_USER_MEMORY_REGION2),
+        libc::EFAULT,
+    )
 }
 
 fn gpa_overlap_eexist(tx: &Tx) -> TestResult {

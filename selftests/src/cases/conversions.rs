@@ -7,8 +7,10 @@ use kvm_ioctls::VcpuFd;
 
 use crate::cases::pageops::{expect_range, fill_range, on_each_vcpu, Rig, DATA_BASE};
 use crate::harness::case::{expect_errno, expect_ok, Case, OrFail, Stop, TestResult, Tx};
-use crate::kvm::caps::{AccessMode, Need};
-use crate::kvm::{ename, GmemFile, Mapping, Vm, KVM_MEMORY_ATTRIBUTE_PRIVATE};
+use crate::kvm::caps::{AccessMode, Lack, Need};
+use crate::kvm::{
+    ename, GmemFile, Mapping, Vm, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES,
+};
 
 const NEEDS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr];
 
@@ -20,6 +22,7 @@ pub const CASES: &[Case] = &[
     case!(stages_2m_with_fallocate_two_vcpus, needs: NEEDS),
     case!(punch_stages_2m_read_zero, needs: NEEDS),
     case!(set_private_as_cap_says, needs: &[Need::GmemCreate]),
+    case!(unreadable_request_efault, needs: &[Need::Kvm]),
 ];
 
 const FILE_PAGES: u64 = 16;
@@ -731,4 +734,27 @@ fn set_private_as_cap_says(tx: &Tx) -> TestResult {
         }
     }
     Ok(())
+}
+
+/// A KVM_SET_MEMORY_ATTRIBUTES request KVM cannot read is EFAULT, on every
+/// VM type: the ioctl copies its request in before it looks at the VM.
+fn unreadable_request_efault(tx: &Tx) -> TestResult {
+    let sys = tx
+        .caps
+        .system
+        .iter()
+        .find(|(n, _)| *n == "MEMORY_ATTRIBUTES")
+        .map_or(0, |&(_, v)| v);
+    if sys <= 0 {
+        return Err(Stop::lacking(
+            Lack::Cap("KVM_CAP_MEMORY_ATTRIBUTES"),
+            format!("KVM_CAP_MEMORY_ATTRIBUTES is {sys} on /dev/kvm: no KVM_SET_MEMORY_ATTRIBUTES"),
+        ));
+    }
+    let vm = tx.vm()?;
+    expect_errno(
+        "KVM_SET_MEMORY_ATTRIBUTES, request in a PROT_NONE page",
+        vm.ioctl_with_unreadable_arg(KVM_SET_MEMORY_ATTRIBUTES),
+        libc::EFAULT,
+    )
 }

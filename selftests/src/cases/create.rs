@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use crate::harness::case::{ensure, expect_errno, expect_ok, fail, Case, OrFail, TestResult, Tx};
 use crate::kvm::caps::flag_names;
 use crate::kvm::caps::Need;
-use crate::kvm::{GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP};
+use crate::kvm::{GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_CREATE_GUEST_MEMFD};
 
 pub const CASES: &[Case] = &[
     case!(each_flag_bit, needs: &[Need::GmemCreate]),
@@ -16,6 +16,7 @@ pub const CASES: &[Case] = &[
     case!(mmap_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP)]),
     case!(init_shared_file_rules, needs: &[Need::GmemCreate, Need::GmemFlags(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED)]),
     case!(read_write_fail, needs: &[Need::GmemCreate]),
+    case!(unreadable_request_efault, needs: &[Need::GmemCreate]),
     case!(lowest_free_fd_is_zero, needs: &[Need::GmemCreate]),
 ];
 
@@ -210,6 +211,16 @@ fn size_and_mode_are_fixed(tx: &Tx) -> TestResult {
                 before.st_size, before.st_mode, after.st_size, after.st_mode
             )
         },
+    )
+}
+
+/// A request KVM cannot read is EFAULT, and no file is made.
+fn unreadable_request_efault(tx: &Tx) -> TestResult {
+    let vm = tx.vm()?;
+    expect_errno(
+        "KVM_CREATE_GUEST_MEMFD, request in a PROT_NONE page",
+        vm.ioctl_with_unreadable_arg(KVM_CREATE_GUEST_MEMFD),
+        libc::EFAULT,
     )
 }
 

@@ -224,6 +224,25 @@ impl Vm {
         Ok(())
     }
 
+    /// The VM ioctl `nr` (the `_IOW`/`_IOWR` command, whose argument KVM
+    /// copies in) with an argument pointing into a page that is mapped
+    /// PROT_NONE, so that the copy faults: what the ioctl returns.
+    pub fn ioctl_with_unreadable_arg(&self, nr: libc::c_ulong) -> SysResult<i32> {
+        let page = Mapping::anon(4096)?;
+        // SAFETY: changes the protection of a page this function owns.
+        if unsafe { libc::mprotect(page.ptr.cast(), page.len, libc::PROT_NONE) } != 0 {
+            return Err(last());
+        }
+        // SAFETY: KVM reads the argument with copy_from_user(), which fails
+        // on the unreadable page instead of touching it.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), nr as _, page.ptr) };
+        if r < 0 {
+            Err(last())
+        } else {
+            Ok(r)
+        }
+    }
+
     /// KVM_CHECK_EXTENSION on the VM fd (VM-type specific answers).
     pub fn check(&self, cap: u32) -> i32 {
         self.fd.check_extension_raw(cap as libc::c_ulong)
@@ -380,6 +399,22 @@ impl AsRawFd for GmemFile {
         self.file.as_raw_fd()
     }
 }
+
+/// `_IOC(dir, KVMIO, nr, size)` for the VM ioctls the kernel copies their
+/// argument in for: dir 1 is `_IOW`, 3 `_IOWR`.
+pub const fn kvm_ioc(dir: libc::c_ulong, nr: libc::c_ulong, size: usize) -> libc::c_ulong {
+    (dir << 30) | ((size as libc::c_ulong) << 16) | (0xAE << 8) | nr
+}
+
+pub const KVM_SET_USER_MEMORY_REGION2: libc::c_ulong = kvm_ioc(
+    1,
+    0x49,
+    std::mem::size_of::<kvm_bindings::kvm_userspace_memory_region2>(),
+);
+pub const KVM_SET_MEMORY_ATTRIBUTES: libc::c_ulong =
+    kvm_ioc(1, 0xd2, std::mem::size_of::<kvm_memory_attributes>());
+pub const KVM_CREATE_GUEST_MEMFD: libc::c_ulong =
+    kvm_ioc(3, 0xd4, std::mem::size_of::<kvm_create_guest_memfd>());
 
 pub const FALLOC_KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
 pub const FALLOC_PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE;
@@ -719,6 +754,14 @@ mod tests {
         let vm = Vm::create(VmType::Default).expect("a default VM (needs /dev/kvm)");
         assert_eq!(vm.stat("pages_4k").unwrap(), Some(0));
         assert_eq!(vm.stat("no_such_stat").unwrap(), None);
+    }
+
+    /// The numbers the uAPI header gives these ioctls.
+    #[test]
+    fn gmem_ioctl_numbers_match_the_uapi() {
+        assert_eq!(KVM_CREATE_GUEST_MEMFD, 0xc040_aed4);
+        assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40a0_ae49);
+        assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, 0x4020_aed2);
     }
 
     #[test]
