@@ -19,6 +19,7 @@ pub const CASES: &[Case] = &[
     case!(punch_vs_memslot_churn, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
     case!(punch_under_walking_vcpu, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::GuestAccess]),
     case!(conversion_starting_at_the_faulting_gfn, needs: &[Need::GuestMemfd, Need::UserMemory2, Need::PrivateAttr]),
+    case!(slot_delete_racing_last_close, needs: &[Need::GuestMemfd, Need::UserMemory2]),
 ];
 
 const PAGES: u64 = 8;
@@ -419,4 +420,66 @@ fn conversion_starting_at_the_faulting_gfn(tx: &Tx) -> TestResult {
             }
         )),
     }
+}
+
+/// A memslot deletion racing the last close() of the guest_memfd bound to
+/// it. A memslot holds no reference to its file, so the close frees the
+/// file while the deletion may already hold slots_lock: then the deletion
+/// finds a file with no references left, unbinds it under the mapping's
+/// invalidate lock itself, and the file's release, waiting for slots_lock,
+/// finds nothing bound. Each iteration lines both up on a barrier and
+/// shifts the close by a few microseconds more; the deletion spends
+/// milliseconds under slots_lock (an SRCU grace period), so a share of the
+/// iterations take the dying-file path, which userspace cannot see. A
+/// lock the path leaves held makes the next close of a file hang; one it
+/// releases without holding it is a DEBUG_RWSEMS warning (gmem config).
+fn slot_delete_racing_last_close(tx: &Tx) -> TestResult {
+    use crate::kvm::{Mapping, Region, KVM_MEM_GUEST_MEMFD};
+    use std::os::fd::AsRawFd;
+    use std::sync::Barrier;
+
+    let p = tx.page();
+    let vm = tx.vm()?;
+    let mem = Mapping::anon((2 * p) as usize).or_fail("mmap(anon)")?;
+    let race = Duration::from_millis(1500).min(tx.timeout / 4);
+    let deadline = Instant::now() + race;
+    let mut rounds = 0u64;
+    while Instant::now() < deadline {
+        let gmem = vm.create_gmem(2 * p, 0).or_fail("KVM_CREATE_GUEST_MEMFD")?;
+        let region = Region {
+            slot: 0,
+            flags: KVM_MEM_GUEST_MEMFD,
+            gpa: 0x10_0000,
+            size: 2 * p,
+            uaddr: mem.addr(),
+            gmem_offset: 0,
+            gmem_fd: gmem.as_raw_fd() as u32,
+        };
+        vm.set_region2(&region).or_fail("binding the slot")?;
+        let delay = Duration::from_micros(rounds % 64 * 25);
+        let start = Barrier::new(2);
+        let deleted = std::thread::scope(|s| {
+            let deleter = s.spawn(|| {
+                start.wait();
+                vm.delete_region(&region)
+            });
+            start.wait();
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            drop(gmem);
+            deleter.join()
+        });
+        match deleted {
+            Ok(r) => r.or_fail(&format!("deleting the slot in round {rounds}"))?,
+            Err(_) => return fail("the deleting thread panicked"),
+        }
+        rounds += 1;
+    }
+    tx.diag(format!(
+        "{rounds} rounds of a slot deletion racing its file's last close in {:.1}s",
+        race.as_secs_f64()
+    ));
+    ensure(rounds > 0, || "no round ran".to_string())
 }
