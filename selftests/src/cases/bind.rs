@@ -74,6 +74,24 @@ impl Bind {
     }
 }
 
+impl Bind {
+    /// A two-page slot bound at each of `offsets` is refused with EINVAL.
+    fn offsets_einval(&self, offsets: &[u64]) -> TestResult {
+        for &off in offsets {
+            let r = Region {
+                gmem_offset: off,
+                ..self.region(0, 0, 2, 0)
+            };
+            expect_errno(
+                &format!("guest_memfd_offset {off:#x}"),
+                self.vm.set_region2(&r),
+                libc::EINVAL,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A guest_memfd memslot is accepted exactly on VM types whose
 /// KVM_CAP_GUEST_MEMFD is nonzero; elsewhere KVM_MEM_GUEST_MEMFD is not a
 /// valid flag (upstream 6.8: EINVAL), while the same slot without the flag
@@ -188,18 +206,7 @@ fn closed_fd_ebadf(tx: &Tx) -> TestResult {
 
 fn unaligned_offset_einval(tx: &Tx) -> TestResult {
     let b = Bind::new(tx)?;
-    for off in [1, b.page / 2, b.page - 1, b.page + 8] {
-        let r = Region {
-            gmem_offset: off,
-            ..b.region(0, 0, 2, 0)
-        };
-        expect_errno(
-            &format!("guest_memfd_offset {off:#x}"),
-            b.vm.set_region2(&r),
-            libc::EINVAL,
-        )?;
-    }
-    Ok(())
+    b.offsets_einval(&[1, b.page / 2, b.page - 1, b.page + 8])
 }
 
 fn past_eof_einval(tx: &Tx) -> TestResult {
@@ -232,18 +239,7 @@ fn past_eof_einval(tx: &Tx) -> TestResult {
 /// stands between it and a binding at a page index the file cannot have.
 fn offset_negative_as_loff_t_einval(tx: &Tx) -> TestResult {
     let b = Bind::new(tx)?;
-    for off in [1u64 << 63, u64::MAX - FILE_PAGES * b.page - (b.page - 1)] {
-        let r = Region {
-            gmem_offset: off,
-            ..b.region(0, 0, 2, 0)
-        };
-        expect_errno(
-            &format!("guest_memfd_offset {off:#x}"),
-            b.vm.set_region2(&r),
-            libc::EINVAL,
-        )?;
-    }
-    Ok(())
+    b.offsets_einval(&[1u64 << 63, u64::MAX - FILE_PAGES * b.page - (b.page - 1)])
 }
 
 /// A KVM_SET_USER_MEMORY_REGION2 request KVM cannot read is EFAULT.
