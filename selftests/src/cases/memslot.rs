@@ -15,7 +15,7 @@ use crate::harness::case::{
 use crate::kvm::caps::{Lack, Need};
 use crate::kvm::{
     ename, Errno, GmemFile, Mapping, Region, SysResult, Vm, KVM_CAP_MULTI_ADDRESS_SPACE,
-    KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+    KVM_CAP_NR_MEMSLOTS, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
 };
 
 const GMEM_SLOTS: &[Need] = &[Need::GuestMemfd, Need::UserMemory2];
@@ -32,6 +32,7 @@ pub const CASES: &[Case] = &[
     case!(smm_slot_einval_with_private_mem, needs: PRIVATE_GMEM_SLOTS),
     case!(one_address_space_with_private_mem, needs: &[Need::PrivateAttr]),
     case!(address_spaces_match_cap),
+    case!(dirty_log_of_the_first_internal_slot_id_einval),
 ];
 
 /// Pages of each guest_memfd file and of the anonymous memory behind slots.
@@ -615,6 +616,48 @@ fn address_spaces_match_cap(tx: &Tx) -> TestResult {
         libc::EINVAL,
     )?;
     fx.expect_no_slot(beyond.slot, "after the refused request")
+}
+
+/// Slot ids from KVM_CAP_NR_MEMSLOTS up are KVM's own (x86 keeps its
+/// internal slots just above the user ones): KVM_GET_DIRTY_LOG and
+/// KVM_CLEAR_DIRTY_LOG refuse the first of them with EINVAL, while the last
+/// user slot id, with dirty logging, answers both.
+fn dirty_log_of_the_first_internal_slot_id_einval(tx: &Tx) -> TestResult {
+    let fx = Fx::new(tx, false)?;
+    let n = fx.vm.check_system(KVM_CAP_NR_MEMSLOTS);
+    tx.diag(format!("KVM_CAP_NR_MEMSLOTS {n}"));
+    if n <= 0 {
+        return fail(format!(
+            "KVM_CAP_NR_MEMSLOTS is {n}: KVM always has user memslots"
+        ));
+    }
+    let last = fx.plain(n as u32 - 1, 0, SLOT_PAGES, KVM_MEM_LOG_DIRTY_PAGES);
+    expect_ok(
+        &format!(
+            "slot {} (the last user slot id) with dirty logging",
+            last.slot
+        ),
+        fx.vm.set_region_v1(&last),
+    )?;
+    let bytes = (SLOT_PAGES * fx.page) as usize;
+    expect_ok(
+        &format!("KVM_GET_DIRTY_LOG of slot {}", last.slot),
+        fx.vm.get_dirty_log(last.slot, bytes),
+    )?;
+    expect_ok(
+        &format!("KVM_CLEAR_DIRTY_LOG of slot {}", last.slot),
+        fx.vm.clear_dirty_log(last.slot, SLOT_PAGES as u32),
+    )?;
+    expect_errno(
+        &format!("KVM_GET_DIRTY_LOG of slot {n}"),
+        fx.vm.get_dirty_log(n as u32, bytes),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        &format!("KVM_CLEAR_DIRTY_LOG of slot {n}"),
+        fx.vm.clear_dirty_log(n as u32, SLOT_PAGES as u32),
+        libc::EINVAL,
+    )
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub use kvm_bindings::{
     KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_X86_DEFAULT_VM,
     KVM_X86_SW_PROTECTED_VM,
 };
-pub use kvm_bindings::{KVM_CAP_MULTI_ADDRESS_SPACE, KVM_MEM_READONLY};
+pub use kvm_bindings::{KVM_CAP_MULTI_ADDRESS_SPACE, KVM_CAP_NR_MEMSLOTS, KVM_MEM_READONLY};
 
 /// `EINVAL`-style name of an errno value.
 pub fn errno_name(e: i32) -> String {
