@@ -31,6 +31,7 @@ pub const CASES: &[Case] = &[
     case!(delete_keeps_neighbours_bindings, needs: NEEDS),
     case!(failed_create_releases_range, needs: NEEDS),
     case!(file_keeps_vm_alive, needs: NEEDS),
+    case!(last_file_close_destroys_the_vm, needs: NEEDS),
     case!(unbound_file_is_freed_on_close, needs: NEEDS),
 ];
 
@@ -453,6 +454,44 @@ fn file_keeps_vm_alive(tx: &Tx) -> TestResult {
     )?;
     expect_ok("fstat after closing the VM fd", gmem.fstat())?;
     drop(gmem); // destroys the VM; the harness checks the log and taint
+    drop(mem);
+    Ok(())
+}
+
+/// A guest_memfd holds a reference to its VM, and its release drops it:
+/// with the VM fd closed the VM lives on (its debugfs directory,
+/// `<pid>-<vm fd>` under debugfs's kvm/, is still there), and closing the
+/// file destroys it (the directory goes, at once: the release runs before
+/// close() returns). A reference the release forgets keeps the VM and
+/// everything it holds for good.
+fn last_file_close_destroys_the_vm(tx: &Tx) -> TestResult {
+    let debugfs = crate::harness::hwpoison::debugfs()?;
+    let b = Bind::new(tx)?;
+    expect_ok(
+        "bind slot 0 to file pages 0..4",
+        b.vm.set_region2(&b.region(0, 0, 4, 0)),
+    )?;
+    let dir = debugfs
+        .join("kvm")
+        .join(format!("{}-{}", std::process::id(), b.vm.as_raw_fd()));
+    ensure(dir.is_dir(), || {
+        format!("no {} for the new VM (KVM's debugfs naming)", dir.display())
+    })?;
+    let Bind { vm, gmem, mem, .. } = b;
+    drop(vm);
+    ensure(dir.is_dir(), || {
+        format!(
+            "{} went with the VM fd although the guest_memfd still holds the VM",
+            dir.display()
+        )
+    })?;
+    drop(gmem);
+    ensure(!dir.exists(), || {
+        format!(
+            "{} is still there after the last guest_memfd of the VM was closed:              something still holds the VM",
+            dir.display()
+        )
+    })?;
     drop(mem);
     Ok(())
 }

@@ -121,7 +121,7 @@ impl Drop for Filter<'_> {
 }
 
 /// Where debugfs is mounted, mounting it at /sys/kernel/debug if it is not.
-fn debugfs() -> Result<PathBuf, Stop> {
+pub fn debugfs() -> Result<PathBuf, Stop> {
     if let Some(p) = debugfs_mount()? {
         return Ok(p);
     }
