@@ -6,7 +6,9 @@ use std::time::Duration;
 use kvm_ioctls::VcpuFd;
 
 use crate::cases::pageops::{expect_range, fill_range, on_each_vcpu, Rig, DATA_BASE};
-use crate::harness::case::{expect_errno, expect_ok, Case, OrFail, Stop, TestResult, Tx};
+use crate::harness::case::{
+    ensure, expect_errno, expect_ok, fail, Case, OrFail, Stop, TestResult, Tx,
+};
 use crate::kvm::caps::{AccessMode, Lack, Need};
 use crate::kvm::{
     ename, GmemFile, Mapping, Vm, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES,
@@ -21,6 +23,7 @@ pub const CASES: &[Case] = &[
     case!(stages_2m_keep_each_side, needs: NEEDS),
     case!(stages_2m_with_fallocate_two_vcpus, needs: NEEDS),
     case!(punch_stages_2m_read_zero, needs: NEEDS),
+    case!(converting_a_page_unmaps_only_that_page, needs: NEEDS),
     case!(set_private_as_cap_says, needs: &[Need::GmemCreate]),
     case!(unreadable_request_efault, needs: &[Need::Kvm]),
 ];
@@ -757,4 +760,50 @@ fn unreadable_request_efault(tx: &Tx) -> TestResult {
         vm.ioctl_with_unreadable_arg(KVM_SET_MEMORY_ATTRIBUTES),
         libc::EFAULT,
     )
+}
+
+/// Converting one private page to shared zaps exactly that gfn's mapping,
+/// as upstream's kvm_arch_pre_set_memory_attributes() unmaps the range
+/// [start, end): the guest maps four private pages, page 2 becomes shared,
+/// and the VM's count of 4 KiB mappings (`pages_4k`) drops by one, while
+/// its neighbours keep theirs. An invalidation one page too wide (or too
+/// early) takes a neighbour with it, which the guest would only notice as
+/// a refault.
+fn converting_a_page_unmaps_only_that_page(tx: &Tx) -> TestResult {
+    const PAGES: u64 = 4;
+    const CONVERTED: u64 = 2;
+    let p = tx.page();
+    let limit = tx.inner_limit(Duration::from_secs(10));
+    let mut rig = Rig::new(tx, AccessMode::Private, PAGES, 1)?;
+    let slot = rig.region(1, DATA_BASE, PAGES, 0);
+    rig.add(&slot)?;
+    fill_range(&mut rig.vcpus[0], DATA_BASE, PAGES * p, 0x6b, limit, || {
+        "guest fill of the four private pages".into()
+    })?;
+    let count = |rig: &Rig| -> Result<u64, Stop> {
+        match rig.vm.stat("pages_4k").or_fail("VM statistic pages_4k")? {
+            Some(n) => Ok(n),
+            None => fail("the VM has no pages_4k statistic (x86 always has)"),
+        }
+    };
+    let before = count(&rig)?;
+    rig.set_private(DATA_BASE + CONVERTED * p, p, false)
+        .or_fail("KVM_SET_MEMORY_ATTRIBUTES(0) on page 2")?;
+    let after = count(&rig)?;
+    tx.diag(format!("pages_4k {before} -> {after}"));
+    ensure(after + 1 == before, || {
+        format!(
+            "KVM held {before} 4 KiB mappings before page {CONVERTED} became shared and {after} \
+             after: the conversion must unmap exactly that page"
+        )
+    })?;
+    for i in (0..PAGES).filter(|&i| i != CONVERTED) {
+        expect_range(&mut rig.vcpus[0], DATA_BASE + i * p, p, 0x6b, limit, || {
+            format!("private page {i} after page {CONVERTED} became shared")
+        })?;
+    }
+    ensure(count(&rig)? == after, || {
+        "reading the private neighbours faulted something in: one of them had been unmapped"
+            .to_string()
+    })
 }
