@@ -18,6 +18,9 @@ struct Cli {
     /// Per-case timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+    /// Stop at the first failing case (KTAP `Bail out!`).
+    #[arg(long)]
+    fail_fast: bool,
 }
 
 fn main() -> ExitCode {
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
         list: cli.list,
         filters: cli.filter,
         timeout: Duration::from_secs(cli.timeout),
+        fail_fast: cli.fail_fast,
     };
     ExitCode::from(selftests::harness::suite::run(&opts))
 }

@@ -92,6 +92,13 @@ impl<W: Write> KtapWriter<W> {
     }
 
     /// `# totals: pass P fail F skip S`.
+    /// `Bail out! reason`: the stream ends here, the rest of the plan
+    /// without results.
+    pub fn bail_out(&mut self, reason: &str) -> io::Result<()> {
+        writeln!(self.out, "Bail out! {}", sanitize(reason))?;
+        self.out.flush()
+    }
+
     pub fn finish(&mut self) -> io::Result<Totals> {
         let t = self.totals;
         writeln!(

@@ -21,6 +21,9 @@ pub struct Options {
     /// Substrings; a case runs when any matches (all run when empty).
     pub filters: Vec<String>,
     pub timeout: Duration,
+    /// Stop at the first failing case (`Bail out!`): for runs that only
+    /// need to know whether anything fails, such as a mutant's.
+    pub fail_fast: bool,
 }
 
 /// One case on one VM type.
@@ -121,7 +124,7 @@ pub fn run(opts: &Options) -> u8 {
     }
     let caps = Caps::probe();
     let mut monitor = Monitor::new();
-    match run_instances(&list, opts.timeout, &caps, &mut monitor, io::stdout()) {
+    match run_instances(&list, opts, &caps, &mut monitor, io::stdout()) {
         Ok(failed) => u8::from(failed),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 1, // reader went away
         Err(e) => {
@@ -146,11 +149,12 @@ fn numa_note() -> String {
 /// Runs `list` and writes KTAP to `out`; returns whether any case failed.
 pub fn run_instances<W: Write>(
     list: &[Instance],
-    timeout: Duration,
+    opts: &Options,
     caps: &Caps,
     monitor: &mut Monitor,
     out: W,
 ) -> io::Result<bool> {
+    let timeout = opts.timeout;
     let mut k = KtapWriter::new(out);
     k.header(list.len())?;
     for line in caps.describe() {
@@ -204,7 +208,17 @@ pub fn run_instances<W: Write>(
         for d in &diags {
             k.diag(d)?;
         }
-        k.result(&inst.name, &v, ms)?;
+        let failed = matches!(v, Verdict::Fail);
+        let number = k.result(&inst.name, &v, ms)?;
+        if failed && opts.fail_fast {
+            k.bail_out(&format!(
+                "--fail-fast: {} failed; {} case(s) not run",
+                inst.name,
+                list.len() - number
+            ))?;
+            k.finish()?;
+            return Ok(true);
+        }
     }
     for (area, ms) in &area_ms {
         k.diag(&format!("{}{area} {ms}", ktap::AREA_TIME))?;
@@ -324,14 +338,8 @@ mod tests {
             .collect();
         let mut out = Vec::new();
         let mut mon = Monitor::disabled("unit test");
-        let failed = run_instances(
-            &list,
-            Duration::from_millis(500),
-            &fake_caps(),
-            &mut mon,
-            &mut out,
-        )
-        .unwrap();
+        let failed =
+            run_instances(&list, &fake_opts(false), &fake_caps(), &mut mon, &mut out).unwrap();
         assert!(failed);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -376,6 +384,52 @@ mod tests {
                 "no time line for {name}"
             );
         }
+    }
+
+    fn fake_opts(fail_fast: bool) -> Options {
+        Options {
+            list: false,
+            filters: Vec::new(),
+            timeout: Duration::from_millis(500),
+            fail_fast,
+        }
+    }
+
+    /// With --fail-fast the stream ends at the first failure with a
+    /// `Bail out!` that says how many cases did not run.
+    #[test]
+    fn fail_fast_bails_out_after_the_first_failure() {
+        let _g = crate::harness::isolate::test_fork_lock();
+        let list: Vec<Instance> = FAKE
+            .iter()
+            .map(|c| Instance {
+                case: c,
+                vm_type: VmType::Default,
+                name: c.full_name(VmType::Default),
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut mon = Monitor::disabled("unit test");
+        let failed =
+            run_instances(&list, &fake_opts(true), &fake_caps(), &mut mon, &mut out).unwrap();
+        assert!(failed);
+        let text = String::from_utf8(out).unwrap();
+        let results: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+            .collect();
+        assert_eq!(
+            results,
+            vec!["ok 1 h.passes@default", "not ok 2 h.fails@default"]
+        );
+        assert!(
+            text.contains(&format!(
+                "Bail out! --fail-fast: h.fails@default failed; {} case(s) not run",
+                list.len() - 2
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("# begin h.skips_at_runtime"), "{text}");
     }
 
     #[test]

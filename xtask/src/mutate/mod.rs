@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// the rest of the whole-run timeout.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: Option<u64>,
+    /// A mutant's suite stops at its first failing case: a kill costs the
+    /// cases up to it, not the whole suite, and names that one case as
+    /// its killer. The baseline and every survivor still run everything.
+    #[arg(long)]
+    pub fail_fast: bool,
     /// auto, kvm or tcg, as for `cargo xtask test`.
     #[arg(long, value_enum, default_value_t = crate::boot::AccelRequest::Auto)]
     pub accel: crate::boot::AccelRequest,

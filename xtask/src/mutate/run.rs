@@ -578,6 +578,8 @@ struct Bench {
     test: TestArgs,
     plan: BuildPlan,
     series: SeriesTag,
+    /// `--fail-fast` for mutants' boots.
+    fail_fast: bool,
 }
 
 /// A boot's cost split, from its result.
@@ -661,6 +663,9 @@ impl Bench {
             args.timeout = Some(l.run);
             args.stall_timeout = Some(l.stall);
         }
+        // Only a mutant's boot may stop early: the baseline must show that
+        // every case passes.
+        args.fail_fast = self.fail_fast && !mutant.is_empty();
         test::boot_image(
             &args,
             &image.path,
@@ -838,7 +843,12 @@ fn setup(args: &RunArgs, tip: Option<&str>) -> Result<Setup> {
     }
     build::configure(&plan)?;
     Ok(Setup {
-        bench: Bench { test, plan, series },
+        bench: Bench {
+            test,
+            plan,
+            series,
+            fail_fast: args.fail_fast,
+        },
         wt,
         equivalent,
         _selftests_copy: copy_dir,
@@ -1425,6 +1435,7 @@ pub fn bench_mutate(name: &str) -> Result<ExitCode> {
         test: targs,
         plan,
         series,
+        fail_fast: false,
     };
     let images = tempfile::tempdir()?;
     let mut t = Timing::default();

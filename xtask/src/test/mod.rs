@@ -63,6 +63,10 @@ pub struct TestArgs {
     /// the unmutated series' suite time.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: Option<u64>,
+    /// The selftests stop at the first failing case (KTAP `Bail out!`);
+    /// the rest of the plan is reported without results.
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Use this selftests binary instead of building the workspace's.
     #[arg(long)]
     pub selftests: Option<PathBuf>,
@@ -207,6 +211,9 @@ fn selftest_args(args: &TestArgs) -> Vec<String> {
     if let Some(t) = args.case_timeout {
         v.push("--timeout".into());
         v.push(t.to_string());
+    }
+    if args.fail_fast {
+        v.push("--fail-fast".into());
     }
     v
 }
