@@ -319,17 +319,23 @@ mod tests {
         }
     }
 
-    /// The runner end to end on fake cases: KTAP lines, verdicts, totals.
-    #[test]
-    fn runner_reports_every_kind_of_outcome_in_ktap() {
-        let _g = crate::harness::isolate::test_fork_lock();
-        let list: Vec<Instance> = FAKE
-            .iter()
+    /// Every fake case on the default VM type.
+    fn fake_instances() -> Vec<Instance> {
+        FAKE.iter()
             .map(|c| Instance {
                 case: c,
                 vm_type: VmType::Default,
                 name: c.full_name(VmType::Default),
             })
+            .collect()
+    }
+
+    /// The runner end to end on fake cases: KTAP lines, verdicts, totals.
+    #[test]
+    fn runner_reports_every_kind_of_outcome_in_ktap() {
+        let _g = crate::harness::isolate::test_fork_lock();
+        let list: Vec<Instance> = fake_instances()
+            .into_iter()
             .chain(std::iter::once(Instance {
                 case: &FAKE[0],
                 vm_type: VmType::SwProtected,
@@ -400,14 +406,7 @@ mod tests {
     #[test]
     fn fail_fast_bails_out_after_the_first_failure() {
         let _g = crate::harness::isolate::test_fork_lock();
-        let list: Vec<Instance> = FAKE
-            .iter()
-            .map(|c| Instance {
-                case: c,
-                vm_type: VmType::Default,
-                name: c.full_name(VmType::Default),
-            })
-            .collect();
+        let list = fake_instances();
         let mut out = Vec::new();
         let mut mon = Monitor::disabled("unit test");
         let failed =
