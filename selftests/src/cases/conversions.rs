@@ -670,13 +670,7 @@ fn set_private_as_cap_says(tx: &Tx) -> TestResult {
     let vm = tx.vm()?;
     let p = tx.page();
     let private = KVM_MEMORY_ATTRIBUTE_PRIVATE as u64;
-    let sys = tx
-        .caps
-        .system
-        .iter()
-        .find(|(n, _)| *n == "MEMORY_ATTRIBUTES")
-        .map(|&(_, v)| v)
-        .unwrap_or(0);
+    let sys = tx.caps.system_value("MEMORY_ATTRIBUTES");
     let has = tx.vm_caps().has_private();
     tx.diag(format!(
         "KVM_CAP_MEMORY_ATTRIBUTES {:#x} on /dev/kvm, {:#x} on this VM",
@@ -742,12 +736,7 @@ fn set_private_as_cap_says(tx: &Tx) -> TestResult {
 /// A KVM_SET_MEMORY_ATTRIBUTES request KVM cannot read is EFAULT, on every
 /// VM type: the ioctl copies its request in before it looks at the VM.
 fn unreadable_request_efault(tx: &Tx) -> TestResult {
-    let sys = tx
-        .caps
-        .system
-        .iter()
-        .find(|(n, _)| *n == "MEMORY_ATTRIBUTES")
-        .map_or(0, |&(_, v)| v);
+    let sys = tx.caps.system_value("MEMORY_ATTRIBUTES");
     if sys <= 0 {
         return Err(Stop::lacking(
             Lack::Cap("KVM_CAP_MEMORY_ATTRIBUTES"),

@@ -302,6 +302,15 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// The system-wide answer recorded for `name` (KVM_CAP_<name> on
+    /// /dev/kvm), 0 when it was not probed.
+    pub fn system_value(&self, name: &str) -> i32 {
+        self.system
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |&(_, v)| v)
+    }
+
     pub fn probe() -> Caps {
         let release = kvm::kernel_release();
         let version = kvm::parse_kernel_version(&release);
